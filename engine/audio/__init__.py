@@ -1,0 +1,1 @@
+"""Audio features for the Face-Sync controller: several encoders behind one interface."""

@@ -1,0 +1,74 @@
+"""`python -m engine COMMAND ...`: one subcommand per stage; each lives in its stage's `command` module.
+
+A command module has `configure(parser)` to add its arguments and `run(args, progress) -> dict`,
+whose dict becomes the final `result` event. Modules are imported only when their command runs,
+so `--help` stays fast and does not load torch.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+from pathlib import Path
+
+from .errors import EngineError
+from .progress import Progress
+
+COMMANDS = {
+    "preprocess": ("engine.preprocess.command", "turn a clip of one person talking into a subject folder"),
+    "train": ("engine.nerf.train_command", "train the talking-head model of a subject"),
+    "render": ("engine.nerf.render_command", "render a subject speaking an audio file, composited into its frame"),
+    "evaluate": ("engine.evaluation.command", "score a subject on its held-out frames"),
+    "animate": ("engine.expression.command", "turn speech into ARKit blendshape and head-pose curves"),
+    "train-ave": ("engine.audio.ave_command", "train the audio-visual sync encoder on subject clips"),
+    "models": ("engine.models_command", "show where the pretrained models are found, or fetch them"),
+    "demo": ("engine.demo", "run the whole chain on a default input that needs no download"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="SyncTalk engine: talking-head subjects from clips, curves from speech, renders into edits.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in available_commands().items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--progress", choices=["bar", "jsonl", "quiet"], default=None,
+                       help="progress display: a bar on a terminal (default there), JSON lines for programs")
+        p.set_defaults(_module=module)
+        importlib.import_module(module).configure(p)
+    return parser
+
+
+def available_commands() -> dict:
+    """The commands whose stage module is present in this build."""
+    root = Path(__file__).resolve().parent.parent
+    return {name: entry for name, entry in COMMANDS.items()
+            if (root / (entry[0].replace(".", "/") + ".py")).is_file()}
+
+
+def _terminate_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    mode = args.progress or ("bar" if sys.stderr.isatty() else "quiet")
+    progress = Progress(mode)
+    # A cancel from Blender (SIGTERM) unwinds like Ctrl-C, so cleanup and checkpoints run.
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        result = importlib.import_module(args._module).run(args, progress)
+    except EngineError as exc:
+        progress.error(exc.message, exc.hint, exc.path)
+        return 2
+    except KeyboardInterrupt:
+        if mode == "jsonl":
+            progress.emit({"event": "cancelled"})
+        else:
+            print("cancelled", file=sys.stderr)
+        return 130
+    progress.result(**(result or {}))
+    if mode != "jsonl" and result:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+    return 0

@@ -1,0 +1,1 @@
+"""Face analysis: MediaPipe's FaceLandmarker and selfie segmenter, and the parsing built from them."""

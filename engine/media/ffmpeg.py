@@ -1,0 +1,76 @@
+"""Running the ffmpeg that imageio-ffmpeg ships: argument lists only, never a shell string."""
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import EngineError
+
+
+def ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@dataclass
+class MediaInfo:
+    path: str
+    duration: float | None
+    has_video: bool
+    has_audio: bool
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    video_codec: str = ""
+    audio_codec: str = ""
+    sample_rate: int = 0
+
+
+_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
+_VIDEO = re.compile(r"Stream #\S+.*?: Video: (\w+).*?, (\d{2,5})x(\d{2,5})")
+_FPS = re.compile(r"([\d.]+)(k?) (?:fps|tbr)")
+_AUDIO = re.compile(r"Stream #\S+.*?: Audio: (\w+).*?(\d+) Hz")
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """What a media file holds, read from ffmpeg's stream report (imageio-ffmpeg ships no ffprobe)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EngineError(f"{path}: file not found", "check the path", path=str(path))
+    if path.stat().st_size == 0:
+        raise EngineError(f"{path}: the file is empty", "export the clip again", path=str(path))
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                          capture_output=True, text=True, errors="replace")
+    report = proc.stderr
+    if "Invalid data found" in report or "Stream #" not in report:
+        raise EngineError(f"{path}: not a readable video or audio file",
+                          "use a common container (mp4, mov, mkv, webm, wav, mp3, flac, ogg, m4a)",
+                          path=str(path))
+    info = MediaInfo(str(path), None, False, False)
+    if m := _DURATION.search(report):
+        h, mnt, s = m.groups()
+        info.duration = int(h) * 3600 + int(mnt) * 60 + float(s)
+    for line in report.splitlines():
+        if (m := _VIDEO.search(line)) and not info.has_video and "attached pic" not in line:
+            info.has_video = True
+            info.video_codec, info.width, info.height = m.group(1), int(m.group(2)), int(m.group(3))
+            if f := _FPS.search(line):
+                info.fps = float(f.group(1)) * (1000 if f.group(2) else 1)
+        elif (m := _AUDIO.search(line)) and not info.has_audio:
+            info.has_audio = True
+            info.audio_codec, info.sample_rate = m.group(1), int(m.group(2))
+    return info
+
+
+def run_ffmpeg(args: list[str], what: str, path: str | Path) -> bytes:
+    """Run ffmpeg with `args`; on failure raise an EngineError that quotes its last error line."""
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", *args],
+                          capture_output=True)
+    if proc.returncode != 0:
+        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["unknown error"]
+        raise EngineError(f"{path}: ffmpeg could not {what}: {tail[0]}",
+                          "check that the file plays in a media player; re-encode it if it does not",
+                          path=str(path))
+    return proc.stdout

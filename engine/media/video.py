@@ -1,0 +1,110 @@
+"""Decoding a clip to RGB frames at a constant frame rate, and encoding frames to H.264 + AAC."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from ..errors import EngineError
+from .ffmpeg import MediaInfo, ffmpeg_exe, probe
+
+
+def open_clip(path: str | Path) -> MediaInfo:
+    """Probe a clip and check it has a video stream."""
+    info = probe(path)
+    if not info.has_video or info.width == 0:
+        raise EngineError(f"{path}: has no video stream", "pick a video clip (mp4, mov, mkv, webm)", path=str(path))
+    return info
+
+
+def read_frames(path: str | Path, fps: float, info: MediaInfo | None = None) -> Iterator[np.ndarray]:
+    """Yield (H, W, 3) uint8 RGB frames resampled to a constant `fps` (frames dropped or repeated)."""
+    info = info or open_clip(path)
+    w, h = info.width, info.height
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-i", str(path),
+           "-map", "0:v:0", "-vf", f"fps={fps}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    frame_bytes = w * h * 3
+    count = 0
+    try:
+        while True:
+            buf = proc.stdout.read(frame_bytes)
+            if len(buf) < frame_bytes:
+                break
+            count += 1
+            yield np.frombuffer(buf, np.uint8).reshape(h, w, 3)
+    finally:
+        proc.stdout.close()
+        err = proc.stderr.read().decode(errors="replace").strip()
+        proc.stderr.close()
+        proc.wait()
+    if count == 0:
+        raise EngineError(f"{path}: no frame could be decoded ({err.splitlines()[-1] if err else 'empty stream'})",
+                          "check that the clip plays; re-encode it to H.264 mp4 if it does not", path=str(path))
+
+
+class VideoWriter:
+    """Frames in, an H.264 mp4 out (yuv420p, so every player opens it), optionally with an audio track.
+
+    Writes to a temporary file and renames it on `close()`, so an interrupted render leaves no
+    half-written video behind.
+    """
+
+    def __init__(self, path: str | Path, width: int, height: int, fps: float,
+                 audio: str | Path | None = None, crf: int = 18):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self.size = (width, height)
+        cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-"]
+        if audio is not None:
+            cmd += ["-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "160k", "-shortest"]
+        # Even dimensions are required by yuv420p; pad by one pixel when needed.
+        cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-preset", "veryfast",
+                "-crf", str(crf), "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(self.tmp)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.shape[:2] != (self.size[1], self.size[0]) or frame.dtype != np.uint8:
+            raise ValueError(f"frame {frame.shape} {frame.dtype} does not match {self.size} uint8")
+        self.proc.stdin.write(np.ascontiguousarray(frame[..., :3]).tobytes())
+        self.frames += 1
+
+    def close(self) -> Path:
+        self.proc.stdin.close()
+        err = self.proc.stderr.read().decode(errors="replace")
+        if self.proc.wait() != 0 or self.frames == 0:
+            self.tmp.unlink(missing_ok=True)
+            raise EngineError(f"{self.path}: encoding failed: {err.strip() or 'no frames'}",
+                              "check free disk space and that the output folder is writable", path=str(self.path))
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float, audio: str | Path | None = None) -> Path:
+    frames = iter(frames)
+    first = next(frames)
+    with VideoWriter(path, first.shape[1], first.shape[0], fps, audio) as writer:
+        writer.write(first)
+        for frame in frames:
+            writer.write(frame)
+    return Path(path)

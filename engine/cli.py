@@ -18,7 +18,7 @@ from .progress import Progress
 COMMANDS = {
     "preprocess": ("engine.preprocess.command", "turn a clip of one person talking into a subject folder"),
     "train": ("engine.nerf.train_command", "train the talking-head model of a subject"),
-    "render": ("engine.nerf.render_command", "render a subject speaking an audio file, composited into its frame"),
+    "render": ("engine.render.command", "render a subject speaking an audio file, composited into its frame"),
     "evaluate": ("engine.evaluation.command", "score a subject on its held-out frames"),
     "animate": ("engine.expression.command", "turn speech into ARKit blendshape and head-pose curves"),
     "train-ave": ("engine.audio.ave_command", "train the audio-visual sync encoder on subject clips"),

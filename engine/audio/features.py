@@ -50,9 +50,17 @@ def get_encoder(name: str, models_dir=None) -> AudioEncoder:
     return _ENCODERS[name](models_dir)
 
 
+def _whisper(models_dir):
+    from .whisper import WhisperEncoder
+    return WhisperEncoder(models_dir)
+
+
+# The first is the default: chosen by scripts/bench_audio.py (held-out jawOpen correlation on lieu_60s).
 _ENCODERS = {
+    "whisper": _whisper,
     "mel": lambda models_dir: MelEncoder(),
 }
+DEFAULT_ENCODER = "whisper"
 
 
 def frame_features(features: np.ndarray, rate: float, fps: float, n_frames: int | None = None) -> np.ndarray:

@@ -1,0 +1,61 @@
+"""The `whisper` audio encoder: Whisper base's encoder (multilingual), run by CTranslate2.
+
+Whisper looks at 30 s windows of log-mel (80 mels, 100 frames/s) and gives 1500 x 512 features per
+window (50 per second). Longer audio is cut into consecutive 30 s windows, run as one batch; the
+features of the zero padding after the end of the speech are dropped.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..media.audio import SAMPLE_RATE
+from ..models import find_model
+
+N_FFT = 400
+HOP = 160                      # 100 mel frames per second
+N_MELS = 80
+WINDOW_SECONDS = 30
+WINDOW_SAMPLES = WINDOW_SECONDS * SAMPLE_RATE
+WINDOW_MEL_FRAMES = WINDOW_SAMPLES // HOP   # 3000
+FEATURES_PER_WINDOW = WINDOW_MEL_FRAMES // 2  # the encoder's stride-2 convolution: 1500
+
+
+def whisper_log_mel(samples: np.ndarray) -> np.ndarray:
+    """(80, T) log-mel exactly as Whisper computes it (its `log_mel_spectrogram`), T = len/160."""
+    import librosa
+    spec = librosa.stft(samples.astype(np.float32), n_fft=N_FFT, hop_length=HOP, window="hann",
+                        center=True, pad_mode="reflect")[:, :-1]
+    filters = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS)
+    log_spec = np.log10(np.maximum(filters @ (np.abs(spec) ** 2), 1e-10))
+    log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
+    return ((log_spec + 4.0) / 4.0).astype(np.float32)
+
+
+class WhisperEncoder:
+    """Whisper base's encoder: 512-d features, 50 per second."""
+
+    name = "whisper"
+    dim = 512
+    rate = 50.0
+
+    def __init__(self, models_dir=None, threads: int | None = None):
+        import ctranslate2
+        self.model_path = find_model("whisper-base", models_dir)
+        threads = threads or min(4, os.cpu_count() or 1)
+        self._model = ctranslate2.models.Whisper(str(self.model_path), device="cpu", compute_type="int8",
+                                                 intra_threads=threads)
+
+    def encode(self, samples: np.ndarray) -> np.ndarray:
+        import ctranslate2
+        n_windows = max(1, int(np.ceil(len(samples) / WINDOW_SAMPLES)))
+        # Whisper pads with zeros to whole 30 s windows before its log-mel, as in its own transcription.
+        padded = np.zeros(n_windows * WINDOW_SAMPLES, np.float32)
+        padded[:len(samples)] = samples
+        mel = whisper_log_mel(padded)
+        batch = np.ascontiguousarray(mel.reshape(N_MELS, n_windows, WINDOW_MEL_FRAMES).transpose(1, 0, 2))
+        output = self._model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=True)
+        features = np.asarray(output, np.float32).reshape(-1, self.dim)
+        n_valid = int(np.ceil(len(samples) / SAMPLE_RATE * self.rate))
+        return features[:n_valid]

@@ -1,0 +1,103 @@
+"""Scoring a trained subject on its held-out frames.
+
+Each held-out frame is rendered with its own audio window, blendshapes and pose, and compared with
+the ground truth (the subject's crop frame) three ways:
+- "portrait": the render pasted onto the ground-truth frame (what `render` outputs; everything
+  outside the face is copied from the truth, so this figure is flattering);
+- "raw": the render as the NeRF draws it (head over torso over the background plate);
+- "face": the face alone (PSNR over the face mask's pixels, SSIM and MS-SSIM over the face box):
+  the honest figure.
+Mouth landmarks (MediaPipe) of the portrait and of the truth give LMD and the mouth opening, whose
+correlation over time says whether the lips follow the audio.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..face.landmarker import FaceLandmarker
+from ..portrait.composite import as_float, face_layer, over_frame
+from ..render.driving import Driving
+from ..render.pipeline import render_frame
+from ..subject.format import Subject
+from . import metrics
+
+IMAGE_METRICS = ("psnr", "ssim", "ms_ssim")
+
+
+@dataclass
+class Evaluation:
+    frames: list[dict] = field(default_factory=list)        # per held-out frame: index and scores
+    samples: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)  # (index, truth, portrait)
+    mouth_truth: list[float] = field(default_factory=list)  # opening per frame (nan: no face found)
+    mouth_render: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        out = {}
+        for region in ("face", "portrait", "raw"):
+            out[region] = {name: _mean([f[region][name] for f in self.frames]) for name in IMAGE_METRICS}
+        lmd = [f["lmd"] for f in self.frames if f["lmd"] is not None]
+        out["lmd"] = _mean(lmd)
+        truth, render = np.array(self.mouth_truth), np.array(self.mouth_render)
+        both = np.isfinite(truth) & np.isfinite(render)
+        out["mouth_open_correlation"] = metrics.correlation(render[both], truth[both])
+        out["frames"] = len(self.frames)
+        out["frames_without_face_in_render"] = int(np.sum(~np.isfinite(render) & np.isfinite(truth)))
+        out["frames_without_face_in_truth"] = int(np.sum(~np.isfinite(truth)))
+        return out
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(values)) if values else None
+
+
+def sample_positions(count: int, samples: int) -> set[int]:
+    return set(np.linspace(0, count - 1, min(samples, count)).round().astype(int).tolist())
+
+
+def score_frame(render: np.ndarray, truth: np.ndarray, face_mask: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Image scores of one render (float [0, 1]) against its truth (uint8), with the portrait paste."""
+    portrait = over_frame(face_layer(render, truth, face_mask), truth)
+    truth_f = as_float(truth)
+    scores = {"portrait": metrics.image_scores(as_float(portrait), truth_f),
+              "raw": metrics.image_scores(np.clip(render, 0, 1), truth_f)}
+    box = metrics.mask_box(face_mask)
+    if box is None:
+        scores["face"] = {name: None for name in IMAGE_METRICS}
+    else:
+        x0, y0, x1, y1 = box
+        crop_r, crop_t = np.clip(render[y0:y1, x0:x1], 0, 1), truth_f[y0:y1, x0:x1]
+        scores["face"] = {"psnr": metrics.psnr(np.clip(render, 0, 1), truth_f, face_mask > 0.5),
+                          "ssim": metrics.ssim(crop_r, crop_t), "ms_ssim": metrics.ms_ssim(crop_r, crop_t)}
+    return scores, portrait
+
+
+def evaluate(subject: Subject, head, driving: Driving, progress, samples: int = 4) -> Evaluation:
+    """Render and score every frame of `driving` (the subject's own held-out frames)."""
+    result = Evaluation()
+    keep = sample_positions(len(driving), samples)
+    with FaceLandmarker() as marks_truth, FaceLandmarker() as marks_render, \
+            progress.stage("evaluate", len(driving)) as stage:
+        for j in range(len(driving)):
+            index = int(driving.frame_index[j])
+            render = render_frame(head, driving, j)
+            truth = subject.frame(index)
+            scores, portrait = score_frame(render, truth, subject.face_mask(index))
+            timestamp = int(round(j * 1000 / subject.fps))
+            seen_truth = marks_truth.analyse(truth, timestamp)
+            seen_render = marks_render.analyse(portrait, timestamp)
+            scores["lmd"] = None
+            if seen_truth.faces and seen_render.faces:
+                scores["lmd"] = metrics.landmark_distance(seen_render.landmarks, seen_truth.landmarks, subject.size)
+            result.mouth_truth.append(metrics.mouth_opening(seen_truth.landmarks, subject.size)
+                                      if seen_truth.faces else float("nan"))
+            result.mouth_render.append(metrics.mouth_opening(seen_render.landmarks, subject.size)
+                                       if seen_render.faces else float("nan"))
+            result.frames.append({"index": index, **scores})
+            if j in keep:
+                result.samples.append((index, truth, portrait))
+            stage.advance(face_psnr=scores["face"]["psnr"] or 0.0)
+    return result
+

@@ -1,0 +1,153 @@
+"""Image and lip-sync metrics: PSNR, SSIM, MS-SSIM, mouth-landmark distance, mouth-opening correlation.
+
+SSIM follows Wang et al. 2004: an 11-tap Gaussian window (sigma 1.5), C1 = (0.01 L)^2, C2 = (0.03 L)^2,
+statistics over the valid region only (no padding), channels averaged; it agrees with scikit-image's
+`structural_similarity(..., gaussian_weights=True, use_sample_covariance=False)`.
+MS-SSIM follows Wang et al. 2003: contrast-structure at each of 5 scales (2x2 average pooling between
+them), luminance at the coarsest, weights (0.0448, 0.2856, 0.3001, 0.2363, 0.1333). An image too small
+for 5 scales (the face box at 256 px) uses as many as fit, with the weights renormalised.
+Images are float arrays in [0, 1], (H, W) or (H, W, C).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+WINDOW_SIZE = 11
+WINDOW_SIGMA = 1.5
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+# MediaPipe face-mesh lip landmarks: the outer contour, then the inner contour (20 each).
+OUTER_LIPS = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
+INNER_LIPS = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191)
+MOUTH_LANDMARKS = OUTER_LIPS + INNER_LIPS
+UPPER_INNER_LIP, LOWER_INNER_LIP = 13, 14
+LANDMARK_SCALE = 512  # LMD and mouth opening are in pixels of a 512-px frame, as the paper reports them
+
+
+def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Peak signal-to-noise ratio in dB (peak 1.0); `mask` (H, W) weights the pixels (e.g. the face)."""
+    diff = (np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2
+    if mask is None:
+        mse = diff.mean()
+    else:
+        weight = np.asarray(mask, np.float64)
+        if diff.ndim == 3:
+            weight = np.repeat(weight[..., None], diff.shape[2], axis=2)
+        mse = (diff * weight).sum() / max(weight.sum(), 1e-12)
+    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
+
+
+def _to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W[, C]) -> (1, C, H, W) float64."""
+    t = torch.as_tensor(np.asarray(image, np.float64))
+    if t.ndim == 2:
+        t = t[..., None]
+    return t.permute(2, 0, 1)[None]
+
+
+def _gaussian_window(channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.arange(WINDOW_SIZE, dtype=torch.float64) - WINDOW_SIZE // 2
+    g = torch.exp(-(x ** 2) / (2 * WINDOW_SIGMA ** 2))
+    g = g / g.sum()
+    rows = g.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+    return rows, g.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+
+
+def _filter(x: torch.Tensor, window) -> torch.Tensor:
+    """Separable Gaussian filter over the valid region, per channel."""
+    rows, cols = window
+    return F.conv2d(F.conv2d(x, rows, groups=x.shape[1]), cols, groups=x.shape[1])
+
+
+def _ssim_terms(x: torch.Tensor, y: torch.Tensor, data_range: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean SSIM and mean contrast-structure term, per channel."""
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    window = _gaussian_window(x.shape[1])
+    mu_x, mu_y = _filter(x, window), _filter(y, window)
+    var_x = _filter(x * x, window) - mu_x ** 2
+    var_y = _filter(y * y, window) - mu_y ** 2
+    cov = _filter(x * y, window) - mu_x * mu_y
+    cs_map = (2 * cov + c2) / (var_x + var_y + c2)
+    luminance = (2 * mu_x * mu_y + c1) / (mu_x ** 2 + mu_y ** 2 + c1)
+    return (luminance * cs_map).mean(dim=(2, 3))[0], cs_map.mean(dim=(2, 3))[0]
+
+
+def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
+    if np.shape(a) != np.shape(b):
+        raise ValueError(f"images differ in shape: {np.shape(a)} vs {np.shape(b)}")
+    if min(np.shape(a)[:2]) < WINDOW_SIZE:
+        raise ValueError(f"image {np.shape(a)[:2]} is smaller than the {WINDOW_SIZE}-px SSIM window")
+
+
+def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
+    _check_pair(a, b)
+    value, _ = _ssim_terms(_to_tensor(a), _to_tensor(b), data_range)
+    return float(value.mean())
+
+
+def ms_ssim_scales(height: int, width: int) -> int:
+    """How many of the 5 scales fit: the coarsest must still hold one SSIM window."""
+    scales = 1
+    while scales < len(MS_SSIM_WEIGHTS) and min(height, width) // 2 ** scales >= WINDOW_SIZE:
+        scales += 1
+    return scales
+
+
+def ms_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
+    _check_pair(a, b)
+    x, y = _to_tensor(a), _to_tensor(b)
+    scales = ms_ssim_scales(*x.shape[2:])
+    weights = torch.tensor(MS_SSIM_WEIGHTS[:scales], dtype=torch.float64)
+    weights = weights / weights.sum()
+    factors = []
+    for scale in range(scales):
+        value, cs = _ssim_terms(x, y, data_range)
+        # Negative contrast-structure (anti-correlated images) would make the fractional power undefined.
+        factors.append((value if scale == scales - 1 else cs).clamp(min=0))
+        if scale < scales - 1:
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+    stacked = torch.stack(factors)  # (scales, channels)
+    return float(torch.prod(stacked ** weights[:, None], dim=0).mean())
+
+
+def image_scores(render: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> dict:
+    """PSNR, SSIM and MS-SSIM of one frame; with `mask` PSNR is over the mask's pixels."""
+    return {"psnr": psnr(render, truth, mask), "ssim": ssim(render, truth), "ms_ssim": ms_ssim(render, truth)}
+
+
+def mask_box(mask: np.ndarray, threshold: float = 0.5, margin: float = 0.05) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) around the mask's pixels above `threshold`, grown by `margin` of its size;
+    None when the mask is empty."""
+    ys, xs = np.nonzero(mask > threshold)
+    if len(xs) == 0:
+        return None
+    h, w = mask.shape
+    grow = int(round(margin * max(xs.max() - xs.min(), ys.max() - ys.min())))
+    x0, y0 = max(0, xs.min() - grow), max(0, ys.min() - grow)
+    x1, y1 = min(w, xs.max() + 1 + grow), min(h, ys.max() + 1 + grow)
+    # SSIM needs at least one full window.
+    x1, y1 = max(x1, min(w, x0 + WINDOW_SIZE)), max(y1, min(h, y0 + WINDOW_SIZE))
+    return int(x0), int(y0), int(x1), int(y1)
+
+
+def landmark_distance(a: np.ndarray, b: np.ndarray, image_size: int) -> float:
+    """Mean 2D distance between corresponding mouth landmarks, in pixels of a 512-px frame."""
+    scale = LANDMARK_SCALE / image_size
+    index = list(MOUTH_LANDMARKS)
+    return float(np.linalg.norm((a[index, :2] - b[index, :2]) * scale, axis=1).mean())
+
+
+def mouth_opening(landmarks: np.ndarray, image_size: int) -> float:
+    """Inner-lip gap (upper to lower inner lip, mid-mouth) in pixels of a 512-px frame."""
+    gap = landmarks[LOWER_INNER_LIP, :2] - landmarks[UPPER_INNER_LIP, :2]
+    return float(np.linalg.norm(gap) * LANDMARK_SCALE / image_size)
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Pearson correlation; None when either series is constant (the correlation is undefined)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if len(a) < 2 or a.std() < 1e-9 or b.std() < 1e-9:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])

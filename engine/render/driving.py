@@ -1,0 +1,134 @@
+"""What drives each rendered frame: the audio window, the blendshapes, the head pose, and the subject
+frame whose latent code, torso, background and face mask are used.
+
+The speech sets the length. Without curves, poses and blendshapes are replayed from the subject's
+training frames, walked forward and back (0, 1, ..., n-1, n-1, ..., 0, 0, 1, ...) as the original does,
+so a long speech never jumps from the last frame back to the first. With curves, blendshapes and
+head motion come from the curves (what an animator edited on the rig); the subject frame still
+ping-pongs, for the torso and background.
+
+Everything is computed for the whole speech and then sliced, so a range `A:B` gets exactly the
+inputs (audio context at its edges included) that frames A..B-1 get in a full render.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..audio.features import frame_features, get_encoder, windows
+from ..errors import EngineError
+from ..media.audio import SAMPLE_RATE
+from ..subject.format import Subject
+
+
+@dataclass
+class Driving:
+    fps: float
+    frame_index: np.ndarray   # (N,) int64: subject frame for latent code, torso, background, face mask
+    audio: np.ndarray         # (N, W, dim) float32: the audio feature window of each frame
+    blendshapes: np.ndarray   # (N, 52) float32, ARKit order
+    poses: np.ndarray         # (N, 4, 4) float32 camera-to-world
+    first: int = 0            # index of frame 0 of this driving in the full sequence
+
+    def __len__(self) -> int:
+        return len(self.frame_index)
+
+    def slice(self, start: int, stop: int) -> "Driving":
+        return Driving(self.fps, self.frame_index[start:stop], self.audio[start:stop],
+                       self.blendshapes[start:stop], self.poses[start:stop], self.first + start)
+
+
+def ping_pong(count: int, frames: np.ndarray) -> np.ndarray:
+    """`count` entries of `frames` walked forward, then backward, and so on."""
+    n = len(frames)
+    k = np.arange(count)
+    turn, position = k // n, k % n
+    return frames[np.where(turn % 2 == 0, position, n - 1 - position)]
+
+
+def audio_windows(samples: np.ndarray, encoder_name: str, fps: float, n_frames: int, window: int,
+                  models_dir=None) -> np.ndarray:
+    """(n_frames, window, dim): the encoder the model was trained with, aligned to the video frames."""
+    encoder = get_encoder(encoder_name, models_dir)
+    per_frame = frame_features(encoder.encode(samples), encoder.rate, fps, n_frames)
+    return windows(per_frame, window)
+
+
+def frame_count(samples: np.ndarray, fps: float) -> int:
+    """Video frames covered by the speech (whole frames only, so the video never outlasts it)."""
+    return max(1, int(np.floor(len(samples) / SAMPLE_RATE * fps + 1e-6)))
+
+
+def resample_curves(curves, fps: float, n_frames: int, progress=None, path=None):
+    """(weights (n, 52), rotation (n, 3), translation (n, 3)) at `fps`, linearly interpolated.
+
+    Curves shorter than the speech hold their last value (with a warning), longer ones are cut.
+    """
+    if len(curves) == 0:
+        raise EngineError(f"{path}: the curves file holds no frames", "export the curves again", path=path)
+    position = np.arange(n_frames) / fps * curves.fps
+    covered = (len(curves) - 1) / curves.fps
+    if progress is not None and (n_frames - 1) / fps > covered + 0.5 / fps:
+        progress.warn(f"{path}: the curves cover {covered:.2f} s but the speech lasts "
+                      f"{n_frames / fps:.2f} s; the last curve values are held to the end")
+    position = np.clip(position, 0, len(curves) - 1)
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, len(curves) - 1)
+    t = (position - low)[:, None].astype(np.float32)
+
+    def at(values):
+        return (values[low] * (1 - t) + values[high] * t).astype(np.float32)
+
+    return at(curves.weights), at(curves.head_rotation), at(curves.head_translation)
+
+
+def drive_speech(subject: Subject, samples: np.ndarray, encoder_name: str, window: int, curves=None,
+                 curves_path=None, progress=None, models_dir=None) -> Driving:
+    """The driving of a whole speech (16 kHz mono samples), from curves when given, else replayed."""
+    fps = subject.fps
+    n = frame_count(samples, fps)
+    train = subject.split("train")
+    if len(train) == 0:
+        raise EngineError(f"{subject.root}: the subject has no training frames", "preprocess the clip again",
+                          path=str(subject.root))
+    frame_index = ping_pong(n, train)
+    audio = audio_windows(samples, encoder_name, fps, n, window, models_dir)
+    if curves is None:
+        blendshapes = subject.tracks["blendshapes"][frame_index]
+        poses = subject.tracks["pose"][frame_index]
+    else:
+        from ..tracking.headpose import poses_from_head_motion, reference_pose
+        blendshapes, rotation, translation = resample_curves(curves, fps, n, progress, curves_path)
+        poses = poses_from_head_motion(rotation, translation, reference_pose(subject.tracks["pose"]))
+    return Driving(fps, frame_index.astype(np.int64), audio.astype(np.float32),
+                   np.asarray(blendshapes, np.float32), np.asarray(poses, np.float32))
+
+
+def drive_frames(subject: Subject, indices: np.ndarray, encoder_name: str, window: int,
+                 models_dir=None) -> Driving:
+    """The subject's own frames with their own audio, blendshapes and poses (held-out evaluation)."""
+    from ..media.audio import load_audio
+    samples = load_audio(subject.audio_path)
+    audio = audio_windows(samples, encoder_name, subject.fps, subject.n_frames, window, models_dir)
+    indices = np.asarray(indices, np.int64)
+    return Driving(subject.fps, indices, audio[indices], subject.tracks["blendshapes"][indices].astype(np.float32),
+                   subject.tracks["pose"][indices].astype(np.float32))
+
+
+def parse_range(text: str | None, total: int) -> tuple[int, int]:
+    """`A:B` (either side may be empty, B exclusive) -> (start, stop) within [0, total]."""
+    if not text:
+        return 0, total
+    try:
+        start_text, stop_text = text.split(":")
+        start = int(start_text) if start_text.strip() else 0
+        stop = int(stop_text) if stop_text.strip() else total
+    except ValueError:
+        raise EngineError(f"--frames {text!r} is not a range A:B", "write it as e.g. 0:250 (B exclusive)")
+    if not 0 <= start < stop:
+        raise EngineError(f"--frames {text}: the range is empty or negative", "use 0 <= A < B")
+    if start >= total:
+        raise EngineError(f"--frames {text}: starts after the last frame ({total} frames for this speech)",
+                          f"use a range within 0:{total}")
+    return start, min(stop, total)

@@ -1,0 +1,92 @@
+"""Where rendered frames go: an H.264 + AAC mp4 with the speech, or a PNG sequence (RGB or RGBA).
+
+PNG files are named by their frame number in the whole render (000000.png ...), so the pieces of a
+split render (`--frames A:B`) fill one folder and join without a gap; each file is written to a
+temporary name and renamed. The mp4 of a range carries that range's slice of the speech.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import EngineError
+from ..media.audio import load_audio, write_wav
+from ..media.video import VideoWriter
+
+FORMATS = ("mp4", "png", "rgba")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
+MUX_RATE = 48000
+
+
+def choose_format(requested: str | None, out: Path) -> str:
+    if requested is None:
+        return "mp4" if out.suffix.lower() in VIDEO_SUFFIXES else "png"
+    if requested == "mp4" and out.suffix.lower() not in VIDEO_SUFFIXES:
+        raise EngineError(f"{out}: an mp4 render needs a file name ending in .mp4",
+                          "name the output e.g. speech.mp4, or use --format png for a folder of frames",
+                          path=str(out))
+    if requested in ("png", "rgba") and out.suffix:
+        raise EngineError(f"{out}: a {requested} render writes a folder of frames, not a file",
+                          "give a folder name without an extension", path=str(out))
+    return requested
+
+
+class PngSequence:
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.written = 0
+
+    def write(self, number: int, image: np.ndarray) -> None:
+        path = self.folder / f"{number:06d}.png"
+        tmp = path.with_name(f".{path.name}.partial.png")
+        code = cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(image, code)):
+            raise EngineError(f"{path}: could not write the frame", "check free disk space and permissions",
+                              path=str(path))
+        os.replace(tmp, path)
+        self.written += 1
+
+    def close(self) -> Path:
+        return self.folder
+
+    def abort(self) -> None:
+        """Frames already written stay: each is whole, and a re-run overwrites them."""
+
+
+class Mp4Output:
+    """The frames with the matching slice of the speech (AAC), written atomically by VideoWriter."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: float, speech: Path, first: int, count: int):
+        samples = load_audio(speech, MUX_RATE, allow_silent=True)
+        start = int(round(first / fps * MUX_RATE))
+        stop = int(round((first + count) / fps * MUX_RATE))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{path.stem}.audio-", suffix=".wav", dir=path.parent)
+        os.close(handle)
+        self._audio = Path(name)
+        write_wav(self._audio, samples[start:stop], MUX_RATE)
+        self._video = VideoWriter(path, width, height, fps, audio=self._audio)
+
+    def write(self, number: int, image: np.ndarray) -> None:
+        self._video.write(image)
+
+    def close(self) -> Path:
+        try:
+            return self._video.close()
+        finally:
+            self._audio.unlink(missing_ok=True)
+
+    def abort(self) -> None:
+        self._video.abort()
+        self._audio.unlink(missing_ok=True)
+
+
+def open_output(fmt: str, out: Path, width: int, height: int, fps: float, speech: Path, first: int, count: int):
+    if fmt == "mp4":
+        return Mp4Output(out, width, height, fps, speech, first, count)
+    return PngSequence(out)

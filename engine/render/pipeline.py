@@ -1,0 +1,96 @@
+"""Frames of a render: the driving inputs through the talking head, then into the subject's frame.
+
+Three kinds of frame:
+- "crop": the head pasted onto the subject's crop frame (Portrait-Sync, at the crop size);
+- "full": the head pasted straight into the full-resolution source frame through the crop box;
+- "rgba": head and torso over transparency, at the crop size or placed in a source-sized canvas.
+"""
+from __future__ import annotations
+
+from contextlib import ExitStack
+from typing import Iterator
+
+import numpy as np
+
+from ..portrait.composite import CropBox, as_uint8, face_layer, over_frame, paste_back, rgba_into_source
+from ..portrait.source import SourceFrames, source_info
+from ..subject.format import Subject
+from .driving import Driving
+
+
+class Framing:
+    """Where rendered heads go: the crop, or the full source frame (when the source clip is available)."""
+
+    def __init__(self, subject: Subject, full_frame: bool, needed_frames, progress, stack: ExitStack,
+                 rgba: bool = False):
+        self.subject = subject
+        self.source: SourceFrames | None = None
+        self.box: CropBox | None = None
+        self.canvas: tuple[int, int] | None = None  # (width, height) of the source, for RGBA
+        if not full_frame:
+            return
+        path, first, box = source_info(subject)
+        if box is None or path is None:
+            progress.warn(f"{subject.root / 'subject.json'} records no source clip or crop box; "
+                          "rendering at the crop size")
+            return
+        if not path.is_file():
+            progress.warn(f"source clip {path} not found; rendering at the crop size "
+                          "(put the clip back there to get full-frame output)")
+            return
+        if not _same_clip(subject, path):
+            progress.warn(f"source clip {path} changed since preprocessing (checksum differs); "
+                          "rendering at the crop size")
+            return
+        self.box = box
+        if rgba:
+            from ..media.video import open_clip
+            info = open_clip(path)
+            self.canvas = (info.width, info.height)
+        else:
+            self.source = stack.enter_context(SourceFrames(path, subject.fps, first, needed_frames, progress))
+
+    @property
+    def full(self) -> bool:
+        return self.box is not None
+
+    def size(self, crop_size: int) -> tuple[int, int]:
+        """(width, height) of the output frames."""
+        if self.source is not None:
+            return self.source.width, self.source.height
+        if self.canvas is not None:
+            return self.canvas
+        return crop_size, crop_size
+
+    def composite(self, render: np.ndarray, index: int) -> np.ndarray:
+        layer = face_layer(render, self.subject.frame(index), self.subject.face_mask(index))
+        if self.source is not None:
+            return paste_back(layer, self.source[index], self.box)
+        return over_frame(layer, self.subject.frame(index))
+
+    def place_rgba(self, rgba: np.ndarray) -> np.ndarray:
+        if self.canvas is not None:
+            return rgba_into_source(rgba, self.box, *self.canvas)
+        return as_uint8(rgba)
+
+
+def _same_clip(subject: Subject, path) -> bool:
+    from ..models import sha256_of
+    source = subject.meta.get("source")
+    recorded = source.get("sha256") if isinstance(source, dict) else None
+    return recorded is None or sha256_of(path) == recorded
+
+
+def render_frame(head, driving: Driving, j: int, rgba: bool = False) -> np.ndarray:
+    return head.render(int(driving.frame_index[j]), driving.audio[j], blendshapes=driving.blendshapes[j],
+                       pose=driving.poses[j], rgba=rgba)
+
+
+def frames(head, driving: Driving, framing: Framing, rgba: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+    """(frame number in the whole render, uint8 image) for each frame of `driving`."""
+    for j in range(len(driving)):
+        image = render_frame(head, driving, j, rgba)
+        if rgba:
+            yield driving.first + j, framing.place_rgba(image)
+        else:
+            yield driving.first + j, framing.composite(image, int(driving.frame_index[j]))

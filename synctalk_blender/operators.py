@@ -1,0 +1,331 @@
+"""The operators: Train Subject, Audio to Rig, Render into Sequencer, Cancel, Download Models.
+
+Each one checks its input first (a clear message and nothing changed when something is wrong),
+then runs engine commands as a Job. `execute()` runs the job to the end (background mode, scripts,
+tests); `invoke()` starts it and polls it from a modal timer: status-bar text, panel progress, Esc
+cancels. Scene changes (keys, strips) happen only when the job succeeded, at the end, so one undo
+step undoes them and a failed or cancelled job leaves the file as it was.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+from . import sequencer
+from .jobs import Job, JobBusy, current_job, import_engine
+from .mapping import map_names
+from .properties import preferences, settings, subjects_dir
+from .rig import HeadTarget, curves_from_rig, key_curves, shape_key_names
+
+
+class UserError(Exception):
+    """Bad input: the message is shown in Blender's report and nothing is changed."""
+
+
+def scene_fps(scene) -> float:
+    """The scene's frame rate, exact for NTSC rates (30 / 1.001 = 29.97)."""
+    return scene.render.fps / scene.render.fps_base
+
+
+def _subject_folder(context) -> Path:
+    folder = settings(context).subject
+    if not folder:
+        raise UserError("no subject chosen: train one with Train Subject or pick a subject folder")
+    path = Path(bpy.path.abspath(folder))
+    if not (path / "subject.json").is_file():
+        raise UserError(f"{path} is not a subject folder (no subject.json): train the subject first")
+    return path
+
+
+def _existing_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}")
+    return path
+
+
+def _head_target(context) -> HeadTarget | None:
+    s = settings(context)
+    if s.head_object is None:
+        return None
+    if s.head_bone:
+        if s.head_object.type != "ARMATURE":
+            raise UserError(f"'{s.head_object.name}' is not an armature, so it has no bone '{s.head_bone}'")
+        if s.head_bone not in s.head_object.pose.bones:
+            raise UserError(f"armature '{s.head_object.name}' has no bone '{s.head_bone}'")
+    return HeadTarget(s.head_object, s.head_bone)
+
+
+def _rig_object(context):
+    obj = context.active_object
+    if obj is None:
+        raise UserError("no active object: select the mesh that has the face's shape keys")
+    if not shape_key_names(obj):
+        raise UserError(f"'{obj.name}' has no shape keys: select the mesh with the face's ARKit shape keys")
+    return obj
+
+
+def _mapping(context, obj):
+    from engine.arkit import ARKIT_NAMES
+    s = settings(context)
+    mapping = map_names(ARKIT_NAMES, shape_key_names(obj), s.mapping, s.prefix)
+    if not mapping.targets:
+        raise UserError(f"none of the 52 ARKit names matches a shape key of '{obj.name}': "
+                        "check the Names preset and the Prefix")
+    return mapping
+
+
+class _EngineJobOperator:
+    """The job life cycle shared by the operators; subclasses give `prepare` and `finish`."""
+    bl_options = {"REGISTER", "UNDO"}
+
+    def prepare(self, context) -> tuple[str, list[list[str]]]:
+        raise NotImplementedError
+
+    def finish(self, context, result: dict) -> str:
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        pass
+
+    def _start(self, context):
+        import_engine()
+        try:
+            label, commands = self.prepare(context)
+            prefs = preferences()
+            self._job = Job(label, commands, prefs.models_dir, prefs.device).start()
+        except (UserError, JobBusy, ValueError) as exc:
+            self.report({"ERROR"}, str(exc))
+            self.cleanup()
+            return None
+        return self._job
+
+    def execute(self, context):
+        job = self._start(context)
+        if job is None:
+            return {"CANCELLED"}
+        job.run_to_end()
+        return self._end(context)
+
+    def invoke(self, context, event):
+        job = self._start(context)
+        if job is None:
+            return {"CANCELLED"}
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.1, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        if event.type == "ESC" and event.value == "PRESS":
+            self._job.cancel()
+            return {"RUNNING_MODAL"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        state = self._job.poll()
+        if context.workspace is not None:
+            context.workspace.status_text_set(f"SyncTalk {self._job.label}: {state.summary()}  (Esc to cancel)")
+        for area in context.screen.areas if context.screen else ():
+            if area.type in ("SEQUENCE_EDITOR", "VIEW_3D", "STATUSBAR"):
+                area.tag_redraw()
+        if not state.finished:
+            return {"PASS_THROUGH"}
+        context.window_manager.event_timer_remove(self._timer)
+        if context.workspace is not None:
+            context.workspace.status_text_set(None)
+        return self._end(context)
+
+    def _end(self, context):
+        state = self._job.state
+        try:
+            if state.error:
+                hint = f" ({state.error['hint']})" if state.error.get("hint") else ""
+                self.report({"ERROR"}, f"{self._job.label} failed: {state.error['message']}{hint}")
+                return {"CANCELLED"}
+            if state.cancelled:
+                self.report({"WARNING"}, f"{self._job.label} cancelled")
+                return {"CANCELLED"}
+            message = self.finish(context, state.result or {})
+        except UserError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        finally:
+            self.cleanup()
+        self.report({"INFO"}, message)
+        return {"FINISHED"}
+
+
+class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
+    """Turn a clip of one person talking into a trained subject (preprocess, then train)"""
+    bl_idname = "synctalk.train_subject"
+    bl_label = "Train Subject"
+
+    def prepare(self, context):
+        s = settings(context)
+        if s.clip:
+            clip = _existing_file(Path(bpy.path.abspath(s.clip)), "clip")
+        else:
+            try:
+                clip = _existing_file(sequencer.strip_file(sequencer.selected_strip(context.scene, "MOVIE")),
+                                      "the movie strip's file")
+            except ValueError as exc:
+                raise UserError(f"{exc}, or choose a clip file") from exc
+        name = re.sub(r"[^\w.-]+", "_", s.subject_name or clip.stem)
+        self._subject = subjects_dir() / name
+        train = ["train", str(self._subject), "--preset", s.preset, "--device", preferences().device]
+        if (self._subject / "subject.json").is_file():
+            # Preprocessed already (an earlier run, maybe cancelled): continue training from its checkpoint.
+            return f"Train {name}", [train + ["--resume"]]
+        # At the scene's frame rate, so renders line up frame for frame with the edit.
+        preprocess = ["preprocess", str(clip), "-o", str(self._subject), "--fps", repr(scene_fps(context.scene))]
+        return f"Train {name}", [preprocess, train]
+
+    def finish(self, context, result):
+        settings(context).subject = str(self._subject)
+        return f"subject '{self._subject.name}' trained: {self._subject}"
+
+
+class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):
+    """Key ARKit blendshape curves from speech on the active object's shape keys (and the head pose)"""
+    bl_idname = "synctalk.audio_to_rig"
+    bl_label = "Audio to Rig"
+
+    def prepare(self, context):
+        s = settings(context)
+        scene = context.scene
+        self._obj = _rig_object(context)
+        self._mapping = _mapping(context, self._obj)
+        self._head = _head_target(context)
+        if s.audio:
+            audio = _existing_file(Path(bpy.path.abspath(s.audio)), "audio file")
+            self._start_frame, self._name = scene.frame_current, audio.stem
+        else:
+            try:
+                strip = sequencer.selected_strip(scene, "SOUND")
+            except ValueError as exc:
+                raise UserError(f"{exc}, or choose an audio file") from exc
+            audio = _existing_file(sequencer.strip_file(strip), f"sound of strip '{strip.name}'")
+            # The strip's content starts at frame_start (trimming moves only the visible start).
+            self._start_frame, self._name = strip.frame_start, strip.name
+        subject = ["--generic"] if s.generic else ["--subject", str(_subject_folder(context))]
+        self._fps = scene_fps(scene)
+        self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
+        self._curves_path = self._tmp / "speech.stcurves"
+        return "Audio to Rig", [["animate", str(audio), *subject, "-o", str(self._curves_path),
+                                 "--fps", repr(self._fps)]]
+
+    def finish(self, context, result):
+        from engine.curves import Curves
+        curves = Curves.load(self._curves_path)
+        written = key_curves(self._obj, curves, self._mapping, self._start_frame, self._fps, self._name,
+                             settings(context).replace, self._head)
+        report = self._mapping.report()
+        settings(context).last_report = report
+        end = self._start_frame + (written["frames"] - 1) * self._fps / curves.fps
+        return (f"keyed {written['curves']} curves x {written['frames']} frames "
+                f"(frames {self._start_frame:g}-{end:g}) in action '{written['actions']['shape_keys']}'; {report}")
+
+    def cleanup(self):
+        if getattr(self, "_tmp", None):
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _render_output(context, subject: Path, name: str, rgba: bool) -> Path:
+    """Next to the .blend when it is saved (//synctalk/), else in the subject's renders/ folder."""
+    folder = Path(bpy.path.abspath("//synctalk")) if bpy.data.filepath else subject / "renders"
+    stem = re.sub(r"[^\w.-]+", "_", f"{name}_{subject.name}")
+    return folder / stem if rgba else folder / f"{stem}.mp4"
+
+
+class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
+    """Render the subject speaking the selected sound strip, driven by the rig's curves, into a new strip"""
+    bl_idname = "synctalk.render_to_sequencer"
+    bl_label = "Render into Sequencer"
+
+    def prepare(self, context):
+        scene = context.scene
+        s = settings(context)
+        subject = _subject_folder(context)
+        try:
+            self._sound = sequencer.selected_strip(scene, "SOUND")
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+        audio = _existing_file(sequencer.strip_file(self._sound), f"sound of strip '{self._sound.name}'")
+        self._fps = scene_fps(scene)
+        self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
+        command = ["render", str(subject), "--audio", str(audio), "--device", preferences().device]
+        self._used_rig = ""
+        obj = context.active_object
+        if obj is not None and shape_key_names(obj):
+            # The rig's curves over the whole sound, so hand edits are what gets rendered.
+            frames = self._sound.frame_start + np.arange(self._sound.frame_duration, dtype=np.float64)
+            curves = curves_from_rig(obj, _mapping(context, obj), frames, self._fps, _head_target(context))
+            command += ["--curves", str(curves.save(self._tmp / "rig.stcurves"))]
+            self._used_rig = obj.name
+        self._rgba = s.rgba
+        self._output = _render_output(context, subject, self._sound.name, s.rgba)
+        command += ["-o", str(self._output), "--format", "rgba" if s.rgba else "mp4"]
+        return "Render", [command]
+
+    def finish(self, context, result):
+        scene = context.scene
+        sound = self._sound
+        channel = sequencer.free_channel_above(scene, sound)
+        start = int(round(sound.frame_start))
+        if self._rgba:
+            files = sorted(self._output.glob("*.png"))
+            if not files:
+                raise UserError(f"the render wrote no frames into {self._output}")
+            strip = sequencer.add_image_sequence(scene, files, start, channel, name=f"{sound.name} render")
+        else:
+            _existing_file(self._output, "rendered video")
+            strip = sequencer.add_movie(scene, self._output, start, channel, name=f"{sound.name} render")
+        # Same visible range as the sound strip (it may be trimmed).
+        strip.frame_final_start, strip.frame_final_end = sound.frame_final_start, sound.frame_final_end
+        source = f"curves of '{self._used_rig}'" if self._used_rig else "the audio alone (no rig selected)"
+        if abs(result.get("fps", self._fps) - self._fps) > 1e-3:
+            self.report({"WARNING"}, f"the subject is at {result['fps']:g} fps, the scene at {self._fps:g} fps: "
+                                     "train the subject at the scene's frame rate for frame-exact timing")
+        return f"rendered from {source} into strip '{strip.name}' on channel {channel}: {self._output}"
+
+    def cleanup(self):
+        if getattr(self, "_tmp", None):
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+class SYNCTALK_OT_download_models(_EngineJobOperator, bpy.types.Operator):
+    """Download the pretrained models that are missing, from their official sources (checksums verified)"""
+    bl_idname = "synctalk.download_models"
+    bl_label = "Download Missing Models"
+    bl_options = {"REGISTER"}
+
+    def prepare(self, context):
+        folder = preferences().models_dir
+        return "Download models", [["models", "--fetch"] + (["--models", bpy.path.abspath(folder)] if folder else [])]
+
+    def finish(self, context, result):
+        return "models ready: " + ", ".join(f"{name}: {path}" for name, path in result.items())
+
+
+class SYNCTALK_OT_cancel_job(bpy.types.Operator):
+    """Stop the running SyncTalk job (a training run keeps its last checkpoint and can be resumed)"""
+    bl_idname = "synctalk.cancel_job"
+    bl_label = "Cancel"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        job = current_job()
+        return job is not None and not job.state.finished
+
+    def execute(self, context):
+        current_job().cancel()
+        return {"FINISHED"}
+
+
+classes = (SYNCTALK_OT_train_subject, SYNCTALK_OT_audio_to_rig, SYNCTALK_OT_render_to_sequencer,
+           SYNCTALK_OT_download_models, SYNCTALK_OT_cancel_job)

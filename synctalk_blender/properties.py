@@ -1,0 +1,105 @@
+"""Preferences (models, device, subjects folder) and the per-scene settings of the panels."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, PointerProperty, StringProperty
+
+from .mapping import PRESETS
+
+PACKAGE = __package__
+
+TRAIN_PRESETS = (
+    ("preview", "Preview", "Made for a CPU: minutes, a rough likeness"),
+    ("standard", "Standard", "For a GPU: about half an hour"),
+    ("paper", "Paper", "SyncTalk's own schedule (hours on a GPU)"),
+)
+
+
+class SyncTalkPreferences(bpy.types.AddonPreferences):
+    bl_idname = PACKAGE
+
+    models_dir: StringProperty(
+        name="Models Folder", subtype="DIR_PATH", default="",
+        description="Folder holding the pretrained models (face landmarker, segmenter, Whisper); "
+                    "empty: $SYNCTALK_MODELS, then the engine's cache")
+    subjects_dir: StringProperty(
+        name="Subjects Folder", subtype="DIR_PATH", default="",
+        description="Where trained subjects are stored; empty: SyncTalk/subjects in your home folder")
+    device: EnumProperty(
+        name="Device", default="auto",
+        items=(("auto", "Automatic", "CUDA when a GPU is present, else the CPU"),
+               ("cpu", "CPU", "Always the CPU"),
+               ("cuda", "CUDA", "An NVIDIA GPU")))
+
+    def draw(self, context):
+        layout = self.layout
+        layout.prop(self, "models_dir")
+        row = layout.row()
+        row.operator("synctalk.download_models", icon="IMPORT")
+        layout.prop(self, "subjects_dir")
+        layout.prop(self, "device")
+
+
+class _Defaults:
+    models_dir = ""
+    subjects_dir = ""
+    device = "auto"
+
+
+def preferences():
+    """The add-on's preferences, or the defaults when it is registered by a script (tests)."""
+    addon = bpy.context.preferences.addons.get(PACKAGE)
+    return addon.preferences if addon is not None else _Defaults()
+
+
+def subjects_dir() -> Path:
+    folder = preferences().subjects_dir
+    return Path(bpy.path.abspath(folder)) if folder else Path.home() / "SyncTalk" / "subjects"
+
+
+class SyncTalkSceneSettings(bpy.types.PropertyGroup):
+    # Train Subject
+    clip: StringProperty(name="Clip", subtype="FILE_PATH",
+                         description="Clip of one person talking; empty: the selected movie strip")
+    subject_name: StringProperty(name="Name", description="Subject name; empty: the clip's file name")
+    preset: EnumProperty(name="Preset", items=TRAIN_PRESETS, default="preview")
+    # The subject that Audio to Rig and Render use; set by Train Subject when it finishes.
+    subject: StringProperty(name="Subject", subtype="DIR_PATH", description="A trained subject folder")
+    # Audio to Rig
+    audio: StringProperty(name="Audio", subtype="FILE_PATH",
+                          description="Speech file; empty: the selected sound strip")
+    generic: BoolProperty(name="Generic Model", default=False,
+                          description="Use the model that works for any voice instead of the subject's own")
+    mapping: EnumProperty(name="Names", items=PRESETS, default="AUTO",
+                          description="How ARKit names are matched to shape keys")
+    prefix: StringProperty(name="Prefix", description="A prefix the rig adds to every shape-key name")
+    replace: BoolProperty(name="Replace Keys", default=False,
+                          description="Drop the rig's existing keys instead of keeping them in the new action")
+    head_object: PointerProperty(name="Head", type=bpy.types.Object,
+                                 description="Object or armature that receives the head pose (optional)")
+    head_bone: StringProperty(name="Bone", description="Head bone of the armature")
+    last_report: StringProperty(name="Report", description="What the last Audio to Rig keyed")
+    # Render into Sequencer
+    rgba: BoolProperty(name="Transparent (RGBA)", default=False,
+                       description="Render the head and torso over transparency as an image sequence")
+
+
+def settings(context) -> SyncTalkSceneSettings:
+    return context.scene.synctalk
+
+
+classes = (SyncTalkPreferences, SyncTalkSceneSettings)
+
+
+def register():
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.synctalk = PointerProperty(type=SyncTalkSceneSettings)
+
+
+def unregister():
+    del bpy.types.Scene.synctalk
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,83 @@
+"""The Video Sequencer across versions: Blender 5.0 calls strips `strips`, 4.2-4.5 `sequences`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+
+
+def strips(scene, all_levels: bool = False):
+    """The scene's strip collection (top level, or every level inside meta strips)."""
+    editor = scene.sequence_editor or scene.sequence_editor_create()
+    if hasattr(editor, "strips"):
+        return editor.strips_all if all_levels else editor.strips
+    return editor.sequences_all if all_levels else editor.sequences
+
+
+def active_strip(scene):
+    editor = scene.sequence_editor
+    if editor is None:
+        return None
+    return editor.active_strip
+
+
+def selected_strip(scene, kind: str):
+    """The active strip if it is of type `kind` ('SOUND', 'MOVIE'), else the only selected one of it.
+
+    Raises ValueError with a message for the user when there is none, or the choice is ambiguous.
+    """
+    editor = scene.sequence_editor
+    if editor is None:
+        raise ValueError(f"no {kind.lower()} strip: the scene has no sequencer strips")
+    active = editor.active_strip
+    if active is not None and active.select and active.type == kind:
+        return active
+    chosen = [s for s in strips(scene, all_levels=True) if s.select and s.type == kind]
+    if len(chosen) == 1:
+        return chosen[0]
+    if chosen:
+        raise ValueError(f"{len(chosen)} {kind.lower()} strips are selected; make one of them active")
+    if active is not None and active.select:
+        raise ValueError(f"the active strip '{active.name}' is a {active.type.lower()} strip, "
+                         f"not a {kind.lower()} strip")
+    raise ValueError(f"no {kind.lower()} strip selected: select one in the Sequencer")
+
+
+def strip_file(strip) -> Path:
+    """Absolute path of a sound or movie strip's file."""
+    if strip.type == "SOUND":
+        path = strip.sound.filepath
+    elif strip.type == "MOVIE":
+        path = strip.filepath
+    else:
+        raise ValueError(f"strip '{strip.name}' is a {strip.type.lower()} strip")
+    return Path(bpy.path.abspath(path))
+
+
+def free_channel_above(scene, strip) -> int:
+    """The lowest channel above `strip` that is empty over the strip's whole frame range."""
+    start, end = strip.frame_final_start, strip.frame_final_end
+    busy = {s.channel for s in strips(scene) if s.frame_final_start < end and s.frame_final_end > start}
+    channel = strip.channel + 1
+    while channel in busy:
+        channel += 1
+    return channel
+
+
+def add_sound(scene, filepath: str | Path, frame_start: int, channel: int = 1, name: str | None = None):
+    return strips(scene).new_sound(name or Path(filepath).stem, str(filepath), channel, frame_start)
+
+
+def add_movie(scene, filepath: str | Path, frame_start: int, channel: int, name: str | None = None):
+    """A movie strip scaled to fit the scene's resolution."""
+    return strips(scene).new_movie(name or Path(filepath).stem, str(filepath), channel, frame_start, fit_method="FIT")
+
+
+def add_image_sequence(scene, files: list[Path], frame_start: int, channel: int, name: str | None = None):
+    """An image strip of `files` (sorted frames in one folder), e.g. an RGBA render."""
+    files = sorted(files)
+    strip = strips(scene).new_image(name or files[0].parent.name, str(files[0]), channel, frame_start,
+                                    fit_method="FIT")
+    for path in files[1:]:
+        strip.elements.append(path.name)
+    return strip

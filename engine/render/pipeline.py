@@ -63,10 +63,11 @@ class Framing:
         return crop_size, crop_size
 
     def composite(self, render: np.ndarray, index: int) -> np.ndarray:
-        layer = face_layer(render, self.subject.frame(index), self.subject.face_mask(index))
+        frame = self.subject.frame(index)
+        layer = face_layer(render, frame, self.subject.face_mask(index))
         if self.source is not None:
             return paste_back(layer, self.source[index], self.box)
-        return over_frame(layer, self.subject.frame(index))
+        return over_frame(layer, frame)
 
     def place_rgba(self, rgba: np.ndarray) -> np.ndarray:
         if self.canvas is not None:

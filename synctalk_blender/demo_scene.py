@@ -1,10 +1,10 @@
 """The Blender half of the demo, and the rig it (and the tests) key: a head mesh with the 52 ARKit
 shape keys.
 
-    python -m synctalk_blender.demo_scene --audio A --render R --subject S -o demo.blend
+    python -m synctalk_blender.demo_scene --audio A --render R --curves C --subject S -o demo.blend
 
 builds a .blend whose sequencer holds the sound strip and the rendered strip aligned, and whose
-rig is keyed by the real Audio to Rig operator (engine `animate` in a child process).
+rig is keyed with the curves `python -m engine animate` wrote.
 """
 from __future__ import annotations
 
@@ -71,9 +71,17 @@ def arkit_head(name: str = "Face", arkit_names=None):
     return obj
 
 
-def build_demo_blend(audio: Path, render: Path, subject: Path, output: Path, fps: float = 25.0) -> dict:
-    """The demo's .blend: sound strip + rendered strip aligned, and the rig keyed from the audio."""
+def build_demo_blend(audio: Path, render: Path, curves_path: Path, subject: Path, output: Path,
+                     fps: float = 25.0) -> dict:
+    """The demo's .blend: the sound strip and the rendered strip aligned, and the rig keyed with the
+    curves (the same code Audio to Rig uses once its engine job is done)."""
     from . import register, sequencer
+    from .jobs import import_engine
+    from .mapping import map_names
+    from .rig import key_curves, shape_key_names
+    import_engine()
+    from engine.arkit import ARKIT_NAMES
+    from engine.curves import Curves
     bpy.ops.wm.read_factory_settings(use_empty=True)
     register()
     scene = bpy.context.scene
@@ -84,29 +92,30 @@ def build_demo_blend(audio: Path, render: Path, subject: Path, output: Path, fps
     rendered.frame_final_start, rendered.frame_final_end = sound.frame_final_start, sound.frame_final_end
     scene.frame_start, scene.frame_end = sound.frame_final_start, sound.frame_final_end - 1
     scene.sequence_editor.active_strip = sound
-    sound.select = True
-    rig = arkit_head("Face")
+    rig = arkit_head("Face", ARKIT_NAMES)
+    mapping = map_names(ARKIT_NAMES, shape_key_names(rig))
+    curves = Curves.load(curves_path)
+    written = key_curves(rig, curves, mapping, sound.frame_start, fps, sound.name, replace=False)
     scene.synctalk.subject = str(subject)
-    result = bpy.ops.synctalk.audio_to_rig()
-    if result != {"FINISHED"}:
-        raise RuntimeError(f"Audio to Rig did not finish: {result}")
-    # Keep the file's paths valid wherever the outputs are moved together.
+    scene.synctalk.last_report = mapping.report()
     output.parent.mkdir(parents=True, exist_ok=True)
+    # Relative paths, so the .blend keeps working when the output folder is moved as a whole.
     bpy.ops.wm.save_as_mainfile(filepath=str(output), relative_remap=True)
-    return {"blend": str(output), "rig": rig.name, "frames": sound.frame_final_duration,
-            "report": scene.synctalk.last_report}
+    return {"blend": str(output), "rig": rig.name, "strip_frames": sound.frame_final_duration,
+            "keyed_frames": written["frames"], "curves": written["curves"]}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Build the demo's .blend")
     parser.add_argument("--audio", type=Path, required=True)
     parser.add_argument("--render", type=Path, required=True)
+    parser.add_argument("--curves", type=Path, required=True)
     parser.add_argument("--subject", type=Path, required=True)
     parser.add_argument("--fps", type=float, default=25.0)
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args(argv)
-    result = build_demo_blend(args.audio.resolve(), args.render.resolve(), args.subject.resolve(),
-                              args.output.resolve(), args.fps)
+    result = build_demo_blend(args.audio.resolve(), args.render.resolve(), args.curves.resolve(),
+                              args.subject.resolve(), args.output.resolve(), args.fps)
     import json
     print(json.dumps(result))
     return 0

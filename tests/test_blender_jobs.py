@@ -1,0 +1,46 @@
+"""Jobs: real `python -m engine` children read through JSON lines, errors, cancel, one at a time."""
+import os
+import time
+
+import pytest
+
+from conftest import shared_file
+from synctalk_blender.jobs import Job, JobBusy
+
+
+def test_engine_error_reaches_the_job_with_its_hint(tmp_path, monkeypatch):
+    monkeypatch.delenv("SYNCTALK_MODELS", raising=False)
+    monkeypatch.setenv("SYNCTALK_CACHE", str(tmp_path / "cache"))   # an empty cache, downloads off
+    job = Job("Download models", [["models", "--models", str(tmp_path / "nowhere")]])
+    state = job.run_to_end(timeout_s=120)
+    assert state.finished and state.returncode == 2 and state.result is None
+    assert "face_landmarker" in state.error["message"] and "SYNCTALK_MODELS" in state.error["hint"]
+    assert state.summary().startswith("Failed:")
+
+
+def test_models_preference_reaches_the_child(tmp_path):
+    models = os.environ["SYNCTALK_MODELS"]
+    state = Job("models", [["models"]], models_dir=models).run_to_end(timeout_s=120)
+    assert state.error is None and state.result["face_landmarker"].startswith(models)
+
+
+def test_cancel_stops_preprocess_cleanly_and_never_blocks_the_poll(tmp_path):
+    clip = shared_file("video", "lieu_60s.mp4")
+    out = tmp_path / "lieu"
+    job = Job("Train lieu", [["preprocess", str(clip), "-o", str(out), "--size", "128"]]).start()
+    with pytest.raises(JobBusy):
+        Job("second", [["models"]]).start()
+    longest = 0.0
+    deadline = time.monotonic() + 120
+    while job.state.done < 50 and not job.state.finished and time.monotonic() < deadline:
+        started = time.perf_counter()
+        job.poll()
+        longest = max(longest, time.perf_counter() - started)
+        time.sleep(0.02)
+    assert job.state.stage and job.state.total and not job.state.finished, job.state
+    job.cancel()
+    state = job.run_to_end(timeout_s=60)
+    assert state.cancelled and state.returncode == 130 and state.error is None
+    assert not out.exists() and not list(tmp_path.glob(".lieu.partial-*"))   # nothing half-written
+    print(f"longest poll while the child ran: {longest * 1000:.2f} ms")
+    Job("after", [["models"]]).start().run_to_end(timeout_s=120)   # the slot is free again

@@ -1,0 +1,4 @@
+"""Preprocessing: a clip of one person talking becomes a subject folder (REFERENCE.md, preprocessing)."""
+from .pipeline import preprocess
+
+__all__ = ["preprocess"]

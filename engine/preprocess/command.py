@@ -1,0 +1,22 @@
+"""`python -m engine preprocess CLIP -o SUBJECT_DIR`."""
+from __future__ import annotations
+
+import argparse
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("clip", help="video of one person talking (mp4, mov, mkv, webm), with its sound")
+    parser.add_argument("-o", "--output", required=True, metavar="SUBJECT_DIR",
+                        help="subject folder to write (replaced whole, only once preprocessing succeeds)")
+    parser.add_argument("--fps", type=float, default=25.0, help="frame rate to resample to (default 25)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="crop resolution in pixels (default: the crop's own, at most 512)")
+    parser.add_argument("--models", default=None, metavar="DIR",
+                        help="folder with face_landmarker.task and selfie_segmenter.tflite "
+                             "(default: $SYNCTALK_MODELS, then the cache)")
+
+
+def run(args: argparse.Namespace, progress) -> dict:
+    from .pipeline import preprocess
+    return preprocess(args.clip, args.output, fps=args.fps, size=args.size, models_dir=args.models,
+                      progress=progress)

@@ -1,0 +1,315 @@
+"""`preprocess(clip, subject_dir)`: a clip of one person talking becomes a subject folder.
+
+Passes over the clip, each decoding it again (decoding is cheap; keeping full-resolution frames of a
+long clip in memory is not):
+  1. locate      FaceLandmarker on every frame (at most 640 px): where the face is, how many faces,
+                 which frames lose it -> the checks and one crop box for the whole clip
+  2. plate       every 20th crop with its person mask -> the background plate
+  3. analyse     every crop: FaceLandmarker again (so landmarks and transforms are those of the
+                 crop's own camera), person mask, parsing, face mask, torso image; PNGs written
+                 by a thread pool while the next frame is analysed
+then the tracks are filled over short gaps, the Head-Sync stabilizer runs on the grey crops, and
+subject.json, tracks and preview are written. Everything goes into a temporary folder that
+replaces the destination only at the end (SubjectWriter), so an error or a cancel leaves any
+earlier subject untouched.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import EngineError
+from ..face.landmarker import FaceLandmarker, PersonSegmenter
+from ..face.parsing import CHIN, FOREHEAD, face_mask, parse
+from ..media.audio import load_audio, write_wav
+from ..media.video import open_clip, read_frames
+from ..progress import Progress
+from ..subject.format import FORMAT, VERSION, SubjectWriter, atomic_write_json, atomic_write_tensors, frame_name
+from . import gaps
+from .crop import CropBox, choose_crop_box, default_size
+from .plates import PLATE_EVERY, BackgroundPlate, torso_image
+
+LOCATE_MAX_SIDE = 640       # pass 1 only needs to find the face: analyse at most this resolution
+SHORT_CLIP_S = 10.0         # below this a subject trains poorly: warn
+SMOOTH_WINDOW, SMOOTH_ORDER = 5, 3   # SyncTalk's Savitzky-Golay smoothing of the blendshapes
+PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+MAX_PENDING_WRITES = 32     # bounds the memory held by frames waiting to be written
+
+
+@dataclass
+class Located:
+    """Pass 1: per frame, the face box in source pixels and how many faces were seen."""
+    face_boxes: np.ndarray   # (N, 4) x0, y0, x1, y1
+    face_counts: np.ndarray  # (N,) int
+
+    @property
+    def found(self) -> np.ndarray:
+        return self.face_counts > 0
+
+
+@dataclass
+class Analysed:
+    """Pass 3: the per-frame tracks in crop pixels."""
+    landmarks: np.ndarray
+    blendshapes: np.ndarray
+    transforms: np.ndarray
+    found: np.ndarray
+    lost_frames: list[int] = field(default_factory=list)
+
+
+def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, size: int | None = None,
+               models_dir: str | Path | None = None, progress: Progress | None = None) -> dict:
+    progress = progress or Progress("quiet")
+    clip = Path(clip)
+    if fps <= 0:
+        raise EngineError(f"--fps must be positive, got {fps}", "use 25 (SyncTalk's rate)")
+    if size is not None and not 64 <= size <= 2048:
+        raise EngineError(f"--size must be between 64 and 2048, got {size}", "leave it out for the default")
+    destination = Path(destination)
+    if destination.exists() and not (destination / "subject.json").is_file() and any(destination.iterdir()):
+        # Checked now as well as at commit, so a wrong folder is refused before minutes of work.
+        raise EngineError(f"{destination} exists and is not a subject folder",
+                          "choose an empty or new output folder", path=str(destination))
+    info = open_clip(clip)
+    if not info.has_audio:
+        raise EngineError(f"{clip}: has no audio track", "the subject learns from the speech: use the "
+                          "original recording with its sound, or mux the audio in first", path=str(clip))
+    warnings: list[str] = []
+    with SubjectWriter(destination) as writer:
+        root = writer.root
+        stage = progress.stage("audio", 1)
+        samples = load_audio(clip)
+        write_wav(root / "audio.wav", samples)
+        stage.advance()
+        stage.close()
+
+        located = locate_face(clip, info, fps, models_dir, progress)
+        n = len(located.face_counts)
+        if not located.found.any():
+            raise EngineError(f"{clip}: no face was found in any of its {n} frames",
+                              "use a clip where one person faces the camera, well lit and not too small",
+                              path=str(clip))
+        warnings += gaps.check_one_person(located.face_counts, fps, clip)
+        box, fits = choose_crop_box(located.face_boxes[located.found], info.width, info.height)
+        if not fits:
+            warnings.append("the head leaves the crop at times (the person moves more than the frame "
+                            "allows); those frames show a cut-off head")
+        size = size or default_size(box)
+
+        plate = build_plate(clip, info, fps, box, size, n, models_dir, progress)
+        _write_png(root / "background.png", plate[..., ::-1])
+        gray_path = root / ".gray.u8"   # the stabilizer's input, on disk rather than in memory
+        gray = np.lib.format.open_memmap(gray_path, mode="w+", dtype=np.uint8, shape=(n, size, size))
+        analysed = analyse_crops(clip, info, fps, box, size, plate, gray, root, models_dir, progress)
+
+        valid, gap_list, gap_warnings = gaps.classify(analysed.found, fps, clip)
+        warnings += gap_warnings
+        landmarks = gaps.fill_lost(analysed.landmarks, analysed.found)
+        transforms = gaps.fill_lost_transforms(analysed.transforms, analysed.found)
+        blendshapes_raw = gaps.fill_lost(analysed.blendshapes, analysed.found)
+        finish_lost_frames(analysed.lost_frames, landmarks, plate, root, models_dir, progress)
+
+        try:
+            from ..tracking import stabilize
+        except ImportError:  # TEMPORARY until engine.tracking lands
+            stabilize = _raw_only
+        stabilised = stabilize(gray, landmarks, transforms, valid == gaps.VALID_SEEN, size, progress)
+        del gray
+        gray_path.unlink()
+
+        duration = n / fps
+        if duration < SHORT_CLIP_S:
+            warnings.append(f"the clip is {duration:.1f} s long; a subject trains well from at least "
+                            f"{SHORT_CLIP_S:.0f} s of speech (SyncTalk uses 3-5 minutes)")
+        for message in warnings:
+            progress.warn(message)
+
+        atomic_write_tensors(root / "tracks.safetensors", {
+            "landmarks": landmarks.astype(np.float32),
+            "blendshapes": smooth_blendshapes(blendshapes_raw),
+            "blendshapes_raw": blendshapes_raw.astype(np.float32),
+            "face_transform": transforms.astype(np.float32),
+            "pose_raw": stabilised.pose_raw.astype(np.float32),
+            "pose": stabilised.pose.astype(np.float32),
+            "valid": valid,
+        })
+        n_train = int(round(n * 10 / 11))
+        meta = {
+            "format": FORMAT, "version": VERSION, "fps": fps, "frames": n, "size": size,
+            "crop_box": box.to_dict(),
+            "source": {"path": str(clip.resolve()), "sha256": sha256_of(clip), "width": info.width,
+                       "height": info.height, "fps": info.fps, "duration": info.duration},
+            "intrinsics": stabilised.intrinsics,
+            "split": {"train": [0, n_train], "test": [n_train, n],
+                      "excluded": np.flatnonzero(valid == gaps.VALID_EXCLUDED).tolist()},
+            "gaps": gap_list,
+            "warnings": warnings,
+            "stabilizer": {"reprojection_rmse_px": stabilised.reprojection_rmse_px,
+                           "keypoints": stabilised.keypoints, "jitter": stabilised.jitter},
+            "models": {},
+        }
+        atomic_write_json(root / "subject.json", meta)
+
+        stage = progress.stage("preview", 1)
+        from .preview import write_preview
+        write_preview(root, meta, landmarks, valid, stabilised.pose_raw, stabilised.pose)
+        stage.advance()
+        stage.close()
+        destination = writer.commit()
+
+    return {"subject": str(destination), "frames": n, "size": size, "fps": fps,
+            "train_frames": int(n_train - np.sum(valid[:n_train] == 0)),
+            "excluded_frames": len(meta["split"]["excluded"]), "warnings": len(warnings),
+            "reprojection_rmse_px": round(float(stabilised.reprojection_rmse_px), 3),
+            "jitter_raw": stabilised.jitter["raw"], "jitter_stabilised": stabilised.jitter["stabilised"]}
+
+
+def locate_face(clip: Path, info, fps: float, models_dir, progress: Progress) -> Located:
+    """Pass 1: face box and face count per frame, at a resolution just good enough to find the face."""
+    scale = min(1.0, LOCATE_MAX_SIDE / max(info.width, info.height))
+    small = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
+    boxes, counts = [], []
+    expected = int(info.duration * fps) if info.duration else None
+    with progress.stage("locate face", expected) as stage, FaceLandmarker(models_dir) as landmarker:
+        for index, frame in enumerate(read_frames(clip, fps, info)):
+            if scale < 1.0:
+                frame = cv2.resize(frame, small, interpolation=cv2.INTER_AREA)
+            observation = landmarker.analyse(frame, timestamp_ms=_timestamp_ms(index, fps))
+            xy = observation.landmarks[:, :2] / scale
+            boxes.append((*xy.min(axis=0), *xy.max(axis=0)))
+            counts.append(observation.faces)
+            stage.advance(faces=observation.faces)
+    return Located(np.array(boxes, np.float32), np.array(counts, np.int32))
+
+
+def build_plate(clip: Path, info, fps: float, box: CropBox, size: int, n: int, models_dir,
+                progress: Progress) -> np.ndarray:
+    """Pass 2: the background plate from every 20th crop."""
+    accumulator = BackgroundPlate(size)
+    with progress.stage("background plate", (n + PLATE_EVERY - 1) // PLATE_EVERY) as stage, \
+            PersonSegmenter(models_dir) as segmenter:
+        for index, frame in enumerate(read_frames(clip, fps, info)):
+            if index % PLATE_EVERY:
+                continue
+            crop = box.cut(frame, size)
+            accumulator.add(crop, segmenter.person_mask(crop) > 0.5)
+            stage.advance()
+    return accumulator.plate()
+
+
+def analyse_crops(clip: Path, info, fps: float, box: CropBox, size: int, plate: np.ndarray,
+                  gray: np.ndarray, root: Path, models_dir, progress: Progress) -> Analysed:
+    """Pass 3: tracks of every crop, and its frame, parsing, face mask and torso PNGs."""
+    n = len(gray)
+    landmarks = np.zeros((n, 478, 3), np.float32)
+    blendshapes = np.zeros((n, 52), np.float32)
+    transforms = np.tile(np.eye(4, dtype=np.float32), (n, 1, 1))
+    found = np.zeros(n, bool)
+    lost = []
+    writes = deque()
+    with progress.stage("analyse frames", n) as stage, FaceLandmarker(models_dir) as landmarker, \
+            PersonSegmenter(models_dir) as segmenter, ThreadPoolExecutor(2) as pool:
+        for index, frame in enumerate(read_frames(clip, fps, info)):
+            if index >= n:  # the same decode gives the same count; guard against a short first pass
+                break
+            crop = box.cut(frame, size)
+            gray[index] = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+            observation = landmarker.analyse(crop, timestamp_ms=_timestamp_ms(index, fps))
+            writes.append(pool.submit(_write_png, root / "frames" / frame_name(index), crop[..., ::-1]))
+            if observation.faces:
+                found[index] = True
+                landmarks[index] = observation.landmarks
+                blendshapes[index] = observation.blendshapes
+                transforms[index] = observation.transform
+                labels = parse(crop, observation.landmarks, segmenter.person_mask(crop))
+                writes.extend(_submit_masks(pool, root, index, crop, labels, observation.landmarks, plate))
+            else:
+                lost.append(index)  # masks are made once the landmarks are interpolated
+            while len(writes) > MAX_PENDING_WRITES:
+                writes.popleft().result()
+            stage.advance()
+        for write in writes:
+            write.result()
+    return Analysed(landmarks, blendshapes, transforms, found, lost)
+
+
+def finish_lost_frames(lost: list[int], landmarks: np.ndarray, plate: np.ndarray, root: Path,
+                       models_dir, progress: Progress) -> None:
+    """Masks for frames where the face was lost, from the interpolated landmarks."""
+    if not lost:
+        return
+    with progress.stage("fill lost frames", len(lost)) as stage, PersonSegmenter(models_dir) as segmenter, \
+            ThreadPoolExecutor(2) as pool:
+        for index in lost:
+            crop = cv2.imread(str(root / "frames" / frame_name(index)), cv2.IMREAD_COLOR)[..., ::-1].copy()
+            labels = parse(crop, landmarks[index], segmenter.person_mask(crop))
+            for write in _submit_masks(pool, root, index, crop, labels, landmarks[index], plate):
+                write.result()
+            stage.advance()
+
+
+def _submit_masks(pool: ThreadPoolExecutor, root: Path, index: int, crop: np.ndarray, labels: np.ndarray,
+                  landmarks: np.ndarray, plate: np.ndarray) -> list:
+    """Queue the parsing, face mask and torso image PNGs of one frame; returns their futures."""
+    face_height = float(landmarks[CHIN, 1] - landmarks[FOREHEAD, 1])
+    name = frame_name(index)
+    return [pool.submit(_write_png, root / "parsing" / name, labels),
+            pool.submit(_write_png, root / "facemask" / name, face_mask(landmarks, labels.shape)),
+            pool.submit(_write_png, root / "torso" / name, torso_image(crop, labels, plate, face_height)[..., ::-1])]
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), np.ascontiguousarray(image), PNG_FAST):
+        raise EngineError(f"{path}: could not be written", "check free disk space and permissions",
+                          path=str(path))
+
+
+def _timestamp_ms(index: int, fps: float) -> int:
+    return int(round(index * 1000 / fps))
+
+
+def smooth_blendshapes(raw: np.ndarray) -> np.ndarray:
+    """SyncTalk's Savitzky-Golay smoothing (window 5, order 3) over time, kept in [0, 1].
+
+    Each output is the value at its frame of the cubic least-squares fit to the 5 frames around it
+    (at the clip's ends, the fit to the first / last 5 frames), as scipy.signal.savgol_filter's
+    'interp' mode computes it, without the second or two scipy.signal takes to import.
+    """
+    n, half = len(raw), SMOOTH_WINDOW // 2
+    if n < SMOOTH_WINDOW:
+        return raw.astype(np.float32)
+    offsets = np.arange(-half, half + 1, dtype=np.float64)
+    vandermonde = offsets[:, None] ** np.arange(SMOOTH_ORDER + 1)
+    fit = vandermonde @ np.linalg.pinv(vandermonde)   # (5, 5): window samples -> fitted values
+    x = raw.astype(np.float64)
+    windows = np.lib.stride_tricks.sliding_window_view(x, SMOOTH_WINDOW, axis=0)  # (n-4, 52, 5)
+    smoothed = np.empty_like(x)
+    smoothed[half:n - half] = windows @ fit[half]
+    smoothed[:half] = (fit[:half] @ x[:SMOOTH_WINDOW])
+    smoothed[n - half:] = (fit[half + 1:] @ x[n - SMOOTH_WINDOW:])
+    return np.clip(smoothed, 0, 1).astype(np.float32)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _raw_only(gray, landmarks, transforms, valid, size, progress):  # TEMPORARY
+    from types import SimpleNamespace
+    from ..tracking.headpose import jitter
+    c2w = np.linalg.inv(transforms.astype(np.float64))
+    c2w[:, :3, 3] /= 10
+    f = (size / 2) / np.tan(np.radians(63 / 2))
+    j = jitter(c2w)
+    return SimpleNamespace(pose=c2w, pose_raw=c2w, intrinsics=dict(fx=f, fy=f, cx=size / 2, cy=size / 2),
+                           reprojection_rmse_px=float("nan"), keypoints=0, jitter={"raw": j, "stabilised": j})

@@ -1,0 +1,242 @@
+"""Preprocessing real footage into subjects: containers and codecs, the subject folder's contents,
+bad inputs (built with ffmpeg from real material) and the all-or-nothing write."""
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import shared_file
+from engine.arkit import ARKIT_NAMES
+from engine.errors import EngineError
+from engine.preprocess import preprocess
+from engine.preprocess.crop import choose_crop_box
+from engine.preprocess.pipeline import smooth_blendshapes
+from engine.progress import Progress
+from engine.subject import Subject
+from engine.subject.format import LABEL_HEAD, LABEL_NECK, LABEL_TORSO
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ffmpeg(*args) -> None:
+    import imageio_ffmpeg
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *map(str, args)],
+                   check=True)
+
+
+def lieu(seconds: float) -> list:
+    return ["-t", seconds, "-i", shared_file("video", "lieu_60s.mp4")]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """Short real clips in several containers and codecs, and broken ones, made once for the module."""
+    folder = tmp_path_factory.mktemp("clips")
+    ffmpeg(*lieu(2.0), "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", folder / "lieu.mkv")
+    ffmpeg(*lieu(2.0), "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "400k",
+           "-c:a", "libopus", folder / "lieu.webm")
+    ffmpeg(*lieu(2.0), "-c:v", "mpeg4", "-q:v", "3", "-c:a", "aac", folder / "lieu.mov")
+    # Black frames: 3 frames at 1.0 s (a short loss) and 16 frames at 2.0 s (a long one).
+    ffmpeg(*lieu(3.0), "-vf", "drawbox=x=0:y=0:w=iw:h=ih:color=black:t=fill:"
+                             "enable='between(t,1.0,1.1)+between(t,2.0,2.6)'",
+           "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", folder / "gaps.mp4")
+    ffmpeg(*lieu(1.0), "-an", "-c:v", "libx264", "-preset", "ultrafast", folder / "silent_track.mp4")
+    ffmpeg("-f", "lavfi", "-i", "color=c=0x807060:s=256x256:r=25:d=2", "-f", "lavfi", "-i",
+           "sine=frequency=220:duration=2", "-shortest", "-c:v", "libx264", "-preset", "ultrafast",
+           "-c:a", "aac", folder / "no_face.mp4")
+    ffmpeg(*lieu(2.0), "-filter_complex", "[0:v]split[a][b];[a][b]hstack", "-c:v", "libx264",
+           "-preset", "ultrafast", "-c:a", "aac", folder / "two_people.mp4")
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "notes.mp4").write_text("these are meeting notes, not a video\n" * 50)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def subject(clips, tmp_path_factory):
+    root = tmp_path_factory.mktemp("subjects") / "lieu"
+    progress = Progress("quiet")
+    result = preprocess(clips / "lieu.mkv", root, progress=progress)
+    return root, result, progress
+
+
+def test_subject_folder_holds_everything_the_format_names(subject, clips):
+    root, result, progress = subject
+    s = Subject(root)
+    n, size = s.n_frames, s.size
+    assert n == 50 and size == 256 and result["frames"] == 50  # 2 s at 25 fps, a 256x256 source kept
+    meta = s.meta
+    for key in ("format", "version", "fps", "frames", "size", "crop_box", "source", "intrinsics", "split",
+                "gaps", "warnings", "models", "stabilizer"):
+        assert key in meta, key
+    assert meta["crop_box"] == {"x": 0, "y": 0, "width": 256, "height": 256}
+    assert meta["source"]["sha256"] == hashlib.sha256((clips / "lieu.mkv").read_bytes()).hexdigest()
+    assert (meta["source"]["width"], meta["source"]["height"]) == (256, 256)
+    assert set(meta["intrinsics"]) >= {"fx", "fy", "cx", "cy"} and meta["intrinsics"]["fx"] > 0
+    assert meta["split"]["train"] == [0, 45] and meta["split"]["test"] == [45, 50]
+    assert meta["gaps"] == [] and meta["models"] == {}
+    assert any("s long" in w for w in meta["warnings"]) and progress.warnings == meta["warnings"]
+
+    t = s.tracks
+    shapes = {"landmarks": (n, 478, 3), "blendshapes": (n, 52), "blendshapes_raw": (n, 52),
+              "face_transform": (n, 4, 4), "pose_raw": (n, 4, 4), "pose": (n, 4, 4), "valid": (n,)}
+    assert {k: t[k].shape for k in shapes} == shapes
+    assert (t["valid"] == 1).all()
+    xy = t["landmarks"][..., :2]
+    assert xy.min() > 0 and xy.max() < size
+    assert 0 <= t["blendshapes"].min() and t["blendshapes"].max() <= 1
+    # Smoothing changes the curves a little, not their shape.
+    jaw = ARKIT_NAMES.index("jawOpen")
+    assert 0 < np.abs(t["blendshapes"][:, jaw] - t["blendshapes_raw"][:, jaw]).mean() < 0.05
+    assert t["blendshapes_raw"][:, jaw].std() > 0.01  # he is talking
+    assert np.allclose(t["pose"][:, 3], [0, 0, 0, 1], atol=1e-5)
+
+    for folder in ("frames", "parsing", "facemask", "torso"):
+        assert len(list((root / folder).glob("*.png"))) == n, folder
+    frame, labels, mask, torso = s.frame(20), s.parsing(20), s.face_mask(20), s.torso(20)
+    assert frame.shape == torso.shape == (size, size, 3) and labels.shape == mask.shape == (size, size)
+    assert set(np.unique(labels)) <= {0, 1, 2, 3}
+    shares = {label: (labels == label).mean() for label in (LABEL_HEAD, LABEL_NECK, LABEL_TORSO)}
+    assert 0.2 < shares[LABEL_HEAD] < 0.7 and shares[LABEL_NECK] > 0.005 and shares[LABEL_TORSO] > 0.05
+    # The paste-back mask is soft, lies on the face (inside the head) and sits around the nose.
+    assert 0 < ((mask > 0) & (mask < 1)).sum() and mask.max() == 1.0
+    assert (labels[mask > 0.99] == LABEL_HEAD).mean() > 0.95
+    nose = t["landmarks"][20, 1, :2].round().astype(int)
+    assert mask[nose[1], nose[0]] == 1.0
+    # Torso image: the head is gone (differs from the frame there), the rest is the frame.
+    head = labels == LABEL_HEAD
+    assert np.abs(torso[head].astype(int) - frame[head]).mean() > 10
+    assert np.array_equal(torso[labels == LABEL_TORSO], frame[labels == LABEL_TORSO])
+    assert s.background().shape == (size, size, 3)
+    import soundfile
+    info = soundfile.info(str(s.audio_path))
+    assert info.samplerate == 16000 and info.channels == 1 and info.duration == pytest.approx(2.0, abs=0.1)
+    preview = (root / "preview.png")
+    import cv2
+    assert cv2.imread(str(preview)).shape[1] >= 1000
+    assert not list(root.parent.glob(".lieu.partial*")) and not list(root.glob(".*"))
+
+
+@pytest.mark.parametrize("name,size", [("lieu.webm", None), ("lieu.mov", 128)])
+def test_other_containers_and_codecs(clips, tmp_path, name, size):
+    result = preprocess(clips / name, tmp_path / "subject", size=size)
+    s = Subject(tmp_path / "subject")
+    assert s.n_frames == 50 and s.size == (size or 256) and result["excluded_frames"] == 0
+    assert s.frame(0).shape == (s.size, s.size, 3)
+    assert s.tracks["landmarks"][..., :2].max() < s.size
+
+
+def test_lost_face_short_gap_interpolated_long_gap_excluded(clips, tmp_path):
+    progress = Progress("quiet")
+    preprocess(clips / "gaps.mp4", tmp_path / "s", progress=progress)
+    s = Subject(tmp_path / "s")
+    valid = s.tracks["valid"]
+    assert (valid[25:28] == 2).all() and (valid[50:65] == 0).all()
+    assert (valid[:25] == 1).all() and (valid[66:] == 1).all()
+    kinds = [(g["kind"], g["start_frame"]) for g in s.meta["gaps"]]
+    assert kinds == [("interpolated", 25), ("excluded", 50)]
+    assert set(s.meta["split"]["excluded"]) == set(np.flatnonzero(valid == 0))
+    assert not set(s.split("train")) & set(s.meta["split"]["excluded"])
+    assert any("00:01.0" in w and "interpolated" in w for w in progress.warnings)
+    assert any("00:02.0" in w and "excluded" in w for w in progress.warnings)
+    # Interpolated landmarks lie between their neighbours.
+    lm = s.tracks["landmarks"]
+    low, high = np.minimum(lm[24], lm[28]), np.maximum(lm[24], lm[28])
+    assert ((lm[26] >= low - 1e-3) & (lm[26] <= high + 1e-3)).all()
+
+
+@pytest.mark.parametrize("name,words", [
+    ("silent_track.mp4", "no audio track"),
+    ("no_face.mp4", "no face"),
+    ("two_people.mp4", "more than one face"),
+    ("empty.mp4", "empty"),
+    ("notes.mp4", "not a readable video"),
+    ("missing.mp4", "not found"),
+])
+def test_bad_clips_are_refused_with_a_clear_message(clips, tmp_path, name, words):
+    with pytest.raises(EngineError) as err:
+        preprocess(clips / name, tmp_path / "s")
+    assert words in err.value.message and name in err.value.message and err.value.hint
+    assert not (tmp_path / "s").exists() and not list(tmp_path.glob(".s.partial*"))
+    if name == "two_people.mp4":
+        assert "00:00.0" in err.value.message  # says when
+
+
+def test_audio_file_is_not_a_clip(tmp_path):
+    with pytest.raises(EngineError) as err:
+        preprocess(shared_file("audio", "zh_8s.wav"), tmp_path / "s")
+    assert "no video stream" in err.value.message
+
+
+def test_command_line_reports_error_as_json(clips, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "engine", "preprocess", str(clips / "silent_track.mp4"),
+                           "-o", str(tmp_path / "s"), "--progress", "jsonl"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert events[-1]["event"] == "error" and "no audio track" in events[-1]["message"]
+    assert events[-1]["path"].endswith("silent_track.mp4")
+
+
+class InterruptAt(Progress):
+    """A run cancelled part-way: the user pressing Esc in Blender (SIGTERM -> KeyboardInterrupt)."""
+
+    def __init__(self, stage: str, frame: int):
+        super().__init__("quiet")
+        self.target, self.frame = stage, frame
+
+    def stage(self, name, total=None):
+        stage = super().stage(name, total)
+        if name == self.target:
+            advance = stage.advance
+
+            def interrupting(n=1, **metrics):
+                advance(n, **metrics)
+                if stage.done >= self.frame:
+                    raise KeyboardInterrupt
+            stage.advance = interrupting
+        return stage
+
+
+def test_interrupted_rerun_leaves_the_previous_subject_whole(subject, clips, tmp_path):
+    root = tmp_path / "lieu"
+    shutil.copytree(subject[0], root)
+    before = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    with pytest.raises(KeyboardInterrupt):
+        preprocess(clips / "lieu.mov", root, size=128, progress=InterruptAt("analyse frames", 10))
+    after = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lieu"]  # no partial folder left behind
+
+
+def test_output_folder_that_is_not_a_subject_is_not_replaced(clips, tmp_path):
+    out = tmp_path / "my_documents"
+    out.mkdir()
+    (out / "thesis.txt").write_text("precious")
+    with pytest.raises(EngineError) as err:
+        preprocess(clips / "lieu.mkv", out)
+    assert "not a subject folder" in err.value.message
+    assert (out / "thesis.txt").read_text() == "precious" and sorted(p.name for p in tmp_path.iterdir()) == ["my_documents"]
+
+
+def test_crop_box_stays_inside_a_wide_frame_and_holds_the_face():
+    # A face about 200 px tall moving around x = 1700 in a 1920x1080 frame, near the top.
+    rng = np.random.default_rng(0)
+    x0 = 1600 + rng.normal(0, 10, 300)
+    y0 = 60 + rng.normal(0, 5, 300)
+    boxes = np.stack([x0, y0, x0 + 170, y0 + 200], axis=1)
+    box, fits = choose_crop_box(boxes, 1920, 1080)
+    assert fits and box.x + box.side <= 1920 and box.y >= 0 and 400 < box.side < 700
+    # A head that fills a small frame: the whole frame, not a padded box.
+    box, _ = choose_crop_box(np.array([[40.0, 30, 220, 240]]), 256, 256)
+    assert (box.x, box.y, box.side) == (0, 0, 256)
+
+
+def test_blendshape_smoothing_is_savitzky_golay_5_3():
+    from scipy.signal import savgol_filter
+    raw = np.random.default_rng(1).uniform(0.2, 0.8, (30, 52)).astype(np.float32)
+    assert np.allclose(smooth_blendshapes(raw), savgol_filter(raw, 5, 3, axis=0), atol=1e-5)

@@ -30,8 +30,9 @@ N_OUT = len(ARKIT_NAMES)
 class ExpressionConfig:
     encoder: str        # audio encoder name (engine.audio.features)
     dim: int            # its feature size
-    window: int = 8     # frames of context around each frame (0.32 s at 25 fps)
-    hidden: int = 16
+    window: int = 6     # frames of context (0.24 s at 25 fps) ...
+    lead: int = 2       # ... centred this many frames ahead: the mouth moves before the sound comes out
+    hidden: int = 8
     dropout: float = 0.5  # on the input features: the model must not lean on a few feature channels
     fps: float = 25.0   # frame rate it was trained at (features are resampled to any fps at use)
 

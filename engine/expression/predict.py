@@ -23,9 +23,10 @@ def frame_inputs(samples: np.ndarray, encoder, fps: float, n_frames: int | None 
     return np.concatenate([per_frame, activity[:, None]], axis=1), activity
 
 
-def model_windows(per_frame: np.ndarray, window: int) -> np.ndarray:
-    """(n_frames, window, dim + 1) float32, the model's input."""
-    return np.ascontiguousarray(windows(per_frame, window), dtype=np.float32)
+def model_windows(per_frame: np.ndarray, window: int, lead: int) -> np.ndarray:
+    """(n_frames, window, dim + 1) float32, the model's input: `window` frames centred `lead` frames ahead."""
+    ahead = per_frame[np.minimum(np.arange(len(per_frame)) + lead, len(per_frame) - 1)]
+    return np.ascontiguousarray(windows(ahead, window), dtype=np.float32)
 
 
 def gate_silence(weights: np.ndarray, activity: np.ndarray, rest_pose: np.ndarray) -> np.ndarray:
@@ -38,5 +39,5 @@ def gate_silence(weights: np.ndarray, activity: np.ndarray, rest_pose: np.ndarra
 
 def predict_weights(model, per_frame: np.ndarray, activity: np.ndarray) -> np.ndarray:
     """(n_frames, 52) gated weights from `frame_inputs`' output."""
-    raw = model.predict(model_windows(per_frame, model.config.window))
+    raw = model.predict(model_windows(per_frame, model.config.window, model.config.lead))
     return gate_silence(raw, activity, model.rest_pose.numpy())

@@ -41,7 +41,7 @@ def train_expression(subject, progress: Progress, encoder: str | None = None, mo
                           "preprocess a longer clip (at least 10 s of speech)", path=str(subject.root))
 
     config = ExpressionConfig(encoder=name, dim=audio_encoder.dim, fps=subject.fps)
-    model = fit(model_windows(per_frame, config.window), targets, train, activity, config, progress, steps, seed)
+    model = fit(model_windows(per_frame, config.window, config.lead), targets, train, activity, config, progress, steps, seed)
     metrics = score(model, per_frame, activity, targets, test) if len(test) else {}
 
     path = subject.model_dir / MODEL_FILE

@@ -1,0 +1,108 @@
+"""Live Link Face CSV: the take format of Epic's Live Link Face app, which animators exchange.
+
+Layout, as the app exports it: `Timecode,BlendShapeCount,` then the 52 ARKit names with a capital
+first letter, in the app's column order (which differs from ARKit's enumeration in two places:
+JawRight before JawLeft and MouthRight before MouthLeft), then HeadYaw, HeadPitch, HeadRoll,
+LeftEyeYaw, LeftEyePitch, LeftEyeRoll, RightEyeYaw, RightEyePitch, RightEyeRoll.
+BlendShapeCount is 61 (52 + 9 angles). Timecode is HH:MM:SS:FF.fff (non-drop-frame, FF counted at
+the nominal frame rate, .fff the sub-frame). Angles are written in radians. Eye angles are 0: gaze
+is carried by the eyeLook* blendshapes. Columns are read by name, so a file with another column
+order, lower-case names or without the angle columns still reads.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..arkit import ARKIT_INDEX, ARKIT_NAMES
+from ..errors import EngineError
+
+_SWAPPED = {"jawLeft": "jawRight", "jawRight": "jawLeft", "mouthLeft": "mouthRight", "mouthRight": "mouthLeft"}
+# The app's column order: ARKit's, with the two left/right pairs swapped in place.
+LLF_BLENDSHAPES = tuple(_SWAPPED.get(n, n)[0].upper() + _SWAPPED.get(n, n)[1:] for n in ARKIT_NAMES)
+HEAD_COLUMNS = ("HeadYaw", "HeadPitch", "HeadRoll")
+EYE_COLUMNS = ("LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll", "RightEyeYaw", "RightEyePitch", "RightEyeRoll")
+HEADER = ("Timecode", "BlendShapeCount", *LLF_BLENDSHAPES, *HEAD_COLUMNS, *EYE_COLUMNS)
+_STANDARD_RATES = (24, 25, 30, 48, 50, 60, 120)
+
+
+def timecode(frame: int, fps: float) -> str:
+    """Non-drop-frame timecode of a frame: HH:MM:SS:FF.000 with FF counted at the nominal rate."""
+    base = max(1, round(fps))
+    seconds, ff = divmod(int(frame), base)
+    minutes, ss = divmod(seconds, 60)
+    hh, mm = divmod(minutes, 60)
+    return f"{hh:02d}:{mm:02d}:{ss:02d}:{ff:02d}.000"
+
+
+def write_livelink_csv(path: str | Path, curves) -> Path:
+    """Write `curves` (engine.curves.Curves) as a Live Link Face CSV, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    order = [ARKIT_INDEX[n[0].lower() + n[1:]] for n in LLF_BLENDSHAPES]
+    pitch, yaw, roll = curves.head_rotation.T
+    tmp = path.with_name(f".{path.name}.partial")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(HEADER)
+        for i in range(len(curves)):
+            values = [f"{v:.6f}" for v in curves.weights[i, order]]
+            angles = [f"{v:.6f}" for v in (yaw[i], pitch[i], roll[i])] + ["0.000000"] * len(EYE_COLUMNS)
+            writer.writerow([timecode(i, curves.fps), len(LLF_BLENDSHAPES) + 9, *values, *angles])
+    os.replace(tmp, path)
+    return path
+
+
+def read_livelink_csv(path: str | Path, fps: float | None = None):
+    """Read a Live Link Face CSV into Curves; fps is inferred from the timecodes when not given."""
+    from ..curves import Curves
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EngineError(f"{path}: cannot read as CSV ({exc})", "export the take again as CSV", path=str(path)) from exc
+    if not rows or not rows[0] or rows[0][0].strip().lower() != "timecode":
+        raise EngineError(f"{path}: not a Live Link Face CSV (no Timecode column)",
+                          "use a CSV exported by Live Link Face or written by the engine", path=str(path))
+    header = [h.strip() for h in rows[0]]
+    lower = {h.lower(): i for i, h in enumerate(header)}
+    columns = {name: lower.get(name.lower()) for name in ARKIT_NAMES}
+    if all(c is None for c in columns.values()):
+        raise EngineError(f"{path}: no ARKit blendshape columns", "use a Live Link Face CSV", path=str(path))
+    body = [r for r in rows[1:] if r and any(cell.strip() for cell in r)]
+    if not body:
+        raise EngineError(f"{path}: has a header but no frames", "export the take again", path=str(path))
+    weights = np.zeros((len(body), len(ARKIT_NAMES)), np.float32)
+    rotation = np.zeros((len(body), 3), np.float32)
+    for row_number, row in enumerate(body, start=2):
+        try:
+            for name, column in columns.items():
+                if column is not None:
+                    weights[row_number - 2, ARKIT_INDEX[name]] = float(row[column])
+            for k, name in enumerate(("HeadPitch", "HeadYaw", "HeadRoll")):
+                if name.lower() in lower:
+                    rotation[row_number - 2, k] = float(row[lower[name.lower()]])
+        except (ValueError, IndexError) as exc:
+            raise EngineError(f"{path}: line {row_number} is malformed ({exc})",
+                              "check that the file is a complete Live Link Face export", path=str(path)) from exc
+    if fps is None:
+        fps = _infer_fps([r[0] for r in body])
+    return Curves(fps, np.clip(weights, 0, 1), rotation)
+
+
+def _infer_fps(codes: list[str]) -> float:
+    """The nominal rate: the frame field wraps at it once a take is longer than a second (else 30 is assumed)."""
+    try:
+        fields = [c.split(":") for c in codes]
+        frames = [int(f[3].split(".")[0]) for f in fields]
+        seconds = {tuple(f[:3]) for f in fields}
+    except (IndexError, ValueError):
+        return 30.0
+    largest = max(frames)
+    if len(seconds) > 1:
+        return float(largest + 1)
+    return float(next((r for r in _STANDARD_RATES if r > max(largest, 29)), largest + 1))

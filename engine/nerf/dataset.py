@@ -1,0 +1,141 @@
+"""A subject's training data in memory: frames, torso plates, head and lip boxes, poses, conditioning.
+
+Rays are drawn only inside each frame's head box (the head label of the parsing, dilated); the
+lip box comes from MediaPipe's lip landmarks. Audio features are computed once from
+SUBJECT/audio.wav at the subject's frame rate, with the encoder the model records.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..arkit import ARKIT_NAMES, UPPER_FACE
+from ..errors import EngineError
+from ..subject.format import LABEL_HEAD, Subject
+
+# MediaPipe face mesh: the outer lip contour.
+LIP_LANDMARKS = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185]
+HEAD_MARGIN = 6  # pixels around the head mask where rays still learn "empty"
+
+
+def expression_indices(expression: str) -> list[int]:
+    """'upper' (SyncTalk's 7 brow and blink values) or 'all' (the 52 ARKit values)."""
+    if expression == "all":
+        return list(range(len(ARKIT_NAMES)))
+    if expression == "upper":
+        return [ARKIT_NAMES.index(name) for name in UPPER_FACE]
+    raise EngineError(f"unknown expression set '{expression}'", "use 'upper' or 'all'")
+
+
+def audio_features(subject: Subject, encoder_name: str) -> np.ndarray:
+    """(n_frames, dim) features of SUBJECT/audio.wav aligned to the subject's frames."""
+    from ..audio.features import frame_features, get_encoder
+    from ..media.audio import SAMPLE_RATE, load_audio
+    encoder = get_encoder(encoder_name)
+    samples = load_audio(subject.audio_path, SAMPLE_RATE)
+    return frame_features(encoder.encode(samples), encoder.rate, subject.fps, subject.n_frames)
+
+
+def box_of(mask: np.ndarray, margin: int, size: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1), exclusive end, of a boolean mask grown by margin; the whole image if empty."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return 0, 0, size, size
+    return (max(0, xs.min() - margin), max(0, ys.min() - margin),
+            min(size, xs.max() + 1 + margin), min(size, ys.max() + 1 + margin))
+
+
+def pose_vector(c2w: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(N, 4, 4) -> (N, 12): the pose relative to the reference (rotation - I, translation), for the torso."""
+    relative = np.linalg.inv(reference)[None] @ c2w
+    rotation = relative[:, :3, :3] - np.eye(3)[None]
+    return np.concatenate([rotation.reshape(-1, 9), relative[:, :3, 3]], axis=1).astype(np.float32)
+
+
+class SubjectData:
+    """Everything training reads, for the train frames and the held-out ones."""
+
+    def __init__(self, subject: Subject, audio: np.ndarray, expression: str = "upper", window: int = 8,
+                 max_frames: int | None = None, progress=None):
+        from ..audio.features import windows
+        self.subject, self.size = subject, subject.size
+        self.train_frames = subject.split("train")
+        self.test_frames = subject.split("test")
+        if max_frames is not None:  # tests and quick looks: a spread of the frames
+            self.train_frames = self.train_frames[np.linspace(0, len(self.train_frames) - 1,
+                                                              min(max_frames, len(self.train_frames))).astype(int)]
+        if len(self.train_frames) == 0:
+            raise EngineError(f"{subject.root}: no training frames", "preprocess a longer clip", path=str(subject.root))
+        if len(self.test_frames) == 0:  # a very short clip: hold out its last train frame for the PSNR readout
+            self.test_frames = self.train_frames[-1:]
+        self.frames = np.concatenate([self.train_frames, self.test_frames])
+        tracks = subject.tracks
+        self.poses = tracks["pose"].astype(np.float32)
+        self.reference_pose = self.poses[self.train_frames].mean(axis=0)
+        self.expressions = tracks["blendshapes"][:, expression_indices(expression)].astype(np.float32)
+        self.audio_windows = windows(audio.astype(np.float32), window)
+        self.intrinsics = {k: float(v) for k, v in subject.intrinsics.items()}
+
+        # Pixels, kept as uint8: 1,500 frames at 256x256 are about 600 MB with the torso plates.
+        stage = progress.stage("loading frames", len(self.frames)) if progress else None
+        n, s = len(self.frames), self.size
+        self.rgb = np.empty((n, s, s, 3), np.uint8)
+        self.torso = np.empty((n, s, s, 3), np.uint8)
+        self.head_box = np.empty((n, 4), np.int64)
+        self.head_mask = np.empty((n, s, s), bool)
+        landmarks = tracks["landmarks"]
+        self.lip_box = np.empty((n, 4), np.int64)
+        for row, index in enumerate(self.frames):
+            self.rgb[row] = subject.frame(index)
+            self.torso[row] = subject.torso(index)
+            head = subject.parsing(index) == LABEL_HEAD
+            self.head_mask[row] = head
+            self.head_box[row] = box_of(head, HEAD_MARGIN, s)
+            lips = landmarks[index, LIP_LANDMARKS, :2]
+            margin = 0.25 * (lips[:, 0].max() - lips[:, 0].min())
+            self.lip_box[row] = [int(max(0, lips[:, 0].min() - margin)), int(max(0, lips[:, 1].min() - margin)),
+                                 int(min(s, lips[:, 0].max() + margin + 1)), int(min(s, lips[:, 1].max() + margin + 1))]
+            if stage:
+                stage.advance()
+        if stage:
+            stage.close()
+        self.row_of = {int(index): row for row, index in enumerate(self.frames)}
+        self.n_train = len(self.train_frames)
+
+    # Conditioning of the frames in rows -> tensors
+    def conditioning(self, rows: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        index = self.frames[rows]
+        return (torch.from_numpy(self.audio_windows[index]).to(device),
+                torch.from_numpy(self.expressions[index]).to(device),
+                torch.from_numpy(self.poses[index]).to(device))
+
+    def pixels_in_boxes(self, rows: np.ndarray, boxes: np.ndarray, per_frame: int, rng: np.random.Generator):
+        """Uniform random pixels inside each row's box -> (frame slot, x, y) arrays of len(rows) * per_frame."""
+        slot = np.repeat(np.arange(len(rows)), per_frame)
+        b = boxes[np.repeat(rows, per_frame)]
+        x = b[:, 0] + (rng.random(len(slot)) * (b[:, 2] - b[:, 0])).astype(np.int64)
+        y = b[:, 1] + (rng.random(len(slot)) * (b[:, 3] - b[:, 1])).astype(np.int64)
+        return slot, x, y
+
+    def box_pixels(self, box) -> tuple[np.ndarray, np.ndarray]:
+        x0, y0, x1, y1 = (int(v) for v in box)
+        ys, xs = np.mgrid[y0:y1, x0:x1]
+        return xs.reshape(-1), ys.reshape(-1)
+
+    def carve(self, grid, views: int = 48, inside_fraction: float = 0.9, dilate: int = 9) -> torch.Tensor:
+        """Grid cells that project inside the dilated head mask in most training views."""
+        import cv2
+        from .raymarch import project
+        centres = grid.cell_centres().numpy()
+        rows = np.linspace(0, self.n_train - 1, min(views, self.n_train)).astype(int)
+        kernel = np.ones((dilate, dilate), np.uint8)
+        inside = np.zeros(len(centres), np.int32)
+        for row in rows:
+            mask = cv2.dilate(self.head_mask[row].astype(np.uint8), kernel) > 0
+            pixels, depth = project(centres, self.poses[self.frames[row]], self.intrinsics)
+            px, py = np.floor(pixels[:, 0]).astype(int), np.floor(pixels[:, 1]).astype(int)
+            visible = (depth > 0) & (px >= 0) & (py >= 0) & (px < self.size) & (py < self.size)
+            hit = np.zeros(len(centres), bool)
+            hit[visible] = mask[py[visible], px[visible]]
+            inside += hit
+        return torch.from_numpy(inside >= inside_fraction * len(rows))

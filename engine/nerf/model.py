@@ -1,0 +1,239 @@
+"""The trained talking head: its modules (HeadModel) and the rendering API (TalkingHead).
+
+SUBJECT/model/head.safetensors holds the weights and occupancy grid, SUBJECT/model/head.json the
+configuration (encoder, expression set, box, presets, which stages ran, held-out figures).
+Rendering evaluates the NeRF only for the pixels the head's occupied cells can cover; torso and
+background are 2D.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import EngineError
+from .field import HeadField
+from .raymarch import OccupancyGrid, Rays, pixel_rays, project, render_rays
+from .torso import TorsoNet
+
+WEIGHTS_FILE, CONFIG_FILE = "head.safetensors", "head.json"
+RENDER_CHUNK = 8192  # rays per field pass when rendering: bounds memory
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise EngineError("CUDA was asked for but is not available", "use --device cpu or auto")
+    return torch.device(name)
+
+
+class HeadModel(nn.Module):
+    """Field + occupancy grid + torso, with the audio feature normalisation measured on the training clip."""
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = config
+        self.field = HeadField(audio_dim=config["audio_dim"], n_latents=config["n_latents"],
+                               expression_dim=len(config["expression_indices"]),
+                               audio_window=config["audio_window"], encoding=config["encoding"],
+                               use_tcnn=config.get("use_tcnn", False))
+        self.grid = OccupancyGrid(config["box_lo"], config["box_hi"], config["grid_resolution"])
+        self.torso = TorsoNet(config["n_latents"], config["size"])
+        self.register_buffer("audio_mean", torch.zeros(config["audio_dim"]))
+        self.register_buffer("audio_std", torch.ones(config["audio_dim"]))
+
+    def frame_codes(self, audio_windows: torch.Tensor, expressions: torch.Tensor) -> torch.Tensor:
+        return self.field.frame_codes((audio_windows - self.audio_mean) / self.audio_std, expressions)
+
+    def latents_for(self, rows: torch.Tensor) -> torch.Tensor:
+        """Per-frame latent codes; rows >= n_latents (frames not trained on) get the mean code."""
+        table = self.field.latents.weight
+        mean = table.mean(dim=0, keepdim=True)
+        inside = rows < len(table)
+        return torch.where(inside[:, None], table[rows.clamp(max=len(table) - 1)], mean)
+
+    def torso_latents_for(self, rows: torch.Tensor) -> torch.Tensor:
+        table = self.torso.latents.weight
+        inside = rows < len(table)
+        return torch.where(inside[:, None], table[rows.clamp(max=len(table) - 1)], table.mean(0, keepdim=True))
+
+    def render_head(self, rays: Rays, codes, latents, samples: int, perturb=False, training=False):
+        return render_rays(self.field, self.grid, rays, codes, latents, samples, perturb, training)
+
+    def head_region(self, c2w: np.ndarray, intrinsics: dict, size: int, margin: int = 2):
+        """Pixel box (x0, y0, x1, y1) that the occupied cells can cover in this view."""
+        occupied = self.grid.occupied.nonzero()[:, 0].cpu()
+        if len(occupied) == 0:
+            return None
+        r = self.grid.resolution
+        ijk = torch.stack([occupied // (r * r), (occupied // r) % r, occupied % r], dim=-1)
+        lo, hi = ijk.min(0).values.float() / r, (ijk.max(0).values.float() + 1) / r
+        span = (self.grid.hi - self.grid.lo).cpu()
+        lo, hi = self.grid.lo.cpu() + lo * span, self.grid.lo.cpu() + hi * span
+        corners = np.array([[(hi if i & 1 else lo)[0], (hi if i & 2 else lo)[1], (hi if i & 4 else lo)[2]]
+                            for i in range(8)], np.float64)
+        pixels, depth = project(corners, c2w.astype(np.float64), intrinsics)
+        if (depth <= 0).any():
+            return 0, 0, size, size
+        x0, y0 = np.floor(pixels.min(0)).astype(int) - margin
+        x1, y1 = np.ceil(pixels.max(0)).astype(int) + margin
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(size, x1), min(size, y1)
+        return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def model_files(subject) -> tuple[Path, Path]:
+    return subject.model_dir / WEIGHTS_FILE, subject.model_dir / CONFIG_FILE
+
+
+class TalkingHead:
+    """A subject's trained head, ready to render frames (API.md)."""
+
+    def __init__(self, subject, model: HeadModel, device: torch.device):
+        self.subject, self.model, self.device = subject, model, device
+        config = model.config
+        self.config = config
+        self.audio_encoder: str = config["audio_encoder"]
+        self.audio_window: int = config["audio_window"]
+        self.size: int = config["size"]
+        self.samples: int = config["samples"]
+        self.intrinsics = {k: float(v) for k, v in config["intrinsics"].items()}
+        self.latent_row = {int(f): row for row, f in enumerate(config["train_frames"])}
+        self.expression_indices = config["expression_indices"]
+        self.reference_pose = np.asarray(config["reference_pose"], np.float32)
+        self.torso_trained = "torso" in config.get("stages_done", [])
+        self._background = None
+
+    @classmethod
+    def load(cls, subject, device: str = "auto") -> "TalkingHead":
+        from .checkpoint import load_weights
+        weights, config_path = model_files(subject)
+        if not weights.is_file() or not config_path.is_file():
+            raise EngineError(f"{subject.root} has no trained talking-head model",
+                              f"run `python -m engine train {subject.root}` first", path=str(subject.model_dir))
+        config = json.loads(config_path.read_text())
+        torch_device = pick_device(device)
+        if torch_device.type == "cpu":
+            choose_cpu_threads()
+        config["use_tcnn"] = False  # the weights are in HashGrids2D's layout; rendering uses the PyTorch grid
+        model = HeadModel(config)
+        tensors, _ = load_weights(weights, torch_device)
+        model.load_state_dict(tensors)
+        model.to(torch_device).eval()
+        return cls(subject, model, torch_device)
+
+    @property
+    def background(self) -> np.ndarray:
+        if self._background is None:
+            self._background = self.subject.background().astype(np.float32) / 255.0
+        return self._background
+
+    def _row(self, frame_index: int) -> int:
+        """Latent row of a frame: its own when it was trained on, else one past the table (-> mean code)."""
+        return self.latent_row.get(int(frame_index), len(self.latent_row))
+
+    def _torso_layer(self, frame_index: int, pose: np.ndarray, exact_pose: bool):
+        """(rgb premultiplied (S,S,3), alpha (S,S)) of the torso over nothing."""
+        s = self.size
+        if exact_pose or not self.torso_trained:
+            # At the frame's own pose the preprocessed torso plate is exact: head removed, neck filled.
+            torso = self.subject.torso(frame_index).astype(np.float32) / 255.0
+            return torso, None
+        from .dataset import pose_vector
+        ys, xs = np.mgrid[0:s, 0:s]
+        uv = torch.from_numpy(np.stack([(xs.reshape(-1) + 0.5) / s, (ys.reshape(-1) + 0.5) / s], -1).astype(np.float32))
+        pv = torch.from_numpy(pose_vector(pose[None], self.reference_pose)).expand(len(uv), -1)
+        rows = torch.full((len(uv),), self._row(frame_index), dtype=torch.int64)
+        uv, pv, rows = uv.to(self.device), pv.to(self.device), rows.to(self.device)
+        rgb, alpha = self.model.torso(uv, pv, self.model.torso_latents_for(rows))
+        rgb = (rgb * alpha[:, None]).reshape(s, s, 3).cpu().numpy()
+        return rgb, alpha.reshape(s, s).cpu().numpy()
+
+    @torch.inference_mode()
+    def render(self, frame_index: int, audio_window: np.ndarray, blendshapes: np.ndarray | None = None,
+               pose: np.ndarray | None = None, rgba: bool = False) -> np.ndarray:
+        tracks = self.subject.tracks
+        if not 0 <= frame_index < self.subject.n_frames:
+            raise EngineError(f"frame {frame_index} is outside the subject (0..{self.subject.n_frames - 1})",
+                              "pick a frame of the training clip", path=str(self.subject.root))
+        own_pose = tracks["pose"][frame_index]
+        pose = own_pose if pose is None else np.asarray(pose, np.float32)
+        exact_pose = bool(np.allclose(pose, own_pose, atol=1e-5))
+        blendshapes = tracks["blendshapes"][frame_index] if blendshapes is None else np.asarray(blendshapes, np.float32)
+        window = np.asarray(audio_window, np.float32)
+        if window.shape != (self.audio_window, self.config["audio_dim"]):
+            raise EngineError(f"audio window has shape {window.shape}, expected "
+                              f"({self.audio_window}, {self.config['audio_dim']}) from the '{self.audio_encoder}' encoder",
+                              "compute the features with engine.audio.features.get_encoder(head.audio_encoder)")
+
+        s = self.size
+        head_rgb = np.zeros((s, s, 3), np.float32)
+        head_alpha = np.zeros((s, s), np.float32)
+        box = self.model.head_region(pose, self.intrinsics, s)
+        if box is not None:
+            x0, y0, x1, y1 = box
+            ys, xs = np.mgrid[y0:y1, x0:x1]
+            rgb, alpha = self._render_pixels(pose, xs.reshape(-1), ys.reshape(-1), window,
+                                             blendshapes[self.expression_indices], self._row(frame_index))
+            head_rgb[y0:y1, x0:x1] = rgb.reshape(y1 - y0, x1 - x0, 3)
+            head_alpha[y0:y1, x0:x1] = alpha.reshape(y1 - y0, x1 - x0)
+
+        torso_rgb, torso_alpha = self._torso_layer(frame_index, pose, exact_pose)
+        if rgba:
+            if torso_alpha is None:  # the torso plate has the background in it: cut it out with the parsing
+                torso_alpha = (self.subject.parsing(frame_index) >= 2).astype(np.float32)
+                torso_rgb = torso_rgb * torso_alpha[..., None]
+            rgb = head_rgb + (1 - head_alpha[..., None]) * torso_rgb
+            alpha = head_alpha + (1 - head_alpha) * torso_alpha
+            return np.concatenate([rgb, alpha[..., None]], axis=-1).clip(0, 1)
+        under = torso_rgb if torso_alpha is None else torso_rgb + (1 - torso_alpha[..., None]) * self.background
+        return (head_rgb + (1 - head_alpha[..., None]) * under).clip(0, 1)
+
+    def _render_pixels(self, pose, xs, ys, window, expression, row):
+        """Premultiplied head colour (P, 3) and opacity (P,) of pixels (xs, ys)."""
+        device = self.device
+        codes = self.model.frame_codes(torch.from_numpy(window)[None].to(device),
+                                       torch.from_numpy(np.asarray(expression, np.float32))[None].to(device))
+        latents = self.model.latents_for(torch.tensor([row], device=device))
+        c2w = torch.from_numpy(pose.astype(np.float32)).to(device)
+        rgb_out, alpha_out = [], []
+        for start in range(0, len(xs), RENDER_CHUNK):
+            x = torch.from_numpy(xs[start:start + RENDER_CHUNK].astype(np.float32)).to(device)
+            y = torch.from_numpy(ys[start:start + RENDER_CHUNK].astype(np.float32)).to(device)
+            origins, directions = pixel_rays(c2w.expand(len(x), 4, 4), self.intrinsics, x, y)
+            rays = Rays(origins, directions, torch.zeros(len(x), dtype=torch.int64, device=device))
+            out = self.model.render_head(rays, codes, latents, self.samples)
+            rgb_out.append(out.rgb.cpu().numpy())
+            alpha_out.append(out.opacity.cpu().numpy())
+        return np.concatenate(rgb_out), np.concatenate(alpha_out)
+
+
+def choose_cpu_threads(max_threads: int | None = None) -> int:
+    """Set and return the faster of 1..max_threads torch threads for the field's small ops, measured now.
+
+    On a machine shared with other jobs, extra OpenMP threads wait at every op's barrier for a core;
+    measured on the 2-core project machine under load, 1 thread ran an encoding pass 4x faster than 2.
+    """
+    import os
+    import time
+
+    from .encoding import TriPlaneEncoding
+    max_threads = max_threads or os.cpu_count() or 1
+    encoding = TriPlaneEncoding()
+    points = torch.rand(16384, 3)
+    best, best_time = 1, float("inf")
+    for threads in sorted({1, max_threads}):
+        torch.set_num_threads(threads)
+        with torch.no_grad():
+            encoding(points)
+            started = time.perf_counter()
+            for _ in range(3):
+                encoding(points)
+        elapsed = time.perf_counter() - started
+        if elapsed < best_time:
+            best, best_time = threads, elapsed
+    torch.set_num_threads(best)
+    return best

@@ -1,0 +1,55 @@
+"""Training presets: the trade-off between time and quality, by device.
+
+Measured costs (README-nerf.md has the table): `tiny` seconds (tests), `preview` under 45 minutes
+on a 2-core CPU for lieu_60s (256x256), `standard` and `paper` for a GPU (`paper` = SyncTalk's
+schedule: 65,536 rays a step, ~60k head steps, lip fine-tuning to ~100k).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..errors import EngineError
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    head_steps: int
+    lip_steps: int
+    torso_steps: int
+    rays_per_step: int          # head stage
+    frames_per_step: int        # frames the rays of one step are drawn from
+    samples: int                # stratified candidates per ray (before the occupancy grid)
+    torso_rays: int
+    lr_grid: float = 1e-2
+    lr_net: float = 2e-3
+    grid_resolution: int = 128
+    grid_update_every: int = 16
+    checkpoint_every: int = 500
+    eval_every: int = 250
+    encoding: dict = field(default_factory=lambda: dict(levels=12, features=1, base_resolution=64,
+                                                       finest_resolution=512, log2_table=14))
+    max_frames: int | None = None   # use a spread of this many training frames (tests)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS = {
+    "tiny": Preset("tiny", head_steps=40, lip_steps=10, torso_steps=30, rays_per_step=512, frames_per_step=2,
+                   samples=32, torso_rays=1024, grid_resolution=32, grid_update_every=8, checkpoint_every=20,
+                   eval_every=20, encoding=dict(levels=6, features=1, base_resolution=16, finest_resolution=128,
+                                                log2_table=12), max_frames=12),
+    "preview": Preset("preview", head_steps=3000, lip_steps=600, torso_steps=500, rays_per_step=2048,
+                      frames_per_step=4, samples=48, torso_rays=4096),
+    "standard": Preset("standard", head_steps=20000, lip_steps=8000, torso_steps=5000, rays_per_step=16384,
+                       frames_per_step=8, samples=96, torso_rays=16384, checkpoint_every=2000, eval_every=1000),
+    "paper": Preset("paper", head_steps=60000, lip_steps=40000, torso_steps=20000, rays_per_step=65536,
+                    frames_per_step=1, samples=128, torso_rays=65536, checkpoint_every=5000, eval_every=2000),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise EngineError(f"unknown preset '{name}'", f"choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]

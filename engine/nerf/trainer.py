@@ -1,0 +1,308 @@
+"""Training a subject's head: the head stage, lip fine-tuning, and the torso stage (REFERENCE.md "Model").
+
+head   rays inside each frame's head box, rendered over the frame's torso plate; uncertainty-
+       weighted L1; the occupancy grid re-measured every few steps.
+lip    alternates the whole lip box of a frame and random patches (L1, + LPIPS when its weights
+       are present), at a lower learning rate.
+torso  the 2D pose-conditioned torso network over the background plate.
+
+Checkpoints (one safetensors file, atomic) every `checkpoint_every` steps, at each stage's end and
+on Ctrl-C/SIGTERM; `resume=True` continues from the last one.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import torch
+
+from ..errors import EngineError
+from ..progress import Progress
+from ..subject.format import Subject, atomic_write_json
+from . import losses
+from .checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
+from .dataset import SubjectData, audio_features, expression_indices, pose_vector
+from .encoding import tcnn_available
+from .model import HeadModel, choose_cpu_threads, model_files, pick_device
+from .presets import Preset
+from .raymarch import Rays, pixel_rays
+
+STAGES = ("head", "lip", "torso")
+CHECKPOINT_FILE = "checkpoint.safetensors"
+GRID_WARMUP_STEPS = 64       # every allowed cell stays occupied until the field has learnt something
+OUTSIDE_OPACITY_WEIGHT = 1e-2  # keeps the head's opacity off the torso and background
+ATTENTION_SPARSITY = 1e-4      # region attention: audio acts where it must, not everywhere
+BOX_LO, BOX_HI = (-1.3, -1.5, -1.3), (1.3, 1.6, 1.0)  # decimetres, MediaPipe's canonical head frame
+
+
+class Trainer:
+    def __init__(self, subject: Subject, preset: Preset, progress: Progress, audio_encoder: str | None = None,
+                 device: str = "auto", expression: str = "upper", resume: bool = False, seed: int = 0):
+        self.subject, self.preset, self.progress = subject, preset, progress
+        self.device = pick_device(device)
+        self.checkpoint_path = subject.model_dir / CHECKPOINT_FILE
+        header = None
+        if resume:
+            if not self.checkpoint_path.is_file():
+                raise EngineError(f"{self.checkpoint_path}: no checkpoint to resume from",
+                                  "train without --resume", path=str(self.checkpoint_path))
+            _, header = load_weights(self.checkpoint_path)
+            if header["preset"] != preset.name:
+                raise EngineError(f"the checkpoint was made with preset '{header['preset']}'",
+                                  f"resume with --preset {header['preset']}", path=str(self.checkpoint_path))
+        from ..audio.features import DEFAULT_ENCODER
+        encoder = header["config"]["audio_encoder"] if header else (audio_encoder or DEFAULT_ENCODER)
+        expression = header["config"]["expression"] if header else expression
+
+        with progress.stage(f"audio features ({encoder})", 1) as stage:
+            audio = audio_features(subject, encoder)
+            stage.advance()
+        self.data = SubjectData(subject, audio, expression, max_frames=preset.max_frames, progress=progress)
+        config = header["config"] if header else self._config(encoder, expression, audio.shape[1])
+        self.model = HeadModel(config).to(self.device)
+        self.optimizers = self._optimizers()
+        self.stages_done: list[str] = []
+        self.stage, self.step = STAGES[0], 0
+        self.metrics: dict = {}
+        self.seconds = 0.0
+        if header:
+            header = load_checkpoint(self.checkpoint_path, self.model, self.optimizers, self.device)
+            self.stages_done, self.stage, self.step = header["stages_done"], header["stage"], header["step"]
+            self.metrics, self.seconds = header.get("metrics", {}), header.get("seconds", 0.0)
+            progress.info(f"resuming at {self.stage} step {self.step}")
+        else:
+            train_audio = torch.from_numpy(audio[self.data.train_frames])
+            self.model.audio_mean.copy_(train_audio.mean(0))
+            self.model.audio_std.copy_(train_audio.std(0).clamp(min=1e-3))
+            with progress.stage("carving the head's space", 1) as stage:
+                self.model.grid.carve(self.data.carve(self.model.grid))
+                stage.advance()
+        self._choose_threads()
+        self.rng = np.random.default_rng(seed + self.step + 100_000 * len(self.stages_done))
+        self.lpips = losses.load_lpips(self.device)
+        if self.lpips is None:
+            progress.info("LPIPS weights not present: the lip stage uses L1 only")
+        self.eval_row = self.data.n_train + len(self.data.test_frames) // 2
+
+    def _config(self, encoder: str, expression: str, audio_dim: int) -> dict:
+        data = self.data
+        return {"audio_encoder": encoder, "audio_dim": int(audio_dim), "audio_window": 8,
+                "expression": expression, "expression_indices": expression_indices(expression),
+                "encoding": dict(self.preset.encoding), "grid_resolution": self.preset.grid_resolution,
+                "box_lo": list(BOX_LO), "box_hi": list(BOX_HI), "samples": self.preset.samples,
+                "size": data.size, "intrinsics": data.intrinsics, "n_latents": data.n_train,
+                "train_frames": [int(f) for f in data.train_frames],
+                "reference_pose": data.reference_pose.tolist(), "preset": self.preset.name,
+                "use_tcnn": self.device.type == "cuda" and tcnn_available()}
+
+    def _optimizers(self) -> dict:
+        field = self.model.field
+        grid_params = list(field.encoding.parameters())
+        grid_ids = {id(p) for p in grid_params}
+        net_params = [p for p in field.parameters() if id(p) not in grid_ids]
+        adam = dict(betas=(0.9, 0.99), eps=1e-15)
+        return {"head": torch.optim.AdamW([{"params": grid_params, "lr": self.preset.lr_grid, "weight_decay": 0.0},
+                                           {"params": net_params, "lr": self.preset.lr_net, "weight_decay": 1e-6}], **adam),
+                "torso": torch.optim.AdamW([{"params": list(self.model.torso.canvas.parameters()),
+                                             "lr": self.preset.lr_grid, "weight_decay": 0.0},
+                                            {"params": [p for n, p in self.model.torso.named_parameters()
+                                                        if not n.startswith("canvas.")],
+                                             "lr": self.preset.lr_net, "weight_decay": 1e-6}], **adam)}
+
+    def _choose_threads(self) -> None:
+        if self.device.type == "cpu":
+            self.metrics["cpu_threads"] = choose_cpu_threads()
+
+    # The loop
+    def run(self, stages=STAGES) -> dict:
+        steps_of = {"head": self.preset.head_steps, "lip": self.preset.lip_steps, "torso": self.preset.torso_steps}
+        step_fn = {"head": self.head_step, "lip": self.lip_step, "torso": self.torso_step}
+        try:
+            for name in STAGES:
+                if name not in stages or name in self.stages_done:
+                    continue
+                if self.stage != name:
+                    self.stage, self.step = name, 0
+                total = steps_of[name]
+                with self.progress.stage(f"train {name}", total) as bar:
+                    if self.step:
+                        bar.advance(self.step)
+                    started, started_step, seconds_before = time.monotonic(), self.step, self.seconds
+                    while self.step < total:
+                        loss = step_fn[name](self.step, total)
+                        self.step += 1
+                        elapsed = time.monotonic() - started
+                        self.seconds = seconds_before + elapsed
+                        metrics = {"loss": round(loss, 5), "steps_per_s": round((self.step - started_step) / elapsed, 3)}
+                        if name != "torso" and (self.step % self.preset.eval_every == 0 or self.step == total):
+                            self.metrics["heldout_psnr"] = round(self.heldout_psnr(), 2)
+                            metrics["psnr"] = self.metrics["heldout_psnr"]
+                        bar.advance(1, **metrics)
+                        if self.step % self.preset.checkpoint_every == 0 and self.step < total:
+                            self.save_checkpoint()
+                            self._choose_threads()  # the machine's load changes; re-measure
+                    self.metrics[f"{name}_steps_per_s"] = metrics["steps_per_s"]
+                self.stages_done.append(name)
+                self.save_checkpoint()
+        except KeyboardInterrupt:
+            self.save_checkpoint()
+            self.progress.info(f"stopped: checkpoint saved at {self.stage} step {self.step}; continue with --resume")
+            raise
+        return self.finish()
+
+    # One step of each stage
+    def _set_lr(self, optimizer, step: int, total: int, scale: float = 1.0) -> None:
+        decay = 0.1 ** (step / max(total, 1))
+        for group, base in zip(optimizer.param_groups, (self.preset.lr_grid, self.preset.lr_net)):
+            group["lr"] = base * scale * decay
+
+    def _frames(self, count: int) -> np.ndarray:
+        return self.rng.choice(self.data.n_train, size=min(count, self.data.n_train), replace=False)
+
+    def _render_pixels(self, rows: np.ndarray, slot: np.ndarray, x: np.ndarray, y: np.ndarray, training: bool):
+        """Head rendered over the torso plates for pixels (x, y) of frames rows[slot]; -> (output, pred, target, under)."""
+        data, device = self.data, self.device
+        audio, expressions, poses = data.conditioning(rows, device)
+        codes = self.model.frame_codes(audio, expressions)
+        latents = self.model.latents_for(torch.from_numpy(rows).to(device))
+        slot_t = torch.from_numpy(slot).to(device)
+        xf, yf = (torch.from_numpy(v.astype(np.float32)).to(device) for v in (x, y))
+        origins, directions = pixel_rays(poses[slot_t], data.intrinsics, xf, yf)
+        out = self.model.render_head(Rays(origins, directions, slot_t), codes, latents, self.preset.samples,
+                                     perturb=training, training=training)
+        frame_rows = rows[slot]
+        target = torch.from_numpy(data.rgb[frame_rows, y, x].astype(np.float32) / 255.0).to(device)
+        under = torch.from_numpy(data.torso[frame_rows, y, x].astype(np.float32) / 255.0).to(device)
+        pred = out.rgb + (1.0 - out.opacity[:, None]) * under
+        return out, pred, target, frame_rows
+
+    def _update_grid(self) -> None:
+        rows = self._frames(8)
+        audio, expressions, _ = self.data.conditioning(rows, self.device)
+        with torch.no_grad():
+            codes = self.model.frame_codes(audio, expressions)
+
+            def density(points01):
+                pick = torch.randint(len(codes), (len(points01),), device=self.device)
+                return self.model.field.density_only(points01.to(self.device), codes[pick])
+
+            self.model.grid.update(density, fraction=1.0 if self.step < 2 * GRID_WARMUP_STEPS else 0.25)
+
+    def head_step(self, step: int, total: int) -> float:
+        optimizer = self.optimizers["head"]
+        self._set_lr(optimizer, step, total)
+        if step >= GRID_WARMUP_STEPS and step % self.preset.grid_update_every == 0:
+            self._update_grid()
+        rows = self._frames(self.preset.frames_per_step)
+        slot, x, y = self.data.pixels_in_boxes(rows, self.data.head_box, self.preset.rays_per_step // len(rows),
+                                               self.rng)
+        out, pred, target, frame_rows = self._render_pixels(rows, slot, x, y, training=True)
+        outside = torch.from_numpy(~self.data.head_mask[frame_rows, y, x]).to(self.device).float()
+        loss = (losses.uncertainty_weighted_l1(pred, target, out.uncertainty)
+                + OUTSIDE_OPACITY_WEIGHT * (out.opacity * outside).mean())
+        if out.attention is not None and len(out.attention):
+            loss = loss + ATTENTION_SPARSITY * out.attention.mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    def lip_step(self, step: int, total: int) -> float:
+        """Even steps: a frame's whole lip box; odd steps: a random patch in a frame's head box."""
+        optimizer = self.optimizers["head"]
+        self._set_lr(optimizer, step, total, scale=0.2)
+        data = self.data
+        row = self._frames(1)
+        if step % 2 == 0:
+            box = data.lip_box[row[0]]
+        else:
+            patch = max(16, data.size // 8)
+            hx0, hy0, hx1, hy1 = data.head_box[row[0]]
+            x0 = int(self.rng.integers(hx0, max(hx0 + 1, hx1 - patch)))
+            y0 = int(self.rng.integers(hy0, max(hy0 + 1, hy1 - patch)))
+            box = (x0, y0, min(data.size, x0 + patch), min(data.size, y0 + patch))
+        x, y = data.box_pixels(box)
+        out, pred, target, _ = self._render_pixels(row, np.zeros(len(x), np.int64), x, y, training=True)
+        loss = losses.l1(pred, target)
+        if self.lpips is not None:
+            shape = (1, int(box[3] - box[1]), int(box[2] - box[0]), 3)
+            as_image = lambda t: t.reshape(shape).permute(0, 3, 1, 2) * 2 - 1  # noqa: E731
+            loss = loss + 0.01 * self.lpips(as_image(pred), as_image(target)).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    def torso_step(self, step: int, total: int) -> float:
+        optimizer = self.optimizers["torso"]
+        self._set_lr(optimizer, step, total)
+        data, device, s = self.data, self.device, self.data.size
+        rows = self._frames(self.preset.frames_per_step)
+        per_frame = self.preset.torso_rays // len(rows)
+        slot = np.repeat(np.arange(len(rows)), per_frame)
+        x, y = self.rng.integers(0, s, len(slot)), self.rng.integers(0, s, len(slot))
+        frame_rows = rows[slot]
+        uv = torch.from_numpy(np.stack([(x + 0.5) / s, (y + 0.5) / s], -1).astype(np.float32)).to(device)
+        poses = torch.from_numpy(pose_vector(data.poses[data.frames[frame_rows]], data.reference_pose)).to(device)
+        latents = self.model.torso_latents_for(torch.from_numpy(frame_rows).to(device))
+        rgb, alpha = self.model.torso(uv, poses, latents)
+        background = torch.from_numpy(self.background[y, x]).to(device)
+        pred = rgb * alpha[:, None] + (1 - alpha[:, None]) * background
+        target = torch.from_numpy(data.torso[frame_rows, y, x].astype(np.float32) / 255.0).to(device)
+        loss = losses.l1(pred, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    @property
+    def background(self) -> np.ndarray:
+        if not hasattr(self, "_background"):
+            self._background = self.subject.background().astype(np.float32) / 255.0
+        return self._background
+
+    @torch.no_grad()
+    def heldout_psnr(self) -> float:
+        """PSNR of the head box of one held-out frame, rendered over its torso plate."""
+        data, row = self.data, self.eval_row
+        x, y = data.box_pixels(data.head_box[row])
+        preds, targets = [], []
+        for start in range(0, len(x), 8192):
+            xs, ys = x[start:start + 8192], y[start:start + 8192]
+            _, pred, target, _ = self._render_pixels(np.array([row]), np.zeros(len(xs), np.int64), xs, ys,
+                                                     training=False)
+            preds.append(pred)
+            targets.append(target)
+        return losses.psnr(torch.cat(preds), torch.cat(targets))
+
+    # Saving
+    def header(self) -> dict:
+        return {"preset": self.preset.name, "config": self.model.config, "stages_done": self.stages_done,
+                "stage": self.stage, "step": self.step, "metrics": self.metrics, "seconds": round(self.seconds, 1)}
+
+    def save_checkpoint(self) -> None:
+        save_checkpoint(self.checkpoint_path, self.model, self.optimizers, self.header())
+
+    def finish(self) -> dict:
+        """Write the final weights and config, record the model in subject.json, drop the checkpoint."""
+        weights, config_path = model_files(self.subject)
+        config = {**self.model.config, "stages_done": self.stages_done, "metrics": self.metrics,
+                  "train_seconds": round(self.seconds, 1)}
+        self.model.config = config
+        save_weights(weights, self.model.state_dict(), {"preset": self.preset.name})
+        atomic_write_json(config_path, config)
+        models = _models_on_disk(self.subject)
+        models["head"] = {"weights": f"model/{weights.name}", "config": f"model/{config_path.name}",
+                          "preset": self.preset.name, "audio_encoder": config["audio_encoder"],
+                          "stages": self.stages_done, "heldout_psnr": self.metrics.get("heldout_psnr"),
+                          "train_seconds": round(self.seconds, 1)}
+        self.subject.update_meta(models=models)
+        self.checkpoint_path.unlink(missing_ok=True)
+        return {"model": str(weights), "train_seconds": round(self.seconds, 1), **self.metrics}
+
+
+def _models_on_disk(subject: Subject) -> dict:
+    """subject.json's "models" as on disk now: another command may have added one since we read it."""
+    path = subject.root / "subject.json"
+    return json.loads(path.read_text()).get("models", {}) if path.is_file() else dict(subject.meta.get("models", {}))

@@ -1,8 +1,9 @@
 """Training the per-subject expression model: the subject's speech -> its own captured blendshapes.
 
 Targets are tracks["blendshapes"] (MediaPipe's, smoothed) on the training frames; the held-out
-frames (subject.split('test')) are only scored. The model is saved as SUBJECT/model/expression.safetensors
-and recorded in subject.json "models".
+frames (subject.split('test')) are only scored. The model is saved as
+SUBJECT/model/expression-ENCODER.safetensors and recorded in subject.json "models" ("expression": the
+one trained last, which animate uses unless asked for another encoder).
 """
 from __future__ import annotations
 
@@ -20,7 +21,11 @@ from ..progress import Progress
 from .model import ExpressionConfig, ExpressionNet
 from .predict import MOUTH_INDEX, frame_inputs, model_windows, predict_weights
 
-MODEL_FILE = "expression.safetensors"
+
+def model_file(encoder: str) -> str:
+    """One model per encoder, so a subject can hold several side by side."""
+    return f"expression-{encoder}.safetensors"
+
 _SILENT = 0.1  # voice activity below this counts as a pause when measuring the rest pose
 
 
@@ -44,9 +49,9 @@ def train_expression(subject, progress: Progress, encoder: str | None = None, mo
     model = fit(model_windows(per_frame, config.window, config.lead), targets, train, activity, config, progress, steps, seed)
     metrics = score(model, per_frame, activity, targets, test) if len(test) else {}
 
-    path = subject.model_dir / MODEL_FILE
+    path = subject.model_dir / model_file(name)
     model.save(path, {"metrics": json.dumps(metrics), "trained_on": str(subject.root.name)})
-    record = {"file": f"model/{MODEL_FILE}", "encoder": name, "window": config.window,
+    record = {"file": f"model/{model_file(name)}", "encoder": name, "window": config.window,
               "train_frames": int(len(train)), "test_frames": int(len(test)), "metrics": metrics,
               "seconds": round(time.monotonic() - started, 1)}
     models = {**_models_on_disk(subject), "expression": record}

@@ -1,0 +1,131 @@
+"""Speech -> Curves: the expression model's mouth, generated blinks, head motion, smoothing and intensity.
+
+`Animator` holds what loading costs (the audio encoder and the expression model, the subject's blink
+and head statistics) so that several files can be animated after one load; `animate` is the one-call form.
+The model runs at the frame rate it was trained at and its curves are resampled to the asked fps.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..arkit import ARKIT_NAMES
+from ..audio.features import frame_features, get_encoder
+from ..curves import Curves
+from ..errors import EngineError
+from ..media.audio import SAMPLE_RATE, load_audio
+from .blinks import BLINK_CHANNELS, BlinkModel, apply_blinks
+from .headmotion import HEAD_MODES, MotionStats, generate, replay, subject_head_motion
+from .model import ExpressionNet
+from .predict import frame_inputs, predict_weights
+
+# --intensity regions: which blendshapes each name scales (around the rest pose); "head" scales head motion.
+REGIONS = {
+    "mouth": ("mouth",), "jaw": ("jaw",), "brows": ("brow",), "eyes": ("eye",),
+    "cheeks": ("cheek",), "nose": ("nose",), "tongue": ("tongue",),
+}
+
+
+def expression_model_path(subject, encoder: str | None = None) -> Path:
+    """The subject's trained expression model: for `encoder`, or the one training recorded last."""
+    if encoder is None:
+        record = subject.meta.get("models", {}).get("expression")
+        if record is None:
+            raise EngineError(f"{subject.root}: the subject has no expression model",
+                              "train it (`python -m engine train SUBJECT`), or use --generic", path=str(subject.root))
+        return subject.root / record["file"]
+    from .training import model_file
+    path = subject.model_dir / model_file(encoder)
+    if not path.is_file():
+        raise EngineError(f"{subject.root}: no expression model for the '{encoder}' encoder",
+                          f"train one with that encoder, or leave --encoder out", path=str(path))
+    return path
+
+
+class Animator:
+    def __init__(self, subject=None, generic: bool = False, encoder: str | None = None, models_dir=None):
+        if subject is None and not generic:
+            raise EngineError("animate needs a subject or --generic", "pass --subject SUBJECT_DIR or --generic")
+        self.subject = None if generic else subject
+        if self.subject is None:
+            from .generic import load_generic_model
+            self.model = load_generic_model()
+            if encoder is not None and encoder != self.model.config.encoder:
+                raise EngineError(f"the generic model uses the '{self.model.config.encoder}' encoder, not '{encoder}'",
+                                  "leave --encoder out with --generic")
+            self.blinks = BlinkModel()
+        else:
+            self.model = ExpressionNet.load(expression_model_path(subject, encoder))
+            blink = subject.tracks["blendshapes"][:, list(BLINK_CHANNELS)]
+            self.blinks = BlinkModel.from_curves(blink, subject.fps)
+        self.encoder = get_encoder(self.model.config.encoder, models_dir)
+        self._head = None  # the subject's recorded head motion, read on first use
+
+    def __call__(self, samples: np.ndarray, fps: float = 25.0, smooth: float = 0.0,
+                 intensity: dict | None = None, head: str | None = None, seed: int = 0) -> Curves:
+        if fps <= 0 or fps > 240:
+            raise EngineError(f"frame rate {fps} is out of range", "use a frame rate such as 24, 25, 30 or 29.97")
+        head = head or ("replay" if self.subject is not None else "generate")
+        if head not in HEAD_MODES:
+            raise EngineError(f"unknown head mode '{head}'", f"choose one of {', '.join(HEAD_MODES)}")
+        model_fps = self.model.config.fps
+        per_frame, activity = frame_inputs(samples, self.encoder, model_fps)
+        weights = predict_weights(self.model, per_frame, activity)
+        n_frames = max(1, int(np.floor(len(samples) / SAMPLE_RATE * fps)))
+        weights = frame_features(weights, model_fps, fps, n_frames)  # resample to the asked rate
+        weights = apply_blinks(weights, self.blinks, fps, seed)
+        rotation, translation = self._head_motion(head, n_frames, fps, seed)
+        if smooth > 0:
+            from scipy.ndimage import gaussian_filter1d
+            weights = gaussian_filter1d(weights, smooth, axis=0, mode="nearest")
+        weights, rotation, translation = scale_regions(weights, rotation, translation,
+                                                       self.model.rest_pose.numpy(), intensity or {})
+        return Curves(fps, np.clip(weights, 0, 1), rotation, translation)
+
+    def _head_motion(self, mode: str, n_frames: int, fps: float, seed: int):
+        if mode == "none":
+            return np.zeros((n_frames, 3), np.float32), np.zeros((n_frames, 3), np.float32)
+        if self.subject is None:
+            return generate(MotionStats.typical(), n_frames, fps, seed)  # replay needs a subject
+        if self._head is None:
+            self._head = subject_head_motion(self.subject)
+        rotation, translation = self._head
+        if mode == "replay":
+            return replay(rotation, translation, self.subject.fps, n_frames, fps)
+        return generate(MotionStats.measure(rotation, translation, self.subject.fps), n_frames, fps, seed)
+
+
+def scale_regions(weights, rotation, translation, rest_pose, intensity: dict):
+    """Scale each named region's movement away from the rest pose (weights) or from still (head)."""
+    weights = weights.copy()
+    for region, factor in intensity.items():
+        if region == "head":
+            rotation, translation = rotation * factor, translation * factor
+            continue
+        if region not in REGIONS:
+            raise EngineError(f"unknown intensity region '{region}'",
+                              f"use some of {', '.join([*REGIONS, 'head'])}, e.g. mouth=1.2,brows=0.8")
+        columns = [i for i, n in enumerate(ARKIT_NAMES) if n.startswith(REGIONS[region])]
+        weights[:, columns] = rest_pose[columns] + factor * (weights[:, columns] - rest_pose[columns])
+    return weights, rotation, translation
+
+
+def parse_intensity(text: str | None) -> dict:
+    """'mouth=1.2,brows=0.8' -> {'mouth': 1.2, 'brows': 0.8}."""
+    out = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        name, _, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise EngineError(f"bad --intensity item '{item}'", "write it as region=factor, e.g. mouth=1.2") from None
+    return out
+
+
+def animate(audio_path, subject=None, fps: float = 25.0, generic: bool = False, encoder: str | None = None,
+            smooth: float = 0.0, intensity: dict | None = None, head: str | None = None, seed: int = 0,
+            models_dir=None) -> Curves:
+    """Curves for the speech in `audio_path`, driven by the subject's expression model or the generic one."""
+    animator = Animator(subject, generic, encoder, models_dir)
+    return animator(load_audio(audio_path), fps, smooth, intensity, head, seed)

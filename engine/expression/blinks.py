@@ -1,0 +1,84 @@
+"""Eye blinks that look natural whatever the audio: the subject's own rate, duration and depth, placed at random.
+
+Audio says nothing about blinks, so they are not predicted: a blink model is measured on the
+subject's captured eyeBlink curves (how often, how long, how deep, the open-eye level) and blinks are
+then placed stochastically (gamma-distributed intervals, reproducible with a seed). Without a
+subject, typical human values are used (about 17 blinks a minute, 0.25 s each).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..arkit import ARKIT_INDEX
+
+BLINK_CHANNELS = (ARKIT_INDEX["eyeBlinkLeft"], ARKIT_INDEX["eyeBlinkRight"])
+_MIN_INTERVAL_S = 0.8  # nobody blinks twice in less than this
+
+
+@dataclass
+class BlinkModel:
+    rate_per_s: float = 17 / 60
+    duration_s: float = 0.25
+    open_level: float = 0.05   # eyeBlink weight with the eyes open
+    closed_level: float = 0.75  # eyeBlink weight at the bottom of a blink (MediaPipe rarely reaches 1)
+
+    @classmethod
+    def from_curves(cls, blink: np.ndarray, fps: float) -> "BlinkModel":
+        """Measure rate, duration and depth from (N, 2) captured eyeBlinkLeft/Right curves."""
+        both = blink.mean(axis=1)
+        open_level = float(np.percentile(both, 30))
+        closed_level = float(np.percentile(both, 99.5))
+        if closed_level - open_level < 0.15:  # no blink visible in the capture: keep the human defaults
+            return cls(open_level=open_level)
+        half = (open_level + closed_level) / 2
+        above = np.concatenate([[False], both > half, [False]])
+        starts = np.flatnonzero(~above[:-1] & above[1:])
+        ends = np.flatnonzero(above[:-1] & ~above[1:])
+        seconds = len(both) / fps
+        if len(starts) == 0 or seconds <= 0:
+            return cls(open_level=open_level)
+        # Full width is about twice the width at half depth for a bump-shaped blink.
+        duration = float(np.clip(2 * np.median(ends - starts) / fps, 0.1, 0.6))
+        rate = float(np.clip(len(starts) / seconds, 2 / 60, 50 / 60))
+        return cls(rate, duration, open_level, closed_level)
+
+    def as_dict(self) -> dict:
+        return {"rate_per_min": round(self.rate_per_s * 60, 1), "duration_s": round(self.duration_s, 3),
+                "open_level": round(self.open_level, 3), "closed_level": round(self.closed_level, 3)}
+
+
+def blink_times(model: BlinkModel, seconds: float, seed: int) -> np.ndarray:
+    """Start times (s) of blinks over `seconds`: gamma intervals (shape 2) around the model's mean rate."""
+    rng = np.random.default_rng(seed)
+    mean_interval = 1 / model.rate_per_s
+    times, t = [], rng.uniform(0.3, mean_interval)  # the first blink comes at a random point
+    while t < seconds:
+        times.append(t)
+        t += max(_MIN_INTERVAL_S, rng.gamma(2.0, mean_interval / 2))
+    return np.array(times)
+
+
+def blink_curve(model: BlinkModel, n_frames: int, fps: float, seed: int) -> np.ndarray:
+    """(n_frames,) eyeBlink weight: open level with blinks (fast close, slower open) at random times."""
+    t = np.arange(n_frames) / fps
+    depth = np.zeros(n_frames)
+    for start in blink_times(model, n_frames / fps, seed):
+        close = model.duration_s * 0.4  # closing is quicker than opening
+        phase = t - start
+        closing = (phase >= 0) & (phase < close)
+        opening = (phase >= close) & (phase < model.duration_s)
+        depth[closing] = np.maximum(depth[closing], np.sin(0.5 * np.pi * phase[closing] / close))
+        reopen = (phase[opening] - close) / (model.duration_s - close)
+        depth[opening] = np.maximum(depth[opening], np.cos(0.5 * np.pi * reopen))
+    return (model.open_level + (model.closed_level - model.open_level) * depth).astype(np.float32)
+
+
+def apply_blinks(weights: np.ndarray, model: BlinkModel, fps: float, seed: int) -> np.ndarray:
+    """Weights with both eyeBlink channels replaced by generated blinks (both eyes together)."""
+    out = weights.copy()
+    curve = blink_curve(model, len(weights), fps, seed)
+    for channel in BLINK_CHANNELS:
+        out[:, channel] = curve
+    return out

@@ -38,12 +38,12 @@ def clips(tmp_path_factory):
     """Short real clips in several containers and codecs, and broken ones, made once for the module."""
     folder = tmp_path_factory.mktemp("clips")
     ffmpeg(*lieu(2.0), "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", folder / "lieu.mkv")
-    ffmpeg(*lieu(2.0), "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "400k",
+    ffmpeg(*lieu(1.2), "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "400k",
            "-c:a", "libopus", folder / "lieu.webm")
-    ffmpeg(*lieu(2.0), "-c:v", "mpeg4", "-q:v", "3", "-c:a", "aac", folder / "lieu.mov")
-    # Black frames: 3 frames at 1.0 s (a short loss) and 16 frames at 2.0 s (a long one).
-    ffmpeg(*lieu(3.0), "-vf", "drawbox=x=0:y=0:w=iw:h=ih:color=black:t=fill:"
-                             "enable='between(t,1.0,1.1)+between(t,2.0,2.6)'",
+    ffmpeg(*lieu(1.2), "-c:v", "mpeg4", "-q:v", "3", "-c:a", "aac", folder / "lieu.mov")
+    # Black frames: 3 frames at 0.6 s (a short loss) and about 15 frames at 1.2 s (a long one).
+    ffmpeg(*lieu(2.4), "-vf", "drawbox=x=0:y=0:w=iw:h=ih:color=black:t=fill:"
+                             "enable='between(t,0.6,0.7)+between(t,1.2,1.8)'",
            "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", folder / "gaps.mp4")
     ffmpeg(*lieu(1.0), "-an", "-c:v", "libx264", "-preset", "ultrafast", folder / "silent_track.mp4")
     ffmpeg("-f", "lavfi", "-i", "color=c=0x807060:s=256x256:r=25:d=2", "-f", "lavfi", "-i",
@@ -125,7 +125,7 @@ def test_subject_folder_holds_everything_the_format_names(subject, clips):
 def test_other_containers_and_codecs(clips, tmp_path, name, size):
     result = preprocess(clips / name, tmp_path / "subject", size=size)
     s = Subject(tmp_path / "subject")
-    assert s.n_frames == 50 and s.size == (size or 256) and result["excluded_frames"] == 0
+    assert s.n_frames == 30 and s.size == (size or 256) and result["excluded_frames"] == 0
     assert s.frame(0).shape == (s.size, s.size, 3)
     assert s.tracks["landmarks"][..., :2].max() < s.size
 
@@ -135,18 +135,20 @@ def test_lost_face_short_gap_interpolated_long_gap_excluded(clips, tmp_path):
     preprocess(clips / "gaps.mp4", tmp_path / "s", progress=progress)
     s = Subject(tmp_path / "s")
     valid = s.tracks["valid"]
-    assert (valid[25:28] == 2).all() and (valid[50:65] == 0).all()
-    assert (valid[:25] == 1).all() and (valid[66:] == 1).all()
+    assert (valid[15:18] == 2).all() and (valid[30:44] == 0).all()
+    assert (valid[:15] == 1).all() and (valid[47:] == 1).all()
     kinds = [(g["kind"], g["start_frame"]) for g in s.meta["gaps"]]
-    assert kinds == [("interpolated", 25), ("excluded", 50)]
+    assert kinds == [("interpolated", 15), ("excluded", 30)]
     assert set(s.meta["split"]["excluded"]) == set(np.flatnonzero(valid == 0))
     assert not set(s.split("train")) & set(s.meta["split"]["excluded"])
-    assert any("00:01.0" in w and "interpolated" in w for w in progress.warnings)
-    assert any("00:02.0" in w and "excluded" in w for w in progress.warnings)
+    assert any("00:00.6" in w and "interpolated" in w for w in progress.warnings)
+    assert any("00:01.2" in w and "excluded" in w for w in progress.warnings)
     # Interpolated landmarks lie between their neighbours.
     lm = s.tracks["landmarks"]
-    low, high = np.minimum(lm[24], lm[28]), np.maximum(lm[24], lm[28])
-    assert ((lm[26] >= low - 1e-3) & (lm[26] <= high + 1e-3)).all()
+    low, high = np.minimum(lm[14], lm[18]), np.maximum(lm[14], lm[18])
+    assert ((lm[16] >= low - 1e-3) & (lm[16] <= high + 1e-3)).all()
+    # Poses exist for every frame, the lost ones included.
+    assert np.isfinite(s.tracks["pose"]).all()
 
 
 @pytest.mark.parametrize("name,words", [

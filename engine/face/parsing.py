@@ -33,7 +33,9 @@ CHIN, FOREHEAD = 152, 10
 PERSON_THRESHOLD = 0.5
 NECK_DEPTH = 0.6           # how far below the chin the neck may reach, in face heights
 HAIR_REACH = 1.0           # how far beside the face centre hair may reach, in face widths
-SKIN_TOLERANCE = 3.0       # skin match: chroma within this many robust deviations of the face's
+SKIN_HUE_DEGREES = 30.0    # skin: chroma within this angle of the face's ...
+SKIN_MIN_CHROMA = 0.3      # ... and at least this share of its strength
+NECK_CLOSE = 0.06          # holes in the neck up to this share of the crop are filled
 FACE_MASK_BLUR = 9         # SyncTalk's paste-back mask blur (9x9)
 
 
@@ -76,23 +78,32 @@ def face_region(geometry: FaceGeometry, shape: tuple[int, int]) -> np.ndarray:
 
 
 def skin_match(rgb: np.ndarray, face: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Pixels of `region` whose chroma (Cr, Cb) is close to the face's: a neck in shadow still
-    matches, a collar or scarf does not. Only the region's bounding box is converted (speed)."""
+    """Pixels of `region` coloured like the face's skin, allowing for shadow.
+
+    Chroma (Cr, Cb about neutral grey) keeps its direction in shadow but shrinks towards grey, so a
+    pixel is skin when its chroma points the face's way (within SKIN_HUE_DEGREES), has at least
+    SKIN_MIN_CHROMA of the face's strength (grey, navy or black clothes fail), and is no brighter
+    than the face's bright side (a warm-tinted white collar fails). Only the region's box is converted.
+    """
     match = np.zeros(face.shape, bool)
     rows, cols = np.nonzero(region)
-    if len(rows) == 0:
-        return match
     inner = cv2.erode(face.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     samples = rgb[inner if inner.sum() > 50 else face][::4]
-    if len(samples) == 0:
+    if len(rows) == 0 or len(samples) == 0:
         return match
-    samples = cv2.cvtColor(samples[None], cv2.COLOR_RGB2YCrCb)[0, :, 1:].astype(np.float32)
-    centre = np.median(samples, axis=0)
-    spread = 1.4826 * np.median(np.abs(samples - centre), axis=0) + 2.0  # robust sigma, floored
+    samples = cv2.cvtColor(samples[None], cv2.COLOR_RGB2YCrCb)[0].astype(np.float32)
+    skin = np.median(samples[:, 1:], axis=0) - 128.0
+    strength = float(np.dot(skin, skin))
+    if strength < 4.0:  # a grey face (black-and-white footage): chroma says nothing
+        return match
+    brightest = np.percentile(samples[:, 0], 90) + 10.0
     top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
     ycrcb = cv2.cvtColor(rgb[top:bottom, left:right], cv2.COLOR_RGB2YCrCb).astype(np.float32)
-    distance = np.abs(ycrcb[..., 1:] - centre) / spread
-    match[top:bottom, left:right] = (distance.max(axis=-1) <= SKIN_TOLERANCE) & (ycrcb[..., 0] > 20)
+    chroma = ycrcb[..., 1:] - 128.0
+    along = chroma @ skin / strength                                    # 1.0 = as strong as the face
+    across = np.abs(chroma[..., 0] * skin[1] - chroma[..., 1] * skin[0]) / strength
+    hue_ok = across <= np.tan(np.radians(SKIN_HUE_DEGREES)) * along
+    match[top:bottom, left:right] = (along >= SKIN_MIN_CHROMA) & hue_ok & (ycrcb[..., 0] <= brightest)
     return match & region
 
 
@@ -114,8 +125,10 @@ def parse(rgb: np.ndarray, landmarks: np.ndarray, person_mask: np.ndarray) -> np
     corners_x = np.sort(landmarks[list(JAW_CORNERS), 0])
     band = ((cols >= corners_x[0]) & (cols <= corners_x[1]) &
             (rows <= geometry.chin_y + NECK_DEPTH * geometry.height))
-    neck = skin_match(rgb, face, person & ~head & band)
-    neck = _keep_touching(_open(neck), head)
+    candidates = person & ~head & band
+    neck = _keep_touching(_open(skin_match(rgb, face, candidates)), head)
+    # Deep shadow right under the chin is too dark to read as skin: close such holes in the neck.
+    neck = _close(neck | head, max(3, int(NECK_CLOSE * h) | 1)) & candidates
 
     labels = np.full((h, w), LABEL_BACKGROUND, np.uint8)
     labels[person] = LABEL_TORSO
@@ -126,6 +139,11 @@ def parse(rgb: np.ndarray, landmarks: np.ndarray, person_mask: np.ndarray) -> np
 
 def _open(mask: np.ndarray) -> np.ndarray:
     return cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
+
+
+def _close(mask: np.ndarray, size: int) -> np.ndarray:
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    return cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, kernel).astype(bool)
 
 
 def _keep_touching(mask: np.ndarray, anchor: np.ndarray) -> np.ndarray:

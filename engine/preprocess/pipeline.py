@@ -30,6 +30,7 @@ from ..face.parsing import CHIN, FOREHEAD, face_mask, parse
 from ..media.audio import load_audio, write_wav
 from ..media.video import open_clip, read_frames
 from ..progress import Progress
+from ..tracking import stabilize
 from ..subject.format import FORMAT, VERSION, SubjectWriter, atomic_write_json, atomic_write_tensors, frame_name
 from . import gaps
 from .crop import CropBox, choose_crop_box, default_size
@@ -115,10 +116,6 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
         blendshapes_raw = gaps.fill_lost(analysed.blendshapes, analysed.found)
         finish_lost_frames(analysed.lost_frames, landmarks, plate, root, models_dir, progress)
 
-        try:
-            from ..tracking import stabilize
-        except ImportError:  # TEMPORARY until engine.tracking lands
-            stabilize = _raw_only
         stabilised = stabilize(gray, landmarks, transforms, valid == gaps.VALID_SEEN, size, progress)
         del gray
         gray_path.unlink()
@@ -303,13 +300,3 @@ def sha256_of(path: Path) -> str:
             digest.update(block)
     return digest.hexdigest()
 
-
-def _raw_only(gray, landmarks, transforms, valid, size, progress):  # TEMPORARY
-    from types import SimpleNamespace
-    from ..tracking.headpose import jitter
-    c2w = np.linalg.inv(transforms.astype(np.float64))
-    c2w[:, :3, 3] /= 10
-    f = (size / 2) / np.tan(np.radians(63 / 2))
-    j = jitter(c2w)
-    return SimpleNamespace(pose=c2w, pose_raw=c2w, intrinsics=dict(fx=f, fy=f, cx=size / 2, cy=size / 2),
-                           reprojection_rmse_px=float("nan"), keypoints=0, jitter={"raw": j, "stabilised": j})

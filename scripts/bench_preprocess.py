@@ -1,0 +1,135 @@
+"""Figures of issue 2 (preprocessing), measured on this machine:
+
+  1. face-analysis throughput (FaceLandmarker + person mask + parsing + paste-back mask per crop)
+  2. wall time of the whole preprocess of lieu_60s, with the time of each stage
+  3. head-pose jitter, raw MediaPipe against the stabilised track, and the keypoint reprojection RMSE
+  4. every clip in ../shared/data/video preprocessed, with its warnings and the preview to look at
+
+Usage: .venv/bin/python scripts/bench_preprocess.py [--out DIR] [--frames 300] [--only-lieu]
+Timings on a shared machine are inflated by other work: the script prints the load average.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared"
+os.environ.setdefault("SYNCTALK_MODELS", str(SHARED / "models"))
+
+from engine.errors import EngineError  # noqa: E402
+from engine.progress import Progress  # noqa: E402
+
+
+class StageTimer(Progress):
+    """Quiet progress that remembers when each stage started."""
+
+    def __init__(self):
+        super().__init__("quiet")
+        self.starts: list[tuple[str, float]] = []
+
+    def stage(self, name, total=None):
+        self.starts.append((name, time.perf_counter()))
+        return super().stage(name, total)
+
+    def durations(self, end: float) -> dict[str, float]:
+        times = [t for _, t in self.starts] + [end]
+        out: dict[str, float] = {}
+        for (name, start), stop in zip(self.starts, times[1:]):
+            out[name] = out.get(name, 0.0) + stop - start
+        return out
+
+
+def analysis_throughput(clip: Path, frames: int) -> tuple[float, float, int]:
+    """frames/s of the per-crop analysis, and of the FaceLandmarker alone, on decoded frames."""
+    import numpy as np
+    from engine.face.landmarker import FaceLandmarker, PersonSegmenter
+    from engine.face.parsing import face_mask, parse
+    from engine.media.video import read_frames
+    crops = [f.copy() for _, f in zip(range(frames), read_frames(clip, 25))]
+    with FaceLandmarker() as landmarker, PersonSegmenter() as segmenter:
+        landmarker.analyse(crops[0], 0)  # first call initialises the graph
+        start = time.perf_counter()
+        for i, crop in enumerate(crops, 1):
+            observation = landmarker.analyse(crop, i * 40)
+            labels = parse(crop, observation.landmarks, segmenter.person_mask(crop))
+            face_mask(observation.landmarks, labels.shape)
+        full = len(crops) / (time.perf_counter() - start)
+    with FaceLandmarker() as landmarker:
+        landmarker.analyse(crops[0], 0)
+        start = time.perf_counter()
+        for i, crop in enumerate(crops, 1):
+            landmarker.analyse(crop, i * 40)
+        alone = len(crops) / (time.perf_counter() - start)
+    return full, alone, int(np.asarray(crops[0]).shape[0])
+
+
+def run_preprocess(clip: Path, out: Path):
+    from engine.preprocess import preprocess
+    timer = StageTimer()
+    start = time.perf_counter()
+    result = preprocess(clip, out, progress=timer)
+    end = time.perf_counter()
+    return result, end - start, timer.durations(end), timer.warnings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=None, help="keep the subjects here (default: a temp folder)")
+    parser.add_argument("--frames", type=int, default=300, help="frames for the throughput figure")
+    parser.add_argument("--only-lieu", action="store_true", help="skip the other clips")
+    args = parser.parse_args()
+    videos = SHARED / "data" / "video"
+    print(f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f} (shared machine)")
+
+    print("\n1. face-analysis throughput (landmarks + person mask + parsing + face mask per crop)")
+    for name in ("lieu_60s.mp4", "may_5s.mp4"):
+        full, alone, size = analysis_throughput(videos / name, args.frames)
+        print(f"   {name} ({size}x{size}): {full:.1f} frames/s full analysis, "
+              f"{alone:.1f} frames/s FaceLandmarker alone (target >= 30)")
+
+    with tempfile.TemporaryDirectory() as scratch:
+        out = args.out or Path(scratch)
+        print("\n2. whole preprocess of lieu_60s.mp4")
+        result, wall, stages, _ = run_preprocess(videos / "lieu_60s.mp4", out / "lieu")
+        print(f"   wall time {wall:.1f} s for {result['frames']} frames (target <= 180 s); "
+              f"{result['frames'] / wall:.1f} frames/s overall")
+        for name, seconds in stages.items():
+            print(f"     {name:18s} {seconds:6.1f} s")
+
+        print("\n3. head-pose jitter on lieu_60s (mean |second difference|: rotation degrees, translation dm)")
+        raw, stabilised = result["jitter_raw"], result["jitter_stabilised"]
+        for key in ("rotation_deg", "translation"):
+            print(f"   {key:13s} raw {raw[key]:.4f}  stabilised {stabilised[key]:.4f}  "
+                  f"ratio {stabilised[key] / raw[key]:.2f} (target <= 0.5)")
+        print(f"   keypoint reprojection RMSE {result['reprojection_rmse_px']:.3f} px (target <= 1.5)")
+
+        if not args.only_lieu:
+            print("\n4. every clip in ../shared/data/video")
+            for clip in sorted(videos.glob("*.mp4")):
+                if clip.name == "lieu_60s.mp4":
+                    target = out / "lieu"
+                    print(f"   {clip.name}: done above, preview {target / 'preview.png'}")
+                    continue
+                target = out / clip.stem
+                try:
+                    result, wall, _, warnings = run_preprocess(clip, target)
+                except EngineError as exc:
+                    print(f"   {clip.name}: ERROR {exc.message}")
+                    continue
+                print(f"   {clip.name}: {result['frames']} frames at {result['size']} px in {wall:.1f} s, "
+                      f"jitter {result['jitter_raw']['rotation_deg']:.3f} -> "
+                      f"{result['jitter_stabilised']['rotation_deg']:.3f} deg, "
+                      f"RMSE {result['reprojection_rmse_px']:.2f} px; preview {target / 'preview.png'}")
+                for warning in warnings:
+                    print(f"     warning: {warning}")
+    print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -55,9 +55,15 @@ def _whisper(models_dir):
     return WhisperEncoder(models_dir)
 
 
+def _ave(models_dir):
+    from .ave import AveEncoder
+    return AveEncoder.find(models_dir)
+
+
 # The first is the default: chosen by scripts/bench_audio.py (held-out jawOpen correlation on lieu_60s).
 _ENCODERS = {
     "whisper": _whisper,
+    "ave": _ave,
     "mel": lambda models_dir: MelEncoder(),
 }
 DEFAULT_ENCODER = "whisper"

@@ -45,10 +45,10 @@ def read_png(path):
 
 
 def test_split_render_equals_whole_render(subject, speech, tmp_path):
-    turn = len(subject.split("train"))  # frames 44:47 straddle the ping-pong turn at the last training frame
-    run_engine("render", subject.root, "--audio", speech, "-o", tmp_path / "whole", "--frames", f"{turn - 1}:{turn + 2}")
-    run_engine("render", subject.root, "--audio", speech, "-o", tmp_path / "pieces", "--frames", f"{turn - 1}:{turn}")
-    run_engine("render", subject.root, "--audio", speech, "-o", tmp_path / "pieces", "--frames", f"{turn}:{turn + 2}")
+    turn = len(subject.split("train"))  # the ping-pong turns at the last training frame: straddle it
+    for folder, frames in (("whole", f"{turn - 1}:{turn + 2}"), ("pieces", f"{turn - 1}:{turn}"),
+                           ("pieces", f"{turn}:{turn + 2}")):
+        run_engine("render", subject.root, "--audio", speech, "-o", tmp_path / folder, "--frames", frames)
     whole = sorted(p.name for p in (tmp_path / "whole").iterdir())
     assert whole == [f"{i:06d}.png" for i in range(turn - 1, turn + 2)]
     assert sorted(p.name for p in (tmp_path / "pieces").iterdir()) == whole

@@ -31,7 +31,7 @@ def comparison_grid(samples) -> np.ndarray:
     for index, truth, portrait in samples:
         difference = np.clip(np.abs(truth.astype(np.int16) - portrait.astype(np.int16)) * 4, 0, 255).astype(np.uint8)
         rows.append(np.concatenate([_labelled(truth, f"truth {index}"), _labelled(portrait, f"render {index}"),
-                                    _labelled(difference, "|difference| x4")], axis=1))
+                                    _labelled(difference, "diff x4")], axis=1))
     return np.concatenate(rows, axis=0)
 
 

@@ -1,12 +1,15 @@
 """One loader for every audio input: any container, codec, sample rate or channel count -> mono float32.
 
-soundfile (libsndfile) reads wav in all its forms (including WAVE_FORMAT_EXTENSIBLE, which Python's
-`wave` rejects), flac, ogg and mp3; anything else (m4a, aac, the audio track of mp4/mov/mkv/webm)
-is decoded by ffmpeg.
+soundfile (libsndfile) reads wav in all its forms (8/16/24/32-bit integer, float, WAVE_FORMAT_EXTENSIBLE,
+which Python's `wave` rejects), flac, ogg and mp3; anything else (m4a, aac, the audio track of
+mp4/mov/mkv/webm) is decoded by ffmpeg to a temporary float wav with its channels kept, so that both
+paths mix channels down the same way (their mean; ffmpeg's own downmix is 3 dB louder).
+A wav whose header promises more audio than the file holds is reported as truncated.
 """
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +22,7 @@ _SILENCE_RMS = 1e-4  # below this the whole file is treated as silent (about -80
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: bool = False) -> np.ndarray:
-    """Mono float32 samples in [-1, 1] at `sample_rate`; raises EngineError on bad input."""
+    """Mono float32 samples (full scale 1.0) at `sample_rate`; raises EngineError on bad input."""
     path = Path(path)
     if not path.is_file():
         raise EngineError(f"{path}: file not found", "check the path", path=str(path))
@@ -27,7 +30,9 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: b
         raise EngineError(f"{path}: the file is empty", "export the audio again", path=str(path))
     samples, rate = _read_soundfile(path)
     if samples is None:
-        samples, rate = _read_ffmpeg(path, sample_rate), sample_rate
+        samples, rate = _read_ffmpeg(path)
+    else:
+        _check_wav_complete(path, rate, samples.shape[1] if samples.ndim == 2 else 1)
     if samples.ndim == 2:
         samples = samples.mean(axis=1)
     samples = np.ascontiguousarray(samples, dtype=np.float32)
@@ -51,18 +56,48 @@ def _read_soundfile(path: Path):
     return data, rate
 
 
-def _read_ffmpeg(path: Path, sample_rate: int) -> np.ndarray:
+def _read_ffmpeg(path: Path):
     info = probe(path)
     if not info.has_audio:
         raise EngineError(f"{path}: has no audio track",
                           "pick a file with sound, or add the speech as a separate audio file", path=str(path))
-    raw = run_ffmpeg(["-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", str(sample_rate),
-                      "-f", "f32le", "-"], "decode the audio", path)
-    samples = np.frombuffer(raw, np.float32)
-    if samples.size == 0:
+    with tempfile.TemporaryDirectory(prefix="synctalk-audio-") as folder:
+        decoded = Path(folder) / "decoded.wav"
+        run_ffmpeg(["-i", str(path), "-map", "0:a:0", "-vn", "-c:a", "pcm_f32le", str(decoded)],
+                   "decode the audio", path)
+        samples, rate = _read_soundfile(decoded)
+    if samples is None or samples.size == 0:
         raise EngineError(f"{path}: the audio track decodes to nothing (truncated file?)",
                           "export the audio again", path=str(path))
-    return samples
+    return samples, rate
+
+
+def _check_wav_complete(path: Path, rate: int, channels: int) -> None:
+    """A RIFF/WAVE file whose data chunk is cut short: a copy or export that did not finish."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return
+    offset = 12
+    while offset + 8 <= len(head):
+        chunk, size = head[offset:offset + 4], int.from_bytes(head[offset + 4:offset + 8], "little")
+        if chunk == b"data":
+            present = path.stat().st_size - (offset + 8)
+            # 0 and 0xFFFFFFFF are written by streaming encoders that could not seek back: no promise to check.
+            if 0 < size < 0xFFFFFFFF and present < size:
+                bytes_per_second = _block_align(head, channels) * rate
+                raise EngineError(
+                    f"{path}: the file is truncated: its header promises {size / bytes_per_second:.2f} s of audio "
+                    f"but it holds {present / bytes_per_second:.2f} s",
+                    "copy or export the file again", path=str(path))
+            return
+        offset += 8 + size + (size & 1)
+
+
+def _block_align(head: bytes, channels: int) -> int:
+    """Bytes per sample frame, from the fmt chunk (16-bit if it cannot be found)."""
+    at = head.find(b"fmt ")
+    return max(1, int.from_bytes(head[at + 20:at + 22], "little") if at >= 0 else 2 * channels)
 
 
 def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:

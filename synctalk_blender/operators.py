@@ -178,10 +178,13 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
         self._subject = subjects_dir() / name
         train = ["train", str(self._subject), "--preset", s.preset, "--device", preferences().device]
         if (self._subject / "subject.json").is_file():
-            # Preprocessed already (an earlier run, maybe cancelled): continue training from its checkpoint.
-            return f"Train {name}", [train + ["--resume"]]
+            # Preprocessed already (an earlier run, maybe cancelled): train, from its checkpoint if it has one.
+            resume = ["--resume"] if (self._subject / "model" / "checkpoint.safetensors").is_file() else []
+            return f"Train {name}", [train + resume]
         # At the scene's frame rate, so renders line up frame for frame with the edit.
         preprocess = ["preprocess", str(clip), "-o", str(self._subject), "--fps", repr(scene_fps(context.scene))]
+        if s.size:
+            preprocess += ["--size", str(s.size)]
         return f"Train {name}", [preprocess, train]
 
     def finish(self, context, result):

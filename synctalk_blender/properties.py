@@ -1,16 +1,18 @@
 """Preferences (models, device, subjects folder) and the per-scene settings of the panels."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
 
 from .mapping import PRESETS
 
 PACKAGE = __package__
 
 TRAIN_PRESETS = (
+    ("tiny", "Tiny", "A smoke test: a few steps, a blurry head (checks the set-up end to end)"),
     ("preview", "Preview", "Made for a CPU: minutes, a rough likeness"),
     ("standard", "Standard", "For a GPU: about half an hour"),
     ("paper", "Paper", "SyncTalk's own schedule (hours on a GPU)"),
@@ -26,7 +28,8 @@ class SyncTalkPreferences(bpy.types.AddonPreferences):
                     "empty: $SYNCTALK_MODELS, then the engine's cache")
     subjects_dir: StringProperty(
         name="Subjects Folder", subtype="DIR_PATH", default="",
-        description="Where trained subjects are stored; empty: SyncTalk/subjects in your home folder")
+        description="Where trained subjects are stored; empty: $SYNCTALK_SUBJECTS, else SyncTalk/subjects "
+                    "in your home folder")
     device: EnumProperty(
         name="Device", default="auto",
         items=(("auto", "Automatic", "CUDA when a GPU is present, else the CPU"),
@@ -55,7 +58,8 @@ def preferences():
 
 
 def subjects_dir() -> Path:
-    folder = preferences().subjects_dir
+    """The preference, else $SYNCTALK_SUBJECTS (scripts, render nodes, tests), else ~/SyncTalk/subjects."""
+    folder = preferences().subjects_dir or os.environ.get("SYNCTALK_SUBJECTS", "")
     return Path(bpy.path.abspath(folder)) if folder else Path.home() / "SyncTalk" / "subjects"
 
 
@@ -65,6 +69,9 @@ class SyncTalkSceneSettings(bpy.types.PropertyGroup):
                          description="Clip of one person talking; empty: the selected movie strip")
     subject_name: StringProperty(name="Name", description="Subject name; empty: the clip's file name")
     preset: EnumProperty(name="Preset", items=TRAIN_PRESETS, default="preview")
+    size: IntProperty(name="Resolution", default=0, min=0, max=1024, subtype="PIXEL",
+                      description="Size of the subject's square crop; 0: the crop's own, at most 512 "
+                                  "(smaller trains and renders faster)")
     # The subject that Audio to Rig and Render use; set by Train Subject when it finishes.
     subject: StringProperty(name="Subject", subtype="DIR_PATH", description="A trained subject folder")
     # Audio to Rig

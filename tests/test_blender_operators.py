@@ -1,0 +1,164 @@
+"""The operators end to end against the real bpy module and real engine children, on real
+material at a small size: Audio to Rig, Train Subject (tiny preset, cancel and resume), Render
+into Sequencer, and the clear messages on bad input that leave the file as it was."""
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from test_blender_support import bpy, scene, select_only  # noqa: F401  (fixture)
+
+from conftest import shared_file
+from engine.arkit import ARKIT_NAMES
+from engine.media.audio import load_audio
+from synctalk_blender import sequencer
+from synctalk_blender.demo_scene import arkit_head
+from synctalk_blender.jobs import Job
+from synctalk_blender.keyframes import fcurves_of
+
+
+def _keys(key, name):
+    fcurve = fcurves_of(key).find(f'key_blocks["{name}"].value')
+    co = np.empty(2 * len(fcurve.keyframe_points), np.float32)
+    fcurve.keyframe_points.foreach_get("co", co)
+    return co.reshape(-1, 2)
+
+
+def _speech_and_pause_frames(samples, fps, n):
+    """Frames with clear speech, and frames inside pauses of at least 0.3 s, from the audio's energy."""
+    hop = 16000 / fps
+    rms = np.array([np.sqrt(np.mean(samples[int(i * hop):int((i + 1) * hop)] ** 2) + 1e-12) for i in range(n)])
+    db = 20 * np.log10(rms / rms.max())
+    quiet = db < -35
+    run = int(0.3 * fps)
+    pause = np.array([quiet[max(0, i - run // 2):i + run // 2 + 1].all() for i in range(n)])
+    return db > -20, pause
+
+
+def test_audio_to_rig_keys_real_speech_at_the_strip_start_at_29_97_fps(scene):
+    wav = shared_file("audio", "de_9s_24bit_extensible.wav")
+    scene.render.fps, scene.render.fps_base = 30, 1.001
+    strip = sequencer.add_sound(scene, wav, frame_start=37, channel=2)
+    select_only(scene, strip)
+    face = arkit_head("Face", ARKIT_NAMES)
+    scene.synctalk.generic = True
+    assert bpy.ops.synctalk.audio_to_rig() == {"FINISHED"}
+    key = face.data.shape_keys
+    assert key.animation_data.action.name == strip.name
+    assert len(fcurves_of(key)) == 52
+    samples = load_audio(wav)
+    fps = 30 / 1.001
+    expected = len(samples) / 16000 * fps
+    jaw = _keys(key, "jawOpen")
+    assert abs(len(jaw) - expected) <= 2
+    assert jaw[0, 0] == 37 and np.allclose(np.diff(jaw[:, 0]), 1.0, atol=1e-3)
+    speech, pause = _speech_and_pause_frames(samples, fps, len(jaw))
+    assert speech.sum() > 10 and pause.sum() > 5, "the clip needs speech and a pause"
+    assert jaw[speech, 1].mean() > 2 * jaw[pause, 1].mean() + 0.02
+    assert "52" in scene.synctalk.last_report or "no shape key" in scene.synctalk.last_report
+    # One undo step removes the keys.
+    bpy.ops.ed.undo_push(message="after")
+    assert len(bpy.data.actions) == 1
+
+
+def _bad(operator, match):
+    actions, strips = len(bpy.data.actions), len(sequencer.strips(bpy.context.scene))
+    with pytest.raises(RuntimeError, match=match):
+        operator()
+    assert len(bpy.data.actions) == actions and len(sequencer.strips(bpy.context.scene)) == strips
+
+
+def test_bad_input_gives_a_message_and_changes_nothing(scene, tmp_path):
+    wav = shared_file("audio", "zh_8s.wav")
+    clip = shared_file("video", "may_5s.mp4")
+    face = arkit_head("Face", ARKIT_NAMES)
+    _bad(bpy.ops.synctalk.audio_to_rig, "no sound strip selected")
+    movie = sequencer.add_movie(scene, clip, 1, 3)
+    select_only(scene, movie)
+    _bad(bpy.ops.synctalk.audio_to_rig, "is a movie strip, not a sound strip")
+    sound = sequencer.add_sound(scene, wav, 1, 1)
+    select_only(scene, sound)
+    _bad(bpy.ops.synctalk.audio_to_rig, "no subject chosen")
+    scene.synctalk.subject = str(tmp_path)
+    _bad(bpy.ops.synctalk.audio_to_rig, "not a subject folder")
+    _bad(bpy.ops.synctalk.render_to_sequencer, "not a subject folder")
+    plain = bpy.data.objects.new("Plain", bpy.data.meshes.new("Plain"))
+    scene.collection.objects.link(plain)
+    bpy.context.view_layer.objects.active = plain
+    _bad(bpy.ops.synctalk.audio_to_rig, "'Plain' has no shape keys")
+    bpy.context.view_layer.objects.active = face
+    scene.synctalk.generic = True
+    running = Job("Train other", [["preprocess", str(clip), "-o", str(tmp_path / "other"), "--size", "64"]]).start()
+    try:
+        _bad(bpy.ops.synctalk.audio_to_rig, "still running")
+    finally:
+        running.cancel()
+        running.run_to_end(timeout_s=60)
+    scene.synctalk.clip = str(tmp_path / "missing.mp4")
+    _bad(bpy.ops.synctalk.train_subject, "clip not found")
+
+
+def _cut(source, seconds, out, start=0.0):
+    """A real clip or sound, shortened with ffmpeg (tests stay small)."""
+    from engine.media.ffmpeg import ffmpeg_exe
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-y", "-ss", str(start), "-i", str(source), "-t", str(seconds),
+                    *(["-c:v", "libx264", "-c:a", "aac"] if out.suffix == ".mp4" else []), str(out)], check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Train Subject on 4 s of lieu with the tiny preset, cancelled mid-training and resumed:
+    yields the subject folder (the train and resume tests check each step)."""
+    folder = tmp_path_factory.mktemp("subjects")
+    clip = _cut(shared_file("video", "lieu_60s.mp4"), 4.0, folder / "lieu4.mp4")
+    return {"folder": folder, "clip": clip, "steps": {}}
+
+
+def test_train_subject_cancel_leaves_a_resumable_subject_then_resumes(scene, trained, monkeypatch):
+    monkeypatch.setenv("SYNCTALK_SUBJECTS", str(trained["folder"]))
+    scene.synctalk.clip, scene.synctalk.subject_name, scene.synctalk.preset = str(trained["clip"]), "lieu", "tiny"
+    subject = trained["folder"] / "lieu"
+    # The modal path, through the job object: the operator's own commands, polled, then cancelled.
+    job = Job("Train lieu", [["preprocess", str(trained["clip"]), "-o", str(subject), "--fps", "25", "--size", "96"],
+                             ["train", str(subject), "--preset", "tiny"]]).start()
+    deadline = time.monotonic() + 240
+    while not (job.state.stage.startswith("head") and job.state.done >= 1) and time.monotonic() < deadline:
+        assert not job.poll().finished, job.state
+        time.sleep(0.1)
+    job.cancel()
+    state = job.run_to_end(timeout_s=120)
+    assert state.cancelled and (subject / "subject.json").is_file()
+    assert (subject / "model" / "checkpoint.safetensors").is_file()       # resumable
+    # Train Subject again: it sees the preprocessed subject and its checkpoint, and resumes.
+    assert bpy.ops.synctalk.train_subject() == {"FINISHED"}
+    assert scene.synctalk.subject == str(subject)
+    assert (subject / "model" / "head.safetensors").is_file()
+    assert not (subject / "model" / "checkpoint.safetensors").exists()
+    trained["subject"] = subject
+
+
+def test_audio_to_rig_with_subject_then_render_into_sequencer(scene, trained, tmp_path):
+    if "subject" not in trained:
+        pytest.skip("needs the subject trained by the test above")
+    speech = _cut(shared_file("audio", "en_60s.wav"), 1.6, tmp_path / "line.wav", start=4.0)
+    strip = sequencer.add_sound(scene, speech, frame_start=12, channel=1)
+    select_only(scene, strip)
+    face = arkit_head("Face", ARKIT_NAMES)
+    scene.synctalk.subject = str(trained["subject"])
+    assert bpy.ops.synctalk.audio_to_rig() == {"FINISHED"}
+    key = face.data.shape_keys
+    jaw = _keys(key, "jawOpen")
+    assert jaw[0, 0] == 12 and abs(len(jaw) - strip.frame_duration) <= 1
+    # A hand edit on the rig is what gets rendered: shut the mouth on one key.
+    fcurve = fcurves_of(key).find('key_blocks["jawOpen"].value')
+    fcurve.keyframe_points[5].co.y = 0.0
+    assert bpy.ops.synctalk.render_to_sequencer() == {"FINISHED"}
+    movies = [s for s in sequencer.strips(scene) if s.type == "MOVIE"]
+    assert len(movies) == 1
+    movie = movies[0]
+    assert movie.channel == 2
+    assert (movie.frame_final_start, movie.frame_final_end) == (strip.frame_final_start, strip.frame_final_end)
+    assert abs(movie.frame_duration - strip.frame_duration) <= 1     # the video itself is as long as the sound
+    assert sequencer.strip_file(movie).is_file()

@@ -86,10 +86,10 @@ def skin_match(rgb: np.ndarray, face: np.ndarray, region: np.ndarray) -> np.ndar
     than the face's bright side (a warm-tinted white collar fails). Only the region's box is converted.
     """
     match = np.zeros(face.shape, bool)
-    rows, cols = np.nonzero(region)
+    left, top, width, height = cv2.boundingRect(region.astype(np.uint8))
     inner = cv2.erode(face.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     samples = rgb[inner if inner.sum() > 50 else face][::4]
-    if len(rows) == 0 or len(samples) == 0:
+    if width == 0 or len(samples) == 0:
         return match
     samples = cv2.cvtColor(samples[None], cv2.COLOR_RGB2YCrCb)[0].astype(np.float32)
     skin = np.median(samples[:, 1:], axis=0) - 128.0
@@ -97,7 +97,7 @@ def skin_match(rgb: np.ndarray, face: np.ndarray, region: np.ndarray) -> np.ndar
     if strength < 4.0:  # a grey face (black-and-white footage): chroma says nothing
         return match
     brightest = np.percentile(samples[:, 0], 90) + 10.0
-    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    bottom, right = top + height, left + width
     ycrcb = cv2.cvtColor(rgb[top:bottom, left:right], cv2.COLOR_RGB2YCrCb).astype(np.float32)
     chroma = ycrcb[..., 1:] - 128.0
     along = chroma @ skin / strength                                    # 1.0 = as strong as the face
@@ -142,7 +142,8 @@ def _open(mask: np.ndarray) -> np.ndarray:
 
 
 def _close(mask: np.ndarray, size: int) -> np.ndarray:
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    """Morphological closing (a square kernel: separable, so fast at any size)."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (size, size))
     return cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, kernel).astype(bool)
 
 

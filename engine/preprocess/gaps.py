@@ -34,13 +34,16 @@ def span_text(start: int, end: int, fps: float) -> str:
     return f"{timestamp(start / fps)}-{timestamp(end / fps)}"
 
 
-def check_one_person(face_counts: np.ndarray, fps: float, path) -> list[str]:
-    """Refuse a clip where two or more faces are seen in a sizeable share of frames; warn for a few."""
+def check_one_person(face_counts: np.ndarray, rate: float, path) -> list[str]:
+    """Refuse a clip where two or more faces are seen in a sizeable share of frames; warn for a few.
+
+    face_counts: faces per sampled frame, `rate` samples a second.
+    """
     several = face_counts >= 2
     if not several.any():
         return []
     spans = runs(several)
-    listed = ", ".join(span_text(s, e, fps) for s, e in spans[:5]) + (" ..." if len(spans) > 5 else "")
+    listed = ", ".join(span_text(s, e, rate) for s, e in spans[:5]) + (" ..." if len(spans) > 5 else "")
     if several.mean() >= SEVERAL_PEOPLE_SHARE:
         raise EngineError(
             f"{path}: more than one face is visible in {several.mean():.0%} of the clip (at {listed})",

@@ -2,12 +2,13 @@
 
 Passes over the clip, each decoding it again (decoding is cheap; keeping full-resolution frames of a
 long clip in memory is not):
-  1. locate      FaceLandmarker on every frame (at most 640 px): where the face is, how many faces,
-                 which frames lose it -> the checks and one crop box for the whole clip
+  1. locate      FaceLandmarker on every 3rd frame (at most 640 px): where the face is and how
+                 many faces -> the one-person check and one crop box for the whole clip
   2. plate       every 20th crop with its person mask -> the background plate
   3. analyse     every crop: FaceLandmarker again (so landmarks and transforms are those of the
                  crop's own camera), person mask, parsing, face mask, torso image; PNGs written
-                 by a thread pool while the next frame is analysed
+                 by a thread pool while the next frame is analysed; the frames where the face
+                 is lost are found here (gaps.py)
 then the tracks are filled over short gaps, the Head-Sync stabilizer runs on the grey crops, and
 subject.json, tracks and preview are written. Everything goes into a temporary folder that
 replaces the destination only at the end (SubjectWriter), so an error or a cancel leaves any
@@ -37,6 +38,7 @@ from .crop import CropBox, choose_crop_box, default_size
 from .plates import PLATE_EVERY, BackgroundPlate, torso_image
 
 LOCATE_MAX_SIDE = 640       # pass 1 only needs to find the face: analyse at most this resolution
+LOCATE_EVERY = 3            # ... and only every 3rd frame (0.12 s apart at 25 fps)
 SHORT_CLIP_S = 10.0         # below this a subject trains poorly: warn
 SMOOTH_WINDOW, SMOOTH_ORDER = 5, 3   # SyncTalk's Savitzky-Golay smoothing of the blendshapes
 PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
@@ -45,9 +47,10 @@ MAX_PENDING_WRITES = 32     # bounds the memory held by frames waiting to be wri
 
 @dataclass
 class Located:
-    """Pass 1: per frame, the face box in source pixels and how many faces were seen."""
-    face_boxes: np.ndarray   # (N, 4) x0, y0, x1, y1
-    face_counts: np.ndarray  # (N,) int
+    """Pass 1: on every LOCATE_EVERY-th frame, the face box in source pixels and how many faces."""
+    face_boxes: np.ndarray   # (M, 4) x0, y0, x1, y1
+    face_counts: np.ndarray  # (M,) int
+    frames: int              # frames in the whole clip
 
     @property
     def found(self) -> np.ndarray:
@@ -91,12 +94,12 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
         stage.close()
 
         located = locate_face(clip, info, fps, models_dir, progress)
-        n = len(located.face_counts)
+        n = located.frames
         if not located.found.any():
             raise EngineError(f"{clip}: no face was found in any of its {n} frames",
                               "use a clip where one person faces the camera, well lit and not too small",
                               path=str(clip))
-        warnings += gaps.check_one_person(located.face_counts, fps, clip)
+        warnings += gaps.check_one_person(located.face_counts, fps / LOCATE_EVERY, clip)
         box, fits = choose_crop_box(located.face_boxes[located.found], info.width, info.height)
         if not fits:
             warnings.append("the head leaves the crop at times (the person moves more than the frame "
@@ -168,13 +171,17 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
 
 
 def locate_face(clip: Path, info, fps: float, models_dir, progress: Progress) -> Located:
-    """Pass 1: face box and face count per frame, at a resolution just good enough to find the face."""
+    """Pass 1: face box and face count on every LOCATE_EVERY-th frame, at a resolution just good
+    enough to find the face (the crop box and the one-person check need no more)."""
     scale = min(1.0, LOCATE_MAX_SIDE / max(info.width, info.height))
     small = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
-    boxes, counts = [], []
-    expected = int(info.duration * fps) if info.duration else None
+    boxes, counts, frames = [], [], 0
+    expected = int(info.duration * fps / LOCATE_EVERY) if info.duration else None
     with progress.stage("locate face", expected) as stage, FaceLandmarker(models_dir) as landmarker:
         for index, frame in enumerate(read_frames(clip, fps, info)):
+            frames += 1
+            if index % LOCATE_EVERY:
+                continue
             if scale < 1.0:
                 frame = cv2.resize(frame, small, interpolation=cv2.INTER_AREA)
             observation = landmarker.analyse(frame, timestamp_ms=_timestamp_ms(index, fps))
@@ -182,7 +189,7 @@ def locate_face(clip: Path, info, fps: float, models_dir, progress: Progress) ->
             boxes.append((*xy.min(axis=0), *xy.max(axis=0)))
             counts.append(observation.faces)
             stage.advance(faces=observation.faces)
-    return Located(np.array(boxes, np.float32), np.array(counts, np.int32))
+    return Located(np.array(boxes, np.float32), np.array(counts, np.int32), frames)
 
 
 def build_plate(clip: Path, info, fps: float, box: CropBox, size: int, n: int, models_dir,

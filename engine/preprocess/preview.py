@@ -35,7 +35,9 @@ def write_preview(root: Path, meta: dict, landmarks: np.ndarray, valid: np.ndarr
     jitter = stabilizer.get("jitter", {})
     ax.set_title(f"{Path(meta['source']['path']).name}: {meta['frames']} frames at {meta['fps']:g} fps, "
                  f"{meta['size']} px crop of the source at {_box_text(meta['crop_box'])}; "
-                 f"{len(meta['split']['excluded'])} frames excluded, {len(meta['warnings'])} warnings",
+                 f"{len(meta['split']['excluded'])} frames excluded, {len(meta['warnings'])} warnings\n"
+                 f"stabilizer: reprojection RMSE {stabilizer.get('reprojection_rmse_px', float('nan')):.2f} px "
+                 f"over {stabilizer.get('keypoints', 0)} keypoints, focal {meta['intrinsics']['fx']:.0f} px",
                  fontsize=11)
 
     times = np.arange(len(pose)) / meta["fps"]
@@ -56,9 +58,6 @@ def write_preview(root: Path, meta: dict, landmarks: np.ndarray, valid: np.ndarr
         axis.set_xlabel("seconds")
         axis.set_ylabel(unit)
         axis.legend(loc="upper right", fontsize=8)
-    fig.suptitle(f"reprojection RMSE {stabilizer.get('reprojection_rmse_px', float('nan')):.2f} px over "
-                 f"{stabilizer.get('keypoints', 0)} keypoints; focal {meta['intrinsics']['fx']:.0f} px",
-                 y=0.995, fontsize=11)
     fig.tight_layout()
     path = root / "preview.png"
     tmp = path.with_name(".preview.partial.png")

@@ -28,3 +28,11 @@ fi
 # torch==2.13.0: on a machine without a GPU, point pip at a CPU build (the project's machines
 # keep one in their local wheel folder); the CUDA build works too but is several GB.
 .venv/bin/python -m pip install --disable-pip-version-check -q -r requirements.txt
+
+# Blender 4.5 LTS as a second bpy module in its own venv, for the tests of the extension's 4.2-4.5
+# code paths (tests/test_blender_45.py): about 1 minute and 1 GB. SYNCTALK_SKIP_BPY45=1 skips it.
+if [ "${SYNCTALK_SKIP_BPY45:-0}" != 1 ] && [ ! -x .venv-bpy45/bin/python ]; then
+  "$python" -m venv .venv-bpy45
+  .venv-bpy45/bin/python -m pip install --disable-pip-version-check -q \
+    bpy==4.5.15 numpy==1.26.4 safetensors==0.8.0 pytest==9.2.0 || rm -rf .venv-bpy45
+fi

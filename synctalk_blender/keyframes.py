@@ -64,11 +64,18 @@ def fcurves_of(id_block):
     if anim is None or anim.action is None:
         return None
     if has_slotted_actions():
-        from bpy_extras import anim_utils
         if anim.action_slot is None:
             return None
-        return anim_utils.action_ensure_channelbag_for_slot(anim.action, anim.action_slot).fcurves
+        return _channelbag(anim.action, anim.action_slot).fcurves
     return anim.action.fcurves
+
+
+def _channelbag(action, slot):
+    """The slot's channelbag in the action's first layer and keyframe strip, made when missing
+    (bpy_extras.anim_utils has a helper for this only from 5.0)."""
+    layer = action.layers[0] if len(action.layers) else action.layers.new("Layer")
+    strip = layer.strips[0] if len(layer.strips) else layer.strips.new(type="KEYFRAME")
+    return strip.channelbag(slot, ensure=True)
 
 
 def _read_points(fcurve) -> dict:

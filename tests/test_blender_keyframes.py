@@ -65,10 +65,9 @@ def test_existing_keys_are_kept_unless_replace_and_old_action_survives(scene):
 
 
 def _old_points(action, key):
-    from synctalk_blender.keyframes import has_slotted_actions
+    from synctalk_blender.keyframes import _channelbag, has_slotted_actions
     if has_slotted_actions():
-        from bpy_extras import anim_utils
-        fcurves = anim_utils.action_get_channelbag_for_slot(action, action.slots[0]).fcurves
+        fcurves = _channelbag(action, action.slots[0]).fcurves
     else:
         fcurves = action.fcurves
     return fcurves.find('key_blocks["jawOpen"].value').keyframe_points

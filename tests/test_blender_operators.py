@@ -124,7 +124,7 @@ def test_train_subject_cancel_leaves_a_resumable_subject_then_resumes(scene, tra
     job = Job("Train lieu", [["preprocess", str(trained["clip"]), "-o", str(subject), "--fps", "25", "--size", "96"],
                              ["train", str(subject), "--preset", "tiny"]]).start()
     deadline = time.monotonic() + 240
-    while not (job.state.stage.startswith("head") and job.state.done >= 1) and time.monotonic() < deadline:
+    while not (job.state.stage.startswith("train") and job.state.done >= 1) and time.monotonic() < deadline:
         assert not job.poll().finished, job.state
         time.sleep(0.1)
     job.cancel()

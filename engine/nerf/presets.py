@@ -30,18 +30,22 @@ class Preset:
     encoding: dict = field(default_factory=lambda: dict(levels=12, features=1, base_resolution=64,
                                                        finest_resolution=512, log2_table=14))
     max_frames: int | None = None   # use a spread of this many training frames (tests)
+    # Wall-clock budget of the NeRF stages: each stage ends at its step count or its share of the
+    # budget, whichever comes first, and its learning-rate schedule follows the same clock. This
+    # keeps `preview` inside its promise on a machine that is slower or busier than expected.
+    time_budget_s: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 PRESETS = {
-    "tiny": Preset("tiny", head_steps=40, lip_steps=10, torso_steps=30, rays_per_step=512, frames_per_step=2,
+    "tiny": Preset("tiny", head_steps=40, lip_steps=10, torso_steps=20, rays_per_step=512, frames_per_step=2,
                    samples=32, torso_rays=1024, grid_resolution=32, grid_update_every=8, checkpoint_every=20,
                    eval_every=20, encoding=dict(levels=6, features=1, base_resolution=16, finest_resolution=128,
                                                 log2_table=12), max_frames=12),
-    "preview": Preset("preview", head_steps=3000, lip_steps=600, torso_steps=500, rays_per_step=2048,
-                      frames_per_step=4, samples=48, torso_rays=4096),
+    "preview": Preset("preview", head_steps=3000, lip_steps=600, torso_steps=500, rays_per_step=1536,
+                      frames_per_step=4, samples=40, torso_rays=4096, eval_every=200, time_budget_s=38 * 60),
     "standard": Preset("standard", head_steps=20000, lip_steps=8000, torso_steps=5000, rays_per_step=16384,
                        frames_per_step=8, samples=96, torso_rays=16384, checkpoint_every=2000, eval_every=1000),
     "paper": Preset("paper", head_steps=60000, lip_steps=40000, torso_steps=20000, rays_per_step=65536,

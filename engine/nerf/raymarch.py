@@ -3,8 +3,9 @@
 A ray gets `samples` stratified points between its entry and exit of the head's box. Points in
 cells the occupancy grid marks empty are dropped; a density pass without gradients then finds
 where each ray's transmittance has run out, and only the points that still contribute (weight
-above `min_weight`) are evaluated with gradients (training) or coloured (rendering). That gives
-the effect of an early-terminating ray marcher without a sequential loop.
+above MIN_WEIGHT) are evaluated with gradients (training) or coloured (rendering). That gives
+the effect of an early-terminating ray marcher: the density pass marches in depth blocks and
+drops rays once they are opaque, so the inside of the head is never evaluated.
 """
 from __future__ import annotations
 
@@ -64,9 +65,9 @@ class OccupancyGrid(torch.nn.Module):
         self.resolution, self.decay, self.cap = resolution, decay, cap
         self.register_buffer("lo", torch.as_tensor(lo, dtype=torch.float32))
         self.register_buffer("hi", torch.as_tensor(hi, dtype=torch.float32))
-        self.register_buffer("density", torch.full((resolution ** 3,), 1e3))  # unknown = occupied
+        self.register_buffer("density", torch.zeros(resolution ** 3))
         self.register_buffer("allowed", torch.ones(resolution ** 3, dtype=torch.bool))
-        self.register_buffer("occupied", self.allowed.clone())
+        self.register_buffer("occupied", self.allowed.clone())  # until the first update: all allowed cells
 
     def normalise(self, points: torch.Tensor) -> torch.Tensor:
         return (points - self.lo) / (self.hi - self.lo)
@@ -83,8 +84,7 @@ class OccupancyGrid(torch.nn.Module):
 
     def carve(self, allowed: torch.Tensor) -> None:
         self.allowed.copy_(allowed.to(self.allowed.device))
-        self.density.masked_fill_(~self.allowed, 0.0)
-        self.refresh()
+        self.occupied.copy_(self.allowed)
 
     def refresh(self) -> None:
         values = self.density[self.allowed]
@@ -138,6 +138,30 @@ def composite(alpha: torch.Tensor):
     return alpha * transmittance
 
 
+def march(evaluate, ray_id: torch.Tensor, sample_id: torch.Tensor, dt: torch.Tensor, n_rays: int, samples: int,
+          block: int = 8):
+    """Front-to-back marching in depth blocks, without gradients; rays stop once opaque.
+
+    `evaluate(indices)` returns the density of candidates `indices`. Candidates come in
+    (ray, sample) order. Returns each candidate's compositing weight (0 where never reached).
+    """
+    device = dt.device
+    transmittance = torch.ones(n_rays, device=device)
+    weights = torch.zeros(len(ray_id), device=device)
+    for start in range(0, samples, block):
+        selected = (sample_id >= start) & (sample_id < start + block) & (transmittance[ray_id] > MIN_WEIGHT)
+        index = selected.nonzero()[:, 0]
+        if len(index) == 0:
+            continue
+        rows, cols = ray_id[index], sample_id[index] - start
+        alpha = torch.zeros((n_rays, block), device=device)
+        alpha[rows, cols] = 1.0 - torch.exp(-evaluate(index) * dt[rows])
+        local = composite(alpha) * transmittance[:, None]
+        weights[index] = local[rows, cols]
+        transmittance = transmittance * torch.prod(1.0 - alpha, dim=1)
+    return weights
+
+
 def render_rays(field, grid: OccupancyGrid, rays: Rays, codes: torch.Tensor, latents: torch.Tensor,
                 samples: int, perturb: bool = False, training: bool = False, generator=None) -> RenderOutput:
     """Volume-render `rays`; codes (B, C) and latents (B, 4) are per frame, indexed by rays.frame."""
@@ -151,27 +175,39 @@ def render_rays(field, grid: OccupancyGrid, rays: Rays, codes: torch.Tensor, lat
     xyz01 = grid.normalise(points[ray_id, sample_id])
     point_codes = codes[rays.frame[ray_id]]
 
-    def weights_of(density, rows, cols):
-        alpha = torch.zeros((n_rays, samples), dtype=density.dtype, device=device)
-        alpha = alpha.index_put((rows, cols), 1.0 - torch.exp(-density * dt[rows]))
-        return composite(alpha)[rows, cols]
-
     if training:
         with torch.no_grad():
-            density = field.density_only(xyz01, point_codes)
-            keep = weights_of(density, ray_id, sample_id) > MIN_WEIGHT
+            keep = march(lambda i: field.density_only(xyz01[i], point_codes[i]),
+                         ray_id, sample_id, dt, n_rays, samples) > MIN_WEIGHT
         ray_id, sample_id, xyz01, point_codes = ray_id[keep], sample_id[keep], xyz01[keep], point_codes[keep]
         density, rgb, uncertainty, attention = field(
             xyz01, rays.directions[ray_id], point_codes, latents[rays.frame[ray_id]])
-        weight = weights_of(density, ray_id, sample_id)
+        # Weights again, now with gradients, over the contributing points only.
+        alpha = torch.zeros((n_rays, samples), dtype=density.dtype, device=device)
+        alpha = alpha.index_put((ray_id, sample_id), 1.0 - torch.exp(-density * dt[ray_id]))
+        weight = composite(alpha)[ray_id, sample_id]
     else:
-        spatial = field.encoding(xyz01)
-        density, geometry, _ = field.geometry(spatial, point_codes)
-        weight = weights_of(density, ray_id, sample_id)
-        keep = weight > MIN_WEIGHT
-        ray_id, sample_id, weight = ray_id[keep], sample_id[keep], weight[keep]
-        rgb = field.rgb(geometry[keep], rays.directions[ray_id], latents[rays.frame[ray_id]])
-        uncertainty = field.point_uncertainty(spatial[keep])
+        # Keep the features of every evaluated point, to colour the contributing ones after.
+        evaluated_parts, spatial_parts, geometry_parts = [], [], []
+
+        def evaluate(index):
+            spatial = field.encoding(xyz01[index])
+            density, geometry, _ = field.geometry(spatial, point_codes[index])
+            evaluated_parts.append(index)
+            spatial_parts.append(spatial)
+            geometry_parts.append(geometry)
+            return density
+
+        weight = march(evaluate, ray_id, sample_id, dt, n_rays, samples)
+        evaluated = torch.cat(evaluated_parts) if evaluated_parts else torch.zeros(0, dtype=torch.long, device=device)
+        keep = weight[evaluated] > MIN_WEIGHT
+        index = evaluated[keep]
+        ray_id, sample_id, weight = ray_id[index], sample_id[index], weight[index]
+        if len(index):
+            rgb = field.rgb(torch.cat(geometry_parts)[keep], rays.directions[ray_id], latents[rays.frame[ray_id]])
+            uncertainty = field.point_uncertainty(torch.cat(spatial_parts)[keep])
+        else:
+            rgb, uncertainty = torch.zeros((0, 3), device=device), torch.zeros(0, device=device)
         attention = None
 
     def accumulate(values):

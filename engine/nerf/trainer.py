@@ -33,6 +33,7 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 GRID_WARMUP_STEPS = 64       # every allowed cell stays occupied until the field has learnt something
 OUTSIDE_OPACITY_WEIGHT = 1e-2  # keeps the head's opacity off the torso and background
 ATTENTION_SPARSITY = 1e-4      # region attention: audio acts where it must, not everywhere
+BUDGET_SHARE = {"head": 0.78, "lip": 0.14, "torso": 0.08}  # of Preset.time_budget_s
 BOX_LO, BOX_HI = (-1.3, -1.5, -1.3), (1.3, 1.6, 1.0)  # decimetres, MediaPipe's canonical head frame
 
 
@@ -66,10 +67,12 @@ class Trainer:
         self.stage, self.step = STAGES[0], 0
         self.metrics: dict = {}
         self.seconds = 0.0
+        self.stage_seconds = 0.0
         if header:
             header = load_checkpoint(self.checkpoint_path, self.model, self.optimizers, self.device)
             self.stages_done, self.stage, self.step = header["stages_done"], header["stage"], header["step"]
             self.metrics, self.seconds = header.get("metrics", {}), header.get("seconds", 0.0)
+            self.stage_seconds = header.get("stage_seconds", 0.0)
             progress.info(f"resuming at {self.stage} step {self.step}")
         else:
             train_audio = torch.from_numpy(audio[self.data.train_frames])
@@ -123,17 +126,28 @@ class Trainer:
                 if name not in stages or name in self.stages_done:
                     continue
                 if self.stage != name:
-                    self.stage, self.step = name, 0
+                    self.stage, self.step, self.stage_seconds = name, 0, 0.0
                 total = steps_of[name]
                 with self.progress.stage(f"train {name}", total) as bar:
                     if self.step:
                         bar.advance(self.step)
                     started, started_step, seconds_before = time.monotonic(), self.step, self.seconds
+                    stage_seconds_before = self.stage_seconds
+                    budget = self.preset.time_budget_s * BUDGET_SHARE[name] if self.preset.time_budget_s else None
+                    metrics: dict = {}
                     while self.step < total:
-                        loss = step_fn[name](self.step, total)
+                        # How far through the stage: by steps, or by its time budget when that runs out first.
+                        done = self.step / total
+                        if budget:
+                            done = max(done, self.stage_seconds / budget)
+                        if done >= 1.0:
+                            self.progress.info(f"{name}: time budget reached at step {self.step} of {total}")
+                            break
+                        loss = step_fn[name](self.step, done)
                         self.step += 1
                         elapsed = time.monotonic() - started
                         self.seconds = seconds_before + elapsed
+                        self.stage_seconds = stage_seconds_before + elapsed
                         metrics = {"loss": round(loss, 5), "steps_per_s": round((self.step - started_step) / elapsed, 3)}
                         if name != "torso" and (self.step % self.preset.eval_every == 0 or self.step == total):
                             self.metrics["heldout_psnr"] = round(self.heldout_psnr(), 2)
@@ -142,7 +156,9 @@ class Trainer:
                         if self.step % self.preset.checkpoint_every == 0 and self.step < total:
                             self.save_checkpoint()
                             self._choose_threads()  # the machine's load changes; re-measure
-                    self.metrics[f"{name}_steps_per_s"] = metrics["steps_per_s"]
+                    if "psnr" not in metrics and name != "torso":
+                        self.metrics["heldout_psnr"] = round(self.heldout_psnr(), 2)
+                    self.metrics[f"{name}_steps_per_s"] = metrics.get("steps_per_s")
                 self.stages_done.append(name)
                 self.save_checkpoint()
         except KeyboardInterrupt:
@@ -152,8 +168,9 @@ class Trainer:
         return self.finish()
 
     # One step of each stage
-    def _set_lr(self, optimizer, step: int, total: int, scale: float = 1.0) -> None:
-        decay = 0.1 ** (step / max(total, 1))
+    def _set_lr(self, optimizer, done: float, scale: float = 1.0) -> None:
+        """Exponential decay to a tenth over the stage; `done` is the fraction of the stage behind us."""
+        decay = 0.1 ** done
         for group, base in zip(optimizer.param_groups, (self.preset.lr_grid, self.preset.lr_net)):
             group["lr"] = base * scale * decay
 
@@ -189,9 +206,9 @@ class Trainer:
 
             self.model.grid.update(density, fraction=1.0 if self.step < 2 * GRID_WARMUP_STEPS else 0.25)
 
-    def head_step(self, step: int, total: int) -> float:
+    def head_step(self, step: int, done: float) -> float:
         optimizer = self.optimizers["head"]
-        self._set_lr(optimizer, step, total)
+        self._set_lr(optimizer, done)
         if step >= GRID_WARMUP_STEPS and step % self.preset.grid_update_every == 0:
             self._update_grid()
         rows = self._frames(self.preset.frames_per_step)
@@ -208,10 +225,10 @@ class Trainer:
         optimizer.step()
         return float(loss.detach())
 
-    def lip_step(self, step: int, total: int) -> float:
+    def lip_step(self, step: int, done: float) -> float:
         """Even steps: a frame's whole lip box; odd steps: a random patch in a frame's head box."""
         optimizer = self.optimizers["head"]
-        self._set_lr(optimizer, step, total, scale=0.2)
+        self._set_lr(optimizer, done, scale=0.2)
         data = self.data
         row = self._frames(1)
         if step % 2 == 0:
@@ -234,9 +251,9 @@ class Trainer:
         optimizer.step()
         return float(loss.detach())
 
-    def torso_step(self, step: int, total: int) -> float:
+    def torso_step(self, step: int, done: float) -> float:
         optimizer = self.optimizers["torso"]
-        self._set_lr(optimizer, step, total)
+        self._set_lr(optimizer, done)
         data, device, s = self.data, self.device, self.data.size
         rows = self._frames(self.preset.frames_per_step)
         per_frame = self.preset.torso_rays // len(rows)
@@ -279,7 +296,8 @@ class Trainer:
     # Saving
     def header(self) -> dict:
         return {"preset": self.preset.name, "config": self.model.config, "stages_done": self.stages_done,
-                "stage": self.stage, "step": self.step, "metrics": self.metrics, "seconds": round(self.seconds, 1)}
+                "stage": self.stage, "step": self.step, "metrics": self.metrics, "seconds": round(self.seconds, 1),
+                "stage_seconds": round(self.stage_seconds, 1)}
 
     def save_checkpoint(self) -> None:
         save_checkpoint(self.checkpoint_path, self.model, self.optimizers, self.header())

@@ -1,0 +1,234 @@
+"""The NeRF: encoding gradients, ray marching on a known density, and a tiny real training run.
+
+The training tests preprocess 2 s of may_5s at 96x96 once (module fixture), train the `tiny`
+preset in a child process interrupted with Ctrl-C, resume it, and render with TalkingHead.
+"""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared_file
+from engine.errors import EngineError
+from engine.nerf.encoding import HashGrids2D, TriPlaneEncoding, tcnn_available
+from engine.nerf.raymarch import OccupancyGrid, Rays, render_rays
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# Encoding
+def test_custom_backward_matches_autograd_of_naive_gather():
+    torch.manual_seed(0)
+    fast = HashGrids2D(3, levels=4, features=2, base_resolution=8, finest_resolution=64, log2_table=8)
+    naive = HashGrids2D(3, levels=4, features=2, base_resolution=8, finest_resolution=64, log2_table=8,
+                        naive_backward=True)
+    with torch.no_grad():
+        fast.table.normal_()
+        naive.table.copy_(fast.table)
+    uv = torch.rand(500, 3, 2)
+    weights = torch.randn(500, fast.output_dim)
+    out_fast, out_naive = fast(uv), naive(uv)
+    (out_fast * weights).sum().backward()
+    (out_naive * weights).sum().backward()
+    assert torch.allclose(out_fast, out_naive, atol=1e-6)
+    assert torch.allclose(fast.table.grad, naive.table.grad, atol=1e-5)
+    assert fast.table.grad.abs().sum() > 0
+
+
+def test_custom_backward_passes_gradcheck():
+    grid = HashGrids2D(1, levels=2, features=1, base_resolution=4, finest_resolution=8, log2_table=4).double()
+    uv = torch.rand(6, 1, 2, dtype=torch.float64)
+    from engine.nerf.encoding import _GridGather, corner_indices
+    index, weight = corner_indices(uv, grid.layout)
+    table = torch.randn_like(grid.table, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: _GridGather.apply(t, index, weight), (table,))
+
+
+def test_dense_levels_interpolate_exactly():
+    """A dense level whose table holds x + y: bilinear interpolation of a linear function is exact."""
+    grid = HashGrids2D(1, levels=1, features=1, base_resolution=9, finest_resolution=9, log2_table=10)
+    scale, resolution, size, _ = grid.layout[0]
+    ys, xs = np.divmod(np.arange(size), resolution)
+    with torch.no_grad():
+        grid.table[:, 0] = torch.from_numpy((xs + 2 * ys).astype(np.float32))
+    uv = torch.rand(100, 1, 2) * 0.9
+    expected = (uv[:, 0, 0] * scale + 0.5) + 2 * (uv[:, 0, 1] * scale + 0.5)
+    assert torch.allclose(grid(uv)[:, 0], expected, atol=1e-4)
+
+
+@pytest.mark.skipif(not tcnn_available(), reason="tiny-cuda-nn needs CUDA and the tinycudann package; "
+                                                 "neither is on the CPU machines this suite runs on")
+def test_pure_pytorch_grid_agrees_with_tinycudann():
+    from engine.nerf.encoding import TcnnGrid2D
+    ours = HashGrids2D(1).cuda()
+    theirs = TcnnGrid2D(12, 1, 64, 512, 14).cuda()
+    params = next(theirs.parameters())
+    assert params.numel() == ours.table.numel()
+    with torch.no_grad():
+        params.copy_(ours.table.reshape(-1).to(params.dtype))
+    uv = torch.rand(4096, 2, device="cuda")
+    assert torch.allclose(ours(uv[:, None]), theirs(uv), atol=1e-4)
+
+
+# Ray marching
+class _Sphere(torch.nn.Module):
+    """An analytic field: constant density and colour inside a ball of radius 0.5 at the box centre."""
+
+    def __init__(self, density: float):
+        super().__init__()
+        self.value = density
+        self.encoding = lambda xyz01: xyz01
+
+    def geometry(self, spatial, codes):
+        inside = ((spatial - 0.5).norm(dim=-1) < 0.25).float()  # radius 0.5 in a box of side 2
+        return inside * self.value, spatial, None
+
+    def density_only(self, xyz01, codes):
+        return self.geometry(xyz01, codes)[0]
+
+    def forward(self, xyz01, directions, codes, latents):
+        density, _, _ = self.geometry(xyz01, codes)
+        return density, self.rgb(None, directions, None), torch.zeros_like(density), codes
+
+    def rgb(self, geometry, directions, latents):
+        return torch.tensor([0.2, 0.6, 0.9]).expand(len(directions), 3)
+
+    def point_uncertainty(self, spatial):
+        return torch.zeros(len(spatial))
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_raymarch_renders_a_known_density(training):
+    density = 3.0
+    grid = OccupancyGrid([-1, -1, -1], [1, 1, 1], resolution=32)
+    field = _Sphere(density)
+    for _ in range(8):  # each update measures one jittered point a cell; the running max fills the edges
+        grid.update(lambda p: field.density_only(p, None), fraction=1.0)
+    assert 0 < grid.occupied.float().mean() < 0.2
+    offsets = torch.tensor([0.0, 0.2, 0.4, 0.7])   # distance of the ray from the sphere's centre
+    origins = torch.stack([offsets, torch.zeros(4), torch.full((4,), 3.0)], dim=-1)
+    directions = torch.tensor([0.0, 0.0, -1.0]).expand(4, 3)
+    rays = Rays(origins, directions.contiguous(), torch.zeros(4, dtype=torch.int64))
+    out = render_rays(field, grid, rays, torch.zeros(1, 1), torch.zeros(1, 4), samples=512, training=training)
+    chord = 2 * torch.sqrt((0.25 - offsets ** 2).clamp(min=0))
+    expected = 1 - torch.exp(-density * chord)
+    assert torch.allclose(out.opacity, expected, atol=0.02)
+    assert torch.allclose(out.rgb, expected[:, None] * torch.tensor([0.2, 0.6, 0.9]), atol=0.02)
+    hit = offsets < 0.5
+    # Depth: the weighted mean distance lies inside the sphere, nearer than its centre (3.0 away).
+    depth = out.depth[hit] / out.opacity[hit]
+    assert ((depth > 3.0 - 0.5) & (depth < 3.0)).all()
+
+
+# Training and rendering on a real subject
+@pytest.fixture(scope="module")
+def subject_dir(tmp_path_factory):
+    from engine.media.ffmpeg import ffmpeg_exe
+    from engine.preprocess.pipeline import preprocess
+    clip = shared_file("video", "may_5s.mp4")
+    folder = tmp_path_factory.mktemp("nerf")
+    short = folder / "may_2s.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(clip), "-t", "2", "-c:v", "libx264", "-c:a", "aac",
+                    str(short)], check=True)
+    preprocess(short, folder / "may", size=96)
+    return folder / "may"
+
+
+TRAIN_ARGS = ["--preset", "tiny", "--audio-encoder", "mel", "--stages", "head,lip,torso"]
+
+
+def _train_process(subject):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-m", "engine", "train", str(subject), *TRAIN_ARGS, "--progress", "jsonl"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+
+
+@pytest.fixture(scope="module")
+def trained(subject_dir):
+    """Train `tiny` in a child process, Ctrl-C it during the head stage, then resume here to the end."""
+    import argparse
+    import io
+
+    from engine.nerf import train_command
+    from engine.progress import Progress
+    process = _train_process(subject_dir)
+    events = []
+    for line in process.stdout:
+        event = json.loads(line)
+        events.append(event)
+        if event.get("stage") == "train head" and event.get("done", 0) >= 25:
+            process.send_signal(signal.SIGINT)
+            break
+    rest, errors = process.communicate(timeout=120)
+    events += [json.loads(line) for line in rest.splitlines()]
+    interrupted = {"returncode": process.returncode, "events": events, "stderr": errors,
+                   "checkpoint": (subject_dir / "model" / "checkpoint.safetensors").is_file()}
+    parser = argparse.ArgumentParser()
+    train_command.configure(parser)
+    args = parser.parse_args([str(subject_dir), *TRAIN_ARGS, "--resume"])
+    stream = io.StringIO()
+    progress = Progress("jsonl", stream=stream)
+    progress.result(**train_command.run(args, progress))
+    return interrupted, [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_ctrl_c_stops_cleanly_with_a_checkpoint(trained):
+    interrupted, _ = trained
+    assert interrupted["returncode"] == 130, interrupted["stderr"]
+    assert interrupted["events"][-1] == {"event": "cancelled"}
+    assert interrupted["checkpoint"]
+    assert "Traceback" not in interrupted["stderr"]
+
+
+def test_resume_finishes_and_records_the_model(trained, subject_dir):
+    interrupted, events = trained
+    infos = [e["message"] for e in events if e["event"] == "info"]
+    assert any(m.startswith("resuming at head step") and int(m.split()[-1]) >= 20 for m in infos)
+    # Training reduces the loss: first head steps of the interrupted run vs the last of the resumed one.
+    head_losses = lambda run: [e["metrics"]["loss"] for e in run  # noqa: E731
+                               if e["event"] == "progress" and e["stage"] == "train head" and "loss" in e["metrics"]]
+    assert np.mean(head_losses(events)[-3:]) < np.mean(head_losses(interrupted["events"])[:3])
+    result = events[-1]
+    assert result["event"] == "result" and math.isfinite(result["heldout_psnr"])
+    assert (subject_dir / "model" / "head.safetensors").is_file()
+    assert not (subject_dir / "model" / "checkpoint.safetensors").exists()
+    meta = json.loads((subject_dir / "subject.json").read_text())
+    assert meta["models"]["head"]["audio_encoder"] == "mel"
+    assert meta["models"]["head"]["stages"] == ["head", "lip", "torso"]
+
+
+def test_talking_head_renders_frames(trained, subject_dir):
+    from engine.nerf.model import TalkingHead
+    from engine.subject.format import Subject
+    subject = Subject(subject_dir)
+    head = TalkingHead.load(subject, device="cpu")
+    assert (head.audio_encoder, head.audio_window, head.size) == ("mel", 8, 96)
+    window = np.random.default_rng(0).uniform(-4, 4, (8, 80)).astype(np.float32)
+    image = head.render(3, window)
+    assert image.shape == (96, 96, 3) and image.dtype == np.float32 and np.isfinite(image).all()
+    assert 0 <= image.min() and image.max() <= 1
+    pose = subject.tracks["pose"][3].copy()
+    pose[0, 3] += 0.05   # a pose that is not the frame's own: the torso network draws the torso
+    rgba = head.render(3, window, blendshapes=np.zeros(52, np.float32), pose=pose, rgba=True)
+    assert rgba.shape == (96, 96, 4) and np.isfinite(rgba).all()
+    # The head covers the middle of the frame and leaves the corners to the torso and background.
+    assert rgba[48, 48, 3] > 0.9
+    with pytest.raises(EngineError, match="audio window"):
+        head.render(3, np.zeros((8, 12), np.float32))
+
+
+def test_loading_an_untrained_subject_names_the_fix(subject_dir, tmp_path):
+    import shutil
+    from engine.nerf.model import TalkingHead
+    from engine.subject.format import Subject
+    bare = tmp_path / "bare"
+    shutil.copytree(subject_dir, bare, ignore=shutil.ignore_patterns("model"))
+    with pytest.raises(EngineError, match="no trained talking-head model"):
+        TalkingHead.load(Subject(bare))

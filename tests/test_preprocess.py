@@ -51,6 +51,9 @@ def clips(tmp_path_factory):
            "-c:a", "aac", folder / "no_face.mp4")
     ffmpeg(*lieu(2.0), "-filter_complex", "[0:v]split[a][b];[a][b]hstack", "-c:v", "libx264",
            "-preset", "ultrafast", "-c:a", "aac", folder / "two_people.mp4")
+    # The clip inside a larger frame: the face at (300, 60) + its place in the 256x256 original.
+    ffmpeg(*lieu(1.0), "-vf", "pad=640:360:300:60:color=gray", "-c:v", "libx264", "-preset", "ultrafast",
+           "-c:a", "aac", folder / "wide.mp4")
     (folder / "empty.mp4").write_bytes(b"")
     (folder / "notes.mp4").write_text("these are meeting notes, not a video\n" * 50)
     return folder
@@ -223,6 +226,19 @@ def test_output_folder_that_is_not_a_subject_is_not_replaced(clips, tmp_path):
         preprocess(clips / "lieu.mkv", out)
     assert "not a subject folder" in err.value.message
     assert (out / "thesis.txt").read_text() == "precious" and sorted(p.name for p in tmp_path.iterdir()) == ["my_documents"]
+
+
+def test_crop_box_found_in_a_wide_real_frame(clips):
+    from engine.media.video import open_clip
+    from engine.preprocess.pipeline import locate_face
+    info = open_clip(clips / "wide.mp4")
+    located = locate_face(clips / "wide.mp4", info, 25.0, None, Progress("quiet"))
+    assert located.frames == 25 and located.found.all()
+    faces = located.face_boxes
+    assert faces[:, 0].min() > 300 and faces[:, 2].max() < 556  # the face is where the pad put it
+    box, fits = choose_crop_box(faces, info.width, info.height)
+    assert fits and 0 <= box.y and box.y + box.side <= 360 and 0 <= box.x and box.x + box.side <= 640
+    assert box.side > 1.8 * np.median(faces[:, 3] - faces[:, 1])  # head and shoulders, not just the face
 
 
 def test_crop_box_stays_inside_a_wide_frame_and_holds_the_face():

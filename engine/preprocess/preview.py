@@ -83,8 +83,7 @@ def contact_sheet(root: Path, landmarks: np.ndarray, valid: np.ndarray, fps: flo
         cv2.drawContours(drawn, [np.round(c * scale).astype(np.int32) for c in contours], -1, (255, 220, 0), 1)
         for x, y in landmarks[index, :, :2] * scale:
             cv2.circle(drawn, (int(round(x)), int(round(y))), 0, (255, 255, 255), -1)
-        cv2.putText(drawn, f"{index} ({index / fps:.1f} s)", (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
-                    (255, 255, 0), 1, cv2.LINE_AA)
+        _label(drawn, f"{index} ({index / fps:.1f} s)")
         top.append(drawn)
         overlay = 0.5 * frame.astype(np.float32) + 0.5 * LABEL_COLOURS[labels]
         overlay[labels == 0] = frame[labels == 0] * 0.6
@@ -92,10 +91,15 @@ def contact_sheet(root: Path, landmarks: np.ndarray, valid: np.ndarray, fps: flo
     middle = picks[len(picks) // 2]
     top.append(_tile(_read(root / "background.png", cv2.IMREAD_COLOR)[..., ::-1]))
     bottom.append(_tile(_read(root / "torso" / frame_name(middle), cv2.IMREAD_COLOR)[..., ::-1]))
-    cv2.putText(top[-1], "background plate", (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
-    cv2.putText(bottom[-1], f"torso {middle}", (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1,
-                cv2.LINE_AA)
+    _label(top[-1], "background plate")
+    _label(bottom[-1], f"torso image {middle}")
     return np.vstack([np.hstack(top), np.hstack(bottom)])
+
+
+def _label(tile: np.ndarray, text: str) -> None:
+    """Yellow text with a dark outline, readable on any background."""
+    for colour, thickness in (((0, 0, 0), 3), ((255, 255, 0), 1)):
+        cv2.putText(tile, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, thickness, cv2.LINE_AA)
 
 
 def _head_motion(poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -12,10 +12,10 @@ from ..media.audio import SAMPLE_RATE
 
 _HOP = 160          # 10 ms analysis frames
 _FFT = 512
-_OPEN = 0.35        # fraction of the way from noise floor to speech level (in dB) that opens the gate
-_CLOSE = 0.2        # ... and that closes it again
-_HANGOVER_S = 0.12  # speech continues this long after the energy drops (trailing consonants)
-_MIN_PAUSE_S = 0.15 # shorter drops are gaps between syllables, not pauses
+_OPEN = 0.2         # fraction of the way from noise floor to speech level (in dB) that opens the gate
+_CLOSE = 0.1        # ... and that closes it again (low: quiet speech is still speech)
+_HANGOVER_S = 0.2   # speech continues this long after the energy drops (trailing consonants)
+_MIN_PAUSE_S = 0.3  # shorter drops are gaps between words, not pauses
 
 
 def speech_band_db(samples: np.ndarray) -> np.ndarray:

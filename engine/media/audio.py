@@ -34,7 +34,7 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: b
     else:
         _check_wav_complete(path, rate, samples.shape[1] if samples.ndim == 2 else 1)
     if samples.ndim == 2:
-        samples = samples.mean(axis=1)
+        samples = _downmix(samples)
     samples = np.ascontiguousarray(samples, dtype=np.float32)
     if rate != sample_rate:
         import soxr
@@ -45,6 +45,13 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: b
         raise EngineError(f"{path}: the audio is silent", "check the recording level or pick another file",
                           path=str(path))
     return samples
+
+
+def _downmix(channels: np.ndarray) -> np.ndarray:
+    """Mean of the channels that carry sound: an empty surround channel must not dilute the speech."""
+    energy = np.mean(channels.astype(np.float64) ** 2, axis=0)
+    active = energy > 1e-3 * energy.max() if energy.max() > 0 else np.ones(len(energy), bool)
+    return channels[:, active].mean(axis=1)
 
 
 def _read_soundfile(path: Path):

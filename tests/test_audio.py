@@ -1,0 +1,142 @@
+"""Audio in (every format an animator has), the three encoders, frame alignment and voice activity."""
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared_file
+from engine.audio.ave import AudioBranch, AveEncoder, map_original_keys
+from engine.audio.features import frame_features, get_encoder, windows
+from engine.audio.vad import voice_activity
+from engine.errors import EngineError
+from engine.media.audio import load_audio, write_wav
+from engine.media.ffmpeg import ffmpeg_exe
+
+AUDIO = ("de_9s_24bit_extensible.wav", "en_60s.wav", "en_6s_noisy_cafeteria.wav", "fr_12s_48k_stereo.wav", "zh_8s.wav")
+
+
+def _ffmpeg(*args):
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", *args], check=True)
+
+
+@pytest.fixture(scope="module")
+def speech_2s(tmp_path_factory):
+    """2 s of real stereo 48 kHz speech, the source every format below is made from."""
+    path = tmp_path_factory.mktemp("audio") / "source.wav"
+    _ffmpeg("-i", str(shared_file("audio", "fr_12s_48k_stereo.wav")), "-ss", "3", "-t", "2", str(path))
+    return path
+
+
+@pytest.mark.parametrize("name", AUDIO)
+def test_shared_audio_files_load_as_16k_mono(name):
+    samples = load_audio(shared_file("audio", name))
+    assert samples.ndim == 1 and samples.dtype == np.float32 and len(samples) > 16000 * 5
+    assert 0.01 < np.abs(samples).max() < 2
+
+
+@pytest.mark.parametrize("name,args", [
+    ("u8.wav", ["-c:a", "pcm_u8"]), ("s16.wav", ["-c:a", "pcm_s16le"]), ("s24.wav", ["-c:a", "pcm_s24le"]),
+    ("s32.wav", ["-c:a", "pcm_s32le"]), ("f32.wav", ["-c:a", "pcm_f32le"]), ("f64.wav", ["-c:a", "pcm_f64le"]),
+    ("x.flac", []), ("x.ogg", ["-c:a", "libopus"]), ("x.mp3", ["-c:a", "libmp3lame"]), ("x.m4a", ["-c:a", "aac"]),
+    ("x.aac", ["-c:a", "aac"]), ("mono22k.wav", ["-ac", "1", "-ar", "22050"]), ("six.wav", ["-ac", "6"]),
+])
+def test_every_audio_format_gives_the_same_signal(speech_2s, tmp_path, name, args):
+    reference = load_audio(speech_2s)
+    path = tmp_path / name
+    _ffmpeg("-i", str(speech_2s), *args, str(path))
+    samples = load_audio(path)
+    assert abs(len(samples) - len(reference)) < 1600  # codecs pad a little
+    n = min(len(samples), len(reference))
+    level = np.sqrt(np.mean(samples[:n] ** 2)) / np.sqrt(np.mean(reference[:n] ** 2))
+    assert 0.8 < level < 1.25, f"{name}: level {level:.2f} of the wav's"
+
+
+@pytest.mark.parametrize("container", ["mp4", "mov", "mkv"])
+def test_audio_track_of_a_video(speech_2s, tmp_path, container):
+    path = tmp_path / f"clip.{container}"
+    _ffmpeg("-f", "lavfi", "-i", "color=c=gray:s=64x64:d=2", "-i", str(speech_2s), "-c:v", "libx264",
+            "-c:a", "aac", "-shortest", str(path))
+    samples, reference = load_audio(path), load_audio(speech_2s)
+    n = min(len(samples), len(reference))
+    assert n > 1.5 * 16000
+    assert np.corrcoef(samples[:n], reference[:n])[0, 1] > 0.9
+
+
+def test_bad_inputs_get_clear_errors(speech_2s, tmp_path):
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio at all")
+    silent = write_wav(tmp_path / "silent.wav", np.zeros(32000, np.float32))
+    truncated = tmp_path / "truncated.wav"
+    truncated.write_bytes(speech_2s.read_bytes()[: speech_2s.stat().st_size // 2])
+    no_audio = tmp_path / "picture.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "color=c=gray:s=64x64:d=1", "-c:v", "libx264", str(no_audio))
+    cases = {empty: "empty", text: "not a readable", silent: "silent", truncated: "truncated",
+             no_audio: "no audio track", tmp_path / "missing.wav": "not found"}
+    for path, words in cases.items():
+        with pytest.raises(EngineError) as info:
+            load_audio(path)
+        assert words in info.value.message and str(path) in info.value.message
+
+
+def test_whisper_encoder_windows_and_trims_padding():
+    encoder = get_encoder("whisper")
+    speech = load_audio(shared_file("audio", "en_60s.wav"))
+    short = encoder.encode(speech[: 16000 * 3])
+    assert short.shape == (150, 512) and np.isfinite(short).all()
+    long = encoder.encode(speech[: 16000 * 33])  # two 30 s windows, the second mostly padding
+    assert long.shape == (1650, 512)
+    # The second window's features are speech, not the flat features of padding.
+    assert long[1500:].std(0).mean() > 0.5 * long[:1500].std(0).mean()
+
+
+def test_mel_encoder_and_alignment_to_any_fps():
+    encoder = get_encoder("mel")
+    features = encoder.encode(load_audio(shared_file("audio", "zh_8s.wav")))
+    assert features.shape[1] == 80 and abs(len(features) - 8 * encoder.rate) <= 2
+    for fps in (25, 24, 30, 29.97):
+        per_frame = frame_features(features, encoder.rate, fps)
+        assert len(per_frame) == int(np.floor(len(features) / encoder.rate * fps))
+        assert windows(per_frame, 8).shape == (len(per_frame), 8, 80)
+
+
+def test_ave_loads_the_original_checkpoint_format(tmp_path):
+    """The original ships a torch state dict of its audio branch with `N.conv_block.0|1.*` keys."""
+    torch.manual_seed(0)
+    branch = AudioBranch().eval()
+    original = {}
+    for key, value in branch.state_dict().items():
+        _, index, part, rest = key.split(".", 3)
+        original[f"{index}.conv_block.{0 if part == 'conv' else 1}.{rest}"] = value
+    path = tmp_path / "audio_visual_encoder.pth"
+    torch.save(original, path)
+    assert set(map_original_keys(original)) == set(branch.state_dict())
+    encoder = AveEncoder.load(path)
+    speech = load_audio(shared_file("audio", "zh_8s.wav"))[: 16000 * 2]
+    features = encoder.encode(speech)
+    assert features.shape == (50, 512)
+    with torch.inference_mode():
+        from engine.audio.ave import mel_windows
+        direct = branch(torch.from_numpy(mel_windows(get_encoder("mel").encode(speech), np.array([0.5 / 25]))))
+    np.testing.assert_allclose(features[0], direct[0].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_ave_without_weights_says_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNCTALK_MODELS", str(tmp_path))
+    monkeypatch.setenv("SYNCTALK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("SYNCTALK_AVE", raising=False)
+    with pytest.raises(EngineError) as info:
+        get_encoder("ave")
+    assert "train-ave" in info.value.hint
+
+
+def test_voice_activity_finds_pauses():
+    speech = load_audio(shared_file("audio", "en_60s.wav"))[16000 * 10: 16000 * 14]
+    gap = np.zeros(16000, np.float32) + 1e-4 * np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    audio = np.concatenate([speech, gap, speech])
+    activity = voice_activity(audio, 25)
+    assert len(activity) == 225
+    assert activity[108:122].max() < 0.1  # inside the inserted second of silence (after the 0.2 s hangover)
+    assert activity[:100].mean() > 0.7 and activity[130:].mean() > 0.7

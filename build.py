@@ -44,6 +44,12 @@ TORCH = {
     ("cuda", "windows-x64"): (f"torch=={TORCH_VERSION}+cu128", "https://download.pytorch.org/whl/cu128"),
     ("cuda", "macos-arm64"): (f"torch=={TORCH_VERSION}", None),  # no CUDA on macOS: the CPU/MPS build
 }
+# torch's own dependencies (those of every platform). pip evaluates environment markers for the machine
+# it runs on, not for --platform, so resolving torch for Windows on Linux asks for its Linux-only CUDA
+# libraries: torch is downloaded alone and these beside it. (The Linux CUDA build needs its nvidia-*
+# wheels, so it is resolved with its dependencies, which is right on a Linux build machine.)
+TORCH_DEPENDENCIES = ["filelock", "typing-extensions>=4.10", "sympy>=1.13.3", "networkx>=2.5.1", "jinja2",
+                      "fsspec>=0.8.5"]
 # Needed by the tests, the development set-up or Blender itself, not by the engine inside Blender.
 NOT_SHIPPED = {"bpy", "pytest", "matplotlib", "torch", "numpy"}
 BLENDER_BUNDLES = {"numpy"}
@@ -67,18 +73,21 @@ def numpy_pin() -> str:
     return "numpy<2"
 
 
-def download_wheels(platform: str, torch_variant: str, dest: Path) -> list[Path]:
-    dest.mkdir(parents=True, exist_ok=True)
-    torch_req, torch_index = TORCH[(torch_variant, platform)]
-    command = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
-               "--only-binary=:all:", "--python-version", PYTHON_VERSION, "--implementation", "cp",
-               "-d", str(dest), torch_req, numpy_pin(), *runtime_requirements()]
+def download_wheels(platform: str, torch_variant: str, dest: Path, torch_index: str | None = None) -> list[Path]:
+    """`torch_index` overrides where the torch build is found (a mirror; "" for pip's own configuration)."""
+    shutil.rmtree(dest, ignore_errors=True)   # only this run's wheels (pip's cache keeps re-downloads cheap)
+    dest.mkdir(parents=True)
+    torch_req, default_index = TORCH[(torch_variant, platform)]
+    torch_index = default_index if torch_index is None else torch_index
+    pip = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
+           "--python-version", PYTHON_VERSION, "--implementation", "cp", "-d", str(dest)]
     for tag in PLATFORM_TAGS[platform]:
-        command += ["--platform", tag]
-    if torch_index:
-        command += ["--extra-index-url", torch_index]
+        pip += ["--platform", tag]
     print(f"build: downloading wheels for {platform} ({torch_variant} torch)", flush=True)
-    subprocess.run(command, check=True)
+    with_deps = (torch_variant, platform) == ("cuda", "linux-x64")
+    subprocess.run(pip + [torch_req] + ([] if with_deps else ["--no-deps"])
+                   + (["--extra-index-url", torch_index] if torch_index else []), check=True)
+    subprocess.run(pip + [numpy_pin(), *runtime_requirements(), *TORCH_DEPENDENCIES], check=True)
     wheels = sorted(dest.glob("*.whl"))
     return [w for w in wheels if _project(w) not in BLENDER_BUNDLES]
 
@@ -145,11 +154,13 @@ def run_tool(*args: str) -> None:
 
 
 def build(platforms: list[str], torch_variant: str = "cpu", with_wheels: bool = True,
-          output_dir: Path = ROOT / "dist", staging: Path = ROOT / "build" / "extension") -> list[Path]:
+          output_dir: Path = ROOT / "dist", staging: Path = ROOT / "build" / "extension",
+          torch_index: str | None = None) -> list[Path]:
     wheels: list[Path] = []
     if with_wheels:
         for platform in platforms:
-            wheels += download_wheels(platform, torch_variant, ROOT / "wheels" / f"{platform}-{torch_variant}")
+            wheels += download_wheels(platform, torch_variant, ROOT / "wheels" / f"{platform}-{torch_variant}",
+                                      torch_index)
     stage(platforms, wheels, staging)
     run_tool("validate", str(staging))
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -172,9 +183,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch build to bundle: cpu (default, smaller) or cuda (Linux and Windows)")
     parser.add_argument("--no-wheels", action="store_true",
                         help="bundle no wheels (for a Blender whose Python already has the dependencies)")
+    parser.add_argument("--torch-index", default=None, metavar="URL",
+                        help="where to find the torch build instead of download.pytorch.org (a mirror); "
+                             "'' uses pip's own index configuration")
     parser.add_argument("-o", "--output-dir", type=Path, default=ROOT / "dist")
     args = parser.parse_args(argv)
-    zips = build(args.platform or list(PLATFORM_TAGS), args.torch_variant, not args.no_wheels, args.output_dir)
+    zips = build(args.platform or list(PLATFORM_TAGS), args.torch_variant, not args.no_wheels, args.output_dir,
+                 torch_index=args.torch_index)
     for z in zips:
         print(f"{z}  {z.stat().st_size / 1e6:.1f} MB")
     return 0

@@ -216,10 +216,13 @@ def test_talking_head_renders_frames(trained, subject_dir):
     assert 0 <= image.min() and image.max() <= 1
     pose = subject.tracks["pose"][3].copy()
     pose[0, 3] += 0.05   # a pose that is not the frame's own: the torso network draws the torso
-    rgba = head.render(3, window, blendshapes=np.zeros(52, np.float32), pose=pose, rgba=True)
-    assert rgba.shape == (96, 96, 4) and np.isfinite(rgba).all()
-    # The head covers the middle of the frame and leaves the corners to the torso and background.
-    assert rgba[48, 48, 3] > 0.9
+    moved = head.render(3, window, blendshapes=np.zeros(52, np.float32), pose=pose, rgba=True)
+    assert moved.shape == (96, 96, 4) and np.isfinite(moved).all()
+    assert (moved[..., :3] <= moved[..., 3:] + 1e-5).all()  # premultiplied
+    # Over transparency the background is gone; the head covers the middle of the frame.
+    rgba = head.render(3, window, rgba=True)
+    labels = subject.parsing(3)
+    assert rgba[..., 3][labels == 0].mean() < 0.5 * rgba[..., 3][labels == 1].mean()
     with pytest.raises(EngineError, match="audio window"):
         head.render(3, np.zeros((8, 12), np.float32))
 

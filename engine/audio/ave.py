@@ -79,22 +79,18 @@ class FaceBranch(nn.Module):
 
 
 class SyncModel(nn.Module):
-    """Both branches and the scale that turns their cosine similarity into an in-sync logit."""
+    """Both branches, and the (log) temperature that scales their cosine similarity into logits."""
 
     def __init__(self):
         super().__init__()
         self.audio = AudioBranch()
         self.face = FaceBranch()
-        self.logit_scale = nn.Parameter(torch.tensor(5.0))
-        self.logit_bias = nn.Parameter(torch.tensor(-2.0))
+        self.logit_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
 
     def similarity(self, mel_windows, crops):
         a = nn.functional.normalize(self.audio(mel_windows), dim=1)
         v = nn.functional.normalize(self.face(crops), dim=1)
         return (a * v).sum(1)
-
-    def logit(self, mel_windows, crops):
-        return self.similarity(mel_windows, crops) * self.logit_scale + self.logit_bias
 
 
 def mel_windows(mel: np.ndarray, centres_s: np.ndarray) -> np.ndarray:

@@ -32,8 +32,13 @@ def configure(parser) -> None:
     parser.add_argument("--audio", type=Path, help="speech to animate and render (default: generated speech, "
                                                    "or the clip's own sound with --clip)")
     parser.add_argument("-o", "--output", type=Path, default=Path("synctalk-demo"), help="output folder")
-    parser.add_argument("--preset", default="preview", help="training preset (default: preview)")
+    parser.add_argument("--preset", default="tiny",
+                        help="training preset: tiny (default: minutes, a blurry head), preview (under an hour on a "
+                             "CPU), standard (GPU)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="subject resolution (default: 128 for the built-in clip, the crop's own for --clip)")
     parser.add_argument("--seconds", type=float, default=12.0, help="length of the built-in clip")
+    parser.add_argument("--speech-seconds", type=float, default=4.0, help="length of the built-in new speech")
 
 
 # ---------------------------------------------------------------- speech-like audio
@@ -67,11 +72,13 @@ def synth_speech(seconds: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
                 phase = np.cumsum(np.full(length, f0 / RATE))
                 source = (2 * (phase % 1.0) - 1).astype(np.float64)   # a sawtooth glottal buzz
                 voiced = sum(_resonator(source, f, 80 + 0.05 * f) * g for f, g in zip(formants, (1.0, 0.6, 0.3)))
+                # Open vowels are the loud ones in speech: loudness follows the jaw, not the filter gain.
+                voiced *= (0.35 + 0.65 * jaw) / max(float(np.sqrt(np.mean(voiced ** 2))), 1e-9)
                 envelope = np.sin(np.linspace(0, np.pi, length)) ** 0.6
                 segment = voiced * envelope
                 if rng.random() < 0.5:                    # a consonant: a short noise burst before the vowel
                     burst = int(0.04 * RATE)
-                    segment[:burst] += _resonator(rng.standard_normal(burst), 4000, 2000) * 0.4
+                    segment[:burst] += _resonator(rng.standard_normal(burst), 4000, 2000) * 0.3
                 audio[t:t + length] += segment.astype(np.float32)
                 opening[t:t + length] = np.maximum(opening[t:t + length], jaw * envelope)
                 t += length
@@ -135,7 +142,8 @@ def talking_photo(photo: np.ndarray, opening: np.ndarray, models_dir=None) -> li
     return frames
 
 
-def make_default_input(folder: Path, seconds: float, progress, models_dir=None) -> tuple[Path, Path]:
+def make_default_input(folder: Path, seconds: float, speech_seconds: float, progress,
+                       models_dir=None) -> tuple[Path, Path]:
     """The built-in subject clip (mp4 with its speech) and a second, new utterance to animate."""
     from skimage import data
     from .media.audio import write_wav
@@ -148,16 +156,20 @@ def make_default_input(folder: Path, seconds: float, progress, models_dir=None) 
         frames = talking_photo(data.astronaut(), opening, models_dir)
         stage.advance()
         clip = write_video(folder / "astronaut.mp4", frames, FPS, audio=clip_audio)
-        new_speech, _ = synth_speech(min(seconds, 8.0), seed=2)
+        new_speech, _ = synth_speech(speech_seconds, seed=2)
         audio = write_wav(folder / "new_speech.wav", new_speech)
         stage.advance()
     return clip, audio
 
 
 # ---------------------------------------------------------------- the chain
-def _step(progress, name: str, argv: list[str], cwd: Path | None = None) -> dict:
-    """Run one command as a child (its progress goes straight to the terminal / JSON stream);
-    returns its result event when it runs in JSON-lines mode."""
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _step(progress, name: str, argv: list[str]) -> dict:
+    """Run one command as a child from the repository root (its progress goes straight to the
+    terminal / JSON stream); returns its result event when it runs in JSON-lines mode."""
+    cwd = REPO
     progress.info(f"demo: {name}")
     mode = progress.mode
     command = [sys.executable, *argv] + (["--progress", mode] if argv[:2] == ["-m", "engine"] else [])
@@ -183,16 +195,19 @@ def run(args, progress) -> dict:
     out = args.output.resolve()
     out.mkdir(parents=True, exist_ok=True)
     if args.clip is None:
-        clip, audio = make_default_input(out / "input", args.seconds, progress)
+        clip, audio = make_default_input(out / "input", args.seconds, args.speech_seconds, progress)
         audio = args.audio.resolve() if args.audio else audio
+        size = args.size or 128
     else:
         clip = args.clip.resolve()
         if not clip.is_file():
             raise EngineError(f"{clip}: clip not found", "give the path of a video of one person talking", path=clip)
         audio = args.audio.resolve() if args.audio else None
+        size = args.size
     subject = out / "subject"
     engine = ["-m", "engine"]
-    _step(progress, "preprocess", engine + ["preprocess", str(clip), "-o", str(subject), "--fps", str(FPS)])
+    _step(progress, "preprocess", engine + ["preprocess", str(clip), "-o", str(subject), "--fps", str(FPS)]
+          + (["--size", str(size)] if size else []))
     _step(progress, "train", engine + ["train", str(subject), "--preset", args.preset])
     audio = audio or subject / "audio.wav"
     curves = out / "speech.stcurves"
@@ -202,13 +217,12 @@ def run(args, progress) -> dict:
     _step(progress, "render", engine + ["render", str(subject), "--audio", str(audio), "--curves", str(curves),
                                         "-o", str(video)])
     blend = out / "demo.blend"
-    repo = Path(__file__).resolve().parent.parent
-    if not (repo / "synctalk_blender" / "demo_scene.py").is_file():
+    if not (REPO / "synctalk_blender" / "demo_scene.py").is_file():
         raise EngineError("the Blender half of the demo (synctalk_blender) is not beside the engine",
                           "run the demo from the repository checkout")
     _step(progress, "blender scene", ["-m", "synctalk_blender.demo_scene", "--audio", str(audio), "--render", str(video),
                                       "--curves", str(curves), "--subject", str(subject), "--fps", str(FPS),
-                                      "-o", str(blend)], cwd=repo)
+                                      "-o", str(blend)])
     result = {"video": str(video), "blend": str(blend), "subject": str(subject), "curves": str(curves),
               "seconds": round(time.monotonic() - started, 1)}
     if progress.mode != "jsonl":

@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     progress = Progress(mode)
     # A cancel from Blender (SIGTERM) unwinds like Ctrl-C, so cleanup and checkpoints run.
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    if hasattr(signal, "SIGBREAK"):  # Windows: Blender's cancel sends CTRL_BREAK to the job's process group
+        signal.signal(signal.SIGBREAK, _terminate_as_interrupt)
     try:
         result = importlib.import_module(args._module).run(args, progress)
     except EngineError as exc:

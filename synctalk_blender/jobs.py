@@ -44,12 +44,36 @@ def import_engine():
     return engine
 
 
+# Programs inside wheels. Blender unpacks an extension's wheels with zipfile, which drops the
+# executable bit, so imageio-ffmpeg's ffmpeg (all video I/O) would not run.
+_WHEEL_PROGRAMS = ("imageio_ffmpeg/binaries/ffmpeg-*", "torch/bin/*")
+
+
+def make_wheel_programs_executable(site_dirs) -> list[Path]:
+    """chmod +x the known programs shipped in wheels under `site_dirs`; returns those it changed."""
+    changed = []
+    if os.name != "posix":
+        return changed
+    for site in site_dirs:
+        for pattern in _WHEEL_PROGRAMS:
+            for program in Path(site).glob(pattern):
+                mode = program.stat().st_mode
+                if program.is_file() and not mode & 0o111:
+                    program.chmod(mode | 0o755)
+                    changed.append(program)
+    return changed
+
+
+def _site_dirs() -> list[str]:
+    return [p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and os.path.isdir(p)]
+
+
 def child_environment(models_dir: str = "", device: str = "auto") -> dict:
     """The environment of an engine child: the engine's folder and every site-packages this Blender
     sees (the extension's wheels live in one of them) on PYTHONPATH, and the preferences."""
     env = dict(os.environ)
-    paths = [str(engine_root())]
-    paths += [p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and os.path.isdir(p)]
+    paths = [str(engine_root())] + _site_dirs()
+    make_wheel_programs_executable(_site_dirs())
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))

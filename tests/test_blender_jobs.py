@@ -44,3 +44,16 @@ def test_cancel_stops_preprocess_cleanly_and_never_blocks_the_poll(tmp_path):
     assert not out.exists() and not list(tmp_path.glob(".lieu.partial-*"))   # nothing half-written
     print(f"longest poll while the child ran: {longest * 1000:.2f} ms")
     Job("after", [["models"]]).start().run_to_end(timeout_s=120)   # the slot is free again
+
+
+def test_programs_unpacked_from_wheels_are_made_executable(tmp_path):
+    from synctalk_blender.jobs import make_wheel_programs_executable
+    program = tmp_path / "imageio_ffmpeg" / "binaries" / "ffmpeg-linux-x86_64-v9.0.2"
+    program.parent.mkdir(parents=True)
+    program.write_bytes(b"\x7fELF")
+    program.chmod(0o644)                         # as Blender's wheel unpacking leaves it
+    (program.parent / "README.md").write_text("not a program")
+    (program.parent / "README.md").chmod(0o644)
+    assert make_wheel_programs_executable([tmp_path]) == [program]
+    assert program.stat().st_mode & 0o111 and not (program.parent / "README.md").stat().st_mode & 0o111
+    assert make_wheel_programs_executable([tmp_path]) == []      # already fine: nothing to do

@@ -51,7 +51,7 @@ def capture_clip(path, fps: float = 25.0) -> CapturedClip:
     return CapturedClip(Path(path).stem, load_audio(path), weights, np.array(valid), fps)
 
 
-def train_generic(clips: list[CapturedClip], encoder_name: str, progress, steps: int = 1500, seed: int = 0):
+def train_generic(clips: list[CapturedClip], encoder_name: str, progress):
     """Train on the first 10/11 of every clip; returns the model and held-out metrics (pooled and per clip)."""
     from ..audio.features import get_encoder
     from .predict import frame_inputs, model_windows, predict_weights
@@ -72,8 +72,7 @@ def train_generic(clips: list[CapturedClip], encoder_name: str, progress, steps:
         activities.append(activity)
         targets.append(clip.blendshapes)
         offset += n
-    model = fit(np.concatenate(inputs), np.concatenate(targets), np.concatenate(train), np.concatenate(activities),
-                config, progress, steps, seed)
+    model = fit(np.concatenate(inputs), np.concatenate(targets), np.concatenate(train), config, progress)
     metrics, predicted_all, captured_all = {}, [], []
     for clip, per_frame, activity, target, frames in zip(clips, per_frames, activities, targets, test):
         predicted = predict_weights(model, per_frame, activity)[frames]

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from ..arkit import ARKIT_INDEX, MOUTH_AND_JAW
+from ..arkit import ARKIT_INDEX
 from ..audio.features import DEFAULT_ENCODER, get_encoder
 from ..errors import EngineError
 from ..media.audio import load_audio
@@ -26,11 +26,12 @@ def model_file(encoder: str) -> str:
     """One model per encoder, so a subject can hold several side by side."""
     return f"expression-{encoder}.safetensors"
 
-_SILENT = 0.1  # voice activity below this counts as a pause when measuring the rest pose
+
+_FOLDS = 5
+_RIDGE_GRID = (300.0, 1000.0, 3000.0, 10000.0, 30000.0, 100000.0)
 
 
-def train_expression(subject, progress: Progress, encoder: str | None = None, models_dir=None,
-                     steps: int = 600, seed: int = 0) -> dict:
+def train_expression(subject, progress: Progress, encoder: str | None = None, models_dir=None) -> dict:
     """Train, score on held-out frames, save under SUBJECT/model/, record in subject.json; returns the metrics."""
     name = encoder or DEFAULT_ENCODER
     started = time.monotonic()
@@ -46,12 +47,12 @@ def train_expression(subject, progress: Progress, encoder: str | None = None, mo
                           "preprocess a longer clip (at least 10 s of speech)", path=str(subject.root))
 
     config = ExpressionConfig(encoder=name, dim=audio_encoder.dim, fps=subject.fps)
-    model = fit(model_windows(per_frame, config.window, config.lead), targets, train, activity, config, progress, steps, seed)
+    model = fit(model_windows(per_frame, config.window, config.lead), targets, train, config, progress)
     metrics = score(model, per_frame, activity, targets, test) if len(test) else {}
 
     path = subject.model_dir / model_file(name)
     model.save(path, {"metrics": json.dumps(metrics), "trained_on": str(subject.root.name)})
-    record = {"file": f"model/{model_file(name)}", "encoder": name, "window": config.window,
+    record = {"file": f"model/{model_file(name)}", "encoder": name, "window": config.window, "ridge": config.ridge,
               "train_frames": int(len(train)), "test_frames": int(len(test)), "metrics": metrics,
               "seconds": round(time.monotonic() - started, 1)}
     models = {**_models_on_disk(subject), "expression": record}
@@ -59,58 +60,55 @@ def train_expression(subject, progress: Progress, encoder: str | None = None, mo
     return {"expression_" + k: v for k, v in metrics.items()}
 
 
-def fit(inputs: np.ndarray, targets: np.ndarray, train: np.ndarray, activity: np.ndarray,
-        config: ExpressionConfig, progress: Progress, steps: int = 600, seed: int = 0,
-        batch: int = 128) -> ExpressionNet:
-    """Fit an ExpressionNet on inputs[train] -> targets[train] (Adam, weighted MSE, fixed step count)."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+def fit(inputs: np.ndarray, targets: np.ndarray, train: np.ndarray, config: ExpressionConfig,
+        progress: Progress) -> ExpressionNet:
+    """Fit an ExpressionNet on inputs[train] -> targets[train]: ridge regression, its strength
+    chosen by contiguous 5-fold cross-validation on the training frames (held-out frames untouched)."""
     model = ExpressionNet(config)
-    x = torch.from_numpy(inputs[train])
-    y = torch.from_numpy(targets[train])
-    flat = x.reshape(-1, x.shape[-1])
-    model.feature_mean.copy_(flat.mean(0))
-    model.feature_std.copy_(flat.std(0).clamp_min(1e-3))
-    model.target_mean.copy_(y.mean(0))
-    model.target_std.copy_(y.std(0).clamp_min(1e-3))
-    model.rest_pose.copy_(torch.from_numpy(rest_pose(targets[train], activity[train])))
-    # Mouth and jaw are what audio drives; the rest is mostly noise from the audio's point of view.
-    channel_weight = torch.full((targets.shape[1],), 0.3)
-    channel_weight[torch.from_numpy(MOUTH_INDEX)] = 1.0
-    channel_weight[ARKIT_INDEX["jawOpen"]] = 3.0
-    model.train()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a model this small only loses time to thread hand-offs (10x on a busy CPU)
-    try:
-        _train_steps(model, x, y, channel_weight, progress, steps, batch, rng)
-    finally:
-        torch.set_num_threads(threads)
+    flat = inputs[train].reshape(-1, inputs.shape[-1])
+    model.feature_mean.copy_(torch.from_numpy(flat.mean(0)))
+    model.feature_std.copy_(torch.from_numpy(flat.std(0)).clamp_min(1e-3))
+    model.rest_pose.copy_(torch.from_numpy(rest_pose(targets[train])))
+    a = model.standardised(inputs[train]).astype(np.float32)  # float32: twice as fast, ample for ridge
+    mean_pose = targets[train].mean(0)
+    y = (targets[train] - mean_pose).astype(np.float32)
+    folds = np.array_split(np.arange(len(a)), _FOLDS)
+    errors = np.zeros(len(_RIDGE_GRID))
+    # Mouth and jaw are what audio drives; each counts in units of its own spread, so small curves count.
+    scale = np.maximum(y[:, MOUTH_INDEX].std(0), 1e-3)
+    with progress.stage("expression", total=_FOLDS + 1) as stage:
+        for fold in folds:
+            keep = np.setdiff1d(np.arange(len(a)), fold)
+            for k, w in enumerate(_ridge(a[keep], y[keep], _RIDGE_GRID)):
+                residual = (a[fold] @ w - y[fold])[:, MOUTH_INDEX] / scale
+                errors[k] += (residual ** 2).sum()
+            stage.advance(1)
+        best = int(np.argmin(errors))
+        (w,) = _ridge(a, y, [_RIDGE_GRID[best]])
+        stage.advance(1, ridge=_RIDGE_GRID[best])
+    model.config.ridge = _RIDGE_GRID[best]
+    with torch.no_grad():
+        model.window.weight.copy_(torch.from_numpy(w.T.astype(np.float32)))
+        model.window.bias.copy_(torch.from_numpy(mean_pose.astype(np.float32)))
     return model.eval()
 
 
-def _train_steps(model, x, y, channel_weight, progress, steps, batch, rng) -> None:
-    optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-2)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-3, total_steps=steps)
-    with progress.stage("expression", total=steps) as stage:
-        for step in range(steps):
-            pick = torch.from_numpy(rng.integers(0, len(x), min(batch, len(x))))
-            noisy = x[pick] + 0.1 * model.feature_std * torch.randn_like(x[pick])  # feature noise: less memorising
-            standardised = (y[pick] - model.target_mean) / model.target_std
-            loss = (((model(noisy) - standardised) ** 2) * channel_weight).mean()
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            if step % 50 == 49 or step == steps - 1:
-                stage.advance(50 if step % 50 == 49 else (step % 50) + 1, loss=float(loss.detach()))
+def _ridge(a: np.ndarray, y: np.ndarray, strengths) -> list[np.ndarray]:
+    """Ridge solutions (p, k) of a @ w ~ y for each strength, through the eigenvectors of the smaller Gram matrix."""
+    if len(a) <= a.shape[1]:  # fewer frames than inputs: dual form, w = a.T (a a.T + l I)^-1 y
+        values, vectors = np.linalg.eigh(a @ a.T)
+        projected = vectors.T @ y
+        return [a.T @ (vectors @ (projected / (values + s)[:, None])) for s in strengths]
+    values, vectors = np.linalg.eigh(a.T @ a)
+    projected = vectors.T @ (a.T @ y)
+    return [vectors @ (projected / (values + s)[:, None]) for s in strengths]
 
 
-def rest_pose(targets: np.ndarray, activity: np.ndarray) -> np.ndarray:
-    """The subject's face when not speaking: mean over its silent frames (low percentile if it never pauses)."""
-    silent = activity < _SILENT
-    if silent.sum() >= 10:
-        return targets[silent].mean(0).astype(np.float32)
-    return np.percentile(targets, 10, axis=0).astype(np.float32)
+def rest_pose(targets: np.ndarray) -> np.ndarray:
+    """The subject's face with the mouth closed: the median over its 10% least open-jawed frames."""
+    jaw = targets[:, ARKIT_INDEX["jawOpen"]]
+    closed = jaw <= np.percentile(jaw, 10)
+    return np.median(targets[closed], axis=0).astype(np.float32)
 
 
 def score(model: ExpressionNet, per_frame: np.ndarray, activity: np.ndarray, targets: np.ndarray,

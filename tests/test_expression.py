@@ -1,0 +1,185 @@
+"""Speech -> curves: per-subject training, animate (CLI), generic model, blinks, head motion, Live Link CSV."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import shared_file
+from engine.arkit import ARKIT_INDEX, ARKIT_NAMES
+from engine.curves import Curves
+from engine.errors import EngineError
+from engine.expression.animate import Animator, parse_intensity
+from engine.expression.blinks import BLINK_CHANNELS, BlinkModel, blink_curve, blink_times
+from engine.expression.headmotion import MotionStats, generate, replay
+from engine.expression.livelink import HEADER, read_livelink_csv, timecode
+from engine.media.audio import load_audio, write_wav
+from engine.progress import Progress
+from engine.subject.format import FORMAT, VERSION, Subject, SubjectWriter, atomic_write_json, atomic_write_tensors
+
+JAW = ARKIT_INDEX["jawOpen"]
+
+
+@pytest.fixture(scope="module")
+def may_subject(tmp_path_factory):
+    """A small real subject from may_5s: its frames, FaceLandmarker tracks and audio (no NeRF parts needed)."""
+    from scipy.signal import savgol_filter
+    from engine.face.landmarker import FaceLandmarker
+    from engine.media.video import read_frames
+    from engine.subject.format import frame_name
+    import cv2
+    clip = shared_file("video", "may_5s.mp4")
+    writer = SubjectWriter(tmp_path_factory.mktemp("subjects") / "may")
+    weights, landmarks, transforms = [], [], []
+    with FaceLandmarker() as landmarker:
+        for i, rgb in enumerate(read_frames(clip, 25)):
+            small = cv2.resize(rgb, (256, 256), interpolation=cv2.INTER_AREA)
+            seen = landmarker.analyse(small)
+            weights.append(seen.blendshapes)
+            landmarks.append(seen.landmarks)
+            transforms.append(seen.transform)
+            cv2.imwrite(str(writer.root / "frames" / frame_name(i)), small[..., ::-1])
+    n = len(weights)
+    write_wav(writer.root / "audio.wav", load_audio(clip))
+    atomic_write_json(writer.root / "subject.json", {
+        "format": FORMAT, "version": VERSION, "fps": 25.0, "frames": n, "size": 256,
+        "split": {"train": [0, n * 10 // 11], "test": [n * 10 // 11, n], "excluded": []}, "models": {}})
+    poses = np.linalg.inv(np.array(transforms, np.float64)).astype(np.float32)
+    atomic_write_tensors(writer.root / "tracks.safetensors", {
+        "blendshapes": np.clip(savgol_filter(np.array(weights), 5, 3, axis=0), 0, 1).astype(np.float32),
+        "landmarks": np.array(landmarks, np.float32), "pose": poses, "valid": np.ones(n, np.uint8)})
+    return Subject(writer.commit())
+
+
+@pytest.fixture(scope="module")
+def trained(may_subject):
+    from engine.expression.training import train_expression
+    metrics = train_expression(may_subject, Progress("quiet"), encoder="whisper")
+    return Subject(may_subject.root), metrics
+
+
+def _engine(*args):
+    return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True)
+
+
+def test_training_saves_and_records_the_model(trained):
+    subject, metrics = trained
+    record = subject.meta["models"]["expression"]
+    assert (subject.root / record["file"]).is_file() and record["encoder"] == "whisper"
+    assert set(metrics) == {"expression_jaw_open_r", "expression_mouth_mae", "expression_frames"}
+    assert metrics["expression_frames"] == len(subject.split("test"))
+    assert 0 <= metrics["expression_mouth_mae"] < 0.2
+
+
+def test_animate_cli_writes_live_link_csv_at_any_fps(trained, tmp_path):
+    subject, _ = trained
+    out = tmp_path / "fr.csv"
+    speech = shared_file("audio", "fr_12s_48k_stereo.wav")
+    proc = _engine("animate", str(speech), "--subject", str(subject.root), "-o", str(out), "--fps", "29.97",
+                   "--intensity", "mouth=1.2,brows=0.8", "--progress", "jsonl")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["event"] == "result" and result["frames"] == int(len(load_audio(speech)) / 16000 * 29.97)
+    lines = out.read_text().splitlines()
+    assert lines[0].split(",") == list(HEADER) and len(lines) == result["frames"] + 1
+    assert lines[31].startswith("00:00:01:00.000,61,")  # non-drop-frame timecode at the nominal 30
+    curves = Curves.load(out)
+    assert curves.weights[:, JAW].max() > curves.weights[:, JAW].min() + 0.02  # the jaw moves
+    assert np.abs(curves.head_rotation).max() > 0  # replayed head motion
+
+
+def test_animate_stcurves_head_modes_and_seed(trained, tmp_path):
+    subject, _ = trained
+    animator = Animator(subject)
+    speech = load_audio(shared_file("audio", "zh_8s.wav"))
+    first = animator(speech, 24, head="generate", seed=3)
+    again = animator(speech, 24, head="generate", seed=3)
+    other = animator(speech, 24, head="generate", seed=4)
+    still = animator(speech, 24, head="none", smooth=2)
+    assert len(first) == 8 * 24
+    np.testing.assert_array_equal(first.weights, again.weights)
+    assert not np.array_equal(first.weights[:, BLINK_CHANNELS[0]], other.weights[:, BLINK_CHANNELS[0]])
+    assert np.abs(still.head_rotation).max() == 0
+    path = first.save(tmp_path / "zh.stcurves")
+    loaded = Curves.load(path)
+    np.testing.assert_array_equal(loaded.weights, first.weights)
+    np.testing.assert_array_equal(loaded.head_translation, first.head_translation)
+
+
+def test_generic_model_closes_the_mouth_in_pauses():
+    speech = load_audio(shared_file("audio", "en_60s.wav"))[16000 * 20: 16000 * 24]
+    audio = np.concatenate([speech, np.zeros(32000, np.float32), speech])
+    curves = Animator(generic=True)(audio, 25)
+    jaw = curves.weights[:, JAW]
+    pause = jaw[110:145]  # inside the 2 s of silence (frames 100-150), after the hangover
+    assert pause.max() < 0.05
+    assert jaw[:100].mean() > pause.mean() + 0.01
+
+
+def test_animate_errors_are_clear(trained, tmp_path):
+    subject, _ = trained
+    proc = _engine("animate", str(tmp_path / "none.wav"), "--generic", "-o", str(tmp_path / "x.csv"))
+    assert proc.returncode == 2 and "not found" in proc.stderr
+    proc = _engine("animate", str(shared_file("audio", "zh_8s.wav")), "--subject", str(subject.root),
+                   "--encoder", "mel", "-o", str(tmp_path / "x.csv"))
+    assert proc.returncode == 2 and "no expression model for the 'mel' encoder" in proc.stderr
+    with pytest.raises(EngineError):
+        parse_intensity("mouth=loud")
+
+
+def test_blinks_follow_the_measured_rate_and_duration():
+    fps, model = 25.0, BlinkModel(rate_per_s=0.4, duration_s=0.28, open_level=0.1, closed_level=0.8)
+    curve = blink_curve(model, 25 * 120, fps, seed=1)
+    measured = BlinkModel.from_curves(np.stack([curve, curve], 1), fps)
+    assert abs(measured.rate_per_s - 0.4) < 0.1
+    assert abs(measured.duration_s - 0.28) < 0.1
+    assert abs(measured.open_level - 0.1) < 0.02 and abs(measured.closed_level - 0.8) < 0.05
+    times = blink_times(model, 120, seed=1)
+    assert np.diff(times).min() >= 0.8
+    np.testing.assert_array_equal(times, blink_times(model, 120, seed=1))
+
+
+def test_head_replay_walks_back_and_forth_and_generate_matches_spread():
+    t = np.linspace(0, 1, 50, dtype=np.float32)
+    rotation = np.stack([t, -t, 2 * t], 1)
+    translation = rotation * 0.01
+    r, tr = replay(rotation, translation, 25, 300, 30)
+    assert len(r) == 300 and np.abs(np.diff(r, axis=0)).max() < 0.05  # no jump at the turns
+    assert r.max() <= 2.0 + 1e-6 and tr.shape == (300, 3)
+    stats = MotionStats(np.array([0.03, 0.06, 0.02]), np.array([0.005, 0.004, 0.002]), 0.5)
+    g, gt = generate(stats, 2000, 25, seed=0)
+    np.testing.assert_allclose(g.std(0), stats.rotation_std, rtol=1e-3)
+    np.testing.assert_allclose(gt.std(0), stats.translation_std, rtol=1e-3)
+
+
+def test_live_link_csv_layout_and_tolerant_reading(tmp_path):
+    assert HEADER[:2] == ("Timecode", "BlendShapeCount") and len(HEADER) == 2 + 52 + 9
+    assert HEADER[16:20] == ("JawForward", "JawRight", "JawLeft", "JawOpen")  # the app's order
+    assert HEADER[-9:-6] == ("HeadYaw", "HeadPitch", "HeadRoll")
+    assert timecode(25 * 3661 + 7, 25) == "01:01:01:07.000"
+    rng = np.random.default_rng(0)
+    curves = Curves(25, rng.random((60, 52)), rng.normal(0, 0.1, (60, 3)))
+    back = Curves.load(curves.save(tmp_path / "take.csv"))
+    assert back.fps == 25 and len(back) == 60
+    np.testing.assert_allclose(back.weights, curves.weights, atol=1e-6)
+    np.testing.assert_allclose(back.head_rotation, curves.head_rotation, atol=1e-6)
+    # A file from elsewhere: lower-case names, a subset of columns, no angles.
+    other = tmp_path / "other.csv"
+    other.write_text("Timecode,blendshapecount,jawOpen,eyeBlinkLeft\n00:00:00:00.000,2,0.5,0.25\n"
+                     "00:00:00:01.000,2,0.6,0.0\n")
+    read = read_livelink_csv(other)
+    assert read.weights[1, JAW] == pytest.approx(0.6) and read.weights[0, ARKIT_NAMES.index("eyeBlinkLeft")] == 0.25
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Timecode,BlendShapeCount,JawOpen\n00:00:00:00.000,1,wide\n")
+    with pytest.raises(EngineError, match="line 2"):
+        read_livelink_csv(bad)
+
+
+def test_train_ave_cli_on_a_subject(may_subject, tmp_path):
+    out = tmp_path / "ave.safetensors"
+    proc = _engine("train-ave", str(may_subject.root), "-o", str(out), "--steps", "2", "--batch", "8")
+    assert proc.returncode == 0, proc.stderr
+    from engine.audio.ave import AveEncoder
+    features = AveEncoder.load(out).encode(load_audio(may_subject.audio_path))
+    assert features.shape == (int(len(load_audio(may_subject.audio_path)) / 16000 * 25), 512)

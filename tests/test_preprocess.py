@@ -62,6 +62,8 @@ def clips(tmp_path_factory):
 @pytest.fixture(scope="module")
 def subject(clips, tmp_path_factory):
     root = tmp_path_factory.mktemp("subjects") / "lieu"
+    # What a killed earlier run (SIGKILL, power cut) leaves behind; the next run clears it.
+    (root.parent / ".lieu.partial-killed" / "frames").mkdir(parents=True)
     progress = Progress("quiet")
     result = preprocess(clips / "lieu.mkv", root, progress=progress)
     return root, result, progress

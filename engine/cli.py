@@ -27,15 +27,19 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m engine", description="SyncTalk engine: talking-head subjects from clips, curves from speech, renders into edits.")
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only `command`'s module is imported to add its arguments (None: all of them)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m engine",
+        description="SyncTalk engine: talking-head subjects from clips, curves from speech, renders into edits.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in available_commands().items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--progress", choices=["bar", "jsonl", "quiet"], default=None,
                        help="progress display: a bar on a terminal (default there), JSON lines for programs")
         p.set_defaults(_module=module)
-        importlib.import_module(module).configure(p)
+        if command is None or name == command:
+            importlib.import_module(module).configure(p)
     return parser
 
 
@@ -51,7 +55,10 @@ def _terminate_as_interrupt(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # The first word that names a command picks the one module to import (--help stays light).
+    command = next((word for word in argv if word in COMMANDS), "")
+    args = build_parser(command).parse_args(argv)
     mode = args.progress or ("bar" if sys.stderr.isatty() else "quiet")
     progress = Progress(mode)
     # A cancel from Blender (SIGTERM) unwinds like Ctrl-C, so cleanup and checkpoints run.

@@ -39,8 +39,9 @@ class BlinkModel:
         seconds = len(both) / fps
         if len(starts) == 0 or seconds <= 0:
             return cls(open_level=open_level)
-        # Full width is about twice the width at half depth for a bump-shaped blink.
-        duration = float(np.clip(2 * np.median(ends - starts) / fps, 0.1, 0.6))
+        # For the blink shape of blink_curve (sine close over 40%, cosine open) the full duration is
+        # 1.5 times the width at half depth.
+        duration = float(np.clip(1.5 * np.median(ends - starts) / fps, 0.1, 0.6))
         rate = float(np.clip(len(starts) / seconds, 2 / 60, 50 / 60))
         return cls(rate, duration, open_level, closed_level)
 

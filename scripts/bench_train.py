@@ -89,11 +89,17 @@ def bench_render(subject_dir: str, frames: int) -> None:
     with torch.inference_mode():
         for index in indices:
             pose = subject.tracks["pose"][index]
-            x0, y0, x1, y1 = head.model.head_region(pose, intrinsics, 512)
-            ys, xs = np.mgrid[y0:y1, x0:x1]
+            # The pixels TalkingHead.render marches at the frame's own pose: reachable by occupied
+            # cells and near the parsed head (upscaled to 512).
+            import cv2
+            from engine.nerf.model import HEAD_GROWTH
+            seen = cv2.resize((subject.parsing(index) == 1).astype(np.uint8), (512, 512),
+                              interpolation=cv2.INTER_NEAREST)
+            seen = cv2.dilate(seen, np.ones((4 * HEAD_GROWTH + 1,) * 2, np.uint8)) > 0
+            ys, xs = np.nonzero(head.model.head_pixels(pose, intrinsics, 512) & seen)
             saved, head.intrinsics = head.intrinsics, intrinsics
             try:
-                head._render_pixels(pose, xs.reshape(-1), ys.reshape(-1), window,
+                head._render_pixels(pose, xs, ys, window,
                                     subject.tracks["blendshapes"][index][head.expression_indices], 0)
             finally:
                 head.intrinsics = saved

@@ -15,12 +15,14 @@ import torch
 from torch import nn
 
 from ..errors import EngineError
+from ..subject.format import LABEL_HEAD
 from .field import HeadField
 from .raymarch import OccupancyGrid, Rays, pixel_rays, project, render_rays
 from .torso import TorsoNet
 
 WEIGHTS_FILE, CONFIG_FILE = "head.safetensors", "head.json"
 RENDER_CHUNK = 8192  # rays per field pass when rendering: bounds memory
+HEAD_GROWTH = 8      # pixels around the frame's parsed head that the rendered head may reach
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -64,25 +66,21 @@ class HeadModel(nn.Module):
     def render_head(self, rays: Rays, codes, latents, samples: int, perturb=False, training=False):
         return render_rays(self.field, self.grid, rays, codes, latents, samples, perturb, training)
 
-    def head_region(self, c2w: np.ndarray, intrinsics: dict, size: int, margin: int = 2):
-        """Pixel box (x0, y0, x1, y1) that the occupied cells can cover in this view."""
-        occupied = self.grid.occupied.nonzero()[:, 0].cpu()
-        if len(occupied) == 0:
-            return None
-        r = self.grid.resolution
-        ijk = torch.stack([occupied // (r * r), (occupied // r) % r, occupied % r], dim=-1)
-        lo, hi = ijk.min(0).values.float() / r, (ijk.max(0).values.float() + 1) / r
-        span = (self.grid.hi - self.grid.lo).cpu()
-        lo, hi = self.grid.lo.cpu() + lo * span, self.grid.lo.cpu() + hi * span
-        corners = np.array([[(hi if i & 1 else lo)[0], (hi if i & 2 else lo)[1], (hi if i & 4 else lo)[2]]
-                            for i in range(8)], np.float64)
-        pixels, depth = project(corners, c2w.astype(np.float64), intrinsics)
-        if (depth <= 0).any():
-            return 0, 0, size, size
-        x0, y0 = np.floor(pixels.min(0)).astype(int) - margin
-        x1, y1 = np.ceil(pixels.max(0)).astype(int) + margin
-        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(size, x1), min(size, y1)
-        return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+    def head_pixels(self, c2w: np.ndarray, intrinsics: dict, size: int) -> np.ndarray:
+        """(size, size) bool: pixels whose rays can meet an occupied cell (cell centres projected, grown by a cell)."""
+        import cv2
+        if not hasattr(self, "_occupied_centres") or self._occupied_version != self.grid.occupied.sum().item():
+            centres = self.grid.cell_centres()[self.grid.occupied.cpu()]
+            self._occupied_centres, self._occupied_version = centres.numpy(), self.grid.occupied.sum().item()
+        pixels, depth = project(self._occupied_centres, c2w.astype(np.float64), intrinsics)
+        front = depth > 0
+        px, py = np.floor(pixels[front]).astype(np.int64).T
+        inside = (px >= 0) & (py >= 0) & (px < size) & (py < size)
+        covered = np.zeros((size, size), np.uint8)
+        covered[py[inside], px[inside]] = 1
+        cell = float((self.grid.hi - self.grid.lo).max()) / self.grid.resolution
+        reach = int(np.ceil(intrinsics["fx"] * cell / max(float(depth[front].min()), 1e-3))) if front.any() else 1
+        return cv2.dilate(covered, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)) > 0
 
 
 def model_files(subject) -> tuple[Path, Path]:
@@ -172,14 +170,19 @@ class TalkingHead:
         s = self.size
         head_rgb = np.zeros((s, s, 3), np.float32)
         head_alpha = np.zeros((s, s), np.float32)
-        box = self.model.head_region(pose, self.intrinsics, s)
-        if box is not None:
-            x0, y0, x1, y1 = box
-            ys, xs = np.mgrid[y0:y1, x0:x1]
-            rgb, alpha = self._render_pixels(pose, xs.reshape(-1), ys.reshape(-1), window,
-                                             blendshapes[self.expression_indices], self._row(frame_index))
-            head_rgb[y0:y1, x0:x1] = rgb.reshape(y1 - y0, x1 - x0, 3)
-            head_alpha[y0:y1, x0:x1] = alpha.reshape(y1 - y0, x1 - x0)
+        pixels = self.model.head_pixels(pose, self.intrinsics, s)
+        if exact_pose:
+            # At the frame's own pose the head can only be where the parsing saw it (grown for a mouth
+            # that opens wider than in the frame); everywhere else the torso plate is already right.
+            import cv2
+            seen = (self.subject.parsing(frame_index) == LABEL_HEAD).astype(np.uint8)
+            pixels &= cv2.dilate(seen, np.ones((2 * HEAD_GROWTH + 1,) * 2, np.uint8)) > 0
+        ys, xs = np.nonzero(pixels)
+        if len(xs):
+            rgb, alpha = self._render_pixels(pose, xs, ys, window, blendshapes[self.expression_indices],
+                                             self._row(frame_index))
+            head_rgb[ys, xs] = rgb
+            head_alpha[ys, xs] = alpha
 
         torso_rgb, torso_alpha = self._torso_layer(frame_index, pose, exact_pose)
         if rgba:

@@ -34,7 +34,7 @@ def bench_audio_to_rig(subject: str | None) -> None:
     from synctalk_blender import sequencer
     from synctalk_blender.demo_scene import arkit_head
     from synctalk_blender.jobs import Job
-    from synctalk_blender.keyframes import Channel, write_channels
+    from synctalk_blender.keyframes import Channel, fcurves_of, write_channels
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     synctalk_blender.register()
@@ -51,8 +51,7 @@ def bench_audio_to_rig(subject: str | None) -> None:
     started = time.perf_counter()
     result = bpy.ops.synctalk.audio_to_rig()
     click_to_keys = time.perf_counter() - started
-    keys = len(face.data.shape_keys.animation_data.action.layers[0].strips[0].channelbags[0].fcurves[0].keyframe_points) \
-        if bpy.app.version >= (4, 4, 0) else len(face.data.shape_keys.animation_data.action.fcurves[0].keyframe_points)
+    keys = len(fcurves_of(face.data.shape_keys)[0].keyframe_points)
     print(f"Audio to Rig, 60 s of speech ({'subject' if subject else 'generic model'}): {click_to_keys:.2f} s "
           f"click to keys ({result}, {keys} keys a curve)")
 

@@ -107,10 +107,10 @@ def _cut(source, seconds, out, start=0.0):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Train Subject on 4 s of lieu with the tiny preset, cancelled mid-training and resumed:
+    """Train Subject on 3 s of lieu with the tiny preset, cancelled mid-training and resumed:
     yields the subject folder (the train and resume tests check each step)."""
     folder = tmp_path_factory.mktemp("subjects")
-    clip = _cut(shared_file("video", "lieu_60s.mp4"), 4.0, folder / "lieu4.mp4")
+    clip = _cut(shared_file("video", "lieu_60s.mp4"), 3.0, folder / "lieu3.mp4")
     return {"folder": folder, "clip": clip, "steps": {}}
 
 
@@ -140,7 +140,7 @@ def test_train_subject_cancel_leaves_a_resumable_subject_then_resumes(scene, tra
 def test_audio_to_rig_with_subject_then_render_into_sequencer(scene, trained, tmp_path):
     if "subject" not in trained:
         pytest.skip("needs the subject trained by the test above")
-    speech = _cut(shared_file("audio", "en_60s.wav"), 0.48, tmp_path / "line.wav", start=4.2)
+    speech = _cut(shared_file("audio", "en_60s.wav"), 0.32, tmp_path / "line.wav", start=4.3)
     strip = sequencer.add_sound(scene, speech, frame_start=12, channel=1)
     select_only(scene, strip)
     face = arkit_head("Face", ARKIT_NAMES)
@@ -151,7 +151,7 @@ def test_audio_to_rig_with_subject_then_render_into_sequencer(scene, trained, tm
     assert jaw[0, 0] == 12 and abs(len(jaw) - strip.frame_duration) <= 1
     # A hand edit on the rig is what gets rendered: shut the mouth on one key.
     fcurve = fcurves_of(key).find('key_blocks["jawOpen"].value')
-    fcurve.keyframe_points[3].co.y = 0.0
+    fcurve.keyframe_points[2].co.y = 0.0
     assert bpy.ops.synctalk.render_to_sequencer() == {"FINISHED"}
     movies = [s for s in sequencer.strips(scene) if s.type == "MOVIE"]
     assert len(movies) == 1

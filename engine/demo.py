@@ -229,4 +229,7 @@ def run(args, progress) -> dict:
         print(f"\nDemo done in {result['seconds']:.0f} s.\n  Watch:  {video}\n  Open in Blender:  {blend}  "
               "(Video Editing: the speech and the rendered strip; the Face mesh carries the ARKit keys)\n"
               f"  Subject (reuse it in the extension's panels):  {subject}", file=sys.stderr)
+        if args.preset == "tiny":
+            print("  The tiny preset only checks the chain (a blurred face); --preset preview trains a likeness "
+                  "(under an hour on a 2-core CPU).", file=sys.stderr)
     return result

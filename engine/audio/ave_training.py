@@ -80,12 +80,20 @@ def _clip(name, crops, mel, fps, valid, train, test) -> SyncClip:
     return SyncClip(name, crops, mel, fps, valid, in_split(train), in_split(test))
 
 
-def batch(clip: SyncClip, starts: np.ndarray, shifts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mouth windows starting at `starts` and mel windows `shifts` frames away from them."""
+def mouth_windows(clip: SyncClip, starts: np.ndarray) -> torch.Tensor:
+    """(N, 5, 48, 96) mouth crops of the 5 frames from each start, in [-1, 1]."""
     index = starts[:, None] + np.arange(FACE_FRAMES)[None, :]
-    crops = clip.crops[index].astype(np.float32) / 127.5 - 1.0
-    centres = (starts + shifts + FACE_FRAMES / 2) / clip.fps
-    return torch.from_numpy(mel_windows(clip.mel, centres)), torch.from_numpy(crops)
+    return torch.from_numpy(clip.crops[index].astype(np.float32) / 127.5 - 1.0)
+
+
+def audio_windows(clip: SyncClip, starts: np.ndarray) -> torch.Tensor:
+    """(N, 1, 80, 16) mel windows covering the same 0.2 s as mouth_windows(starts)."""
+    return torch.from_numpy(mel_windows(clip.mel, (starts + FACE_FRAMES / 2) / clip.fps))
+
+
+def batch(clip: SyncClip, starts: np.ndarray, shifts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mel windows `shifts` frames away from the mouth windows starting at `starts`, and those mouth windows."""
+    return audio_windows(clip, starts + shifts), mouth_windows(clip, starts)
 
 
 def train_ave(clips: list[SyncClip], progress: Progress, steps: int = 300, batch_size: int = 32,
@@ -155,14 +163,23 @@ def held_out_accuracy(model: SyncModel, clips: list[SyncClip], seed: int = 0) ->
 
 
 def sync_offsets(model: SyncModel, clip: SyncClip, offsets=range(-10, 11)) -> dict[int, float]:
-    """Mean sync similarity of the clip's audio shifted by each offset (frames; + = audio taken later)."""
+    """Mean sync similarity of the clip's audio shifted by each offset (frames; + = audio taken later).
+
+    Each mouth window and each audio position is embedded once; shifting is then a change of pairing.
+    """
     starts = clip.test if len(clip.test) else clip.train
-    scores = {}
+    offsets = np.asarray(list(offsets), np.int64)
+    positions = np.arange(starts.min() + offsets.min(), starts.max() + offsets.max() + 1)
     with torch.inference_mode():
-        for offset in offsets:
-            sims = [model.similarity(*batch(clip, starts[i:i + 256], np.full(len(starts[i:i + 256]), offset)))
-                    for i in range(0, len(starts), 256)]
-            scores[int(offset)] = round(float(torch.cat(sims).mean()), 4)
+        faces = torch.cat([model.face(mouth_windows(clip, starts[i:i + 128])) for i in range(0, len(starts), 128)])
+        audio = torch.cat([model.audio(audio_windows(clip, positions[i:i + 128]))
+                           for i in range(0, len(positions), 128)])
+    faces = torch.nn.functional.normalize(faces, dim=1).numpy()
+    audio = torch.nn.functional.normalize(audio, dim=1).numpy()
+    scores = {}
+    for offset in offsets:
+        paired = audio[starts + offset - positions[0]]
+        scores[int(offset)] = round(float((faces * paired).sum(1).mean()), 4)
     return scores
 
 

@@ -18,8 +18,10 @@ def test_engine_error_reaches_the_job_with_its_hint(tmp_path, monkeypatch):
     assert state.summary().startswith("Failed:")
 
 
-def test_models_preference_reaches_the_child(tmp_path):
+def test_models_preference_reaches_the_child(tmp_path, monkeypatch):
     models = os.environ["SYNCTALK_MODELS"]
+    monkeypatch.delenv("SYNCTALK_MODELS")                             # only the preference says where
+    monkeypatch.setenv("SYNCTALK_CACHE", str(tmp_path / "cache"))
     state = Job("models", [["models"]], models_dir=models).run_to_end(timeout_s=120)
     assert state.error is None and state.result["face_landmarker"].startswith(models)
 

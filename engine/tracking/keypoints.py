@@ -39,6 +39,14 @@ class Tracks:
         ids, track = np.unique(self.track[keep], return_inverse=True)
         return Tracks(self.frame[keep], track, self.uv[keep], len(ids))
 
+    def segments(self, length: int) -> "Tracks":
+        """Cut every track into pieces spanning at most `length` frames, each a track of its own."""
+        first = np.full(self.count, np.iinfo(np.int64).max)
+        np.minimum.at(first, self.track, self.frame)
+        piece = (self.frame - first[self.track]) // length
+        ids, track = np.unique(np.stack([self.track, piece], 1), axis=0, return_inverse=True)
+        return Tracks(self.frame, track.ravel(), self.uv, len(ids))
+
 
 def rigid_region(landmarks: np.ndarray, size: int) -> np.ndarray:
     """(size, size) uint8 mask of the rigid part of the head for one frame's (478, 2+) landmarks."""
@@ -58,7 +66,7 @@ def rigid_region(landmarks: np.ndarray, size: int) -> np.ndarray:
 
 
 def track_keypoints(gray: np.ndarray, landmarks: np.ndarray, valid: np.ndarray, size: int,
-                    max_points: int = 160, stage=None) -> Tracks:
+                    max_points: int = 100, stage=None) -> Tracks:
     """Track rigid keypoints through (N, S, S) uint8 frames; invalid frames end every track."""
     n = len(gray)
     spacing = max(3, size // 48)

@@ -29,6 +29,9 @@ CM_PER_WORLD_UNIT = 10.0      # world unit = decimetre
 LANDMARK_WEIGHT = 0.3         # MediaPipe landmarks jitter more than optical-flow keypoints
 OUTLIER_TRACK_RMS_PX = 2.0    # a track whose reprojection RMS exceeds this (x size/256) is dropped
 OUTLIER_OBSERVATION_PX = 3.0  # so is any single observation this far off (x size/256)
+# Tracks are cut into pieces this long: the bundle adjustment then solves each step exactly with a
+# banded factorisation; the drift that longer tracks would also hold off is held by the landmarks.
+TRACK_SEGMENT_FRAMES = 12
 
 
 @dataclass
@@ -121,7 +124,7 @@ def stabilize(gray_frames: np.ndarray, landmarks: np.ndarray, face_transform: np
 
     # 2. Rigid keypoints.
     with progress.stage("stabilise: keypoint tracking", n) as stage:
-        tracks = track_keypoints(gray_frames, landmarks, valid, size, stage=stage)
+        tracks = track_keypoints(gray_frames, landmarks, valid, size, stage=stage).segments(TRACK_SEGMENT_FRAMES)
     rigid = rigid_landmarks()
     landmark_points = canonical_face()[rigid] / CM_PER_WORLD_UNIT
 

@@ -253,9 +253,9 @@ class _Problem:
         pose_anchor = _block_matrix(frame_at[~on_key], anchor_at[~on_key], ne["b"][~on_key], (n_y, n_y))
         coupling = np.r_[ne["e_pose"].ravel(), ne["e_point"][anchors].ravel()]
         others, focal_index = np.arange(n_y - 1), np.full(n_y - 1, focal_at)
-        focal_part = scipy.sparse.csr_matrix(
-            (np.r_[coupling, coupling, a_focal], (np.r_[focal_index, others, focal_at], np.r_[others, focal_index, focal_at])),
-            shape=(n_y, n_y))
+        focal_part = scipy.sparse.csr_matrix((np.r_[coupling, coupling, a_focal],
+                                              (np.r_[focal_index, others, focal_at],
+                                               np.r_[others, focal_index, focal_at])), shape=(n_y, n_y))
         anchor_starts = POSE * n + 3 * np.arange(len(anchors))
         a = (_block_matrix(POSE * np.arange(n), POSE * np.arange(n), a_blocks, (n_y, n_y))
              + _block_matrix(anchor_starts, anchor_starts, c[anchors], (n_y, n_y))

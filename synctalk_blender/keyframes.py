@@ -95,12 +95,13 @@ def _read_points(fcurve) -> dict:
 def _write_fcurve(fcurve, frames: np.ndarray, values: np.ndarray, keep_outside: bool) -> None:
     co = np.stack([frames, values], axis=1).astype(np.float32)
     n = len(co)
-    points = {"co": co, "handle_left": co, "handle_right": co, "interpolation": np.full(n, LINEAR, np.int32),
-              "handle_left_type": np.full(n, AUTO_CLAMPED, np.int32),
-              "handle_right_type": np.full(n, AUTO_CLAMPED, np.int32)}
+    # New keys need only their position and interpolation (handles are auto-clamped and placed by update()).
+    points = {"co": co, "interpolation": np.full(n, LINEAR, np.int32)}
     if keep_outside and len(fcurve.keyframe_points):
         # Keys outside the written range survive as they were (handles and interpolation included).
         old = _read_points(fcurve)
+        points.update(handle_left=co, handle_right=co, handle_left_type=np.full(n, AUTO_CLAMPED, np.int32),
+                      handle_right_type=np.full(n, AUTO_CLAMPED, np.int32))
         outside = (old["co"][:, 0] < frames[0] - 0.5) | (old["co"][:, 0] > frames[-1] + 0.5)
         merged = {prop: np.concatenate([old[prop][outside], points[prop]]) for prop in points}
         order = np.argsort(merged["co"][:, 0], kind="stable")

@@ -51,33 +51,46 @@ def capture_clip(path, fps: float = 25.0) -> CapturedClip:
     return CapturedClip(Path(path).stem, load_audio(path), weights, np.array(valid), fps)
 
 
-def train_generic(clips: list[CapturedClip], encoder_name: str, progress):
-    """Train on the first 10/11 of every clip; returns the model and held-out metrics (pooled and per clip)."""
+def train_generic(clips: list[CapturedClip], encoder_name: str, progress, unseen_speakers: bool = False):
+    """Fit on the first 10/11 of every clip; returns the model and held-out metrics (per clip and pooled).
+
+    With unseen_speakers, also fits once per clip without that clip at all and scores on all of it:
+    how the model does on a voice it has never heard ("unseen_speaker" per clip).
+    """
     from ..audio.features import get_encoder
-    from .predict import frame_inputs, model_windows, predict_weights
-    from .training import compare, fit
+    from .predict import frame_inputs, model_windows
     encoder = get_encoder(encoder_name)
     config = ExpressionConfig(encoder=encoder_name, dim=encoder.dim, fps=clips[0].fps)
-    inputs, per_frames, activities, targets, train, test = [], [], [], [], [], []
-    offset = 0
+    data = []
     for clip in clips:
         per_frame, activity = frame_inputs(clip.samples, encoder, clip.fps, len(clip.blendshapes))
-        n = len(per_frame)
-        split = n * 10 // 11
-        frames = np.arange(n)
-        train.append(offset + frames[:split][clip.valid[:split]])
-        test.append(frames[split:][clip.valid[split:]])
-        inputs.append(model_windows(per_frame, config.window, config.lead))
-        per_frames.append(per_frame)
-        activities.append(activity)
-        targets.append(clip.blendshapes)
-        offset += n
-    model = fit(np.concatenate(inputs), np.concatenate(targets), np.concatenate(train), config, progress)
+        data.append((model_windows(per_frame, config.window, config.lead), per_frame, activity))
+    tails = [np.arange(len(c.blendshapes)) >= len(c.blendshapes) * 10 // 11 for c in clips]
+    model, metrics = _fit_and_score(clips, data, config, progress, [~t for t in tails], tails)
+    if unseen_speakers:
+        for k, clip in enumerate(clips):
+            train = [np.full(len(c.blendshapes), j != k) for j, c in enumerate(clips)]
+            test = [np.full(len(c.blendshapes), j == k) for j, c in enumerate(clips)]
+            metrics[clip.name]["unseen_speaker"] = _fit_and_score(clips, data, config, progress, train, test)[1]["all"]
+    return model, metrics
+
+
+def _fit_and_score(clips, data, config, progress, train_masks, test_masks):
+    """Fit on the frames train_masks select (valid ones), score on those test_masks select, per clip and pooled."""
+    from .predict import predict_weights
+    from .training import compare, fit
+    offsets = np.cumsum([0] + [len(c.blendshapes) for c in clips])
+    train = np.concatenate([o + np.flatnonzero(m & c.valid) for o, m, c in zip(offsets, train_masks, clips)])
+    model = fit(np.concatenate([d[0] for d in data]), np.concatenate([c.blendshapes for c in clips]), train,
+                config, progress)
     metrics, predicted_all, captured_all = {}, [], []
-    for clip, per_frame, activity, target, frames in zip(clips, per_frames, activities, targets, test):
+    for clip, (_, per_frame, activity), mask in zip(clips, data, test_masks):
+        frames = np.flatnonzero(mask & clip.valid)
+        if len(frames) == 0:
+            continue
         predicted = predict_weights(model, per_frame, activity)[frames]
-        metrics[clip.name] = compare(predicted, target[frames])
+        metrics[clip.name] = compare(predicted, clip.blendshapes[frames])
         predicted_all.append(predicted)
-        captured_all.append(target[frames])
+        captured_all.append(clip.blendshapes[frames])
     metrics["all"] = compare(np.concatenate(predicted_all), np.concatenate(captured_all))
     return model, metrics

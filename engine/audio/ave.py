@@ -115,8 +115,13 @@ class AveEncoder:
     @classmethod
     def find(cls, models_dir=None) -> "AveEncoder":
         """From $SYNCTALK_AVE, or ave.safetensors / audio_visual_encoder.pth in the models folders."""
-        candidates = [Path(os.environ["SYNCTALK_AVE"])] if os.environ.get("SYNCTALK_AVE") else []
-        candidates += [folder / name for folder in search_dirs(models_dir) for name in WEIGHT_FILES]
+        if os.environ.get("SYNCTALK_AVE"):
+            chosen = Path(os.environ["SYNCTALK_AVE"])
+            if not chosen.is_file():
+                raise EngineError(f"{chosen}: SYNCTALK_AVE names a file that does not exist",
+                                  "point it at the ave.safetensors written by train-ave", path=str(chosen))
+            return cls.load(chosen)
+        candidates = [folder / name for folder in search_dirs(models_dir) for name in WEIGHT_FILES]
         for path in candidates:
             if path.is_file():
                 return cls.load(path)

@@ -47,4 +47,5 @@ def run(args, progress) -> dict:
     curves.save(output)
     return {"output": str(output), "frames": len(curves), "fps": curves.fps,
             "seconds_audio": round(len(samples) / 16000, 2), "encoder": animator.model.config.encoder,
-            "load_s": round(loaded - started, 2), "animate_s": round(time.monotonic() - loaded, 2)}
+            "blinks": animator.blinks.as_dict(), "load_s": round(loaded - started, 2),
+            "animate_s": round(time.monotonic() - loaded, 2)}

@@ -42,6 +42,9 @@ class WhisperEncoder:
 
     def __init__(self, models_dir=None, threads: int | None = None):
         import ctranslate2
+        # librosa loads its submodules lazily, seconds on first use: load them with the model, not mid-encode.
+        import librosa.core.spectrum  # noqa: F401
+        import librosa.filters  # noqa: F401
         self.model_path = find_model("whisper-base", models_dir)
         threads = threads or min(4, os.cpu_count() or 1)
         self._model = ctranslate2.models.Whisper(str(self.model_path), device="cpu", compute_type="int8",

@@ -36,7 +36,9 @@ def bench_subject(path: Path, frames: int, device: str) -> dict:
     driving = drive_speech(subject, load_audio(subject.audio_path), head.audio_encoder, head.audio_window)
     driving = driving.slice(0, min(frames + 1, len(driving)))
     quiet = Progress("quiet")
-    render_frame(head, driving, 0)  # warm-up: first-call allocations, lazy weights
+    # Warm-up: first-call allocations, lazy weights, OpenCV's kernels.
+    warm = render_frame(head, driving, 0)
+    over_frame(face_layer(warm, subject.frame(0), subject.face_mask(0)), subject.frame(0))
     renders, nerf_s = [], 0.0
     for j in range(1, len(driving)):
         started = time.perf_counter()

@@ -18,6 +18,9 @@ import torch
 from torch import nn
 
 PRIME_Y = 2654435761  # tiny-cuda-nn's second hashing prime (the first is 1)
+# The same prime as a wrapped int32: indices are int32 (a third of int64's integer work on CPU), and
+# products that wrap mod 2^32 keep the low bits the power-of-two table mask reads.
+PRIME_Y_INT32 = PRIME_Y - (1 << 32)
 
 
 def level_layout(levels: int, base_resolution: int, finest_resolution: int, log2_table: int):
@@ -34,32 +37,55 @@ def level_layout(levels: int, base_resolution: int, finest_resolution: int, log2
     return layout, per_level
 
 
-def corner_indices(uv: torch.Tensor, layout) -> tuple[torch.Tensor, torch.Tensor]:
-    """uv (..., 2) in [0, 1] -> flat table indices (4, L, ...) and bilinear weights (4, L, ...).
+def corner_indices(uv: torch.Tensor, layout, grid_offset: torch.Tensor | int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """uv (..., 2) in [0, 1] -> flat int32 table indices (4, L, ...) and bilinear weights (4, L, ...).
 
     Corners in the order (0,0), (1,0), (0,1), (1,1). Per level, one of two integer paths: dense
     (x + y * res) while the level fits its table, else tiny-cuda-nn's hash (x ^ y * prime, mod 2^32).
-    Corner and level lead so that every op works on contiguous blocks (interleaving is slow on CPU).
+    `grid_offset` (broadcast over uv's last batch dimension) is added to every index. Corner and level
+    lead so that every op works on contiguous blocks (interleaving is slow on CPU). The dense levels
+    (the coarse ones) and the hashed levels are each computed in one pass over all their levels,
+    written straight into the outputs: per-level ops and stacking cost twice as much on CPU.
     """
     u, v = uv[..., 0].contiguous(), uv[..., 1].contiguous()
-    indices, weights = [], []
-    for scale, resolution, size, offset in layout:
+    device, batch = uv.device, u.shape
+    indices = torch.empty((4, len(layout)) + batch, dtype=torch.int32, device=device)
+    weights = torch.empty((4, len(layout)) + batch, dtype=uv.dtype, device=device)
+    per_level = (-1,) + (1,) * u.dim()  # a per-level constant, broadcast over the points
+    dense = [resolution * resolution <= size for _, resolution, size, _ in layout]
+    for is_dense in (True, False):
+        levels = [level for level in range(len(layout)) if dense[level] == is_dense]
+        if not levels:
+            continue
+        lo, hi = levels[0], levels[-1] + 1  # dense levels come first: each group is contiguous
+
+        def constant(column, dtype):
+            return torch.tensor([layout[level][column] for level in levels], dtype=dtype, device=device).view(per_level)
+
+        scale = constant(0, uv.dtype)
         pu, pv = u * scale + 0.5, v * scale + 0.5
         cu, cv = torch.floor(pu), torch.floor(pv)
         fx, fy = pu - cu, pv - cv
         gx, gy = 1 - fx, 1 - fy
-        weights.append(torch.stack([gx * gy, fx * gy, gx * fy, fx * fy]))
-        a0, b0 = cu.to(torch.int64), cv.to(torch.int64)
+        for corner, (wx, wy) in enumerate(((gx, gy), (fx, gy), (gx, fy), (fx, fy))):
+            torch.mul(wx, wy, out=weights[corner, lo:hi])
+        a0, b0 = cu.to(torch.int32), cv.to(torch.int32)
         a1, b1 = a0 + 1, b0 + 1
-        if resolution * resolution <= size:
+        offset = constant(3, torch.int32) + grid_offset
+        size = constant(2, torch.int32)
+        if is_dense:
+            resolution = constant(1, torch.int32)
             b0, b1 = b0 * resolution, b1 * resolution
-            index = torch.stack([a0 + b0, a1 + b0, a0 + b1, a1 + b1])
-            index = torch.where(index >= size, index - size, index)  # tiny-cuda-nn's `% size` at the far edge
         else:  # hashed levels have power-of-two tables: the mod is a mask
-            b0, b1 = b0 * PRIME_Y, b1 * PRIME_Y
-            index = torch.stack([a0 ^ b0, a1 ^ b0, a0 ^ b1, a1 ^ b1]) & (size - 1)
-        indices.append(index + offset)
-    return torch.stack(indices, dim=1), torch.stack(weights, dim=1)
+            b0, b1 = b0 * PRIME_Y_INT32, b1 * PRIME_Y_INT32
+        for corner, (a, b) in enumerate(((a0, b0), (a1, b0), (a0, b1), (a1, b1))):
+            if is_dense:
+                index = a + b
+                index = torch.where(index >= size, index - size, index)  # tiny-cuda-nn's `% size` at the far edge
+            else:
+                index = (a ^ b) & (size - 1)
+            torch.add(index, offset, out=indices[corner, lo:hi])
+    return indices, weights
 
 
 class _GridGather(torch.autograd.Function):
@@ -67,7 +93,8 @@ class _GridGather(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, table, index, weight):
-        out = (table[index] * weight[..., None]).sum(dim=0)
+        rows = table.index_select(0, index.reshape(-1)).view(*index.shape, table.shape[1])
+        out = (rows * weight[..., None]).sum(dim=0)
         ctx.save_for_backward(index, weight)
         ctx.table_shape = table.shape
         return out
@@ -96,13 +123,12 @@ class HashGrids2D(nn.Module):
         self.per_grid = self.layout[-1][3] + self.layout[-1][2]
         # tiny-cuda-nn's initialisation: uniform in +-1e-4.
         self.table = nn.Parameter(torch.empty(grids * self.per_grid, features).uniform_(-1e-4, 1e-4))
-        self.register_buffer("grid_offset", torch.arange(grids, dtype=torch.int64) * self.per_grid, persistent=False)
+        self.register_buffer("grid_offset", torch.arange(grids, dtype=torch.int32) * self.per_grid, persistent=False)
         self.naive_backward = naive_backward
         self.output_dim = grids * levels * features
 
     def forward(self, uv: torch.Tensor) -> torch.Tensor:
-        index, weight = corner_indices(uv.detach(), self.layout)   # (4, L, N, G)
-        index = index + self.grid_offset
+        index, weight = corner_indices(uv.detach(), self.layout, self.grid_offset)   # (4, L, N, G)
         if self.naive_backward:  # autograd's own backward of the gather, for comparison
             out = (self.table[index] * weight[..., None]).sum(dim=0)
         else:

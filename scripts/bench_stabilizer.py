@@ -20,14 +20,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("SYNCTALK_MODELS", str(ROOT.parent / "shared" / "models"))
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from engine.face.landmarker import FaceLandmarker  # noqa: E402
-from engine.media.video import read_frames  # noqa: E402
 from engine.progress import Progress  # noqa: E402
 from engine.tracking import stabilize  # noqa: E402
 from engine.tracking.headpose import head_motion_from_poses, reference_pose  # noqa: E402
+from engine.tracking.observations import observe_clip  # noqa: E402
 
 
 def main() -> None:
@@ -37,23 +35,13 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    gray, landmarks, transforms, valid = [], [], [], []
-    with FaceLandmarker() as landmarker:
-        for index, rgb in enumerate(read_frames(args.clip, 25)):
-            if args.frames is not None and index == args.frames:
-                break
-            seen = landmarker.analyse(rgb)
-            gray.append(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
-            landmarks.append(seen.landmarks)
-            transforms.append(seen.transform)
-            valid.append(seen.faces == 1)
-    gray = np.array(gray)
+    gray, landmarks, transforms, valid = observe_clip(args.clip, args.frames)
     analysed = time.perf_counter()
     print(f"{args.clip}: {len(gray)} frames {gray.shape[2]}x{gray.shape[1]}, "
           f"MediaPipe analysis {analysed - started:.1f} s")
 
     cpu_before, wall_before = time.process_time(), time.perf_counter()
-    result = stabilize(gray, np.array(landmarks), np.array(transforms), np.array(valid), gray.shape[1],
+    result = stabilize(gray, landmarks, transforms, valid, gray.shape[1],
                        Progress("bar"))
     wall, cpu = time.perf_counter() - wall_before, time.process_time() - cpu_before
 

@@ -9,6 +9,7 @@ from engine.tracking import StabilizerResult, stabilize
 from engine.tracking.bundle_adjust import BundleSettings, Observations, bundle_adjust, project
 from engine.tracking.headpose import (head_motion_from_poses, jitter, poses_from_head_motion, reference_pose,
                                       rotation_from_vector, vector_from_rotation)
+from engine.tracking.observations import observe_clip
 
 
 def _synthetic_scene(rng, n_frames=120, n_points=60, focal=300.0):
@@ -100,21 +101,7 @@ def test_jitter_measures_second_differences():
 @pytest.fixture(scope="module")
 def lieu_clip():
     """3.6 s (90 frames) of real footage with MediaPipe's analysis; the 256x256 frame is the crop."""
-    import cv2
-
-    from engine.face.landmarker import FaceLandmarker
-    from engine.media.video import read_frames
-    gray, landmarks, transforms, valid = [], [], [], []
-    with FaceLandmarker() as landmarker:
-        for index, rgb in enumerate(read_frames(shared_file("video", "lieu_60s.mp4"), 25)):
-            if index == 90:
-                break
-            seen = landmarker.analyse(rgb)
-            gray.append(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
-            landmarks.append(seen.landmarks)
-            transforms.append(seen.transform)
-            valid.append(seen.faces == 1)
-    return np.array(gray), np.array(landmarks), np.array(transforms), np.array(valid)
+    return observe_clip(shared_file("video", "lieu_60s.mp4"), max_frames=90)
 
 
 def test_stabilizer_on_real_footage(lieu_clip):

@@ -185,3 +185,19 @@ def test_train_ave_cli_on_a_subject(may_subject, tmp_path, capsys):
     from engine.audio.ave import AveEncoder
     features = AveEncoder.load(out).encode(load_audio(may_subject.audio_path))
     assert features.shape == (int(len(load_audio(may_subject.audio_path)) / 16000 * 25), 512)
+
+
+def test_speech_drives_the_mouth_of_heads_trained_on_mouth_curves(trained):
+    """Without curves, a head conditioned on the mouth curves gets them from the speech, not from replay."""
+    from engine.expression.predict import MOUTH_INDEX
+    from engine.render.driving import drive_speech
+    subject, _ = trained
+    speech = load_audio(shared_file("audio", "zh_8s.wav"))
+    replayed = drive_speech(subject, speech, "mel", 8)
+    spoken = drive_speech(subject, speech, "mel", 8, mouth_from_speech=True)
+    others = np.setdiff1d(np.arange(len(ARKIT_NAMES)), MOUTH_INDEX)
+    np.testing.assert_array_equal(spoken.blendshapes[:, others], replayed.blendshapes[:, others])
+    np.testing.assert_array_equal(spoken.poses, replayed.poses)
+    expected = Animator(subject)(speech, subject.fps, head="none").weights[:, MOUTH_INDEX]
+    np.testing.assert_allclose(spoken.blendshapes[:, MOUTH_INDEX], expected[:len(spoken)], atol=1e-6)
+    assert not np.allclose(spoken.blendshapes[:, JAW], replayed.blendshapes[:, JAW])

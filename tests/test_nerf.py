@@ -100,9 +100,6 @@ class _Sphere(torch.nn.Module):
     def rgb(self, geometry, directions, latents):
         return torch.tensor([0.2, 0.6, 0.9]).expand(len(directions), 3)
 
-    def point_uncertainty(self, spatial):
-        return torch.zeros(len(spatial))
-
 
 @pytest.mark.parametrize("training", [False, True])
 def test_raymarch_renders_a_known_density(training):
@@ -202,6 +199,27 @@ def test_resume_finishes_and_records_the_model(trained, subject_dir):
     meta = json.loads((subject_dir / "subject.json").read_text())
     assert meta["models"]["head"]["audio_encoder"] == "mel"
     assert meta["models"]["head"]["stages"] == ["head", "lip", "torso"]
+
+
+def test_audio_code_carries_the_mouth_curves(trained, subject_dir):
+    """The readout of the audio code follows the tracked jawOpen on the frames it was trained on."""
+    from engine.arkit import ARKIT_INDEX
+    from engine.nerf.dataset import audio_features
+    from engine.audio.features import windows
+    from engine.nerf.model import TalkingHead
+    from engine.subject.format import Subject
+    subject = Subject(subject_dir)
+    head = TalkingHead.load(subject, device="cpu")
+    channels = head.config["audio_supervision"]
+    assert ARKIT_INDEX["jawOpen"] in channels
+    frames = np.array(head.config["train_frames"])
+    audio = windows(audio_features(subject, "mel").astype(np.float32), 8)[frames]
+    with torch.no_grad():
+        read = head.model.mouth_from_audio(torch.from_numpy(audio))[:, channels.index(ARKIT_INDEX["jawOpen"])]
+    truth = subject.tracks["blendshapes"][frames, ARKIT_INDEX["jawOpen"]]
+    assert np.corrcoef(read.numpy(), truth)[0, 1] > 0.6
+    assert "audio_mouth_r" in head.config["metrics"]
+    assert not head.follows_mouth_curves  # the default expression set is SyncTalk's upper face
 
 
 def test_talking_head_renders_frames(trained, subject_dir):

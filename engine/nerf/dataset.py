@@ -9,13 +9,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..arkit import ARKIT_NAMES, UPPER_FACE
+from ..arkit import ARKIT_NAMES, MOUTH_AND_JAW, UPPER_FACE
 from ..errors import EngineError
 from ..subject.format import LABEL_HEAD, Subject
 
 # MediaPipe face mesh: the outer lip contour.
 LIP_LANDMARKS = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185]
 HEAD_MARGIN = 6  # pixels around the head mask where rays still learn "empty"
+MOUTH_MIN_STD = 0.01  # mouth curves that barely move in the clip carry no signal for the audio code
 
 
 def expression_indices(expression: str) -> list[int]:
@@ -101,6 +102,17 @@ class SubjectData:
             stage.close()
         self.row_of = {int(index): row for row, index in enumerate(self.frames)}
         self.n_train = len(self.train_frames)
+
+    def mouth_channels(self) -> list[int]:
+        """ARKit indices of the mouth and jaw curves that move in the training frames."""
+        curves = self.subject.tracks["blendshapes"][self.train_frames]
+        return [i for i in (ARKIT_NAMES.index(n) for n in MOUTH_AND_JAW) if curves[:, i].std() > MOUTH_MIN_STD]
+
+    def mouth_targets(self, channels: list[int]) -> np.ndarray:
+        """(n_subject_frames, len(channels)) mouth curves standardised over the training frames."""
+        curves = self.subject.tracks["blendshapes"][:, channels].astype(np.float32)
+        train = curves[self.train_frames]
+        return (curves - train.mean(0)) / np.maximum(train.std(0), MOUTH_MIN_STD)
 
     # Conditioning of the frames in rows -> tensors
     def conditioning(self, rows: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -8,6 +8,11 @@ For a point x seen from direction d in frame f:
   density, geometry = MLP(spatial, audio * mask_a, express * mask_e)
   colour   = MLP(geometry, SH(d), per-frame latent)
   uncertainty = MLP(spatial): how much this point is allowed to be wrong (re-weights the loss)
+
+Training also reads the mouth's blendshapes out of the audio code (a linear readout supervised with
+the tracked mouth curves): SyncTalk gets audio features that agree with lip motion from its
+audio-visual encoder; this readout gives our encoders' codes the same push from the first step,
+instead of waiting for the photometric loss of the few mouth pixels to shape them.
 """
 from __future__ import annotations
 
@@ -89,7 +94,7 @@ class HeadField(nn.Module):
 
     def __init__(self, audio_dim: int, n_latents: int, expression_dim: int = 7, audio_window: int = 8,
                  encoding: dict | None = None, latent_dim: int = 4, audio_code_dim: int = 32,
-                 hidden: int = 64, geometry_dim: int = 64, use_tcnn: bool = False):
+                 hidden: int = 64, geometry_dim: int = 64, mouth_outputs: int = 0, use_tcnn: bool = False):
         super().__init__()
         self.encoding = TriPlaneEncoding(**(encoding or {}), use_tcnn=use_tcnn)
         spatial = self.encoding.output_dim
@@ -100,11 +105,16 @@ class HeadField(nn.Module):
         self.uncertainty = mlp([spatial, 32, 1])
         self.latents = nn.Embedding(n_latents, latent_dim)
         nn.init.zeros_(self.latents.weight)
+        self.mouth_readout = nn.Linear(audio_code_dim, mouth_outputs) if mouth_outputs else None
         self.audio_code_dim, self.expression_dim = audio_code_dim, expression_dim
 
     def frame_codes(self, audio_windows: torch.Tensor, expressions: torch.Tensor) -> torch.Tensor:
         """(B, W, dim), (B, E) -> (B, code + E): the per-frame conditioning, computed once per frame."""
         return torch.cat([self.audio(audio_windows), expressions], dim=-1)
+
+    def mouth_from_audio(self, audio_windows: torch.Tensor) -> torch.Tensor:
+        """(B, W, dim) -> (B, mouth_outputs): the mouth curves the audio code carries (training signal)."""
+        return self.mouth_readout(self.audio(audio_windows))
 
     def geometry(self, spatial: torch.Tensor, codes: torch.Tensor):
         """spatial (N, S), codes (N, code + E) -> density (N,), geometry feature (N, G), attention (N, code+E)."""

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..arkit import ARKIT_INDEX, MOUTH_AND_JAW
 from ..errors import EngineError
 from ..subject.format import LABEL_HEAD
 from .field import HeadField
@@ -42,6 +43,7 @@ class HeadModel(nn.Module):
         self.field = HeadField(audio_dim=config["audio_dim"], n_latents=config["n_latents"],
                                expression_dim=len(config["expression_indices"]),
                                audio_window=config["audio_window"], encoding=config["encoding"],
+                               mouth_outputs=len(config.get("audio_supervision", [])),
                                use_tcnn=config.get("use_tcnn", False))
         self.grid = OccupancyGrid(config["box_lo"], config["box_hi"], config["grid_resolution"])
         self.torso = TorsoNet(config["n_latents"], config["size"])
@@ -50,6 +52,9 @@ class HeadModel(nn.Module):
 
     def frame_codes(self, audio_windows: torch.Tensor, expressions: torch.Tensor) -> torch.Tensor:
         return self.field.frame_codes((audio_windows - self.audio_mean) / self.audio_std, expressions)
+
+    def mouth_from_audio(self, audio_windows: torch.Tensor) -> torch.Tensor:
+        return self.field.mouth_from_audio((audio_windows - self.audio_mean) / self.audio_std)
 
     def latents_for(self, rows: torch.Tensor) -> torch.Tensor:
         """Per-frame latent codes; rows >= n_latents (frames not trained on) get the mean code."""
@@ -101,6 +106,8 @@ class TalkingHead:
         self.intrinsics = {k: float(v) for k, v in config["intrinsics"].items()}
         self.latent_row = {int(f): row for row, f in enumerate(config["train_frames"])}
         self.expression_indices = config["expression_indices"]
+        # Trained on the mouth curves (--expression all): they, not only the audio, shape the mouth.
+        self.follows_mouth_curves = any(ARKIT_INDEX[n] in self.expression_indices for n in MOUTH_AND_JAW)
         self.reference_pose = np.asarray(config["reference_pose"], np.float32)
         self.torso_trained = "torso" in config.get("stages_done", [])
         self._background = None

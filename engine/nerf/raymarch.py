@@ -116,7 +116,7 @@ class RenderOutput:
     rgb: torch.Tensor          # (R, 3) premultiplied colour of the head
     opacity: torch.Tensor      # (R,)
     depth: torch.Tensor        # (R,)
-    uncertainty: torch.Tensor  # (R,)
+    uncertainty: torch.Tensor | None  # (R,) training only: it weighs the loss, rendering has no use for it
     attention: torch.Tensor | None  # (P, C) region attention of the evaluated points (training only)
     points: int                # field evaluations with colour
 
@@ -187,14 +187,12 @@ def render_rays(field, grid: OccupancyGrid, rays: Rays, codes: torch.Tensor, lat
         alpha = alpha.index_put((ray_id, sample_id), 1.0 - torch.exp(-density * dt[ray_id]))
         weight = composite(alpha)[ray_id, sample_id]
     else:
-        # Keep the features of every evaluated point, to colour the contributing ones after.
-        evaluated_parts, spatial_parts, geometry_parts = [], [], []
+        # Keep the geometry feature of every evaluated point, to colour the contributing ones after.
+        evaluated_parts, geometry_parts = [], []
 
         def evaluate(index):
-            spatial = field.encoding(xyz01[index])
-            density, geometry, _ = field.geometry(spatial, point_codes[index])
+            density, geometry, _ = field.geometry(field.encoding(xyz01[index]), point_codes[index])
             evaluated_parts.append(index)
-            spatial_parts.append(spatial)
             geometry_parts.append(geometry)
             return density
 
@@ -205,10 +203,9 @@ def render_rays(field, grid: OccupancyGrid, rays: Rays, codes: torch.Tensor, lat
         ray_id, sample_id, weight = ray_id[index], sample_id[index], weight[index]
         if len(index):
             rgb = field.rgb(torch.cat(geometry_parts)[keep], rays.directions[ray_id], latents[rays.frame[ray_id]])
-            uncertainty = field.point_uncertainty(torch.cat(spatial_parts)[keep])
         else:
-            rgb, uncertainty = torch.zeros((0, 3), device=device), torch.zeros(0, device=device)
-        attention = None
+            rgb = torch.zeros((0, 3), device=device)
+        uncertainty = attention = None
 
     def accumulate(values):
         out = torch.zeros((n_rays,) + values.shape[1:], dtype=values.dtype, device=device)
@@ -216,5 +213,6 @@ def render_rays(field, grid: OccupancyGrid, rays: Rays, codes: torch.Tensor, lat
 
     return RenderOutput(rgb=accumulate(weight[:, None] * rgb), opacity=accumulate(weight),
                         depth=accumulate(weight * t[ray_id, sample_id]),
-                        uncertainty=accumulate(weight * uncertainty), attention=attention,
+                        uncertainty=None if uncertainty is None else accumulate(weight * uncertainty),
+                        attention=attention,
                         points=len(ray_id))

@@ -33,7 +33,11 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 GRID_WARMUP_STEPS = 64       # every allowed cell stays occupied until the field has learnt something
 OUTSIDE_OPACITY_WEIGHT = 1e-2  # keeps the head's opacity off the torso and background
 ATTENTION_SPARSITY = 1e-4      # region attention: audio acts where it must, not everywhere
-BUDGET_SHARE = {"head": 0.78, "lip": 0.14, "torso": 0.08}  # of Preset.time_budget_s
+BUDGET_SHARE = {"head": 0.70, "lip": 0.22, "torso": 0.08}  # of Preset.time_budget_s
+LIP_RAY_SHARE = 0.25           # of the head stage's rays drawn inside the lip box (the mouth is ~3 % of the head)
+AUDIO_SUPERVISION = 0.1        # weight of the mouth-curves readout of the audio code
+AUDIO_BATCH, AUDIO_DROPOUT = 128, 0.3  # frames per readout step; input dropout against over-fitting the clip
+AUDIO_WARMUP_STEPS = 500       # readout-only steps before the NeRF starts
 BOX_LO, BOX_HI = (-1.3, -1.5, -1.3), (1.3, 1.6, 1.0)  # decimetres, MediaPipe's canonical head frame
 
 
@@ -87,6 +91,7 @@ class Trainer:
         if self.lpips is None:
             progress.info("LPIPS weights not present: the lip stage uses L1 only")
         self.eval_row = self.data.n_train + len(self.data.test_frames) // 2
+        self.mouth = self.data.mouth_targets(self.model.config.get("audio_supervision", []))
 
     def _config(self, encoder: str, expression: str, audio_dim: int) -> dict:
         data = self.data
@@ -97,6 +102,7 @@ class Trainer:
                 "size": data.size, "intrinsics": data.intrinsics, "n_latents": data.n_train,
                 "train_frames": [int(f) for f in data.train_frames],
                 "reference_pose": data.reference_pose.tolist(), "preset": self.preset.name,
+                "audio_supervision": data.mouth_channels(),
                 "use_tcnn": self.device.type == "cuda" and tcnn_available()}
 
     def _optimizers(self) -> dict:
@@ -151,6 +157,7 @@ class Trainer:
                         metrics = {"loss": round(loss, 5), "steps_per_s": round((self.step - started_step) / elapsed, 3)}
                         if name != "torso" and (self.step % self.preset.eval_every == 0 or self.step == total):
                             self.metrics["heldout_psnr"] = round(self.heldout_psnr(), 2)
+                            self.metrics["audio_mouth_r"] = self.audio_mouth_correlation()
                             metrics["psnr"] = self.metrics["heldout_psnr"]
                         bar.advance(1, **metrics)
                         if self.step % self.preset.checkpoint_every == 0 and self.step < total:
@@ -211,15 +218,21 @@ class Trainer:
         self._set_lr(optimizer, done)
         if step >= GRID_WARMUP_STEPS and step % self.preset.grid_update_every == 0:
             self._update_grid()
+        if step == 0:
+            self.fit_audio_code()
         rows = self._frames(self.preset.frames_per_step)
-        slot, x, y = self.data.pixels_in_boxes(rows, self.data.head_box, self.preset.rays_per_step // len(rows),
-                                               self.rng)
+        per_frame = self.preset.rays_per_step // len(rows)
+        lip_rays = int(per_frame * LIP_RAY_SHARE)
+        head = self.data.pixels_in_boxes(rows, self.data.head_box, per_frame - lip_rays, self.rng)
+        lips = self.data.pixels_in_boxes(rows, self.data.lip_box, lip_rays, self.rng)
+        slot, x, y = (np.concatenate(pair) for pair in zip(head, lips))
         out, pred, target, frame_rows = self._render_pixels(rows, slot, x, y, training=True)
         outside = torch.from_numpy(~self.data.head_mask[frame_rows, y, x]).to(self.device).float()
         loss = (losses.uncertainty_weighted_l1(pred, target, out.uncertainty)
                 + OUTSIDE_OPACITY_WEIGHT * (out.opacity * outside).mean())
         if out.attention is not None and len(out.attention):
             loss = loss + ATTENTION_SPARSITY * out.attention.mean()
+        loss = loss + AUDIO_SUPERVISION * self.audio_loss()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -246,10 +259,52 @@ class Trainer:
             shape = (1, int(box[3] - box[1]), int(box[2] - box[0]), 3)
             as_image = lambda t: t.reshape(shape).permute(0, 3, 1, 2) * 2 - 1  # noqa: E731
             loss = loss + 0.01 * self.lpips(as_image(pred), as_image(target)).mean()
+        loss = loss + AUDIO_SUPERVISION * self.audio_loss()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         return float(loss.detach())
+
+    def audio_loss(self) -> torch.Tensor:
+        """Mean squared error of the mouth curves read out of the audio code, on random training frames."""
+        if self.model.field.mouth_readout is None:
+            return torch.zeros((), device=self.device)
+        index = self.data.frames[self._frames(AUDIO_BATCH)]
+        windows = torch.from_numpy(self.data.audio_windows[index]).to(self.device)
+        windows = torch.nn.functional.dropout(windows, AUDIO_DROPOUT, training=True)
+        target = torch.from_numpy(self.mouth[index]).to(self.device)
+        return ((self.model.mouth_from_audio(windows) - target) ** 2).mean()
+
+    def fit_audio_code(self) -> None:
+        """Before the NeRF: shape the audio code on the mouth curves alone (seconds on a CPU)."""
+        if self.model.field.mouth_readout is None:
+            return
+        optimizer = self.optimizers["head"]
+        with self.progress.stage("audio code from the mouth curves", AUDIO_WARMUP_STEPS) as bar:
+            for _ in range(AUDIO_WARMUP_STEPS):
+                self._set_lr(optimizer, 0.0)
+                loss = self.audio_loss()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                bar.advance(1, loss=round(float(loss.detach()), 4))
+        self.metrics["audio_mouth_r"] = self.audio_mouth_correlation()
+
+    @torch.no_grad()
+    def audio_mouth_correlation(self) -> float | None:
+        """Held-out correlation of jawOpen read out of the audio code with the tracked jawOpen."""
+        from ..arkit import ARKIT_INDEX
+        channels = self.model.config.get("audio_supervision", [])
+        test = self.data.test_frames
+        if ARKIT_INDEX["jawOpen"] not in channels or len(test) < 3:
+            return None
+        column = channels.index(ARKIT_INDEX["jawOpen"])
+        windows = torch.from_numpy(self.data.audio_windows[test]).to(self.device)
+        predicted = self.model.mouth_from_audio(windows)[:, column].cpu().numpy()
+        truth = self.mouth[test, column]
+        if predicted.std() < 1e-8 or truth.std() < 1e-8:
+            return None
+        return round(float(np.corrcoef(predicted, truth)[0, 1]), 3)
 
     def torso_step(self, step: int, done: float) -> float:
         optimizer = self.optimizers["torso"]

@@ -51,7 +51,8 @@ def run(args, progress) -> dict:
     head = TalkingHead.load(subject, device=args.device)
     progress.info(f"audio features: {head.audio_encoder}")
     driving = drive_speech(subject, samples, head.audio_encoder, head.audio_window, curves,
-                           curves_path=args.curves, progress=progress)
+                           curves_path=args.curves, progress=progress,
+                           mouth_from_speech=head.follows_mouth_curves)
     total = len(driving)
     start, stop = parse_range(args.frames, total)
     driving = driving.slice(start, stop)

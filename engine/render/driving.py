@@ -5,7 +5,9 @@ The speech sets the length. Without curves, poses and blendshapes are replayed f
 training frames, walked forward and back (0, 1, ..., n-1, n-1, ..., 0, 0, 1, ...) as the original does,
 so a long speech never jumps from the last frame back to the first. With curves, blendshapes and
 head motion come from the curves (what an animator edited on the rig); the subject frame still
-ping-pongs, for the torso and background.
+ping-pongs, for the torso and background. A head trained on the mouth curves (`--expression all`)
+gets them from the speech through the subject's audio -> blendshape model when no curves are given:
+replayed mouth curves would belong to other words.
 
 Everything is computed for the whole speech and then sliced, so a range `A:B` gets exactly the
 inputs (audio context at its edges included) that frames A..B-1 get in a full render.
@@ -83,9 +85,29 @@ def resample_curves(curves, fps: float, n_frames: int, progress=None, path=None)
     return at(curves.weights), at(curves.head_rotation), at(curves.head_translation)
 
 
+def mouth_curves_from_speech(subject: Subject, samples: np.ndarray, n_frames: int, models_dir=None) -> np.ndarray:
+    """(n_frames, len(MOUTH_AND_JAW)): the subject's expression model's mouth and jaw curves for the speech."""
+    from ..expression.animate import Animator
+    from ..expression.predict import MOUTH_INDEX
+    weights = Animator(subject, models_dir=models_dir)(samples, subject.fps, head="none").weights[:, MOUTH_INDEX]
+    if len(weights) < n_frames:  # the two frame counts may round differently by one frame
+        weights = np.concatenate([weights, np.repeat(weights[-1:], n_frames - len(weights), axis=0)])
+    return weights[:n_frames]
+
+
+def with_mouth_from_speech(blendshapes: np.ndarray, mouth: np.ndarray) -> np.ndarray:
+    from ..expression.predict import MOUTH_INDEX
+    blendshapes = np.array(blendshapes, np.float32)
+    blendshapes[:, MOUTH_INDEX] = mouth
+    return blendshapes
+
+
 def drive_speech(subject: Subject, samples: np.ndarray, encoder_name: str, window: int, curves=None,
-                 curves_path=None, progress=None, models_dir=None) -> Driving:
-    """The driving of a whole speech (16 kHz mono samples), from curves when given, else replayed."""
+                 curves_path=None, progress=None, models_dir=None, mouth_from_speech: bool = False) -> Driving:
+    """The driving of a whole speech (16 kHz mono samples), from curves when given, else replayed.
+
+    mouth_from_speech: without curves, take the mouth curves from the speech (heads trained on them).
+    """
     fps = subject.fps
     n = frame_count(samples, fps)
     train = subject.split("train")
@@ -97,6 +119,8 @@ def drive_speech(subject: Subject, samples: np.ndarray, encoder_name: str, windo
     if curves is None:
         blendshapes = subject.tracks["blendshapes"][frame_index]
         poses = subject.tracks["pose"][frame_index]
+        if mouth_from_speech:
+            blendshapes = with_mouth_from_speech(blendshapes, mouth_curves_from_speech(subject, samples, n, models_dir))
     else:
         from ..tracking.headpose import poses_from_head_motion, reference_pose
         blendshapes, rotation, translation = resample_curves(curves, fps, n, progress, curves_path)
@@ -106,13 +130,20 @@ def drive_speech(subject: Subject, samples: np.ndarray, encoder_name: str, windo
 
 
 def drive_frames(subject: Subject, indices: np.ndarray, encoder_name: str, window: int,
-                 models_dir=None) -> Driving:
-    """The subject's own frames with their own audio, blendshapes and poses (held-out evaluation)."""
+                 models_dir=None, mouth_from_speech: bool = False) -> Driving:
+    """The subject's own frames with their own audio, blendshapes and poses (held-out evaluation).
+
+    mouth_from_speech: the mouth curves predicted from the frames' audio instead of their tracked ones.
+    """
     from ..media.audio import load_audio
     samples = load_audio(subject.audio_path)
     audio = audio_windows(samples, encoder_name, subject.fps, subject.n_frames, window, models_dir)
     indices = np.asarray(indices, np.int64)
-    return Driving(subject.fps, indices, audio[indices], subject.tracks["blendshapes"][indices].astype(np.float32),
+    blendshapes = subject.tracks["blendshapes"][indices]
+    if mouth_from_speech:
+        mouth = mouth_curves_from_speech(subject, samples, subject.n_frames, models_dir)[indices]
+        blendshapes = with_mouth_from_speech(blendshapes, mouth)
+    return Driving(subject.fps, indices, audio[indices], blendshapes.astype(np.float32),
                    subject.tracks["pose"][indices].astype(np.float32))
 
 

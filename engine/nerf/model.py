@@ -72,19 +72,31 @@ class HeadModel(nn.Module):
         return render_rays(self.field, self.grid, rays, codes, latents, samples, perturb, training)
 
     def head_pixels(self, c2w: np.ndarray, intrinsics: dict, size: int) -> np.ndarray:
-        """(size, size) bool: pixels whose rays can meet an occupied cell (cell centres projected, grown by a cell)."""
+        """(size, size) bool: pixels whose rays can meet an occupied cell.
+
+        The occupied cells are merged 2x2x2 first (8x fewer points to project every frame); each merged
+        cell's centre is projected and grown by the merged cell's reach in pixels.
+        """
         import cv2
-        if not hasattr(self, "_occupied_centres") or self._occupied_version != self.grid.occupied.sum().item():
-            centres = self.grid.cell_centres()[self.grid.occupied.cpu()]
-            self._occupied_centres, self._occupied_version = centres.numpy(), self.grid.occupied.sum().item()
+        version = int(self.grid.occupied.sum().item())
+        if getattr(self, "_occupied_version", None) != version:
+            r = self.grid.resolution
+            occupied = self.grid.occupied.reshape(1, 1, r, r, r).float()
+            coarse = torch.nn.functional.max_pool3d(occupied, 2)[0, 0].cpu().numpy() > 0
+            ijk = np.argwhere(coarse).astype(np.float32)
+            lo, hi = self.grid.lo.cpu().numpy(), self.grid.hi.cpu().numpy()
+            self._occupied_centres = lo + (ijk + 0.5) / coarse.shape[0] * (hi - lo)
+            self._occupied_cell = float((hi - lo).max()) * 2 / r
+            self._occupied_version = version
         pixels, depth = project(self._occupied_centres, c2w.astype(np.float64), intrinsics)
         front = depth > 0
         px, py = np.floor(pixels[front]).astype(np.int64).T
         inside = (px >= 0) & (py >= 0) & (px < size) & (py < size)
         covered = np.zeros((size, size), np.uint8)
         covered[py[inside], px[inside]] = 1
-        cell = float((self.grid.hi - self.grid.lo).max()) / self.grid.resolution
-        reach = int(np.ceil(intrinsics["fx"] * cell / max(float(depth[front].min()), 1e-3))) if front.any() else 1
+        # Half the merged cell's diagonal, in pixels at the nearest depth, plus one for the floor().
+        reach = int(np.ceil(intrinsics["fx"] * self._occupied_cell * 0.87 / max(float(depth[front].min()), 1e-3))) + 1 \
+            if front.any() else 1
         return cv2.dilate(covered, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)) > 0
 
 

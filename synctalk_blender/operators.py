@@ -159,6 +159,14 @@ class _EngineJobOperator:
         return {"FINISHED"}
 
 
+def train_arguments(subject: Path, s) -> list[str]:
+    """The engine's `train` command for the scene settings `s`."""
+    arguments = ["train", str(subject), "--preset", s.preset, "--device", preferences().device]
+    if s.rig_drives_mouth:
+        arguments += ["--expression", "all"]
+    return arguments
+
+
 class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
     """Turn a clip of one person talking into a trained subject (preprocess, then train)"""
     bl_idname = "synctalk.train_subject"
@@ -176,7 +184,7 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
                 raise UserError(f"{exc}, or choose a clip file") from exc
         name = re.sub(r"[^\w.-]+", "_", s.subject_name or clip.stem)
         self._subject = subjects_dir() / name
-        train = ["train", str(self._subject), "--preset", s.preset, "--device", preferences().device]
+        train = train_arguments(self._subject, s)
         if (self._subject / "subject.json").is_file():
             # Preprocessed already (an earlier run, maybe cancelled): train, from its checkpoint if it has one.
             resume = ["--resume"] if (self._subject / "model" / "checkpoint.safetensors").is_file() else []

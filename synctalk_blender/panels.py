@@ -42,6 +42,7 @@ class SYNCTALK_PT_train(_SequencerPanel, bpy.types.Panel):
             layout.label(text="Uses the selected movie strip", icon="SEQUENCE")
         layout.prop(s, "subject_name")
         layout.prop(s, "preset")
+        layout.prop(s, "rig_drives_mouth")
         layout.prop(s, "size")
         layout.operator("synctalk.train_subject", icon="PLAY")
         draw_job(layout)

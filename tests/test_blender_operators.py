@@ -114,6 +114,19 @@ def trained(tmp_path_factory):
     return {"folder": folder, "clip": clip, "steps": {}}
 
 
+def test_rig_drives_the_mouth_trains_on_all_52_curves(scene, tmp_path):
+    from synctalk_blender.operators import train_arguments
+    scene.synctalk.preset = "preview"
+    assert "--expression" not in train_arguments(tmp_path / "s", scene.synctalk)
+    scene.synctalk.rig_drives_mouth = True
+    try:
+        arguments = train_arguments(tmp_path / "s", scene.synctalk)
+    finally:
+        scene.synctalk.rig_drives_mouth = False
+    assert arguments[:4] == ["train", str(tmp_path / "s"), "--preset", "preview"]
+    assert arguments[-2:] == ["--expression", "all"]
+
+
 def test_train_subject_cancel_leaves_a_resumable_subject_then_resumes(scene, trained, monkeypatch):
     monkeypatch.setenv("SYNCTALK_SUBJECTS", str(trained["folder"]))
     scene.synctalk.clip, scene.synctalk.subject_name, scene.synctalk.preset = str(trained["clip"]), "lieu", "tiny"

@@ -44,7 +44,7 @@ PRESETS = {
                    samples=32, torso_rays=1024, grid_resolution=32, grid_update_every=8, checkpoint_every=20,
                    eval_every=20, encoding=dict(levels=6, features=1, base_resolution=16, finest_resolution=128,
                                                 log2_table=12), max_frames=12),
-    "preview": Preset("preview", head_steps=5000, lip_steps=1500, torso_steps=500, rays_per_step=1536,
+    "preview": Preset("preview", head_steps=7000, lip_steps=2500, torso_steps=800, rays_per_step=1536,
                       frames_per_step=4, samples=40, torso_rays=4096, eval_every=200, time_budget_s=38 * 60),
     "standard": Preset("standard", head_steps=20000, lip_steps=8000, torso_steps=5000, rays_per_step=16384,
                        frames_per_step=8, samples=96, torso_rays=16384, checkpoint_every=2000, eval_every=1000),

@@ -1,7 +1,9 @@
 """Training a subject's head: the head stage, lip fine-tuning, and the torso stage (REFERENCE.md "Model").
 
-head   rays inside each frame's head box, rendered over the frame's torso plate; uncertainty-
-       weighted L1; the occupancy grid re-measured every few steps.
+head   rays inside each frame's head box (a quarter of them inside its lip box), rendered over the
+       frame's torso plate; uncertainty-weighted L1; the occupancy grid re-measured every few steps.
+       The audio code is first fitted to the tracked mouth curves alone, then kept on them by a small
+       readout loss through the head and lip stages (engine/nerf/field.py says why).
 lip    alternates the whole lip box of a frame and random patches (L1, + LPIPS when its weights
        are present), at a lower learning rate.
 torso  the 2D pose-conditioned torso network over the background plate.

@@ -201,3 +201,10 @@ def test_speech_drives_the_mouth_of_heads_trained_on_mouth_curves(trained):
     expected = Animator(subject)(speech, subject.fps, head="none").weights[:, MOUTH_INDEX]
     np.testing.assert_allclose(spoken.blendshapes[:, MOUTH_INDEX], expected[:len(spoken)], atol=1e-6)
     assert not np.allclose(spoken.blendshapes[:, JAW], replayed.blendshapes[:, JAW])
+    # Held-out evaluation of such a head: the frames' own audio drives the mouth, the rest stays tracked.
+    from engine.render.driving import drive_frames
+    held_out = subject.split("test")
+    scored = drive_frames(subject, held_out, "mel", 8, mouth_from_speech=True)
+    own = Animator(subject)(load_audio(subject.audio_path), subject.fps, head="none").weights
+    np.testing.assert_allclose(scored.blendshapes[:, MOUTH_INDEX], own[held_out][:, MOUTH_INDEX], atol=1e-6)
+    np.testing.assert_array_equal(scored.blendshapes[:, others], subject.tracks["blendshapes"][held_out][:, others])

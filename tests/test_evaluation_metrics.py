@@ -97,3 +97,20 @@ def test_correlation_is_undefined_for_a_constant_series():
     assert metrics.correlation(np.sin(t), 2 * np.sin(t) + 1) == pytest.approx(1.0)
     assert metrics.correlation(np.sin(t), -np.sin(t)) == pytest.approx(-1.0)
     assert metrics.correlation(np.ones(50), np.sin(t)) is None
+
+
+def test_eye_opening_sees_a_real_blink():
+    """lieu_60s: frame 1453 is mid-blink, frame 1363 has open eyes (checked by eye in the evaluation grid)."""
+    from conftest import shared_file
+    from engine.face.landmarker import FaceLandmarker
+    from engine.media.video import read_frames
+    wanted = {1363: None, 1453: None}
+    for index, rgb in enumerate(read_frames(shared_file("video", "lieu_60s.mp4"), 25)):
+        if index in wanted:
+            wanted[index] = rgb
+        if index >= max(wanted):
+            break
+    with FaceLandmarker() as landmarker:
+        gaps = {index: metrics.eye_opening(landmarker.analyse(rgb).landmarks, rgb.shape[0]) for index, rgb in wanted.items()}
+    assert gaps[1453] < 0.5 * gaps[1363]
+    assert 5 < gaps[1363] < 40  # an open eye's lid gap, in pixels of a 512-px frame

@@ -58,6 +58,7 @@ def run(args, progress) -> dict:
                          "raw": "render as drawn: head over torso over the background plate",
                          "lmd": "mean 2D distance of 40 MediaPipe lip landmarks, pixels at 512",
                          "mouth_open_correlation": "Pearson correlation of the inner-lip gap, render vs truth",
+                         "eye_open_correlation": "Pearson correlation of the eyelid gap, render vs truth",
                          "mouth_from_speech": "heads trained on the mouth curves: the same scores with the mouth "
                                               "curves predicted from the audio instead of tracked"},
                "mouth_from_speech": from_speech}
@@ -66,6 +67,7 @@ def run(args, progress) -> dict:
             "face_ssim": summary["face"]["ssim"], "face_ms_ssim": summary["face"]["ms_ssim"],
             "portrait_psnr": summary["portrait"]["psnr"], "raw_psnr": summary["raw"]["psnr"],
             "lmd": summary["lmd"], "mouth_open_correlation": summary["mouth_open_correlation"],
+            "eye_open_correlation": summary["eye_open_correlation"],
             "frames": summary["frames"],
             "speech_mouth_open_correlation": from_speech["mouth_open_correlation"] if from_speech else None,
             "speech_face_psnr": from_speech["face"]["psnr"] if from_speech else None}

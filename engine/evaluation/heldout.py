@@ -8,7 +8,8 @@ the ground truth (the subject's crop frame) three ways:
 - "face": the face alone (PSNR over the face mask's pixels, SSIM and MS-SSIM over the face box):
   the honest figure.
 Mouth landmarks (MediaPipe) of the portrait and of the truth give LMD and the mouth opening, whose
-correlation over time says whether the lips follow the audio.
+correlation over time says whether the lips follow the audio; the eyelid gap's correlation says
+whether the blinks are rendered.
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ class Evaluation:
     samples: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)  # (index, truth, portrait)
     mouth_truth: list[float] = field(default_factory=list)  # opening per frame (nan: no face found)
     mouth_render: list[float] = field(default_factory=list)
+    eyes_truth: list[float] = field(default_factory=list)   # mean lid gap per frame (nan: no face found)
+    eyes_render: list[float] = field(default_factory=list)
 
     def summary(self) -> dict:
         out = {}
@@ -42,6 +45,8 @@ class Evaluation:
         truth, render = np.array(self.mouth_truth), np.array(self.mouth_render)
         both = np.isfinite(truth) & np.isfinite(render)
         out["mouth_open_correlation"] = metrics.correlation(render[both], truth[both])
+        eyes_truth, eyes_render = np.array(self.eyes_truth), np.array(self.eyes_render)
+        out["eye_open_correlation"] = metrics.correlation(eyes_render[both], eyes_truth[both])
         out["frames"] = len(self.frames)
         out["frames_without_face_in_render"] = int(np.sum(~np.isfinite(render) & np.isfinite(truth)))
         out["frames_without_face_in_truth"] = int(np.sum(~np.isfinite(truth)))
@@ -91,10 +96,10 @@ def evaluate(subject: Subject, head, driving: Driving, progress, samples: int = 
             scores["lmd"] = None
             if seen_truth.faces and seen_render.faces:
                 scores["lmd"] = metrics.landmark_distance(seen_render.landmarks, seen_truth.landmarks, subject.size)
-            result.mouth_truth.append(metrics.mouth_opening(seen_truth.landmarks, subject.size)
-                                      if seen_truth.faces else float("nan"))
-            result.mouth_render.append(metrics.mouth_opening(seen_render.landmarks, subject.size)
-                                       if seen_render.faces else float("nan"))
+            for seen, mouth, eyes in ((seen_truth, result.mouth_truth, result.eyes_truth),
+                                      (seen_render, result.mouth_render, result.eyes_render)):
+                mouth.append(metrics.mouth_opening(seen.landmarks, subject.size) if seen.faces else float("nan"))
+                eyes.append(metrics.eye_opening(seen.landmarks, subject.size) if seen.faces else float("nan"))
             result.frames.append({"index": index, **scores})
             if j in keep:
                 result.samples.append((index, truth, portrait))

@@ -23,6 +23,7 @@ OUTER_LIPS = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 
 INNER_LIPS = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191)
 MOUTH_LANDMARKS = OUTER_LIPS + INNER_LIPS
 UPPER_INNER_LIP, LOWER_INNER_LIP = 13, 14
+EYELIDS = ((159, 145), (386, 374))  # (upper, lower) lid at the middle of the left and right eye
 LANDMARK_SCALE = 512  # LMD and mouth opening are in pixels of a 512-px frame, as the paper reports them
 
 
@@ -143,6 +144,12 @@ def mouth_opening(landmarks: np.ndarray, image_size: int) -> float:
     """Inner-lip gap (upper to lower inner lip, mid-mouth) in pixels of a 512-px frame."""
     gap = landmarks[LOWER_INNER_LIP, :2] - landmarks[UPPER_INNER_LIP, :2]
     return float(np.linalg.norm(gap) * LANDMARK_SCALE / image_size)
+
+
+def eye_opening(landmarks: np.ndarray, image_size: int) -> float:
+    """Mean lid gap of the two eyes in pixels of a 512-px frame (blinks dip to near 0)."""
+    gaps = [np.linalg.norm(landmarks[lower, :2] - landmarks[upper, :2]) for upper, lower in EYELIDS]
+    return float(np.mean(gaps) * LANDMARK_SCALE / image_size)
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float | None:

@@ -13,8 +13,10 @@ from ..arkit import ARKIT_NAMES, MOUTH_AND_JAW, UPPER_FACE
 from ..errors import EngineError
 from ..subject.format import LABEL_HEAD, Subject
 
-# MediaPipe face mesh: the outer lip contour.
+# MediaPipe face mesh: the outer lip contour; the eyelids and brows of both eyes.
 LIP_LANDMARKS = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185]
+EYE_LANDMARKS = [33, 133, 159, 145, 160, 144, 158, 153, 70, 105, 107,       # left eye and brow
+                 263, 362, 386, 374, 387, 373, 385, 380, 300, 334, 336]     # right eye and brow
 HEAD_MARGIN = 6  # pixels around the head mask where rays still learn "empty"
 MOUTH_MIN_STD = 0.01  # mouth curves that barely move in the clip carry no signal for the audio code
 
@@ -44,6 +46,13 @@ def box_of(mask: np.ndarray, margin: int, size: int) -> tuple[int, int, int, int
         return 0, 0, size, size
     return (max(0, xs.min() - margin), max(0, ys.min() - margin),
             min(size, xs.max() + 1 + margin), min(size, ys.max() + 1 + margin))
+
+
+def landmark_box(points: np.ndarray, margin: float, size: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1), exclusive end, around 2D points (pixels), grown by `margin` of their width."""
+    grow = margin * (points[:, 0].max() - points[:, 0].min())
+    return (int(max(0, points[:, 0].min() - grow)), int(max(0, points[:, 1].min() - grow)),
+            int(min(size, points[:, 0].max() + grow + 1)), int(min(size, points[:, 1].max() + grow + 1)))
 
 
 def pose_vector(c2w: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -86,16 +95,15 @@ class SubjectData:
         self.head_mask = np.empty((n, s, s), bool)
         landmarks = tracks["landmarks"]
         self.lip_box = np.empty((n, 4), np.int64)
+        self.eye_box = np.empty((n, 4), np.int64)
         for row, index in enumerate(self.frames):
             self.rgb[row] = subject.frame(index)
             self.torso[row] = subject.torso(index)
             head = subject.parsing(index) == LABEL_HEAD
             self.head_mask[row] = head
             self.head_box[row] = box_of(head, HEAD_MARGIN, s)
-            lips = landmarks[index, LIP_LANDMARKS, :2]
-            margin = 0.25 * (lips[:, 0].max() - lips[:, 0].min())
-            self.lip_box[row] = [int(max(0, lips[:, 0].min() - margin)), int(max(0, lips[:, 1].min() - margin)),
-                                 int(min(s, lips[:, 0].max() + margin + 1)), int(min(s, lips[:, 1].max() + margin + 1))]
+            self.lip_box[row] = landmark_box(landmarks[index, LIP_LANDMARKS, :2], 0.25, s)
+            self.eye_box[row] = landmark_box(landmarks[index, EYE_LANDMARKS, :2], 0.1, s)
             if stage:
                 stage.advance()
         if stage:

@@ -1,6 +1,6 @@
 """Training a subject's head: the head stage, lip fine-tuning, and the torso stage (REFERENCE.md "Model").
 
-head   rays inside each frame's head box (a quarter of them inside its lip box), rendered over the
+head   rays inside each frame's head box (more of them in the lip and eye boxes), rendered over the
        frame's torso plate; uncertainty-weighted L1; the occupancy grid re-measured every few steps.
        The audio code is first fitted to the tracked mouth curves alone, then kept on them by a small
        readout loss through the head and lip stages (engine/nerf/field.py says why).
@@ -36,7 +36,9 @@ GRID_WARMUP_STEPS = 64       # every allowed cell stays occupied until the field
 OUTSIDE_OPACITY_WEIGHT = 1e-2  # keeps the head's opacity off the torso and background
 ATTENTION_SPARSITY = 1e-4      # region attention: audio acts where it must, not everywhere
 BUDGET_SHARE = {"head": 0.70, "lip": 0.22, "torso": 0.08}  # of Preset.time_budget_s
-LIP_RAY_SHARE = 0.25           # of the head stage's rays drawn inside the lip box (the mouth is ~3 % of the head)
+# Of the head stage's rays, the shares drawn inside the lip box and the eyes-and-brows box: the parts that
+# move are a few percent of the head, and uniform rays would leave them to the mean face.
+REGION_RAY_SHARE = {"lip_box": 0.25, "eye_box": 0.10}
 AUDIO_SUPERVISION = 0.1        # weight of the mouth-curves readout of the audio code
 AUDIO_BATCH, AUDIO_DROPOUT = 128, 0.3  # frames per readout step; input dropout against over-fitting the clip
 AUDIO_WARMUP_STEPS = 500       # readout-only steps before the NeRF starts
@@ -224,10 +226,11 @@ class Trainer:
             self.fit_audio_code()
         rows = self._frames(self.preset.frames_per_step)
         per_frame = self.preset.rays_per_step // len(rows)
-        lip_rays = int(per_frame * LIP_RAY_SHARE)
-        head = self.data.pixels_in_boxes(rows, self.data.head_box, per_frame - lip_rays, self.rng)
-        lips = self.data.pixels_in_boxes(rows, self.data.lip_box, lip_rays, self.rng)
-        slot, x, y = (np.concatenate(pair) for pair in zip(head, lips))
+        counts = {box: int(per_frame * share) for box, share in REGION_RAY_SHARE.items()}
+        counts["head_box"] = per_frame - sum(counts.values())
+        parts = [self.data.pixels_in_boxes(rows, getattr(self.data, box), count, self.rng)
+                 for box, count in counts.items()]
+        slot, x, y = (np.concatenate(arrays) for arrays in zip(*parts))
         out, pred, target, frame_rows = self._render_pixels(rows, slot, x, y, training=True)
         outside = torch.from_numpy(~self.data.head_mask[frame_rows, y, x]).to(self.device).float()
         loss = (losses.uncertainty_weighted_l1(pred, target, out.uncertainty)

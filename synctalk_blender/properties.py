@@ -70,10 +70,11 @@ class SyncTalkSceneSettings(bpy.types.PropertyGroup):
     subject_name: StringProperty(name="Name", description="Subject name; empty: the clip's file name")
     preset: EnumProperty(name="Preset", items=TRAIN_PRESETS, default="preview")
     rig_drives_mouth: BoolProperty(
-        name="Rig Drives the Mouth", default=False,
+        name="Rig Drives the Mouth", default=True,
         description="Also teach the head the mouth and jaw curves (all 52 blendshapes), so hand edits of jawOpen, "
-                    "mouthFunnel... on the rig show up in renders. Off: the mouth follows the audio alone, as in "
-                    "SyncTalk, and only the brow and blink curves drive the face")
+                    "mouthFunnel... on the rig show up in renders (it also scored the better lip sync from audio). "
+                    "Off: the mouth follows the audio alone, as in SyncTalk, and only the brow and blink curves "
+                    "drive the face")
     size: IntProperty(name="Resolution", default=0, min=0, max=1024, subtype="PIXEL",
                       description="Size of the subject's square crop; 0: the crop's own, at most 512 "
                                   "(smaller trains and renders faster)")

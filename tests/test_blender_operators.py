@@ -117,14 +117,14 @@ def trained(tmp_path_factory):
 def test_rig_drives_the_mouth_trains_on_all_52_curves(scene, tmp_path):
     from synctalk_blender.operators import train_arguments
     scene.synctalk.preset = "preview"
-    assert "--expression" not in train_arguments(tmp_path / "s", scene.synctalk)
-    scene.synctalk.rig_drives_mouth = True
-    try:
-        arguments = train_arguments(tmp_path / "s", scene.synctalk)
-    finally:
-        scene.synctalk.rig_drives_mouth = False
+    arguments = train_arguments(tmp_path / "s", scene.synctalk)   # on by default: rig edits show up
     assert arguments[:4] == ["train", str(tmp_path / "s"), "--preset", "preview"]
     assert arguments[-2:] == ["--expression", "all"]
+    scene.synctalk.rig_drives_mouth = False
+    try:
+        assert "--expression" not in train_arguments(tmp_path / "s", scene.synctalk)
+    finally:
+        scene.synctalk.rig_drives_mouth = True
 
 
 def test_train_subject_cancel_leaves_a_resumable_subject_then_resumes(scene, trained, monkeypatch):

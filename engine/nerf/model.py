@@ -95,8 +95,8 @@ class HeadModel(nn.Module):
         covered = np.zeros((size, size), np.uint8)
         covered[py[inside], px[inside]] = 1
         # Half the merged cell's diagonal, in pixels at the nearest depth, plus one for the floor().
-        reach = int(np.ceil(intrinsics["fx"] * self._occupied_cell * 0.87 / max(float(depth[front].min()), 1e-3))) + 1 \
-            if front.any() else 1
+        nearest = max(float(depth[front].min()), 1e-3) if front.any() else None
+        reach = int(np.ceil(intrinsics["fx"] * self._occupied_cell * 0.87 / nearest)) + 1 if nearest else 1
         return cv2.dilate(covered, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)) > 0
 
 

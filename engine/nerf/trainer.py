@@ -19,6 +19,7 @@ import time
 import numpy as np
 import torch
 
+from ..arkit import ARKIT_INDEX
 from ..errors import EngineError
 from ..progress import Progress
 from ..subject.format import Subject, atomic_write_json
@@ -298,7 +299,6 @@ class Trainer:
     @torch.no_grad()
     def audio_mouth_correlation(self) -> float | None:
         """Held-out correlation of jawOpen read out of the audio code with the tracked jawOpen."""
-        from ..arkit import ARKIT_INDEX
         channels = self.model.config.get("audio_supervision", [])
         test = self.data.test_frames
         if ARKIT_INDEX["jawOpen"] not in channels or len(test) < 3:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..audio.features import frame_features, get_encoder, windows
 from ..errors import EngineError
+from ..expression.predict import MOUTH_INDEX
 from ..media.audio import SAMPLE_RATE
 from ..subject.format import Subject
 
@@ -88,7 +89,6 @@ def resample_curves(curves, fps: float, n_frames: int, progress=None, path=None)
 def mouth_curves_from_speech(subject: Subject, samples: np.ndarray, n_frames: int, models_dir=None) -> np.ndarray:
     """(n_frames, len(MOUTH_AND_JAW)): the subject's expression model's mouth and jaw curves for the speech."""
     from ..expression.animate import Animator
-    from ..expression.predict import MOUTH_INDEX
     weights = Animator(subject, models_dir=models_dir)(samples, subject.fps, head="none").weights[:, MOUTH_INDEX]
     if len(weights) < n_frames:  # the two frame counts may round differently by one frame
         weights = np.concatenate([weights, np.repeat(weights[-1:], n_frames - len(weights), axis=0)])
@@ -96,7 +96,6 @@ def mouth_curves_from_speech(subject: Subject, samples: np.ndarray, n_frames: in
 
 
 def with_mouth_from_speech(blendshapes: np.ndarray, mouth: np.ndarray) -> np.ndarray:
-    from ..expression.predict import MOUTH_INDEX
     blendshapes = np.array(blendshapes, np.float32)
     blendshapes[:, MOUTH_INDEX] = mouth
     return blendshapes

@@ -25,7 +25,7 @@ from ..progress import Progress
 from ..subject.format import Subject, atomic_write_json
 from . import losses
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
-from .dataset import SubjectData, audio_features, expression_indices, pose_vector
+from .dataset import SubjectData, audio_features, expression_indices, pose_vector, resize_square, working_size
 from .encoding import tcnn_available
 from .model import HeadModel, choose_cpu_threads, model_files, pick_device
 from .presets import Preset
@@ -43,6 +43,7 @@ REGION_RAY_SHARE = {"lip_box": 0.25, "eye_box": 0.10}
 AUDIO_SUPERVISION = 0.1        # weight of the mouth-curves readout of the audio code
 AUDIO_BATCH, AUDIO_DROPOUT = 128, 0.3  # frames per readout step; input dropout against over-fitting the clip
 AUDIO_WARMUP_STEPS = 500       # readout-only steps before the NeRF starts
+EXPRESSION_MIN_STD = 0.02     # curves that barely move stay small after standardising (tracking noise ~0.005)
 BOX_LO, BOX_HI = (-1.3, -1.5, -1.3), (1.3, 1.6, 1.0)  # decimetres, MediaPipe's canonical head frame
 
 
@@ -68,7 +69,8 @@ class Trainer:
         with progress.stage(f"audio features ({encoder})", 1) as stage:
             audio = audio_features(subject, encoder)
             stage.advance()
-        self.data = SubjectData(subject, audio, expression, max_frames=preset.max_frames, progress=progress)
+        size = header["config"]["size"] if header else working_size(subject.size, preset.max_size)
+        self.data = SubjectData(subject, audio, expression, max_frames=preset.max_frames, progress=progress, size=size)
         config = header["config"] if header else self._config(encoder, expression, audio.shape[1])
         self.model = HeadModel(config).to(self.device)
         self.optimizers = self._optimizers()
@@ -87,6 +89,9 @@ class Trainer:
             train_audio = torch.from_numpy(audio[self.data.train_frames])
             self.model.audio_mean.copy_(train_audio.mean(0))
             self.model.audio_std.copy_(train_audio.std(0).clamp(min=1e-3))
+            train_expressions = torch.from_numpy(self.data.expressions[self.data.train_frames])
+            self.model.expression_mean.copy_(train_expressions.mean(0))
+            self.model.expression_std.copy_(train_expressions.std(0).clamp(min=EXPRESSION_MIN_STD))
             with progress.stage("carving the head's space", 1) as stage:
                 self.model.grid.carve(self.data.carve(self.model.grid))
                 stage.advance()
@@ -171,6 +176,7 @@ class Trainer:
                     if "psnr" not in metrics and name != "torso":
                         self.metrics["heldout_psnr"] = round(self.heldout_psnr(), 2)
                     self.metrics[f"{name}_steps_per_s"] = metrics.get("steps_per_s")
+                    self.metrics[f"{name}_steps"] = self.step
                 self.stages_done.append(name)
                 self.save_checkpoint()
         except KeyboardInterrupt:
@@ -190,7 +196,13 @@ class Trainer:
         return self.rng.choice(self.data.n_train, size=min(count, self.data.n_train), replace=False)
 
     def _render_pixels(self, rows: np.ndarray, slot: np.ndarray, x: np.ndarray, y: np.ndarray, training: bool):
-        """Head rendered over the torso plates for pixels (x, y) of frames rows[slot]; -> (output, pred, target, under)."""
+        """Head rendered over the torso plates for pixels (x, y) of frames rows[slot]; -> (output, pred, target, under).
+
+        In training, rays inside the frame's lip box see the mean per-frame latent, not the frame's own:
+        the latents are there to absorb lighting and exposure drift, and around the mouth a free 4-d code
+        per frame would absorb the mouth itself (held-out frames, which get the mean code, would then
+        render an average mouth); this way only the audio and expression codes can explain it.
+        """
         data, device = self.data, self.device
         audio, expressions, poses = data.conditioning(rows, device)
         codes = self.model.frame_codes(audio, expressions)
@@ -198,7 +210,13 @@ class Trainer:
         slot_t = torch.from_numpy(slot).to(device)
         xf, yf = (torch.from_numpy(v.astype(np.float32)).to(device) for v in (x, y))
         origins, directions = pixel_rays(poses[slot_t], data.intrinsics, xf, yf)
-        out = self.model.render_head(Rays(origins, directions, slot_t), codes, latents, self.preset.samples,
+        frame = slot_t
+        if training:
+            in_lips = torch.from_numpy(data.inside(data.lip_box[rows[slot]], x, y)).to(device)
+            mean = self.model.field.latents.weight.mean(dim=0, keepdim=True).expand_as(latents)
+            codes, latents = torch.cat([codes, codes]), torch.cat([latents, mean])
+            frame = slot_t + len(rows) * in_lips.long()
+        out = self.model.render_head(Rays(origins, directions, frame), codes, latents, self.preset.samples,
                                      perturb=training, training=training)
         frame_rows = rows[slot]
         target = torch.from_numpy(data.rgb[frame_rows, y, x].astype(np.float32) / 255.0).to(device)
@@ -336,7 +354,7 @@ class Trainer:
     @property
     def background(self) -> np.ndarray:
         if not hasattr(self, "_background"):
-            self._background = self.subject.background().astype(np.float32) / 255.0
+            self._background = resize_square(self.subject.background(), self.data.size).astype(np.float32) / 255.0
         return self._background
 
     @torch.no_grad()

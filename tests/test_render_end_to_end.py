@@ -67,15 +67,13 @@ def test_render_mp4_at_crop_size_carries_the_speech(subject, speech, tmp_path):
 
 
 def test_rendered_face_joins_the_frame_without_a_seam(subject):
-    from engine.audio.features import frame_features, get_encoder, windows
-    from engine.media.audio import load_audio
+    from engine.audio.features import get_encoder, subject_speech
     from engine.nerf.model import TalkingHead
     from engine.portrait.composite import face_layer, over_frame
     from test_portrait import edge_band, gradient_energy
     head = TalkingHead.load(subject, device="cpu")
-    encoder = get_encoder(head.audio_encoder)
-    features = windows(frame_features(encoder.encode(load_audio(subject.audio_path)), encoder.rate, subject.fps,
-                                      subject.n_frames), head.audio_window)
+    features = subject_speech(subject).windows(get_encoder(head.audio_encoder), subject.fps, head.audio_window,
+                                               n_frames=subject.n_frames)
     pasted, source = 0.0, 0.0
     for index in subject.split("test")[:2]:
         frame, mask = subject.frame(index), subject.face_mask(index)

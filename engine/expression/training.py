@@ -14,9 +14,8 @@ import numpy as np
 import torch
 
 from ..arkit import ARKIT_INDEX
-from ..audio.features import DEFAULT_ENCODER, get_encoder
+from ..audio.features import DEFAULT_ENCODER, get_encoder, subject_speech
 from ..errors import EngineError
-from ..media.audio import load_audio
 from ..progress import Progress
 from .model import ExpressionConfig, ExpressionNet
 from .predict import MOUTH_INDEX, frame_inputs, model_windows, predict_weights
@@ -36,8 +35,7 @@ def train_expression(subject, progress: Progress, encoder: str | None = None, mo
     name = encoder or DEFAULT_ENCODER
     started = time.monotonic()
     audio_encoder = get_encoder(name, models_dir)
-    samples = load_audio(subject.audio_path)
-    per_frame, activity = frame_inputs(samples, audio_encoder, subject.fps, subject.n_frames)
+    per_frame, activity = frame_inputs(subject_speech(subject), audio_encoder, subject.fps, subject.n_frames)
     targets = subject.tracks["blendshapes"].astype(np.float32)
     valid = subject.tracks.get("valid", np.ones(len(targets), np.uint8)) > 0
     train = np.array([i for i in subject.split("train") if valid[i]], np.int64)

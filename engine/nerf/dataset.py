@@ -31,12 +31,9 @@ def expression_indices(expression: str) -> list[int]:
 
 
 def audio_features(subject: Subject, encoder_name: str) -> np.ndarray:
-    """(n_frames, dim) features of SUBJECT/audio.wav aligned to the subject's frames."""
-    from ..audio.features import frame_features, get_encoder
-    from ..media.audio import SAMPLE_RATE, load_audio
-    encoder = get_encoder(encoder_name)
-    samples = load_audio(subject.audio_path, SAMPLE_RATE)
-    return frame_features(encoder.encode(samples), encoder.rate, subject.fps, subject.n_frames)
+    """(n_frames, dim) features of SUBJECT/audio.wav aligned to the subject's frames (cached in the subject)."""
+    from ..audio.features import get_encoder, subject_speech
+    return subject_speech(subject).per_frame(get_encoder(encoder_name), subject.fps, 0, subject.n_frames)
 
 
 def working_size(subject_size: int, max_size: int | None) -> int:

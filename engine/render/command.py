@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..media.audio import load_audio
+from ..audio.features import SpeechFeatures
 from ..subject.format import Subject
 from .driving import drive_speech, parse_range
 from .output import FORMATS, choose_format, open_output
@@ -46,11 +46,11 @@ def run(args, progress) -> dict:
 
     subject = Subject(args.subject)
     fmt = choose_format(args.format, args.output)
-    samples = load_audio(args.audio)
+    speech = SpeechFeatures(args.audio, subject.cache_dir, progress)
     curves = Curves.load(args.curves) if args.curves is not None else None
     head = TalkingHead.load(subject, device=args.device)
     progress.info(f"audio features: {head.audio_encoder}")
-    driving = drive_speech(subject, samples, head.audio_encoder, head.audio_window, curves,
+    driving = drive_speech(subject, speech, head.audio_encoder, head.audio_window, curves,
                            curves_path=args.curves, progress=progress,
                            mouth_from_speech=head.follows_mouth_curves)
     total = len(driving)

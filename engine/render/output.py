@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from ..errors import EngineError
-from ..media.audio import load_audio, write_wav
+from ..media.audio import open_audio, write_wav
 from ..media.video import VideoWriter
 
 FORMATS = ("mp4", "png", "rgba")
@@ -62,14 +62,14 @@ class Mp4Output:
     """The frames with the matching slice of the speech (AAC), written atomically by VideoWriter."""
 
     def __init__(self, path: Path, width: int, height: int, fps: float, speech: Path, first: int, count: int):
-        samples = load_audio(speech, MUX_RATE, allow_silent=True)
         start = int(round(first / fps * MUX_RATE))
         stop = int(round((first + count) / fps * MUX_RATE))
+        samples = open_audio(speech, MUX_RATE, allow_silent=True).read(start, stop)
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(prefix=f".{path.stem}.audio-", suffix=".wav", dir=path.parent)
         os.close(handle)
         self._audio = Path(name)
-        write_wav(self._audio, samples[start:stop], MUX_RATE)
+        write_wav(self._audio, samples, MUX_RATE)
         self._video = VideoWriter(path, width, height, fps, audio=self._audio)
 
     def write(self, number: int, image: np.ndarray) -> None:

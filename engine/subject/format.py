@@ -20,6 +20,7 @@
     background.png        the background plate
     preview.png           the contact sheet for a person to check the subject
     model/                written by training (safetensors weights + config json)
+    cache/                derived data kept between runs (audio features), safe to delete
 
 Every write is atomic: a whole subject is built in a sibling temporary folder and renamed into
 place; later single-file writes (model, subject.json) go to a temporary name and are renamed.
@@ -156,6 +157,11 @@ class Subject:
     @property
     def model_dir(self) -> Path:
         return self.root / "model"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Derived data kept between runs (audio features keyed by the audio's checksum); safe to delete."""
+        return self.root / "cache"
 
     def split(self, name: str) -> np.ndarray:
         """Frame indices of 'train' or 'test', without the excluded frames."""

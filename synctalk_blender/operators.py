@@ -185,9 +185,10 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
         name = re.sub(r"[^\w.-]+", "_", s.subject_name or clip.stem)
         self._subject = subjects_dir() / name
         train = train_arguments(self._subject, s)
-        if (self._subject / "subject.json").is_file():
+        from engine.subject.format import CHECKPOINT, META_FILE, MODEL_DIR
+        if (self._subject / META_FILE).is_file():
             # Preprocessed already (an earlier run, maybe cancelled): train, from its checkpoint if it has one.
-            resume = ["--resume"] if (self._subject / "model" / "checkpoint.safetensors").is_file() else []
+            resume = ["--resume"] if (self._subject / MODEL_DIR / CHECKPOINT).is_file() else []
             return f"Train {name}", [train + resume]
         # At the scene's frame rate, so renders line up frame for frame with the edit.
         preprocess = ["preprocess", str(clip), "-o", str(self._subject), "--fps", repr(scene_fps(context.scene))]

@@ -13,7 +13,7 @@ from engine.expression.headmotion import MotionStats, generate, replay
 from engine.expression.livelink import HEADER, read_livelink_csv, timecode
 from engine.media.audio import load_audio, write_wav
 from engine.progress import Progress
-from engine.subject.format import FORMAT, VERSION, Subject, SubjectWriter, atomic_write_json, atomic_write_tensors
+from engine.subject import Split, Subject, SubjectMeta, SubjectWriter
 
 JAW = ARKIT_INDEX["jawOpen"]
 
@@ -24,7 +24,6 @@ def may_subject(tmp_path_factory):
     from scipy.signal import savgol_filter
     from engine.face.landmarker import FaceLandmarker
     from engine.media.video import read_frames
-    from engine.subject.format import frame_name
     import cv2
     clip = shared_file("video", "may_5s.mp4")
     writer = SubjectWriter(tmp_path_factory.mktemp("subjects") / "may")
@@ -36,14 +35,12 @@ def may_subject(tmp_path_factory):
             weights.append(seen.blendshapes)
             landmarks.append(seen.landmarks)
             transforms.append(seen.transform)
-            cv2.imwrite(str(writer.root / "frames" / frame_name(i)), small[..., ::-1])
+            writer.write_image("frames", i, small[..., ::-1])
     n = len(weights)
-    write_wav(writer.root / "audio.wav", load_audio(clip))
-    atomic_write_json(writer.root / "subject.json", {
-        "format": FORMAT, "version": VERSION, "fps": 25.0, "frames": n, "size": 256,
-        "split": {"train": [0, n * 10 // 11], "test": [n * 10 // 11, n], "excluded": []}, "models": {}})
+    write_wav(writer.audio_path, load_audio(clip))
+    writer.write_meta(SubjectMeta(fps=25.0, frames=n, size=256, split=Split((0, n * 10 // 11), (n * 10 // 11, n))))
     poses = np.linalg.inv(np.array(transforms, np.float64)).astype(np.float32)
-    atomic_write_tensors(writer.root / "tracks.safetensors", {
+    writer.write_tracks({
         "blendshapes": np.clip(savgol_filter(np.array(weights), 5, 3, axis=0), 0, 1).astype(np.float32),
         "landmarks": np.array(landmarks, np.float32), "pose": poses, "valid": np.ones(n, np.uint8)})
     return Subject(writer.commit())
@@ -66,8 +63,8 @@ def _engine(capsys, *args):
 
 def test_training_saves_and_records_the_model(trained):
     subject, metrics = trained
-    record = subject.meta["models"]["expression"]
-    assert (subject.root / record["file"]).is_file() and record["encoder"] == "whisper"
+    record = subject.model("expression")
+    assert (subject.root / record.file).is_file() and record.encoder == "whisper"
     assert set(metrics) == {"expression_jaw_open_r", "expression_mouth_mae", "expression_frames"}
     assert metrics["expression_frames"] == len(subject.split("test"))
     assert 0 <= metrics["expression_mouth_mae"] < 0.2

@@ -12,7 +12,8 @@ import pytest
 
 from engine.cli import main
 from engine.media.ffmpeg import probe
-from engine.subject.format import Subject
+from engine.files import atomic_write_json
+from engine.subject.format import Subject, read_meta
 
 
 def run_engine(*argv: str) -> None:
@@ -124,9 +125,9 @@ def test_rgba_render_is_head_and_torso_over_transparency(subject, speech, tmp_pa
 def test_missing_source_falls_back_to_the_crop(subject, speech, tmp_path):
     copy = tmp_path / "moved"
     shutil.copytree(subject.root, copy)
-    meta = json.loads((copy / "subject.json").read_text())
-    meta["source"]["path"] = str(tmp_path / "gone.mp4")
-    (copy / "subject.json").write_text(json.dumps(meta))
+    meta = read_meta(copy)   # the clip was moved away since preprocessing
+    meta.source.path = str(tmp_path / "gone.mp4")
+    atomic_write_json(copy / "subject.json", meta.to_dict())
     run_engine("render", copy, "--audio", speech, "-o", tmp_path / "out", "--frames", "0:1")
     assert read_png(tmp_path / "out" / "000000.png").shape == (96, 96, 3)
 

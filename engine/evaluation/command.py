@@ -51,7 +51,7 @@ def run(args, progress) -> dict:
     elapsed = time.monotonic() - started
     details = {"subject": str(subject.root), "size": subject.size, "fps": subject.fps,
                "held_out_frames": [int(held_out[0]), int(held_out[-1]) + 1], "audio_encoder": head.audio_encoder,
-               "models": subject.meta.get("models"), "seconds": round(elapsed, 1),
+               "models": subject.meta.to_dict()["models"], "seconds": round(elapsed, 1),
                "notes": {"face": "render vs truth over the face only: PSNR on face-mask pixels, "
                                  "SSIM/MS-SSIM on the face box (the honest figure)",
                          "portrait": "render pasted onto the truth frame (outside the face is copied from it)",

@@ -30,13 +30,12 @@ REGIONS = {
 def expression_model_path(subject, encoder: str | None = None) -> Path:
     """The subject's trained expression model: for `encoder`, or the one training recorded last."""
     if encoder is None:
-        record = subject.meta.get("models", {}).get("expression")
+        record = subject.model("expression")
         if record is None:
             raise EngineError(f"{subject.root}: the subject has no expression model",
                               "train it (`python -m engine train SUBJECT`), or use --generic", path=str(subject.root))
-        return subject.root / record["file"]
-    from .training import model_file
-    path = subject.model_dir / model_file(encoder)
+        return subject.root / record.file
+    path = subject.expression_model_path(encoder)
     if not path.is_file():
         raise EngineError(f"{subject.root}: no expression model for the '{encoder}' encoder",
                           f"train one with that encoder, or leave --encoder out", path=str(path))

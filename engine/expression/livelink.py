@@ -12,13 +12,14 @@ order, lower-case names or without the angle columns still reads.
 from __future__ import annotations
 
 import csv
-import os
+import math
 from pathlib import Path
 
 import numpy as np
 
 from ..arkit import ARKIT_INDEX, ARKIT_NAMES
 from ..errors import EngineError
+from ..files import atomic_output
 
 _SWAPPED = {"jawLeft": "jawRight", "jawRight": "jawLeft", "mouthLeft": "mouthRight", "mouthRight": "mouthLeft"}
 # The app's column order: ARKit's, with the two left/right pairs swapped in place.
@@ -27,6 +28,7 @@ HEAD_COLUMNS = ("HeadYaw", "HeadPitch", "HeadRoll")
 EYE_COLUMNS = ("LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll", "RightEyeYaw", "RightEyePitch", "RightEyeRoll")
 HEADER = ("Timecode", "BlendShapeCount", *LLF_BLENDSHAPES, *HEAD_COLUMNS, *EYE_COLUMNS)
 _STANDARD_RATES = (24, 25, 30, 48, 50, 60, 120)
+MAX_FIELD = 64   # characters in one cell: a number or a column name is far shorter
 
 
 def timecode(frame: int, fps: float) -> str:
@@ -44,31 +46,34 @@ def write_livelink_csv(path: str | Path, curves) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     order = [ARKIT_INDEX[n[0].lower() + n[1:]] for n in LLF_BLENDSHAPES]
     pitch, yaw, roll = curves.head_rotation.T
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(HEADER)
         for i in range(len(curves)):
             values = [f"{v:.6f}" for v in curves.weights[i, order]]
             angles = [f"{v:.6f}" for v in (yaw[i], pitch[i], roll[i])] + ["0.000000"] * len(EYE_COLUMNS)
             writer.writerow([timecode(i, curves.fps), len(LLF_BLENDSHAPES) + 9, *values, *angles])
-    os.replace(tmp, path)
     return path
 
 
 def read_livelink_csv(path: str | Path, fps: float | None = None):
     """Read a Live Link Face CSV into Curves; fps is inferred from the timecodes when not given."""
     from ..curves import Curves
+    from ..curves import checked_fps
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:  # csv.Error: a field over csv's 128 kB limit
         raise EngineError(f"{path}: cannot read as CSV ({exc})", "export the take again as CSV", path=str(path)) from exc
     if not rows or not rows[0] or rows[0][0].strip().lower() != "timecode":
         raise EngineError(f"{path}: not a Live Link Face CSV (no Timecode column)",
                           "use a CSV exported by Live Link Face or written by the engine", path=str(path))
     header = [h.strip() for h in rows[0]]
+    long_name = next((h for h in header if len(h) > MAX_FIELD), None)
+    if long_name is not None:
+        raise EngineError(f"{path}: line 1 has a column name of {len(long_name)} characters",
+                          "use a Live Link Face CSV", path=str(path))
     lower = {h.lower(): i for i, h in enumerate(header)}
     columns = {name: lower.get(name.lower()) for name in ARKIT_NAMES}
     if all(c is None for c in columns.values()):
@@ -80,18 +85,26 @@ def read_livelink_csv(path: str | Path, fps: float | None = None):
     rotation = np.zeros((len(body), 3), np.float32)
     for row_number, row in enumerate(body, start=2):
         try:
+            if any(len(cell) > MAX_FIELD for cell in row):
+                raise ValueError(f"a field of {max(map(len, row))} characters (at most {MAX_FIELD})")
             for name, column in columns.items():
                 if column is not None:
-                    weights[row_number - 2, ARKIT_INDEX[name]] = float(row[column])
+                    weights[row_number - 2, ARKIT_INDEX[name]] = _value(row, column, header)
             for k, name in enumerate(("HeadPitch", "HeadYaw", "HeadRoll")):
                 if name.lower() in lower:
-                    rotation[row_number - 2, k] = float(row[lower[name.lower()]])
+                    rotation[row_number - 2, k] = _value(row, lower[name.lower()], header)
         except (ValueError, IndexError) as exc:
             raise EngineError(f"{path}: line {row_number} is malformed ({exc})",
                               "check that the file is a complete Live Link Face export", path=str(path)) from exc
-    if fps is None:
-        fps = _infer_fps([r[0] for r in body])
+    fps = checked_fps(_infer_fps([r[0] for r in body]) if fps is None else fps, path, "Timecode")
     return Curves(fps, np.clip(weights, 0, 1), rotation)
+
+
+def _value(row: list[str], column: int, header: list[str]) -> float:
+    value = float(row[column])
+    if not math.isfinite(value):
+        raise ValueError(f"{header[column]} is {row[column]}, not a finite number")
+    return value
 
 
 def _infer_fps(codes: list[str]) -> float:

@@ -17,13 +17,9 @@ from ..arkit import ARKIT_INDEX
 from ..audio.features import DEFAULT_ENCODER, get_encoder, subject_speech
 from ..errors import EngineError
 from ..progress import Progress
+from ..subject.schema import ExpressionRecord
 from .model import ExpressionConfig, ExpressionNet
 from .predict import MOUTH_INDEX, frame_inputs, model_windows, predict_weights
-
-
-def model_file(encoder: str) -> str:
-    """One model per encoder, so a subject can hold several side by side."""
-    return f"expression-{encoder}.safetensors"
 
 
 _FOLDS = 5
@@ -48,13 +44,11 @@ def train_expression(subject, progress: Progress, encoder: str | None = None, mo
     model = fit(model_windows(per_frame, config.window, config.lead), targets, train, config, progress)
     metrics = score(model, per_frame, activity, targets, test) if len(test) else {}
 
-    path = subject.model_dir / model_file(name)
+    path = subject.expression_model_path(name)
     model.save(path, {"metrics": json.dumps(metrics), "trained_on": str(subject.root.name)})
-    record = {"file": f"model/{model_file(name)}", "encoder": name, "window": config.window, "ridge": config.ridge,
-              "train_frames": int(len(train)), "test_frames": int(len(test)), "metrics": metrics,
-              "seconds": round(time.monotonic() - started, 1)}
-    models = {**_models_on_disk(subject), "expression": record}
-    subject.update_meta(models=models)
+    subject.record_model("expression", ExpressionRecord(
+        subject.relative(path), name, config.window, config.ridge, int(len(train)), int(len(test)), metrics,
+        round(time.monotonic() - started, 1)))
     return {"expression_" + k: v for k, v in metrics.items()}
 
 
@@ -122,8 +116,3 @@ def compare(predicted: np.ndarray, captured: np.ndarray) -> dict:
     mae = float(np.abs(predicted[:, MOUTH_INDEX] - captured[:, MOUTH_INDEX]).mean())
     return {"jaw_open_r": round(r, 4), "mouth_mae": round(mae, 4), "frames": int(len(captured))}
 
-
-def _models_on_disk(subject) -> dict:
-    """subject.json's "models" as on disk now (another stage may have written since `subject` was read)."""
-    path = subject.root / "subject.json"
-    return json.loads(path.read_text()).get("models", {}) if path.is_file() else subject.meta.get("models", {})

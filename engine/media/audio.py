@@ -13,7 +13,6 @@ mixed down and resampled (soxr's streaming resampler gives the same samples as i
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import EngineError
+from ..files import atomic_output
 from .ffmpeg import ffmpeg_exe, probe
 
 SAMPLE_RATE = 16000
@@ -299,7 +299,6 @@ def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int = SAMPLE_R
     """16-bit PCM wav, written to a temporary name and renamed, so it is never half-written."""
     import soundfile
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    soundfile.write(str(tmp), np.clip(samples, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        soundfile.write(str(tmp), np.clip(samples, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
     return path

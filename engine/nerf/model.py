@@ -8,7 +8,6 @@ background are 2D.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,7 +20,6 @@ from .field import HeadField
 from .raymarch import OccupancyGrid, Rays, pixel_rays, project, render_rays
 from .torso import TorsoNet
 
-WEIGHTS_FILE, CONFIG_FILE = "head.safetensors", "head.json"
 RENDER_CHUNK = 8192  # rays per field pass when rendering: bounds memory
 HEAD_GROWTH = 8      # pixels around the frame's parsed head that the rendered head may reach
 
@@ -114,10 +112,6 @@ class HeadModel(nn.Module):
         return cv2.dilate(covered, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)) > 0
 
 
-def model_files(subject) -> tuple[Path, Path]:
-    return subject.model_dir / WEIGHTS_FILE, subject.model_dir / CONFIG_FILE
-
-
 class TalkingHead:
     """A subject's trained head, ready to render frames (API.md)."""
 
@@ -142,7 +136,7 @@ class TalkingHead:
     @classmethod
     def load(cls, subject, device: str = "auto") -> "TalkingHead":
         from .checkpoint import load_weights
-        weights, config_path = model_files(subject)
+        weights, config_path = subject.head_weights_path, subject.head_config_path
         if not weights.is_file() or not config_path.is_file():
             raise EngineError(f"{subject.root} has no trained talking-head model",
                               f"run `python -m engine train {subject.root}` first", path=str(subject.model_dir))

@@ -22,17 +22,18 @@ import torch
 from ..arkit import ARKIT_INDEX
 from ..errors import EngineError
 from ..progress import Progress
-from ..subject.format import Subject, atomic_write_json
+from ..files import atomic_write_json
+from ..subject.format import Subject
+from ..subject.schema import HeadRecord
 from . import losses
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
 from .dataset import SubjectData, audio_features, expression_indices, pose_vector, resize_square, working_size
 from .encoding import tcnn_available
-from .model import HeadModel, choose_cpu_threads, model_files, pick_device
+from .model import HeadModel, choose_cpu_threads, pick_device
 from .presets import Preset
 from .raymarch import Rays, pixel_rays
 
 STAGES = ("head", "lip", "torso")
-CHECKPOINT_FILE = "checkpoint.safetensors"
 GRID_WARMUP_STEPS = 64       # every allowed cell stays occupied until the field has learnt something
 OUTSIDE_OPACITY_WEIGHT = 1e-2  # keeps the head's opacity off the torso and background
 ATTENTION_SPARSITY = 1e-4      # region attention: audio acts where it must, not everywhere
@@ -49,11 +50,19 @@ BOX_LO, BOX_HI = (-1.3, -1.5, -1.3), (1.3, 1.6, 1.0)  # decimetres, MediaPipe's 
 
 class Trainer:
     def __init__(self, subject: Subject, preset: Preset, progress: Progress, audio_encoder: str | None = None,
-                 device: str = "auto", expression: str = "upper", resume: bool = False, seed: int = 0):
+                 device: str = "auto", expression: str = "upper", resume: bool = False, seed: int = 0,
+                 continue_stages: list[str] | None = None):
+        """`continue_stages`: train only these stages on top of the subject's trained head, keeping the others."""
         self.subject, self.preset, self.progress = subject, preset, progress
         self.device = pick_device(device)
-        self.checkpoint_path = subject.model_dir / CHECKPOINT_FILE
-        header = None
+        self.checkpoint_path = subject.checkpoint_path
+        header = trained = None
+        if continue_stages is not None:
+            trained = json.loads(subject.head_config_path.read_text())
+            if trained["preset"] != preset.name:
+                raise EngineError(f"the trained head was made with preset '{trained['preset']}'",
+                                  f"a stage subset continues it: train with --preset {trained['preset']} "
+                                  "(or all stages to replace it)", path=str(subject.head_config_path))
         if resume:
             if not self.checkpoint_path.is_file():
                 raise EngineError(f"{self.checkpoint_path}: no checkpoint to resume from",
@@ -63,15 +72,16 @@ class Trainer:
                 raise EngineError(f"the checkpoint was made with preset '{header['preset']}'",
                                   f"resume with --preset {header['preset']}", path=str(self.checkpoint_path))
         from ..audio.features import DEFAULT_ENCODER
-        encoder = header["config"]["audio_encoder"] if header else (audio_encoder or DEFAULT_ENCODER)
-        expression = header["config"]["expression"] if header else expression
+        base = header["config"] if header else trained
+        encoder = base["audio_encoder"] if base else (audio_encoder or DEFAULT_ENCODER)
+        expression = base["expression"] if base else expression
 
         with progress.stage(f"audio features ({encoder})", 1) as stage:
             audio = audio_features(subject, encoder)
             stage.advance()
-        size = header["config"]["size"] if header else working_size(subject.size, preset.max_size)
+        size = base["size"] if base else working_size(subject.size, preset.max_size)
         self.data = SubjectData(subject, audio, expression, max_frames=preset.max_frames, progress=progress, size=size)
-        config = header["config"] if header else self._config(encoder, expression, audio.shape[1])
+        config = base if base else self._config(encoder, expression, audio.shape[1])
         self.model = HeadModel(config).to(self.device)
         self.optimizers = self._optimizers()
         self.stages_done: list[str] = []
@@ -85,6 +95,12 @@ class Trainer:
             self.metrics, self.seconds = header.get("metrics", {}), header.get("seconds", 0.0)
             self.stage_seconds = header.get("stage_seconds", 0.0)
             progress.info(f"resuming at {self.stage} step {self.step}")
+        elif trained:
+            self.model.load_weights(load_weights(subject.head_weights_path, self.device)[0])
+            self.stages_done = [s for s in trained.get("stages_done", []) if s not in continue_stages]
+            self.metrics, self.seconds = dict(trained.get("metrics", {})), trained.get("train_seconds", 0.0)
+            progress.info(f"continuing the trained head: keeping {', '.join(self.stages_done) or 'no stage'}, "
+                          f"training {', '.join(continue_stages)}")
         else:
             train_audio = torch.from_numpy(audio[self.data.train_frames])
             self.model.audio_mean.copy_(train_audio.mean(0))
@@ -381,24 +397,16 @@ class Trainer:
         save_checkpoint(self.checkpoint_path, self.model, self.optimizers, self.header())
 
     def finish(self) -> dict:
-        """Write the final weights and config, record the model in subject.json, drop the checkpoint."""
-        weights, config_path = model_files(self.subject)
+        """Write the final weights and config, record the model in subject.json (the train command drops
+        the checkpoint once its last stage is done, so a cancel in the expression stage can resume)."""
+        weights, config_path = self.subject.head_weights_path, self.subject.head_config_path
         config = {**self.model.config, "stages_done": self.stages_done, "metrics": self.metrics,
                   "train_seconds": round(self.seconds, 1)}
         self.model.config = config
         save_weights(weights, self.model.state_dict(), {"preset": self.preset.name})
         atomic_write_json(config_path, config)
-        models = _models_on_disk(self.subject)
-        models["head"] = {"weights": f"model/{weights.name}", "config": f"model/{config_path.name}",
-                          "preset": self.preset.name, "audio_encoder": config["audio_encoder"],
-                          "stages": self.stages_done, "heldout_psnr": self.metrics.get("heldout_psnr"),
-                          "train_seconds": round(self.seconds, 1)}
-        self.subject.update_meta(models=models)
-        self.checkpoint_path.unlink(missing_ok=True)
+        self.subject.record_model("head", HeadRecord(
+            self.subject.relative(weights), self.subject.relative(config_path), self.preset.name,
+            config["audio_encoder"], list(self.stages_done), self.metrics.get("heldout_psnr"), round(self.seconds, 1)))
         return {"model": str(weights), "train_seconds": round(self.seconds, 1), **self.metrics}
 
-
-def _models_on_disk(subject: Subject) -> dict:
-    """subject.json's "models" as on disk now: another command may have added one since we read it."""
-    path = subject.root / "subject.json"
-    return json.loads(path.read_text()).get("models", {}) if path.is_file() else dict(subject.meta.get("models", {}))

@@ -74,8 +74,10 @@ def child_environment(models_dir: str = "", device: str = "auto") -> dict:
     """The environment of an engine child: the engine's folder and every site-packages this Blender
     sees (the extension's wheels live in one of them) on PYTHONPATH, and the preferences."""
     env = dict(os.environ)
-    paths = [str(engine_root())] + _site_dirs()
-    make_wheel_programs_executable(_site_dirs())
+    # A Python of its own ($SYNCTALK_PYTHON) has its own packages: Blender's would only shadow them.
+    site_dirs = [] if os.environ.get("SYNCTALK_PYTHON") else _site_dirs()
+    paths = [str(engine_root())] + site_dirs
+    make_wheel_programs_executable(site_dirs)
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
@@ -99,9 +101,10 @@ def bpy_abspath(path: str) -> str:
 
 
 def python_executable() -> str:
-    """The interpreter for engine children. Inside Blender sys.executable is Blender's own Python,
-    and the extension's wheels reach it through PYTHONPATH; with the `bpy` module it is the venv's."""
-    return sys.executable
+    """The interpreter for engine children: $SYNCTALK_PYTHON when set (a Python that has the engine's
+    packages, e.g. a venv with CUDA torch), else sys.executable. Inside Blender that is Blender's own
+    Python, and the extension's wheels reach it through PYTHONPATH; with the `bpy` module the venv's."""
+    return os.environ.get("SYNCTALK_PYTHON") or sys.executable
 
 
 @dataclass

@@ -1,13 +1,21 @@
-"""Build the Blender extension zips: `python build.py [--platform linux-x64 ...] [--torch-variant cpu|cuda]`.
+"""Build the Blender extension zips: `python build.py [--blender 4.2-5.0|5.1+] [--platform linux-x64 ...]
+[--torch-variant cpu|cuda]`.
+
+An extension's wheels are built for one Python, and Blender changed its Python: 4.2 to 5.0 run 3.11,
+5.1 and later run 3.13. So there is one zip per Blender line and platform, and each zip's manifest
+keeps it off the other line (`blender_version_min` / `blender_version_max`).
 
 1. Downloads each platform's wheels (torch, mediapipe, OpenCV, librosa, ... and their dependencies)
-   with `pip download --only-binary=:all: --platform ... --python-version 3.11` into wheels/PLATFORM/.
-   numpy is left out: Blender bundles it (and its version must stay the one Blender ships).
+   with `pip download --only-binary=:all: --platform ... --python-version 3.11|3.13` into
+   wheels/PYTHON-PLATFORM-VARIANT/. numpy is left out: Blender bundles it (and its version must stay
+   the one Blender ships).
 2. Stages the extension in build/extension/: the Blender side (synctalk_blender/*) at the root, the
    engine package beside it (the extension runs `python -m engine` from its own folder), the
-   wheels, and a copy of blender_manifest.toml with the platforms and the wheel list written in.
-3. Validates and zips it with Blender's own tool (blender_ext.py, shipped in the bpy wheel: no
-   Blender binary needed), one zip per platform (--split-platforms), into dist/.
+   wheels, and a copy of blender_manifest.toml with the platforms, the Blender versions and the
+   wheel list written in.
+3. Validates and zips it with the line's own Blender tool (blender_ext.py, shipped in the bpy wheel:
+   no Blender binary needed; bpy 5.0.1 in .venv for 4.2-5.0, bpy 5.3.0 in .venv-bpy53 for 5.1+),
+   one zip per platform, into dist/.
 
 `--no-wheels` skips step 1 (a small zip for a machine that already has the dependencies, and for
 tests).
@@ -15,16 +23,38 @@ tests).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import re
 import shutil
 import subprocess
 import sys
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.markers import Marker
+
 ROOT = Path(__file__).resolve().parent
-PYTHON_VERSION = "3.11"  # Blender 4.2 to 5.0 ship Python 3.11
+
+
+@dataclass(frozen=True)
+class BlenderLine:
+    """Blender versions that share one Python, and so one set of wheels."""
+    name: str
+    python: str             # the Python those Blenders run (pip's --python-version)
+    version_min: str
+    version_max: str | None  # the first Blender version it refuses (exclusive), None: open-ended
+    venv: str               # the venv holding this line's bpy, whose blender_ext.py validates the zip
+
+    @property
+    def tag(self) -> str:
+        """The zip name's part that says which Blender it is for."""
+        return "blender" + self.name.replace("+", "-and-later")
+
+
+BLENDER_LINES = {
+    "4.2-5.0": BlenderLine("4.2-5.0", "3.11", "4.2.0", "5.1.0", ".venv"),
+    "5.1+": BlenderLine("5.1+", "3.13", "5.1.0", None, ".venv-bpy53"),
+}
 
 # pip platform tags for each Blender platform (newest first; pip accepts any of them).
 PLATFORM_TAGS = {
@@ -55,39 +85,49 @@ NOT_SHIPPED = {"bpy", "pytest", "matplotlib", "torch", "numpy"}
 BLENDER_BUNDLES = {"numpy"}
 
 
-def runtime_requirements() -> list[str]:
-    """The pinned engine dependencies from requirements.txt (torch is added per platform)."""
-    reqs = []
+def pins(python: str) -> list[str]:
+    """requirements.txt's pins for a Python version: a pin with a `python_version` marker counts only
+    for the Python it names (pip would test the marker against the Python running it, not the target)."""
+    found = []
     for line in (ROOT / "requirements.txt").read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line and re.split(r"[=<>!~\[ ]", line)[0].lower() not in NOT_SHIPPED:
-            reqs.append(line)
-    return reqs
+        requirement, _, marker = line.split("#")[0].partition(";")
+        if requirement.strip() and (not marker.strip() or Marker(marker).evaluate({"python_version": python})):
+            found.append(requirement.strip())
+    return found
 
 
-def numpy_pin() -> str:
-    """Resolve against the numpy Blender ships (the pin in requirements.txt), though it is not shipped."""
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
-        if line.strip().startswith("numpy"):
-            return line.strip()
-    return "numpy<2"
+def _name(requirement: str) -> str:
+    return re.split(r"[=<>!~\[ ]", requirement)[0].lower()
 
 
-def download_wheels(platform: str, torch_variant: str, dest: Path, torch_index: str | None = None) -> list[Path]:
+def runtime_requirements(python: str = "3.11") -> list[str]:
+    """The pinned engine dependencies (torch is added per platform)."""
+    return [r for r in pins(python) if _name(r) not in NOT_SHIPPED]
+
+
+def numpy_pin(python: str = "3.11") -> str:
+    """Resolve against the numpy Blender ships (the bpy module's, pinned in requirements.txt), though
+    it is not shipped."""
+    return next(r for r in pins(python) if _name(r) == "numpy")
+
+
+def download_wheels(line: BlenderLine, platform: str, torch_variant: str, dest: Path,
+                    torch_index: str | None = None) -> list[Path]:
     """`torch_index` overrides where the torch build is found (a mirror; "" for pip's own configuration)."""
     shutil.rmtree(dest, ignore_errors=True)   # only this run's wheels (pip's cache keeps re-downloads cheap)
     dest.mkdir(parents=True)
     torch_req, default_index = TORCH[(torch_variant, platform)]
     torch_index = default_index if torch_index is None else torch_index
     pip = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
-           "--python-version", PYTHON_VERSION, "--implementation", "cp", "-d", str(dest)]
+           "--python-version", line.python, "--implementation", "cp", "-d", str(dest)]
     for tag in PLATFORM_TAGS[platform]:
         pip += ["--platform", tag]
-    print(f"build: downloading wheels for {platform} ({torch_variant} torch)", flush=True)
+    print(f"build: downloading Python {line.python} wheels for {platform} ({torch_variant} torch)", flush=True)
     with_deps = (torch_variant, platform) == ("cuda", "linux-x64")
     subprocess.run(pip + [torch_req] + ([] if with_deps else ["--no-deps"])
                    + (["--extra-index-url", torch_index] if torch_index else []), check=True)
-    subprocess.run(pip + [numpy_pin(), *runtime_requirements(), *TORCH_DEPENDENCIES], check=True)
+    subprocess.run(pip + [numpy_pin(line.python), *runtime_requirements(line.python), *TORCH_DEPENDENCIES],
+                   check=True)
     wheels = sorted(dest.glob("*.whl"))
     return [w for w in wheels if _project(w) not in BLENDER_BUNDLES]
 
@@ -96,25 +136,32 @@ def _project(wheel: Path) -> str:
     return wheel.name.split("-")[0].lower().replace("_", "-")
 
 
-def blender_ext() -> Path:
-    """Blender's extension tool, from the installed bpy wheel."""
-    spec = importlib.util.find_spec("bpy")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("build: the bpy module is not installed (run ./setup.sh); it ships Blender's extension tool")
-    for location in spec.submodule_search_locations:
+def blender_ext(line: BlenderLine) -> tuple[Path, Path]:
+    """The line's Python with its bpy, and Blender's extension tool from that bpy wheel."""
+    python = ROOT / line.venv / "bin" / "python"
+    if not python.is_file():
+        sys.exit(f"build: {python} is missing (run ./setup.sh): its bpy ships the extension tool that "
+                 f"checks the zips for Blender {line.name}")
+    located = subprocess.run([str(python), "-c", "import importlib.util; "
+                              "print(*importlib.util.find_spec('bpy').submodule_search_locations, sep='\\n')"],
+                             capture_output=True, text=True)
+    for location in located.stdout.splitlines():
         found = sorted(Path(location).glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
         if found:
-            return found[-1]
-    sys.exit("build: blender_ext.py not found inside the bpy module")
+            return python, found[-1]
+    sys.exit(f"build: blender_ext.py not found inside the bpy module of {python}")
 
 
-def staged_manifest(platforms: list[str], wheels: list[str]) -> str:
-    """The repository's manifest with `platforms` and `wheels` written in (top-level keys go
-    before the first [table])."""
+def staged_manifest(platforms: list[str], wheels: list[str], line: BlenderLine = BLENDER_LINES["4.2-5.0"]) -> str:
+    """The repository's manifest with the line's Blender versions, `platforms` and `wheels` written
+    in (top-level keys go before the first [table])."""
     text = (ROOT / "blender_manifest.toml").read_text()
-    text = re.sub(r"(?m)^(platforms|wheels)\s*=.*$\n?", "", text)
+    text = re.sub(r"(?m)^(platforms|wheels|blender_version_min|blender_version_max)\s*=.*$\n?", "", text)
     table = re.search(r"(?m)^\[", text)
-    lines = f"platforms = {_toml_list(platforms)}\n"
+    lines = f'blender_version_min = "{line.version_min}"\n'
+    if line.version_max:
+        lines += f'blender_version_max = "{line.version_max}"\n'
+    lines += f"platforms = {_toml_list(platforms)}\n"
     if wheels:
         lines += "wheels = [\n" + "".join(f'  "{w}",\n' for w in wheels) + "]\n"
     text = text[:table.start()] + lines + "\n" + text[table.start():]
@@ -126,7 +173,8 @@ def _toml_list(items: list[str]) -> str:
     return "[" + ", ".join(f'"{i}"' for i in items) + "]"
 
 
-def stage(platforms: list[str], wheels: list[Path], staging: Path) -> Path:
+def stage(platforms: list[str], wheels: list[Path], staging: Path,
+          line: BlenderLine = BLENDER_LINES["4.2-5.0"]) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
@@ -145,38 +193,46 @@ def stage(platforms: list[str], wheels: list[Path], staging: Path) -> Path:
             if not (staging / "wheels" / wheel.name).exists():  # pure wheels are shared by platforms
                 shutil.copy2(wheel, staging / "wheels" / wheel.name)
                 names.append(f"./wheels/{wheel.name}")
-    (staging / "blender_manifest.toml").write_text(staged_manifest(platforms, names))
+    (staging / "blender_manifest.toml").write_text(staged_manifest(platforms, names, line))
     return staging
-
-
-def run_tool(*args: str) -> None:
-    subprocess.run([sys.executable, str(blender_ext()), *args], check=True)
 
 
 def build(platforms: list[str], torch_variant: str = "cpu", with_wheels: bool = True,
           output_dir: Path = ROOT / "dist", staging: Path = ROOT / "build" / "extension",
-          torch_index: str | None = None) -> list[Path]:
+          torch_index: str | None = None, blender: str = "4.2-5.0") -> list[Path]:
+    """The zips of one Blender line, one a platform: dist/synctalk-VERSION-PLATFORM-blenderLINE.zip."""
+    line = BLENDER_LINES[blender]
+    python, tool = blender_ext(line)
     wheels: list[Path] = []
     if with_wheels:
         for platform in platforms:
-            wheels += download_wheels(platform, torch_variant, ROOT / "wheels" / f"{platform}-{torch_variant}",
-                                      torch_index)
-    stage(platforms, wheels, staging)
-    run_tool("validate", str(staging))
-    output_dir.mkdir(parents=True, exist_ok=True)
+            wheels += download_wheels(line, platform, torch_variant,
+                                      ROOT / "wheels" / f"{line.python}-{platform}-{torch_variant}", torch_index)
+    stage(platforms, wheels, staging, line)
+    subprocess.run([str(python), str(tool), "validate", str(staging)], check=True)
     manifest = tomllib.loads((staging / "blender_manifest.toml").read_text())
-    for old in output_dir.glob(f"{manifest['id']}-{manifest['version']}-*.zip"):
-        old.unlink()
-    run_tool("build", "--source-dir", str(staging), "--output-dir", str(output_dir), "--split-platforms")
-    zips = [output_dir / f"{manifest['id']}-{manifest['version']}-{p.replace('-', '_')}.zip" for p in platforms]
-    missing = [z for z in zips if not z.is_file()]
-    if missing:
-        sys.exit(f"build: expected {', '.join(map(str, missing))} from blender_ext.py build")
+    # The tool names its zips ID-VERSION-PLATFORM.zip; each line builds into a folder of its own, then
+    # the zips get the line in their names.
+    raw = staging.parent / f"{staging.name}-zips"
+    shutil.rmtree(raw, ignore_errors=True)
+    raw.mkdir(parents=True)
+    subprocess.run([str(python), str(tool), "build", "--source-dir", str(staging), "--output-dir", str(raw),
+                    "--split-platforms"], check=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    zips = []
+    for platform in platforms:
+        built = raw / f"{manifest['id']}-{manifest['version']}-{platform.replace('-', '_')}.zip"
+        if not built.is_file():
+            sys.exit(f"build: expected {built} from blender_ext.py build")
+        zips.append(built.replace(output_dir / f"{built.stem}-{line.tag}.zip"))
+    shutil.rmtree(raw)
     return zips
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--blender", action="append", choices=list(BLENDER_LINES),
+                        help="build for this Blender line only (repeatable); default: both")
     parser.add_argument("--platform", action="append", choices=list(PLATFORM_TAGS),
                         help="build for this platform only (repeatable); default: all three")
     parser.add_argument("--torch-variant", choices=["cpu", "cuda"], default="cpu",
@@ -188,10 +244,11 @@ def main(argv: list[str] | None = None) -> int:
                              "'' uses pip's own index configuration")
     parser.add_argument("-o", "--output-dir", type=Path, default=ROOT / "dist")
     args = parser.parse_args(argv)
-    zips = build(args.platform or list(PLATFORM_TAGS), args.torch_variant, not args.no_wheels, args.output_dir,
-                 torch_index=args.torch_index)
-    for z in zips:
-        print(f"{z}  {z.stat().st_size / 1e6:.1f} MB")
+    for blender in args.blender or list(BLENDER_LINES):
+        zips = build(args.platform or list(PLATFORM_TAGS), args.torch_variant, not args.no_wheels, args.output_dir,
+                     torch_index=args.torch_index, blender=blender)
+        for z in zips:
+            print(f"{z}  {z.stat().st_size / 1e6:.1f} MB")
     return 0
 
 

@@ -36,3 +36,35 @@ if [ "${SYNCTALK_SKIP_BPY45:-0}" != 1 ] && [ ! -x .venv-bpy45/bin/python ]; then
   .venv-bpy45/bin/python -m pip install --disable-pip-version-check -q \
     bpy==4.5.15 numpy==1.26.4 safetensors==0.8.0 pytest==9.2.0 || rm -rf .venv-bpy45
 fi
+
+# Blender 5.1 and later run Python 3.13, which these machines do not have: CPython 3.13 is built from
+# Debian's source package into .python313 (a private apt configuration adds trixie's deb-src line;
+# a minimal configure, no --enable-optimizations: a few minutes on 2 cores), then .venv-bpy53 holds
+# bpy 5.3 for the tests of the 5.1+ zip (tests/test_blender_53.py). Both are reused when present.
+# SYNCTALK_SKIP_BPY53=1 skips them.
+build_python313() {
+  local work=build/python313 prefix
+  prefix="$(pwd)/.python313"
+  rm -rf "$work" && mkdir -p "$work/lists/partial"
+  echo "deb-src http://deb.debian.org/debian trixie main" > "$work/sources.list"
+  local apt=(apt-get -qq -o "Dir::Etc::sourcelist=$(pwd)/$work/sources.list" -o Dir::Etc::sourceparts=- -o APT::Sandbox::User=root
+             -o "Dir::State::Lists=$(pwd)/$work/lists")
+  "${apt[@]}" update && (cd "$work" && "${apt[@]}" source --download-only python3.13) || return 1
+  # The upstream tarball (Debian's patches target Debian's own layout, not a private prefix).
+  tar -xf "$work"/python3.13_*.orig.tar.?z -C "$work" || return 1
+  local src=("$work"/Python-3.13*/)
+  (cd "${src[0]}" && ./configure -q --prefix="$prefix" && make -s -j2 && make -s install) >"$work/build.log" 2>&1 \
+    || { tail -20 "$work/build.log" >&2; rm -rf "$prefix"; return 1; }
+  rm -rf "$work"
+}
+if [ "${SYNCTALK_SKIP_BPY53:-0}" != 1 ] && [ ! -x .venv-bpy53/bin/python ]; then
+  if [ -x .python313/bin/python3.13 ] || build_python313; then
+    .python313/bin/python3.13 -m venv .venv-bpy53
+    # The pins of requirements.txt for Python 3.13 (bpy 5.3.0 and its numpy 2); the engine children of
+    # these tests run in .venv (torch has no CPU build for Python 3.13 on PyPI's Linux).
+    .venv-bpy53/bin/python -m pip install --disable-pip-version-check -q -c requirements.txt \
+      bpy numpy safetensors imageio-ffmpeg pytest || rm -rf .venv-bpy53
+  else
+    echo "setup: could not build CPython 3.13 (see above); the Blender 5.1+ tests will be skipped" >&2
+  fi
+fi

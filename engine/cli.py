@@ -36,8 +36,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in available_commands().items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--progress", choices=["bar", "jsonl", "quiet"], default=None,
-                       help="progress display: a bar on a terminal (default there), JSON lines for programs")
+        p.add_argument("--progress", choices=["bar", "log", "jsonl", "quiet"], default=None,
+                       help="progress display: a bar on a terminal (default there), plain lines at least every "
+                            "10 s without one (default there: logs, render farms), JSON lines for programs")
         p.set_defaults(_module=module)
         if command is None or name == command:
             importlib.import_module(module).configure(p)
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     # The first word that names a command picks the one module to import (--help stays light).
     command = next((word for word in argv if word in COMMANDS), "")
     args = build_parser(command).parse_args(argv)
-    mode = args.progress or ("bar" if sys.stderr.isatty() else "quiet")
+    mode = args.progress or ("bar" if sys.stderr.isatty() else "log")
     progress = Progress(mode)
     # A cancel from Blender (SIGTERM) unwinds like Ctrl-C, so cleanup and checkpoints run.
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
@@ -83,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("cancelled", file=sys.stderr)
         return 130
+    finally:
+        progress.close()   # the log mode's heartbeat ends with the command
     progress.result(**(result or {}))
     if mode != "jsonl" and result:
         for key, value in result.items():

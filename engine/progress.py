@@ -1,4 +1,9 @@
-"""Progress reporting: a bar on a terminal, or one JSON object a line (`--progress jsonl`).
+"""Progress reporting: a bar on a terminal, plain lines without one (`--progress log`: logs, render
+farms, Blender's background mode), or one JSON object a line (`--progress jsonl`).
+
+The log mode writes a line when a stage starts, at least every 10 s while it runs (from a
+heartbeat thread, so a long step that never advances is still seen to be alive) and when it ends.
+Warnings reach stderr in every mode but jsonl, which sends them as events.
 
 JSON lines go to stdout and are the only thing the Blender side reads. Events:
   {"event": "stage", "stage": ..., "total": N}
@@ -11,7 +16,10 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
+
+LOG_INTERVAL_S = 10.0   # the longest a log-mode run stays silent
 
 
 class Stage:
@@ -27,12 +35,27 @@ class Stage:
             self._bar = tqdm(total=total, desc=name, file=sys.stderr, leave=True, dynamic_ncols=True)
         elif reporter.mode == "jsonl":
             reporter.emit({"event": "stage", "stage": name, "total": total})
+        elif reporter.mode == "log":
+            reporter._follow(self)
 
     def eta_s(self) -> float | None:
         if not self.total or not self.done:
             return None
         elapsed = time.monotonic() - self.started
         return round(elapsed / self.done * (self.total - self.done), 1)
+
+    def line(self) -> str:
+        """The log mode's plain line: stage, done/total, ETA and metrics."""
+        elapsed = _duration(time.monotonic() - self.started)
+        if self.total and self.done >= self.total:
+            text = f"{self.name}: {self.done}/{self.total} done in {elapsed}"
+        elif self.total:
+            eta = self.eta_s()
+            text = (f"{self.name}: {self.done}/{self.total} ({100 * self.done / self.total:.0f} %), "
+                    + (f"ETA {_duration(eta)}" if eta is not None else f"{elapsed} in"))
+        else:
+            text = f"{self.name}: {self.done} done, {elapsed} in"
+        return text + "".join(f", {k} {_short(v)}" for k, v in self.metrics.items())
 
     def advance(self, n: int = 1, **metrics) -> None:
         self.done += n
@@ -48,11 +71,16 @@ class Stage:
                 self._last_emit = now
                 self.reporter.emit({"event": "progress", "stage": self.name, "done": self.done,
                                     "total": self.total, "eta_s": self.eta_s(), "metrics": self.metrics})
+        elif self.reporter.mode == "log" and self.total and self.done >= self.total > self.done - n:
+            self.reporter._log_line(self)   # the stage's end, once
+            self.close()
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        if self.reporter._followed is self:
+            self.reporter._followed = None
 
     def __enter__(self):
         return self
@@ -65,15 +93,61 @@ def _short(value):
     return f"{value:.4g}" if isinstance(value, float) else value
 
 
-class Progress:
-    """mode: 'bar' (terminal), 'jsonl' (machine-readable, for Blender), or 'quiet' (library use, tests)."""
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
-    def __init__(self, mode: str = "quiet", stream=None):
-        if mode not in ("bar", "jsonl", "quiet"):
+
+class Progress:
+    """mode: 'bar' (terminal), 'log' (plain lines, no terminal), 'jsonl' (machine-readable, for Blender),
+    or 'quiet' (library use, tests: warnings and errors only).
+
+    `stream` is where JSON lines go (stdout by default); `log_stream` where the log mode's lines, the
+    warnings and the errors go (stderr by default)."""
+
+    def __init__(self, mode: str = "quiet", stream=None, log_stream=None, log_interval_s: float = LOG_INTERVAL_S):
+        if mode not in ("bar", "log", "jsonl", "quiet"):
             raise ValueError(f"unknown progress mode {mode!r}")
         self.mode = mode
         self.stream = stream or sys.stdout
+        self.log_stream = log_stream
+        self.log_interval_s = log_interval_s
         self.warnings: list[str] = []
+        self._followed: Stage | None = None   # the log mode's current stage
+        self._last_line = 0.0
+        self._heartbeat: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _print(self, text: str) -> None:
+        stream = self.log_stream or sys.stderr
+        with self._lock:
+            print(text, file=stream, flush=True)
+
+    def _log_line(self, stage: Stage) -> None:
+        self._last_line = time.monotonic()
+        self._print(stage.line())
+
+    def _follow(self, stage: Stage) -> None:
+        """Log mode: a line now, then at least one every `log_interval_s` while the stage is current."""
+        self._followed = stage
+        self._log_line(stage)
+        if self._heartbeat is None or not self._heartbeat.is_alive():
+            self._heartbeat = threading.Thread(target=self._beat, daemon=True, name="progress heartbeat")
+            self._heartbeat.start()
+
+    def _beat(self) -> None:
+        tick = min(1.0, self.log_interval_s / 4)
+        while (stage := self._followed) is not None:
+            if time.monotonic() - self._last_line >= self.log_interval_s:
+                try:
+                    self._log_line(stage)
+                except (ValueError, OSError):   # the stream was closed under us: nobody to tell
+                    return
+            time.sleep(tick)
+
+    def close(self) -> None:
+        """Stop the log mode's heartbeat (the command is over)."""
+        self._followed = None
 
     def emit(self, obj: dict) -> None:
         self.stream.write(json.dumps(obj, default=_jsonable) + "\n")
@@ -86,14 +160,14 @@ class Progress:
         self.warnings.append(message)
         if self.mode == "jsonl":
             self.emit({"event": "warning", "message": message})
-        elif self.mode == "bar":
-            print(f"warning: {message}", file=sys.stderr)
+        else:
+            self._print(f"warning: {message}")
 
     def info(self, message: str) -> None:
         if self.mode == "jsonl":
             self.emit({"event": "info", "message": message})
-        elif self.mode == "bar":
-            print(message, file=sys.stderr)
+        elif self.mode in ("bar", "log"):
+            self._print(message)
 
     def result(self, **data) -> None:
         if self.mode == "jsonl":
@@ -103,9 +177,7 @@ class Progress:
         if self.mode == "jsonl":
             self.emit({"event": "error", "message": message, "hint": hint, "path": path})
         else:
-            print(f"error: {message}", file=sys.stderr)
-            if hint:
-                print(f"  hint: {hint}", file=sys.stderr)
+            self._print(f"error: {message}" + (f"\n  hint: {hint}" if hint else ""))
 
 
 def _jsonable(value):

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+LOG_INTERVAL_S = 10.0   # run_to_end's longest silence (background mode, render farms)
+
 # Only one engine job at a time per Blender session: each may use every core and gigabytes.
 _current: "Job | None" = None
 
@@ -72,8 +74,10 @@ def child_environment(models_dir: str = "", device: str = "auto") -> dict:
     """The environment of an engine child: the engine's folder and every site-packages this Blender
     sees (the extension's wheels live in one of them) on PYTHONPATH, and the preferences."""
     env = dict(os.environ)
-    paths = [str(engine_root())] + _site_dirs()
-    make_wheel_programs_executable(_site_dirs())
+    # A Python of its own ($SYNCTALK_PYTHON) has its own packages: Blender's would only shadow them.
+    site_dirs = [] if os.environ.get("SYNCTALK_PYTHON") else _site_dirs()
+    paths = [str(engine_root())] + site_dirs
+    make_wheel_programs_executable(site_dirs)
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
@@ -97,9 +101,10 @@ def bpy_abspath(path: str) -> str:
 
 
 def python_executable() -> str:
-    """The interpreter for engine children. Inside Blender sys.executable is Blender's own Python,
-    and the extension's wheels reach it through PYTHONPATH; with the `bpy` module it is the venv's."""
-    return sys.executable
+    """The interpreter for engine children: $SYNCTALK_PYTHON when set (a Python that has the engine's
+    packages, e.g. a venv with CUDA torch), else sys.executable. Inside Blender that is Blender's own
+    Python, and the extension's wheels reach it through PYTHONPATH; with the `bpy` module the venv's."""
+    return os.environ.get("SYNCTALK_PYTHON") or sys.executable
 
 
 @dataclass
@@ -275,16 +280,33 @@ class Job:
         else:
             process.send_signal(signal.CTRL_BREAK_EVENT)
 
-    def run_to_end(self, timeout_s: float | None = None) -> JobState:
-        """Block until the job ends (background mode, scripts, tests)."""
+    def run_to_end(self, timeout_s: float | None = None, log=None, log_interval_s: float = LOG_INTERVAL_S) -> JobState:
+        """Block until the job ends (background mode, scripts, tests). No status bar shows it there, so
+        `log` (default stderr) gets a plain line at least every `log_interval_s` (stage, done/total,
+        ETA), each warning as it arrives, and the outcome."""
         if self._process is None:
             self.start()
+        log = log or sys.stderr
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        shown, last_line = 0, 0.0
+
+        def report(text: str) -> None:
+            print(f"SyncTalk {self.label}: {text}", file=log, flush=True)
+
         while not self.poll().finished:
             if deadline is not None and time.monotonic() > deadline:
                 self.cancel(grace_s=5.0)
                 deadline = None
+            for message in self.state.messages[shown:]:
+                report(message)
+            shown = len(self.state.messages)
+            if time.monotonic() - last_line >= log_interval_s:
+                report(self.state.summary())
+                last_line = time.monotonic()
             time.sleep(0.05)
+        for message in self.state.messages[shown:]:
+            report(message)
+        report(self.state.summary())
         return self.state
 
     @property

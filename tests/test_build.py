@@ -32,7 +32,7 @@ print(json.dumps({"result": sorted(result), "addons": list(bpy.context.preferenc
 
 def test_linux_zip_validates_installs_and_registers(tmp_path):
     zips = build.build(["linux-x64"], with_wheels=False, output_dir=tmp_path / "dist", staging=tmp_path / "stage")
-    assert [z.name for z in zips] == ["synctalk-0.1.0-linux_x64.zip"]
+    assert [z.name for z in zips] == ["synctalk-0.1.0-linux_x64-blender4.2-5.0.zip"]
     with zipfile.ZipFile(zips[0]) as archive:
         names = set(archive.namelist())
         manifest = tomllib.loads(archive.read("blender_manifest.toml").decode())
@@ -40,6 +40,7 @@ def test_linux_zip_validates_installs_and_registers(tmp_path):
     assert not any("__pycache__" in n for n in names)
     assert manifest["id"] == "synctalk" and manifest["platforms"] == ["linux-x64"]
     assert manifest["blender_version_min"] == "4.2.0" and set(manifest["permissions"]) == {"files", "network"}
+    assert manifest["blender_version_max"] == "5.1.0"     # its Python 3.11 wheels cannot load in 5.1+
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender"))  # a throwaway user profile
     out = subprocess.run([sys.executable, "-c", INSTALL, str(zips[0])], env=env, capture_output=True, text=True,
                          timeout=120, cwd=tmp_path)
@@ -62,3 +63,14 @@ def test_staged_manifest_lists_wheels_but_never_numpy(tmp_path):
     reqs = build.runtime_requirements()
     assert not any(r.startswith(("numpy", "bpy", "torch", "pytest")) for r in reqs)
     assert any(r.startswith("mediapipe") for r in reqs)
+
+
+def test_each_blender_line_gets_its_versions_and_its_pins(tmp_path):
+    staging = build.stage(["linux-x64"], [], tmp_path / "stage", build.BLENDER_LINES["5.1+"])
+    manifest = tomllib.loads((staging / "blender_manifest.toml").read_text())
+    assert manifest["blender_version_min"] == "5.1.0" and "blender_version_max" not in manifest
+    # One pin set for both Pythons: only bpy and the numpy that bpy needs differ.
+    assert build.numpy_pin("3.11").startswith("numpy==1.") and build.numpy_pin("3.13").startswith("numpy==2.")
+    assert [p for p in build.pins("3.11") if p.startswith("bpy==")] == ["bpy==5.0.1"]
+    assert [p for p in build.pins("3.13") if p.startswith("bpy==")] == ["bpy==5.3.0"]
+    assert build.runtime_requirements("3.11") == build.runtime_requirements("3.13")

@@ -24,7 +24,9 @@ import numpy as np
 
 from .keyframes import Channel, assign_action, fcurves_of, remove_keys_between, write_channels, write_into_action
 
-TAKE_PROP = "synctalk_take"   # JSON on a take's action: line, frame range, fingerprints of the written keys
+# JSON on a take's action: the line, the frames keyed (start, end), the frames the line's keys cover
+# (extent: wider when an earlier, longer run left keys) and fingerprints of the written keys.
+TAKE_PROP = "synctalk_take"
 
 
 def target_id(target):
@@ -135,7 +137,7 @@ class TakeWriter:
         """(start, end) this line was keyed over before: from the current action, else the line's last take."""
         info = action_info(old_action)
         if info is not None and info.get("line") == self.line:
-            return info["start"], info["end"]
+            return tuple(info["extent"])
         earlier = [t for t in self.scene.synctalk.takes if t.line == self.line]
         return (earlier[-1].frame_start, earlier[-1].frame_end) if earlier else None
 
@@ -161,18 +163,20 @@ class TakeWriter:
             if old is not None:
                 old.use_fake_user = False   # the take list keeps it in the file
             self._new.append((obj, shape_keys, action))
-        self._trim_stale(obj, id_block, channels, previous)
-        self._stamp(id_block, action, channels)
+        extent = self._trim_stale(obj, id_block, channels, previous)
+        self._stamp(id_block, action, channels, extent)
         return action
 
-    def _trim_stale(self, obj, id_block, channels, previous) -> None:
+    def _trim_stale(self, obj, id_block, channels, previous) -> tuple:
+        """Drop (or report) the keys an earlier, longer run of this line left outside it; returns the
+        frames this line's keys now cover."""
         if previous is None or (previous[0] >= self.start - 0.5 and previous[1] <= self.end + 0.5):
-            return
+            return self.start, self.end
         if not self.clear_stale:
             self.notes.append(f"{obj.name}: this line was keyed over frames {previous[0]:g}-{previous[1]:g} before; "
                               f"its keys outside {self.start:g}-{self.end:g} still play (Remove Keys Past the Line "
                               "deletes them)")
-            return
+            return min(previous[0], self.start), max(previous[1], self.end)
         fcurves = fcurves_of(id_block)
         removed = 0
         for channel in channels:
@@ -184,20 +188,22 @@ class TakeWriter:
             if previous[1] > self.end + 0.5:
                 removed += remove_keys_between(fcurve, self.end + 0.5, previous[1])
         self.notes.append(f"{obj.name}: removed {removed} keys past the line")
+        return self.start, self.end
 
-    def _stamp(self, id_block, action, channels) -> None:
+    def _stamp(self, id_block, action, channels, extent) -> None:
         fcurves = fcurves_of(id_block)
         keys = {}
         for channel in channels:
             fcurve = fcurves.find(channel.data_path, index=channel.index)
             keys[f"{channel.data_path}#{channel.index}"] = _fingerprint(fcurve, self.start, self.end)
-        action[TAKE_PROP] = json.dumps({"line": self.line, "start": self.start, "end": self.end, "keys": keys})
+        action[TAKE_PROP] = json.dumps({"line": self.line, "start": self.start, "end": self.end,
+                                        "extent": list(extent), "keys": keys})
 
-    def _add_take(self, name: str, line: str, keyed: list):
+    def _add_take(self, name: str, line: str, keyed: list, seed: int, source: str, frames: tuple):
         takes = self.scene.synctalk.takes
         take = takes.add()
-        take.name, take.line, take.seed, take.source = name, line, self.seed, self.source
-        take.frame_start, take.frame_end = self.start, self.end
+        take.name, take.line, take.seed, take.source = name, line, seed, source
+        take.frame_start, take.frame_end = frames
         for obj, shape_keys, action in keyed:
             target = take.targets.add()
             target.obj, target.shape_keys, target.action = obj, shape_keys, action
@@ -205,8 +211,10 @@ class TakeWriter:
     def finish(self) -> str:
         """List the actions the animator had and the new take (selected); returns the notes as one line."""
         if self._before:
-            self._add_take(f"before {self.name}", "", self._before)
+            ranges = np.array([action.frame_range for _, _, action in self._before])
+            self._add_take(f"before {self.name}", "", self._before, 0, "the animation these meshes had",
+                           (float(ranges[:, 0].min()), float(ranges[:, 1].max())))
         if self._new:
-            self._add_take(self.name, self.line, self._new)
+            self._add_take(self.name, self.line, self._new, self.seed, self.source, (self.start, self.end))
             self.scene.synctalk.take_index = len(self.scene.synctalk.takes) - 1
         return "; ".join(self.notes)

@@ -18,7 +18,10 @@ import os
 import re
 from pathlib import Path
 
-from engine.arkit import ARKIT_NAMES
+from .jobs import import_engine
+
+import_engine()   # installed as an extension, the engine package sits in the extension's folder
+from engine.arkit import ARKIT_NAMES  # noqa: E402
 
 
 def _side(name: str, left: str, right: str) -> str:

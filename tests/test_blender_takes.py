@@ -244,3 +244,25 @@ def test_live_link_csv_round_trip_keeps_values_timecode_and_eye_angles(scene, tm
     np.testing.assert_allclose(back.curves.weights, original.curves.weights, atol=2e-6)
     np.testing.assert_allclose(back.curves.head_rotation, original.curves.head_rotation, atol=1e-4)
     np.testing.assert_allclose(back.eye_angles, original.eye_angles, atol=2e-6)
+
+
+def test_a_retrained_model_file_drives_the_keys_like_the_model_it_holds(scene, tmp_path):
+    import shutil
+    from engine.expression.generic import GENERIC_MODEL
+    wav = shared_file("audio", "de_9s_24bit_extensible.wav")
+    strip = sequencer.add_sound(scene, wav, frame_start=1, channel=1)
+    select_only(scene, strip)
+    face = arkit_head("Face", ARKIT_NAMES)
+    s = scene.synctalk
+    s.generic, s.new_seed, s.seed = True, False, 3
+    s.model_file = str(tmp_path / "missing.safetensors")
+    with pytest.raises(RuntimeError, match="model file not found"):
+        bpy.ops.synctalk.audio_to_rig()
+    assert len(s.takes) == 0 and face.data.shape_keys.animation_data is None
+    s.model_file = ""
+    assert bpy.ops.synctalk.audio_to_rig() == {"FINISHED"}
+    bundled = _points(face.data.shape_keys, "jawOpen")
+    s.model_file = str(shutil.copy(GENERIC_MODEL, tmp_path / "studio.safetensors"))
+    assert bpy.ops.synctalk.audio_to_rig() == {"FINISHED"}
+    assert s.takes[-1].source == "studio.safetensors" and s.takes[-1].name == f"{strip.name} take 2"
+    np.testing.assert_allclose(_points(face.data.shape_keys, "jawOpen"), bundled, atol=1e-6)

@@ -145,7 +145,11 @@ class TakeWriter:
         """Key `channels` on the object's shape keys (shape_keys) or on the object itself; returns the action."""
         id_block = obj.data.shape_keys if shape_keys else obj
         old = id_block.animation_data.action if id_block.animation_data else None
-        edited = edited_curves(id_block, old) if old is not None else []
+        # Only edits this run writes over count: on the curves it keys, inside its frames.
+        info = action_info(old)
+        overlaps = info is not None and info["start"] <= self.end + 0.5 and info["end"] >= self.start - 0.5
+        written = {c.data_path for c in channels}
+        edited = [p for p in edited_curves(id_block, old) if p in written] if overlaps else []
         if edited:
             where = f"overwritten in '{old.name}' (Replace Keys is on)" if self.replace else \
                 f"kept in '{old.name}': switch back to it in Takes"

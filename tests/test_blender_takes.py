@@ -145,6 +145,11 @@ def test_takes_are_kept_switchable_and_hand_edits_never_silently_lost(scene):
     scene.synctalk.take_index = 0
     assert bpy.ops.synctalk.delete_take() == {"FINISHED"}
     assert len(bpy.data.actions) == 1 and [t.name for t in scene.synctalk.takes] == ["line01 take 2"]
+    # Another line elsewhere on the timeline writes over no edited key: nothing to report, the edit carries over.
+    fcurves_of(key).find('key_blocks["jawOpen"].value').keyframe_points[9].co.y = 0.97   # frame 110
+    written = key_take(scene, [(face, mapping)], _curves(50, 4), 1000, 25.0, "line02")
+    assert "hand edits" not in written["notes"] and key.animation_data.action.name == "line02 take 1"
+    assert _points(key, "jawOpen")[9].tolist() == pytest.approx([110, 0.97])
 
 
 def test_a_shorter_line_drops_the_old_keys_past_it_only_when_asked(scene):

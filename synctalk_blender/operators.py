@@ -70,11 +70,16 @@ def _rig_object(context):
     return obj
 
 
+def table_rows(s) -> dict:
+    """The panel's mapping table as {ARKit: [shape keys]}."""
+    return {row.arkit: [n.strip() for n in row.shapes.split(",") if n.strip()] for row in s.mapping_rows}
+
+
 def mapping_table(s) -> dict | None:
-    """The panel's mapping table as {ARKit: [shape keys]} when the Names setting is Mapping Table."""
+    """The mapping table when the Names setting is Mapping Table (None otherwise)."""
     if s.mapping != "TABLE":
         return None
-    table = {row.arkit: [n.strip() for n in row.shapes.split(",") if n.strip()] for row in s.mapping_rows}
+    table = table_rows(s)
     if not any(table.values()):
         raise UserError("the mapping table is empty: fill it from a preset first (Edit as Table)")
     return table

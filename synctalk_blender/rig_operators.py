@@ -21,7 +21,7 @@ from .jobs import import_engine
 from .keyframes import Channel, read_channel
 from .mapping import map_names
 from .mapping_presets import BUILTIN, save_user_preset, user_presets
-from .operators import UserError, _head_target, keying_report, rig_meshes, scene_fps
+from .operators import UserError, _head_target, keying_report, rig_meshes, scene_fps, table_rows
 from .properties import settings
 from .rig import curves_from_meshes, key_take, shape_key_names
 
@@ -125,7 +125,7 @@ class SYNCTALK_OT_mapping_save(bpy.types.Operator):
 
     def execute(self, context):
         s = settings(context)
-        table = {row.arkit: [n.strip() for n in row.shapes.split(",") if n.strip()] for row in s.mapping_rows}
+        table = table_rows(s)
         if not any(table.values()):
             self.report({"ERROR"}, "the mapping table is empty: fill it from a preset first")
             return {"CANCELLED"}

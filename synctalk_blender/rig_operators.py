@@ -215,8 +215,10 @@ class SYNCTALK_OT_export_livelink(bpy.types.Operator, ExportHelper):
             if values is not None:
                 eyes[:, k] = values
         if playing is not None and playing.timecode_rate > 0:
-            # The imported take's own timecode, counted on from its first frame.
-            first_code = playing.timecode_frame + int(round((frames[0] - playing.frame_start) * round(fps) / fps))
+            # The imported take's own timecode, counted on from its first frame (in seconds: the file's
+            # frame rate may differ from the scene's).
+            seconds = playing.timecode_frame / round(playing.timecode_rate) + (frames[0] - playing.frame_start) / fps
+            first_code = int(round(seconds * round(fps)))
         else:
             first_code = int(frames[0])
         try:

@@ -249,6 +249,10 @@ def test_live_link_csv_round_trip_keeps_values_timecode_and_eye_angles(scene, tm
     np.testing.assert_allclose(back.curves.weights, original.curves.weights, atol=2e-6)
     np.testing.assert_allclose(back.curves.head_rotation, original.curves.head_rotation, atol=1e-4)
     np.testing.assert_allclose(back.eye_angles, original.eye_angles, atol=2e-6)
+    # In a 25 fps scene the same take starts at the same time of day, counted in 25ths.
+    scene.render.fps = 25
+    assert bpy.ops.synctalk.export_livelink(filepath=str(out)) == {"FINISHED"}
+    assert out.read_text().splitlines()[1].split(",")[0] == "00:32:09:06.000"
 
 
 def test_a_retrained_model_file_drives_the_keys_like_the_model_it_holds(scene, tmp_path):

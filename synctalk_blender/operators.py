@@ -127,7 +127,7 @@ def keying_report(context, meshes, skipped) -> str:
     report = f"{52 - len(missing)} of 52 ARKit curves keyed on {', '.join(o.name for o, _ in meshes)}"
     if skipped:
         report += f" ({', '.join(skipped)}: no shape key maps, not keyed)"
-    s.last_report = report + (f"; {len(missing)} with no shape key" if missing else "")
+    s.last_report = report + (f"; {len(missing)} with no shape key (listed below)" if missing else "")
     s.last_missing = ", ".join(missing)
     return s.last_report
 

@@ -10,7 +10,8 @@ from engine.errors import EngineError
 from engine.expression.animate import Animator, parse_intensity
 from engine.expression.blinks import BLINK_CHANNELS, BlinkModel, blink_curve, blink_times
 from engine.expression.headmotion import MotionStats, generate, replay
-from engine.expression.livelink import HEADER, read_livelink_csv, timecode
+from engine.expression.livelink import (HEADER, read_livelink_csv, read_livelink_take, timecode, timecode_frames,
+                                       write_livelink_csv)
 from engine.media.audio import load_audio, write_wav
 from engine.progress import Progress
 from engine.subject import Split, Subject, SubjectMeta, SubjectWriter
@@ -173,6 +174,19 @@ def test_live_link_csv_layout_and_tolerant_reading(tmp_path):
     bad.write_text("Timecode,BlendShapeCount,JawOpen\n00:00:00:00.000,1,wide\n")
     with pytest.raises(EngineError, match="line 2"):
         read_livelink_csv(bad)
+
+
+def test_live_link_take_keeps_its_first_timecode_and_eye_angles(tmp_path):
+    first = timecode_frames("10:41:53:17.533", 30)
+    assert first == ((10 * 60 + 41) * 60 + 53) * 30 + 17
+    rng = np.random.default_rng(1)
+    eyes = rng.normal(0, 0.1, (40, 6)).astype(np.float32)
+    path = write_livelink_csv(tmp_path / "take.csv", Curves(30, rng.random((40, 52))), first, eyes)
+    rows = path.read_text().splitlines()
+    assert rows[1].startswith("10:41:53:17.000,61,") and rows[14].startswith("10:41:54:00.000,")
+    take = read_livelink_take(path)
+    assert take.first_frame == first and take.curves.fps == 30
+    np.testing.assert_allclose(take.eye_angles, eyes, atol=1e-6)
 
 
 def test_train_ave_cli_on_a_subject(may_subject, tmp_path, capsys):

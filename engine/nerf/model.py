@@ -144,7 +144,7 @@ class TalkingHead:
         torch_device = pick_device(device)
         if torch_device.type == "cpu":
             choose_cpu_threads()
-        config["use_tcnn"] = False  # the weights are in HashGrids2D's layout; rendering uses the PyTorch grid
+        config["use_tcnn"] = False  # the weights are saved in HashGrids2D's layout; rendering uses the PyTorch grid
         model = HeadModel(config)
         tensors, _ = load_weights(weights, torch_device)
         model.load_weights(tensors)

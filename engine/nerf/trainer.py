@@ -82,6 +82,8 @@ class Trainer:
         size = base["size"] if base else working_size(subject.size, preset.max_size)
         self.data = SubjectData(subject, audio, expression, max_frames=preset.max_frames, progress=progress, size=size)
         config = base if base else self._config(encoder, expression, audio.shape[1])
+        if trained and not header:  # a saved head is in the canonical layout: train it on this machine's grid
+            config = {**config, "use_tcnn": self.device.type == "cuda" and tcnn_available()}
         self.model = HeadModel(config).to(self.device)
         self.optimizers = self._optimizers()
         self.stages_done: list[str] = []

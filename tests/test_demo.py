@@ -80,4 +80,4 @@ print(json.dumps({"sound": [strips["SOUND"].frame_final_start, strips["SOUND"].f
     scene = json.loads(opened.stdout.strip().splitlines()[-1])
     assert scene["sound"][:2] == scene["movie"][:2] == [1, 51]           # 2 s at 25 fps, aligned
     assert scene["movie"][2] == scene["sound"][2] + 1
-    assert scene["action"] == "speech" and scene["shapes"] == 53
+    assert scene["action"] == "speech take 1" and scene["shapes"] == 53

@@ -67,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     # The first word that names a command picks the one module to import (--help stays light).
     command = next((word for word in argv if word in COMMANDS), "")
     args = build_parser(command).parse_args(argv)
-    return run_command(lambda args, progress: importlib.import_module(args._module).run(args, progress), args)
+    return run_command(_run_stage_command, args)
+
+
+def _run_stage_command(args, progress) -> dict:
+    return importlib.import_module(args._module).run(args, progress)
 
 
 def run_command(run, args) -> int:

@@ -94,8 +94,18 @@ def _jsonable(value):
 def event_channel():
     """In the child, for jsonl mode: yields the stream the events go to (the process's stdout) while
     everything else written to stdout (print, a library, a program the command starts) goes to stderr,
-    so the reader never sees a line that is not an event. Restores both on exit."""
+    so the reader never sees a line that is not an event. Restores both on exit.
+
+    Called in-process by a caller that has replaced sys.stdout (a test's capture), the events go to
+    that stream and the rest is the caller's to keep apart."""
     sys.stdout.flush()
+    try:
+        process_stdout = sys.stdout.fileno() == 1
+    except (AttributeError, OSError, ValueError):   # a stream in memory
+        process_stdout = False
+    if not process_stdout:
+        yield sys.stdout
+        return
     events_fd = os.dup(1)
     os.dup2(2, 1)                 # file descriptor 1: what C code and child programs inherit
     saved_stdout, sys.stdout = sys.stdout, sys.stderr

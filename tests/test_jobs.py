@@ -126,7 +126,8 @@ def test_argument_builders_speak_each_commands_own_parser(tmp_path):
     args = _parsed(jobs.preprocess_argv(tmp_path / "a clip.mp4", tmp_path / "s", fps=30 / 1.001, size=256))
     assert (args.clip, args.output, args.fps, args.size) == (str(tmp_path / "a clip.mp4"), str(tmp_path / "s"),
                                                               30 / 1.001, 256)   # the NTSC rate exactly
-    assert _parsed(jobs.preprocess_argv("c.mp4", "s")).fps == 25.0 and _parsed(jobs.preprocess_argv("c", "s")).size is None
+    defaults = _parsed(jobs.preprocess_argv("c.mp4", "s"))
+    assert defaults.fps == 25.0 and defaults.size is None
 
     args = _parsed(jobs.train_argv("s", preset="tiny", device="cpu", expression="all", resume=True,
                                    audio_encoder="mel", stages="head,lip"))
@@ -137,8 +138,8 @@ def test_argument_builders_speak_each_commands_own_parser(tmp_path):
     from engine.expression.animate import parse_intensity
     args = _parsed(jobs.animate_argv("speech.wav", "c.stcurves", subject="s", fps=24, seed=7, smooth=1.5,
                                      intensity={"mouth": 1.2, "jaw": 1.0, "head": 0.5}, blink_rate=20))
-    assert (args.speech, args.subject, args.generic, args.output, args.fps, args.seed, args.smooth, args.blink_rate) == \
-        ("speech.wav", "s", False, "c.stcurves", 24.0, 7, 1.5, 20.0)
+    assert (args.speech, args.subject, args.generic, args.output, args.fps, args.seed, args.smooth,
+            args.blink_rate) == ("speech.wav", "s", False, "c.stcurves", 24.0, 7, 1.5, 20.0)
     assert parse_intensity(args.intensity) == {"mouth": 1.2, "head": 0.5}   # unchanged regions left out
     args = _parsed(jobs.animate_argv("speech.wav", "c.csv", generic=True, blink_rate=0))
     assert args.generic and args.blink_rate is None and args.intensity == "" and args.smooth == 0.0

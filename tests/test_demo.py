@@ -80,7 +80,7 @@ print(json.dumps({"sound": [strips["SOUND"].frame_final_start, strips["SOUND"].f
     scene = json.loads(opened.stdout.strip().splitlines()[-1])
     assert scene["sound"][:2] == scene["movie"][:2] == [1, 51]           # 2 s at 25 fps, aligned
     assert scene["movie"][2] == scene["sound"][2] + 1
-    assert scene["action"] == "speech" and scene["shapes"] == 53
+    assert scene["action"] == "speech take 1" and scene["shapes"] == 53   # the first take of the line
 
 
 def test_demo_step_failure_is_one_error_with_the_engines_hint(tmp_path):

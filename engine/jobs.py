@@ -8,7 +8,8 @@ cancel is a signal. Blender's own extension manager runs its jobs the same way.
 
 The protocol: the child's stdout carries one JSON object a line, `{"event": TYPE, FIELD: ...}`, one of
 the EVENT_TYPES below and nothing else (`event_channel` sends every other write to stderr). A command
-ends with exactly one of result, error or cancelled, and the matching exit code. Its other modes
+ends with exactly one of result, error or cancelled, and the matching exit code; a crash ends with
+none, and the runner reports its exit code and the end of its stderr. The other modes
 (`--progress bar|log|quiet`) are for people and write no events.
 
 This module imports nothing of the engine's stages (no torch): Blender loads it with its UI.
@@ -236,15 +237,18 @@ class Job:
         self._process = subprocess.Popen(argv, cwd=str(ENGINE_ROOT), env=self.env, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                          encoding="utf-8", errors="replace", bufsize=1, **group)
-        threading.Thread(target=self._read_stdout, args=(self._process,), daemon=True).start()
-        threading.Thread(target=self._read_stderr, args=(self._process,), daemon=True).start()
+        stderr_reader = threading.Thread(target=self._read_stderr, args=(self._process,), daemon=True)
+        stderr_reader.start()
+        threading.Thread(target=self._read_stdout, args=(self._process, stderr_reader), daemon=True).start()
 
-    def _read_stdout(self, process: subprocess.Popen) -> None:
+    def _read_stdout(self, process: subprocess.Popen, stderr_reader: threading.Thread) -> None:
         for line in process.stdout:
             item = decode(line)
             if item is not None:
                 self._events.put(item)
         process.wait()
+        # Its last words on stderr first (a program it started and left running may hold the pipe open).
+        stderr_reader.join(timeout=1.0)
         self._events.put({"event": None, "returncode": process.returncode})   # the child is gone
 
     def _read_stderr(self, process: subprocess.Popen) -> None:

@@ -144,3 +144,23 @@ def test_evaluate_writes_report_grid_and_plot(subject, tmp_path):
     grid = read_png(tmp_path / "report" / "comparison.png")
     assert grid.shape[1] == 3 * 96 and grid.shape[0] > 2 * 96
     assert read_png(tmp_path / "report" / "mouth_opening.png").shape[2] in (3, 4)
+
+
+def test_a_range_of_a_long_speech_drives_from_only_the_speech_it_needs(subject, tmp_path):
+    """Frames 0:50 of an hour of streamed speech: the same driving as the first minute gives them, in a few MB."""
+    import tracemalloc
+    from engine.audio.features import SpeechFeatures
+    from engine.render.driving import drive_speech
+    from test_speech_features import _looped, _stereo_44k
+    base = _stereo_44k(tmp_path)
+    tracemalloc.start()
+    try:
+        piece = drive_speech(subject, SpeechFeatures(_looped(base, 3600)), "mel", 8, start=0, stop=50)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    minute = drive_speech(subject, SpeechFeatures(_looped(base, 60)), "mel", 8)
+    assert len(piece) == 50 and piece.first == 0
+    np.testing.assert_allclose(piece.audio, minute.audio[:50], atol=1e-5)
+    np.testing.assert_array_equal(piece.frame_index, minute.frame_index[:50])
+    assert peak < 64 * 2 ** 20, f"peak {peak / 2 ** 20:.0f} MB"

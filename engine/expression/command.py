@@ -31,7 +31,7 @@ def configure(parser) -> None:
 
 
 def run(args, progress) -> dict:
-    from ..media.audio import open_audio
+    from ..audio.features import SpeechFeatures
     from ..subject.format import Subject
     from .animate import Animator, parse_intensity
     output = Path(args.output)
@@ -42,10 +42,10 @@ def run(args, progress) -> dict:
     subject = Subject(args.subject) if args.subject else None
     animator = Animator(subject, args.generic, args.encoder, args.models)
     loaded = time.monotonic()
-    speech = open_audio(args.speech)
+    speech = SpeechFeatures(args.speech, progress=progress)
     curves = animator(speech, args.fps, args.smooth, intensity, args.head, args.seed, progress=progress)
     curves.save(output)
     return {"output": str(output), "frames": len(curves), "fps": curves.fps,
-            "seconds_audio": round(speech.seconds, 2), "encoder": animator.model.config.encoder,
+            "seconds_audio": round(speech.audio.seconds, 2), "encoder": animator.model.config.encoder,
             "blinks": animator.blinks.as_dict(), "load_s": round(loaded - started, 2),
             "animate_s": round(time.monotonic() - loaded, 2)}

@@ -45,23 +45,23 @@ def run(args, progress) -> dict:
     from ..nerf.model import TalkingHead
 
     subject = Subject(args.subject)
+    fps = subject.fps
     fmt = choose_format(args.format, args.output)
     speech = SpeechFeatures(args.audio, subject.cache_dir, progress)
     curves = Curves.load(args.curves) if args.curves is not None else None
     head = TalkingHead.load(subject, device=args.device)
     progress.info(f"audio features: {head.audio_encoder}")
+    total = speech.n_frames(fps)
+    start, stop = parse_range(args.frames, total)
     driving = drive_speech(subject, speech, head.audio_encoder, head.audio_window, curves,
                            curves_path=args.curves, progress=progress,
-                           mouth_from_speech=head.follows_mouth_curves)
-    total = len(driving)
-    start, stop = parse_range(args.frames, total)
-    driving = driving.slice(start, stop)
+                           mouth_from_speech=head.follows_mouth_curves, fps=fps, start=start, stop=stop)
     rgba = fmt == "rgba"
 
     with ExitStack() as stack:
         framing = Framing(subject, args.full_frame, np.unique(driving.frame_index), progress, stack, rgba=rgba)
         width, height = framing.size(head.size)
-        output = open_output(fmt, args.output, width, height, subject.fps, args.audio, start, len(driving))
+        output = open_output(fmt, args.output, width, height, fps, args.audio, start, len(driving))
         started = time.monotonic()
         try:
             with progress.stage("render", len(driving)) as stage:
@@ -74,5 +74,5 @@ def run(args, progress) -> dict:
         path = output.close()
     elapsed = time.monotonic() - started
     return {"output": str(path), "format": fmt, "frames": [start, stop], "total_frames": total,
-            "width": width, "height": height, "full_frame": framing.full, "fps": subject.fps,
+            "width": width, "height": height, "full_frame": framing.full, "fps": fps,
             "render_fps": round(len(driving) / max(elapsed, 1e-9), 3)}

@@ -268,7 +268,8 @@ class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
         audio = _existing_file(sequencer.strip_file(self._sound), f"sound of strip '{self._sound.name}'")
         self._fps = scene_fps(scene)
         self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
-        command = ["render", str(subject), "--audio", str(audio), "--device", preferences().device]
+        command = ["render", str(subject), "--audio", str(audio), "--fps", repr(self._fps),
+                   "--device", preferences().device]
         self._used_rig = ""
         obj = context.active_object
         if obj is not None and shape_key_names(obj):

@@ -67,7 +67,7 @@ def test_subject_cache_is_keyed_by_the_audio_checksum(tmp_path, speech):
     path = write_wav(tmp_path / "speech.wav", speech[: 16000 * 5])
     first = SpeechFeatures(path, cache).per_frame(encoder, 25)
     files = sorted(cache.iterdir())
-    assert len(files) == 1 and "mel-25fps-125-" in files[0].name
+    assert len(files) == 1 and "mel-25.0fps-125-" in files[0].name
     np.testing.assert_array_equal(SpeechFeatures(path, cache).per_frame(encoder, 25), first)
     # Other audio at the same path is another key: the cached features are never served for it.
     write_wav(path, speech[16000 * 10: 16000 * 15])

@@ -228,7 +228,7 @@ class SpeechFeatures:
         per_block = int(round(encoder.block * encoder.rate / SAMPLE_RATE))
         blocks = range(first // per_block, (stop - 1) // per_block + 1)
         stage = (self.progress.stage(f"audio features ({encoder.name})", len(blocks))
-                 if self.progress is not None and len(blocks) > 2 else None)
+                 if self.progress is not None and len(blocks) > 4 else None)  # a long pass, not one step
         parts = []
         for b in blocks:
             key = (encoder.key, b)
@@ -264,7 +264,7 @@ class SpeechFeatures:
         from ..subject.format import atomic_write_tensors
         if self._checksum is None:
             self._checksum = sha256_of(self.audio.path)
-        name = f"features-v{CACHE_VERSION}-{encoder.key}-{fps:g}fps-{stop}-{self._checksum[:24]}.safetensors"
+        name = f"features-v{CACHE_VERSION}-{encoder.key}-{float(fps)!r}fps-{stop}-{self._checksum[:24]}.safetensors"
         path = Path(self.cache_dir) / name
         features = None
         if path.is_file():

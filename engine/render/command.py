@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio.features import SpeechFeatures
+from ..errors import EngineError
 from ..subject.format import Subject
 from .driving import drive_speech, parse_range
 from .output import FORMATS, choose_format, open_output
@@ -29,6 +30,9 @@ def configure(parser) -> None:
                         help="an .mp4 file, or a folder for a PNG sequence")
     parser.add_argument("--frames", default=None, metavar="A:B",
                         help="render only frames A to B-1 (0-based), e.g. one render-farm piece")
+    parser.add_argument("--fps", type=float, default=None,
+                        help="frame rate of the render, e.g. the edit's 24 or 29.97 (default: the subject's); "
+                             "the frames are driven at this rate, so they stay on the sound")
     parser.add_argument("--format", choices=FORMATS, default=None,
                         help="mp4 (H.264 + AAC), png (RGB sequence) or rgba (head and torso over transparency, "
                              "PNG sequence); default from the output name")
@@ -45,7 +49,9 @@ def run(args, progress) -> dict:
     from ..nerf.model import TalkingHead
 
     subject = Subject(args.subject)
-    fps = subject.fps
+    fps = subject.fps if args.fps is None else args.fps
+    if not 0 < fps <= 240:
+        raise EngineError(f"--fps {args.fps:g} is out of range", "use a frame rate such as 24, 25, 29.97 or 30")
     fmt = choose_format(args.format, args.output)
     speech = SpeechFeatures(args.audio, subject.cache_dir, progress)
     curves = Curves.load(args.curves) if args.curves is not None else None

@@ -405,11 +405,12 @@ def animate_argv(speech, curves, subject=None, generic: bool = False, model=None
 
 
 def render_argv(subject, audio, output, curves=None, device: str | None = None,
-                output_format: str | None = None) -> list[str]:
-    """output_format: mp4, png or rgba (None: from the output's name)."""
+                output_format: str | None = None, fps: float | None = None) -> list[str]:
+    """output_format: mp4, png or rgba (None: from the output's name); fps: the output's frame rate
+    (None: the subject's)."""
     return (["render", str(subject), "--audio", str(audio)] + (["--curves", str(curves)] if curves else [])
             + ["-o", str(output)] + (["--format", output_format] if output_format else [])
-            + (["--device", device] if device else []))
+            + (["--fps", repr(float(fps))] if fps else []) + (["--device", device] if device else []))
 
 
 def evaluate_argv(subject, report, device: str | None = None, limit: int | None = None) -> list[str]:

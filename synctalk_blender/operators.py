@@ -346,7 +346,7 @@ class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
         self._rgba = s.rgba
         self._output = _render_output(context, subject, self._sound.name, s.rgba)
         return "Render", [engine_jobs.render_argv(subject, audio, self._output, curves=rig_curves,
-                                                  device=preferences().device,
+                                                  device=preferences().device, fps=self._fps,
                                                   output_format="rgba" if s.rgba else "mp4")]
 
     def finish(self, context, result):
@@ -365,9 +365,6 @@ class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
         # Same visible range as the sound strip (it may be trimmed).
         strip.frame_final_start, strip.frame_final_end = sound.frame_final_start, sound.frame_final_end
         source = f"curves of '{self._used_rig}'" if self._used_rig else "the audio alone (no rig selected)"
-        if abs(result.get("fps", self._fps) - self._fps) > 1e-3:
-            self.report({"WARNING"}, f"the subject is at {result['fps']:g} fps, the scene at {self._fps:g} fps: "
-                                     "train the subject at the scene's frame rate for frame-exact timing")
         return f"rendered from {source} into strip '{strip.name}' on channel {channel}: {self._output}"
 
     def cleanup(self):

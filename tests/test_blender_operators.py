@@ -154,6 +154,7 @@ def test_train_subject_cancel_leaves_a_resumable_subject_then_resumes(scene, tra
 def test_audio_to_rig_with_subject_then_render_into_sequencer(scene, trained, tmp_path):
     if "subject" not in trained:
         pytest.skip("needs the subject trained by the test above")
+    scene.render.fps = 24  # an edit at another rate than the subject's 25 fps: rendered at the scene's rate
     speech = _cut(shared_file("audio", "en_60s.wav"), 0.32, tmp_path / "line.wav", start=4.3)
     strip = sequencer.add_sound(scene, speech, frame_start=12, channel=1)
     select_only(scene, strip)
@@ -173,4 +174,5 @@ def test_audio_to_rig_with_subject_then_render_into_sequencer(scene, trained, tm
     assert movie.channel == 2
     assert (movie.frame_final_start, movie.frame_final_end) == (strip.frame_final_start, strip.frame_final_end)
     assert abs(movie.frame_duration - strip.frame_duration) <= 1     # the video itself is as long as the sound
+    assert movie.fps == pytest.approx(24)                           # frame for frame with the scene
     assert sequencer.strip_file(movie).is_file()

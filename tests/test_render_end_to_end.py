@@ -75,6 +75,10 @@ def test_rendered_face_joins_the_frame_without_a_seam(subject):
     head = TalkingHead.load(subject, device="cpu")
     features = subject_speech(subject).windows(get_encoder(head.audio_encoder), subject.fps, head.audio_window,
                                                n_frames=subject.n_frames)
+    # Training cached the subject's features in the subject folder, keyed by its audio's checksum.
+    from engine.models import sha256_of
+    cached = list(subject.cache_dir.glob(f"features-v*-mel-*-{sha256_of(subject.audio_path)[:24]}.safetensors"))
+    assert len(cached) == 1
     pasted, source = 0.0, 0.0
     for index in subject.split("test")[:2]:
         frame, mask = subject.frame(index), subject.face_mask(index)
@@ -145,3 +149,75 @@ def test_evaluate_writes_report_grid_and_plot(subject, tmp_path):
     grid = read_png(tmp_path / "report" / "comparison.png")
     assert grid.shape[1] == 3 * 96 and grid.shape[0] > 2 * 96
     assert read_png(tmp_path / "report" / "mouth_opening.png").shape[2] in (3, 4)
+
+
+def test_a_range_of_a_long_speech_drives_from_only_the_speech_it_needs(subject, tmp_path):
+    """Frames 0:50 of an hour of streamed speech: the same driving as the first minute gives them, in a few MB."""
+    import tracemalloc
+    from engine.audio.features import SpeechFeatures
+    from engine.render.driving import drive_speech
+    from test_speech_features import _looped, _stereo_44k
+    base = _stereo_44k(tmp_path)
+    tracemalloc.start()
+    try:
+        piece = drive_speech(subject, SpeechFeatures(_looped(base, 3600)), "mel", 8, start=0, stop=50)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    minute = drive_speech(subject, SpeechFeatures(_looped(base, 60)), "mel", 8)
+    assert len(piece) == 50 and piece.first == 0
+    np.testing.assert_allclose(piece.audio, minute.audio[:50], atol=1e-5)
+    np.testing.assert_array_equal(piece.frame_index, minute.frame_index[:50])
+    assert peak < 64 * 2 ** 20, f"peak {peak / 2 ** 20:.0f} MB"
+
+
+FRAME_RATES = (24000 / 1001, 24.0, 25.0, 30000 / 1001, 30.0, 50.0, 60.0)  # Blender's 23.976 and 29.97 are NTSC
+
+
+def alignment_error(driving, samples, fps: float, seconds: float = 5.0) -> int:
+    """Frames by which the driving's sound lags the sound at the frames' own times, over the last `seconds`:
+    the lag that best lines up the loudness its audio windows carry with the loudness of the samples
+    under each frame (the window's centre is the frame's own time)."""
+    n = len(driving)
+    edges = np.round(np.arange(n + 1) / fps * 16000).astype(int)
+    loudness = np.array([np.log(np.mean(samples[a:b] ** 2) + 1e-8) for a, b in zip(edges[:-1], edges[1:])])
+    carried = driving.audio[:, driving.audio.shape[1] // 2].mean(axis=1)  # the log-mel level of the frame itself
+    last = int(seconds * fps)
+    lags = range(-12, 13)
+    score = [np.corrcoef(carried[n - last - 12: n - 12], loudness[n - last - 12 + lag: n - 12 + lag])[0, 1]
+             for lag in lags]
+    return lags[int(np.argmax(score))]
+
+
+@pytest.mark.parametrize("fps", FRAME_RATES, ids=lambda f: f"{f:.3f}fps")
+def test_frames_stay_on_the_sound_for_a_minute_at_any_frame_rate(subject, fps):
+    """A minute of speech driven at the edit's frame rate: as many frames as the sound covers, and the
+    last seconds' frames carry the sound at their own times (0 frames off; the subject is at 25 fps)."""
+    from engine.media.audio import load_audio
+    from engine.render.driving import drive_speech
+    from conftest import shared_file
+    samples = load_audio(shared_file("audio", "en_60s.wav"))
+    assert len(samples) == 60 * 16000
+    driving = drive_speech(subject, samples, "mel", 8, fps=fps)
+    assert driving.fps == fps and len(driving) == int(np.floor(60 * fps + 1e-6))
+    # The last frame starts before the sound ends and the next one would not: the strips end together.
+    assert (len(driving) - 1) / fps < 60 <= (len(driving) + 1) / fps
+    assert alignment_error(driving, samples, fps) == 0
+
+
+def test_render_command_writes_the_edits_frame_rate(subject, speech, tmp_path):
+    """`render --fps`: an mp4 at the scene's 29.97 fps, and PNGs numbered on that rate's frames to the end."""
+    from engine.media.audio import load_audio
+    fps = 30000 / 1001
+    n = int(np.floor(len(load_audio(speech)) / 16000 * fps + 1e-6))
+    run_engine("render", subject.root, "--audio", speech, "--fps", repr(fps), "--crop", "--frames", "0:3",
+               "-o", tmp_path / "piece.mp4")
+    assert probe(tmp_path / "piece.mp4").fps == pytest.approx(29.97, abs=0.01)
+    run_engine("render", subject.root, "--audio", speech, "--fps", repr(fps), "--crop", "--frames", f"{n - 2}:",
+               "-o", tmp_path / "end")
+    assert sorted(p.name for p in (tmp_path / "end").iterdir()) == [f"{n - 2:06d}.png", f"{n - 1:06d}.png"]
+    with pytest.raises(SystemExit):  # argparse refuses text; a rate out of range is one clear message
+        run_engine("render", subject.root, "--audio", speech, "--fps", "fast", "-o", tmp_path / "x")
+    from engine.cli import main
+    assert main(["render", str(subject.root), "--audio", str(speech), "--fps", "0", "-o", str(tmp_path / "x"),
+                 "--progress", "quiet"]) == 2

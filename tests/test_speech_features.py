@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import shared_file
-from engine.audio.features import MelEncoder, SpeechFeatures, frame_count, get_encoder, subject_speech, windows
+from engine.audio.features import MelEncoder, SpeechFeatures, frame_count, get_encoder, windows
 from engine.audio.vad import SpeechBandEnergy, voice_activity
 from engine.media.audio import CHUNK_SECONDS, Audio, load_audio
 from engine.media.ffmpeg import ffmpeg_exe
@@ -67,7 +67,7 @@ def test_subject_cache_is_keyed_by_the_audio_checksum(tmp_path, speech):
     path = write_wav(tmp_path / "speech.wav", speech[: 16000 * 5])
     first = SpeechFeatures(path, cache).per_frame(encoder, 25)
     files = sorted(cache.iterdir())
-    assert len(files) == 1 and "mel-25fps-125-" in files[0].name
+    assert len(files) == 1 and "mel-25.0fps-125-" in files[0].name
     np.testing.assert_array_equal(SpeechFeatures(path, cache).per_frame(encoder, 25), first)
     # Other audio at the same path is another key: the cached features are never served for it.
     write_wav(path, speech[16000 * 10: 16000 * 15])
@@ -77,17 +77,6 @@ def test_subject_cache_is_keyed_by_the_audio_checksum(tmp_path, speech):
     for file in cache.iterdir():
         file.write_bytes(b"not a tensor file")
     np.testing.assert_allclose(SpeechFeatures(path, cache).per_frame(encoder, 25), other)
-
-
-def test_subject_speech_uses_the_subject_cache_folder(tmp_path, speech):
-    from engine.media.audio import write_wav
-
-    class FakeSubject:  # only the two paths subject_speech reads (the subject folder's layout is tested elsewhere)
-        audio_path = write_wav(tmp_path / "audio.wav", speech[: 16000 * 3])
-        cache_dir = tmp_path / "cache"
-
-    subject_speech(FakeSubject()).per_frame(MelEncoder(), 25)
-    assert len(list((tmp_path / "cache").glob("features-*.safetensors"))) == 1
 
 
 def _stereo_44k(tmp_path) -> np.ndarray:

@@ -4,7 +4,7 @@ An encoder turns 16 kHz mono samples into features at its own rate (`encode`). E
 speech as video frames (the NeRF's training and rendering, the expression model, evaluation) asks a
 `SpeechFeatures` for them, so there is one frame count (`frame_count`), one linear resampler
 (`resample`, values sampled at each frame's centre, also used for curves), and one window gathering
-(`window_index`), whose size comes from the model's config.
+(`window_positions`), whose size comes from the model's config.
 
 Bounded memory for any length: features are encoded block by block from the audio stream (each
 encoder declares its block and the context a feature depends on, so a block encoded alone gives the
@@ -112,37 +112,41 @@ def frame_count(n_samples: int, fps: float, sample_rate: int = SAMPLE_RATE) -> i
 
 
 def frame_positions(rate: float, fps: float, start: int, stop: int, n_values: int) -> np.ndarray:
-    """Where the centres of frames start..stop-1 (at fps) fall among n_values values at `rate`."""
+    """Where the centres of frames start..stop-1 (at fps) fall among n_values values at `rate`
+    (value i stands for the interval around its centre (i + 0.5) / rate), held at both ends."""
+    if rate == fps:  # exactly the frames themselves, so that equal rates interpolate nothing
+        return np.clip(np.arange(start, stop), 0, max(n_values - 1, 0)).astype(np.float64)
     centres = (np.arange(start, stop) + 0.5) / fps * rate - 0.5
     return np.clip(centres, 0, max(n_values - 1, 0))
 
 
 def interpolate(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Linear interpolation of values (T, ...) at fractional indices."""
-    low = np.floor(positions).astype(np.int64)
+    """Linear interpolation of values (T, ...) at fractional indices (any shape) -> positions.shape + (...)."""
+    flat = np.asarray(positions).reshape(-1)
+    low = np.floor(flat).astype(np.int64)
     high = np.minimum(low + 1, len(values) - 1)
-    t = (positions - low).reshape(-1, *([1] * (values.ndim - 1))).astype(np.float32)
-    return (values[low] * (1 - t) + values[high] * t).astype(np.float32)
+    t = (flat - low).reshape(-1, *([1] * (values.ndim - 1))).astype(np.float32)
+    out = (values[low] * (1 - t) + values[high] * t).astype(np.float32)
+    return out.reshape(*np.shape(positions), *values.shape[1:])
 
 
-def resample(values: np.ndarray, rate: float, fps: float, n_frames: int | None = None) -> np.ndarray:
-    """(n_frames, ...): values at `rate` per second, linearly interpolated at the centre of each frame at fps.
-
-    Past the last value the last value is held."""
-    if n_frames is None:
-        n_frames = frame_count(len(values), fps, rate)
-    return interpolate(values, frame_positions(rate, fps, 0, n_frames, len(values)))
+def resample(values: np.ndarray, rate: float, fps: float, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """(stop - start, ...): values at `rate` per second, linearly interpolated at the centres of frames
+    start..stop-1 at fps (default: all the frames they cover). Past the last value the last value is held."""
+    stop = frame_count(len(values), fps, rate) if stop is None else stop
+    return interpolate(values, frame_positions(rate, fps, start, stop, len(values)))
 
 
-def window_index(frames: np.ndarray, size: int, lead: int, n_frames: int) -> np.ndarray:
-    """(len(frames), size) frame indices: the `size` frames around each frame, `lead` frames ahead, edges held."""
-    around = np.clip(np.asarray(frames)[:, None] + (np.arange(size) - size // 2)[None, :], 0, n_frames - 1)
+def window_positions(centres: np.ndarray, size: int, lead: int, n_frames: int) -> np.ndarray:
+    """(len(centres), size) frame positions: the `size` frames around each centre (a frame position, integer or
+    fractional), `lead` frames ahead, held at the edges. Integer centres give integer indices."""
+    around = np.clip(np.asarray(centres)[:, None] + (np.arange(size) - size // 2)[None, :], 0, n_frames - 1)
     return np.minimum(around + lead, n_frames - 1)
 
 
 def windows(per_frame: np.ndarray, size: int, lead: int = 0) -> np.ndarray:
     """(n_frames, size, dim): for each frame, the `size` frames around it (`lead` ahead), edges repeated."""
-    return per_frame[window_index(np.arange(len(per_frame)), size, lead, len(per_frame))]
+    return per_frame[window_positions(np.arange(len(per_frame)), size, lead, len(per_frame))]
 
 
 # ---------------------------------------------------------------- the one entry point
@@ -154,7 +158,7 @@ class SpeechFeatures:
     """
 
     def __init__(self, audio, cache_dir: Path | None = None, progress=None):
-        self.audio: Audio = open_audio(audio) if isinstance(audio, (str, Path)) else as_audio(audio)
+        self.audio: Audio = open_audio(audio, progress=progress) if isinstance(audio, (str, Path)) else as_audio(audio)
         self.cache_dir, self.progress = cache_dir, progress
         self._blocks: OrderedDict = OrderedDict()  # (encoder key, block) -> features, the last few
         self._whole: dict = {}                     # (encoder key, fps, n_frames) -> (n_frames, dim)
@@ -185,14 +189,19 @@ class SpeechFeatures:
         return values
 
     def windows(self, encoder: AudioEncoder, fps: float, size: int, start: int = 0, stop: int | None = None,
-                lead: int = 0, n_frames: int | None = None) -> np.ndarray:
-        """(stop - start, size, dim): each frame's window of `size` frames (`lead` ahead) of a speech of
-        n_frames frames (default: the speech's own count), computed from only the frames it touches."""
+                lead: int = 0, n_frames: int | None = None, video_fps: float | None = None) -> np.ndarray:
+        """(stop - start, size, dim): windows of `size` frames at fps (the model's rate; `lead` frames ahead)
+        for frames start..stop-1 of a video at video_fps (default fps), computed from only the frames they touch.
+
+        n_frames: the frames at fps the windows are held inside (default: those the speech covers). At another
+        video rate each window is centred on the frame's time and interpolated between the model's frames,
+        so that it spans the same time as in training."""
         n = self.n_frames(fps) if n_frames is None else n_frames
-        stop = n if stop is None else stop
-        index = window_index(np.arange(start, stop), size, lead, n)
-        lo, hi = int(index.min()), int(index.max()) + 1
-        return self.per_frame(encoder, fps, lo, hi)[index - lo]
+        video_fps = fps if video_fps is None else video_fps
+        stop = (n if video_fps == fps else self.n_frames(video_fps)) if stop is None else stop
+        positions = window_positions(frame_positions(fps, video_fps, start, stop, n), size, lead, n)
+        lo, hi = int(np.floor(positions.min())), min(int(np.floor(positions.max())) + 2, n)
+        return interpolate(self.per_frame(encoder, fps, lo, hi), positions - lo)
 
     def _compute(self, encoder: AudioEncoder, fps: float, start: int, stop: int) -> np.ndarray:
         """Frames start..stop-1, a minute at a time: only a few encoded blocks are held at once."""
@@ -201,7 +210,7 @@ class SpeechFeatures:
         step = max(1, int(FRAMES_AT_ONCE_SECONDS * fps))
         pieces = range(start, stop, step)
         stage = (self.progress.stage(f"audio features ({encoder.name})", len(pieces))
-                 if self.progress is not None and len(pieces) > 1 else None)
+                 if self.progress is not None and len(pieces) > 4 else None)  # long requests only, not each step
         for a in pieces:
             b = min(a + step, stop)
             positions = frame_positions(encoder.rate, fps, a, b, n_values)
@@ -218,6 +227,8 @@ class SpeechFeatures:
         """(stop - first, dim): the encoder's own features first..stop-1, from the blocks that hold them."""
         per_block = int(round(encoder.block * encoder.rate / SAMPLE_RATE))
         blocks = range(first // per_block, (stop - 1) // per_block + 1)
+        stage = (self.progress.stage(f"audio features ({encoder.name})", len(blocks))
+                 if self.progress is not None and len(blocks) > 4 else None)  # a long pass, not one step
         parts = []
         for b in blocks:
             key = (encoder.key, b)
@@ -225,6 +236,10 @@ class SpeechFeatures:
                 self._keep(key, self._encode_block(encoder, b, per_block))
             self._blocks.move_to_end(key)
             parts.append(self._blocks[key])
+            if stage:
+                stage.advance()
+        if stage:
+            stage.close()
         offset = blocks[0] * per_block
         return np.concatenate(parts)[first - offset: stop - offset]
 
@@ -249,7 +264,7 @@ class SpeechFeatures:
         from ..subject.format import atomic_write_tensors
         if self._checksum is None:
             self._checksum = sha256_of(self.audio.path)
-        name = f"features-v{CACHE_VERSION}-{encoder.key}-{fps:g}fps-{stop}-{self._checksum[:24]}.safetensors"
+        name = f"features-v{CACHE_VERSION}-{encoder.key}-{float(fps)!r}fps-{stop}-{self._checksum[:24]}.safetensors"
         path = Path(self.cache_dir) / name
         features = None
         if path.is_file():

@@ -61,7 +61,8 @@ class WhisperEncoder:
         n_windows = max(1, int(np.ceil(len(samples) / WINDOW_SAMPLES)))
         features = []
         for first in range(0, n_windows, BATCH_WINDOWS):
-            batch = np.stack([self._window_mel(samples, w) for w in range(first, min(first + BATCH_WINDOWS, n_windows))])
+            last = min(first + BATCH_WINDOWS, n_windows)
+            batch = np.stack([self._window_mel(samples, w) for w in range(first, last)])
             output = self._model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=True)
             features.append(np.asarray(output, np.float32).reshape(-1, self.dim))
         return np.concatenate(features)[:self.n_features(len(samples))]

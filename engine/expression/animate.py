@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..arkit import ARKIT_NAMES
-from ..audio.features import as_speech, get_encoder, resample
+from ..audio.features import as_speech, get_encoder
 from ..curves import Curves
 from ..errors import EngineError
 from ..media.audio import open_audio
@@ -71,9 +71,8 @@ class Animator:
         if head not in HEAD_MODES:
             raise EngineError(f"unknown head mode '{head}'", f"choose one of {', '.join(HEAD_MODES)}")
         speech = as_speech(speech)
-        weights = predict_speech(self.model, self.encoder, speech, progress)
         n_frames = speech.n_frames(fps) if n_frames is None else n_frames
-        weights = resample(weights, self.model.config.fps, fps, n_frames)  # the model's rate -> the asked one
+        weights = predict_speech(self.model, self.encoder, speech, fps, 0, n_frames, progress)
         weights = apply_blinks(weights, self.blinks, fps, seed)
         rotation, translation = self._head_motion(head, n_frames, fps, seed)
         if smooth > 0:

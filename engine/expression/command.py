@@ -34,7 +34,7 @@ def configure(parser) -> None:
 
 
 def run(args, progress) -> dict:
-    from ..media.audio import open_audio
+    from ..audio.features import SpeechFeatures
     from ..subject.format import Subject
     from .animate import Animator, parse_intensity
     output = Path(args.output)
@@ -51,11 +51,11 @@ def run(args, progress) -> dict:
             raise EngineError(f"--blink-rate {args.blink_rate} is out of range", "give 1 to 60 blinks a minute")
         animator.blinks.rate_per_s = args.blink_rate / 60
     loaded = time.monotonic()
-    speech = open_audio(args.speech)
+    speech = SpeechFeatures(args.speech, progress=progress)
     curves = animator(speech, args.fps, args.smooth, intensity, args.head, args.seed, progress=progress)
     curves.save(output)
     return {"output": str(output), "frames": len(curves), "fps": curves.fps,
-            "seconds_audio": round(speech.seconds, 2), "encoder": animator.model.config.encoder,
+            "seconds_audio": round(speech.audio.seconds, 2), "encoder": animator.model.config.encoder,
             "blinks": animator.blinks.as_dict(), "load_s": round(loaded - started, 2),
             "animate_s": round(time.monotonic() - loaded, 2)}
 

@@ -128,10 +128,12 @@ def _resampled_length(n: int, rate: int, sample_rate: int) -> int:
     return n if rate == sample_rate else int(np.floor(n * sample_rate / rate + 0.5))
 
 
-def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: bool = False) -> Audio:
+def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: bool = False,
+               progress=None) -> Audio:
     """The file checked and opened for streaming; raises EngineError on bad input.
 
-    Reads the whole file once, in blocks, for its length and its channels' loudness."""
+    Reads the whole file once, in blocks, for its length and its channels' loudness (a stage of
+    `progress` in blocks, when given)."""
     path = Path(path)
     if not path.is_file():
         raise EngineError(f"{path}: file not found", "check the path", path=str(path))
@@ -146,9 +148,14 @@ def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: b
         rate, channels = _ffmpeg_format(path)
         decoder = lambda: _ffmpeg_blocks(path)  # noqa: E731
     energy, n_native = np.zeros(channels), 0
+    stage = progress.stage("reading audio") if progress is not None else None
     for block in decoder():
         energy += np.square(block, dtype=np.float64).sum(axis=0)
         n_native += len(block)
+        if stage:
+            stage.advance()
+    if stage:
+        stage.close()
     if n_native == 0:
         raise EngineError(f"{path}: the audio track decodes to nothing (truncated file?)",
                           "export the audio again", path=str(path))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio.features import SpeechFeatures
+from ..errors import EngineError
 from ..subject.format import Subject
 from .driving import drive_speech, parse_range
 from .output import FORMATS, choose_format, open_output
@@ -33,6 +34,9 @@ def configure(parser) -> None:
                         help="an .mp4 file, or a folder for a PNG sequence")
     parser.add_argument("--frames", default=None, metavar="A:B",
                         help="render only frames A to B-1 (0-based), e.g. one render-farm piece")
+    parser.add_argument("--fps", type=float, default=None,
+                        help="frame rate of the render, e.g. the edit's 24 or 29.97 (default: the subject's); "
+                             "the frames are driven at this rate, so they stay on the sound")
     parser.add_argument("--format", choices=FORMATS, default=None,
                         help="mp4 (H.264 + AAC), png (RGB sequence) or rgba (head and torso over transparency, "
                              "PNG sequence); default from the output name")
@@ -49,15 +53,18 @@ def run(args, progress) -> dict:
     from ..lock import JobLock
 
     subject = Subject(args.subject)
+    fps = subject.fps if args.fps is None else args.fps
+    if not 0 < fps <= 240:
+        raise EngineError(f"--fps {args.fps:g} is out of range", "use a frame rate such as 24, 25, 29.97 or 30")
     fmt = choose_format(args.format, args.output)
     with JobLock(args.output, "render"):
         remove_leftovers(args.output.parent)
         if fmt != "mp4":
             remove_leftovers(args.output)
-        return _render(subject, fmt, args, progress)
+        return _render(subject, fmt, fps, args, progress)
 
 
-def _render(subject: Subject, fmt: str, args, progress) -> dict:
+def _render(subject: Subject, fmt: str, fps: float, args, progress) -> dict:
     from ..curves import Curves
     from ..files import require_free_space
     from ..nerf.model import TalkingHead
@@ -66,12 +73,11 @@ def _render(subject: Subject, fmt: str, args, progress) -> dict:
     curves = Curves.load(args.curves) if args.curves is not None else None
     head = TalkingHead.load(subject, device=args.device)
     progress.info(f"audio features: {head.audio_encoder}")
+    total = speech.n_frames(fps)
+    start, stop = parse_range(args.frames, total)
     driving = drive_speech(subject, speech, head.audio_encoder, head.audio_window, curves,
                            curves_path=args.curves, progress=progress,
-                           mouth_from_speech=head.follows_mouth_curves)
-    total = len(driving)
-    start, stop = parse_range(args.frames, total)
-    driving = driving.slice(start, stop)
+                           mouth_from_speech=head.follows_mouth_curves, fps=fps, start=start, stop=stop)
     rgba = fmt == "rgba"
 
     with ExitStack() as stack:
@@ -79,7 +85,7 @@ def _render(subject: Subject, fmt: str, args, progress) -> dict:
         width, height = framing.size(head.size)
         require_free_space(args.output.parent, len(driving) * width * height * OUTPUT_BYTES_PER_PIXEL[fmt],
                            f"rendering {len(driving)} frames of {width}x{height}")
-        output = open_output(fmt, args.output, width, height, subject.fps, args.audio, start, len(driving))
+        output = open_output(fmt, args.output, width, height, fps, args.audio, start, len(driving))
         started = time.monotonic()
         try:
             with progress.stage("render", len(driving)) as stage:
@@ -92,5 +98,5 @@ def _render(subject: Subject, fmt: str, args, progress) -> dict:
         path = output.close()
     elapsed = time.monotonic() - started
     return {"output": str(path), "format": fmt, "frames": [start, stop], "total_frames": total,
-            "width": width, "height": height, "full_frame": framing.full, "fps": subject.fps,
+            "width": width, "height": height, "full_frame": framing.full, "fps": fps,
             "render_fps": round(len(driving) / max(elapsed, 1e-9), 3)}

@@ -9,8 +9,14 @@ ping-pongs, for the torso and background. A head trained on the mouth curves (`-
 gets them from the speech through the subject's audio -> blendshape model when no curves are given:
 replayed mouth curves would belong to other words.
 
-Everything is computed for the whole speech and then sliced, so a range `A:B` gets exactly the
-inputs (audio context at its edges included) that frames A..B-1 get in a full render.
+A range `A:B` computes only what frames A..B-1 need (the speech around them: a piece of a 3-hour
+file costs what a short file costs) and gets exactly the inputs, audio context at its edges included,
+that those frames get in a full render.
+
+Any frame rate (a 24 or 29.97 fps edit of a 25 fps subject): each frame is driven at its own time.
+Its audio window spans the same time as in training (interpolated between the subject-rate frames),
+curves are resampled to it, and the replay walks the subject's frames at their own rate; so the
+rendered frames stay on the sound to the frame, however long.
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..audio.features import SpeechFeatures, as_speech, frame_positions, get_encoder, interpolate, subject_speech
+from ..audio.features import SpeechFeatures, as_speech, get_encoder, resample, subject_speech
 from ..errors import EngineError
 from ..expression.predict import MOUTH_INDEX
 from ..subject.format import Subject
@@ -41,16 +47,18 @@ class Driving:
                        self.blendshapes[start:stop], self.poses[start:stop], self.first + start)
 
 
-def ping_pong(count: int, frames: np.ndarray) -> np.ndarray:
-    """`count` entries of `frames` walked forward, then backward, and so on."""
+def ping_pong(steps, frames: np.ndarray) -> np.ndarray:
+    """`frames` walked forward, then backward, and so on: the entries at `steps` (a count, or step numbers)."""
     n = len(frames)
-    k = np.arange(count)
+    k = np.arange(steps) if np.isscalar(steps) else np.asarray(steps, np.int64)
     turn, position = k // n, k % n
     return frames[np.where(turn % 2 == 0, position, n - 1 - position)]
 
 
-def resample_curves(curves, fps: float, n_frames: int, progress=None, path=None):
-    """(weights (n, 52), rotation (n, 3), translation (n, 3)) at `fps`, linearly interpolated at frame centres.
+def resample_curves(curves, fps: float, n_frames: int, progress=None, path=None, start: int = 0,
+                    stop: int | None = None):
+    """(weights, rotation (., 3), translation (., 3)) of frames start..stop-1 (default all n_frames) at `fps`,
+    linearly interpolated at frame centres.
 
     Curves shorter than the speech hold their last value (with a warning), longer ones are cut.
     """
@@ -60,16 +68,19 @@ def resample_curves(curves, fps: float, n_frames: int, progress=None, path=None)
     if progress is not None and (n_frames - 1) / fps > covered + 0.5 / fps:
         progress.warn(f"{path}: the curves cover {covered:.2f} s but the speech lasts "
                       f"{n_frames / fps:.2f} s; the last curve values are held to the end")
-    positions = frame_positions(curves.fps, fps, 0, n_frames, len(curves))
-    return (interpolate(curves.weights, positions), interpolate(curves.head_rotation, positions),
-            interpolate(curves.head_translation, positions))
+    stop = n_frames if stop is None else stop
+    return tuple(resample(values, curves.fps, fps, start, stop)
+                 for values in (curves.weights, curves.head_rotation, curves.head_translation))
 
 
-def mouth_curves_from_speech(subject: Subject, speech: SpeechFeatures, n_frames: int, models_dir=None) -> np.ndarray:
-    """(n_frames, len(MOUTH_AND_JAW)): the subject's expression model's mouth and jaw curves for the speech."""
+def mouth_curves_from_speech(subject: Subject, speech: SpeechFeatures, fps: float, start: int, stop: int,
+                             models_dir=None) -> np.ndarray:
+    """(stop - start, len(MOUTH_AND_JAW)): the subject's expression model's mouth and jaw curves for frames
+    start..stop-1 of the speech at fps."""
     from ..expression.animate import Animator
+    from ..expression.predict import predict_speech
     animator = Animator(subject, models_dir=models_dir)
-    return animator(speech, subject.fps, head="none", n_frames=n_frames).weights[:, MOUTH_INDEX]
+    return predict_speech(animator.model, animator.encoder, speech, fps, start, stop)[:, MOUTH_INDEX]
 
 
 def with_mouth_from_speech(blendshapes: np.ndarray, mouth: np.ndarray) -> np.ndarray:
@@ -79,32 +90,37 @@ def with_mouth_from_speech(blendshapes: np.ndarray, mouth: np.ndarray) -> np.nda
 
 
 def drive_speech(subject: Subject, speech, encoder_name: str, window: int, curves=None,
-                 curves_path=None, progress=None, models_dir=None, mouth_from_speech: bool = False) -> Driving:
-    """The driving of a whole speech (a SpeechFeatures, a file or 16 kHz samples), from curves when given,
-    else replayed.
+                 curves_path=None, progress=None, models_dir=None, mouth_from_speech: bool = False,
+                 fps: float | None = None, start: int = 0, stop: int | None = None) -> Driving:
+    """The driving of frames start..stop-1 (default: all) of a speech (a SpeechFeatures, a file or 16 kHz
+    samples) at fps (default: the subject's), from curves when given, else replayed.
 
-    window: the head's audio window (its config's audio_window).
+    window: the head's audio window (its config's audio_window), in frames at the subject's rate.
     mouth_from_speech: without curves, take the mouth curves from the speech (heads trained on them).
     """
-    fps, speech = subject.fps, as_speech(speech)
+    speech = as_speech(speech)
+    fps = subject.fps if fps is None else fps
     n = speech.n_frames(fps)
+    stop = n if stop is None else stop
     train = subject.split("train")
     if len(train) == 0:
         raise EngineError(f"{subject.root}: the subject has no training frames", "preprocess the clip again",
                           path=str(subject.root))
-    frame_index = ping_pong(n, train)
-    audio = speech.windows(get_encoder(encoder_name, models_dir), fps, window)
+    # The replay walks at the subject's own rate: each frame takes the subject frame its centre falls in.
+    frame_index = ping_pong(np.floor((np.arange(start, stop) + 0.5) / fps * subject.fps).astype(np.int64), train)
+    audio = speech.windows(get_encoder(encoder_name, models_dir), subject.fps, window, start, stop, video_fps=fps)
     if curves is None:
         blendshapes = subject.tracks["blendshapes"][frame_index]
         poses = subject.tracks["pose"][frame_index]
         if mouth_from_speech:
-            blendshapes = with_mouth_from_speech(blendshapes, mouth_curves_from_speech(subject, speech, n, models_dir))
+            mouth = mouth_curves_from_speech(subject, speech, fps, start, stop, models_dir)
+            blendshapes = with_mouth_from_speech(blendshapes, mouth)
     else:
         from ..tracking.headpose import poses_from_head_motion, reference_pose
-        blendshapes, rotation, translation = resample_curves(curves, fps, n, progress, curves_path)
+        blendshapes, rotation, translation = resample_curves(curves, fps, n, progress, curves_path, start, stop)
         poses = poses_from_head_motion(rotation, translation, reference_pose(subject.tracks["pose"]))
     return Driving(fps, frame_index.astype(np.int64), audio.astype(np.float32),
-                   np.asarray(blendshapes, np.float32), np.asarray(poses, np.float32))
+                   np.asarray(blendshapes, np.float32), np.asarray(poses, np.float32), start)
 
 
 def drive_frames(subject: Subject, indices: np.ndarray, encoder_name: str, window: int,
@@ -118,7 +134,7 @@ def drive_frames(subject: Subject, indices: np.ndarray, encoder_name: str, windo
     indices = np.asarray(indices, np.int64)
     blendshapes = subject.tracks["blendshapes"][indices]
     if mouth_from_speech:
-        mouth = mouth_curves_from_speech(subject, speech, subject.n_frames, models_dir)[indices]
+        mouth = mouth_curves_from_speech(subject, speech, subject.fps, 0, subject.n_frames, models_dir)[indices]
         blendshapes = with_mouth_from_speech(blendshapes, mouth)
     return Driving(subject.fps, indices, audio[indices], blendshapes.astype(np.float32),
                    subject.tracks["pose"][indices].astype(np.float32))

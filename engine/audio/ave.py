@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from ..errors import EngineError
-from ..models import search_dirs, sha256_of
+from ..files import sha256_of
+from ..models import search_dirs
 from .features import MelEncoder
 
 MEL_RATE = 80.0       # mel frames per second (hop 200 at 16 kHz)

@@ -255,15 +255,15 @@ def test_audio_code_carries_the_mouth_curves(trained, subject_dir):
     from engine.subject.format import Subject
     subject = Subject(subject_dir)
     head = TalkingHead.load(subject, device="cpu")
-    channels = head.config["audio_supervision"]
+    channels = list(head.config.audio_supervision)
     assert ARKIT_INDEX["jawOpen"] in channels
-    frames = np.array(head.config["train_frames"])
+    frames = np.array(head.config.train_frames)
     audio = windows(audio_features(subject, "mel").astype(np.float32), 8)[frames]
     with torch.no_grad():
         read = head.model.mouth_from_audio(torch.from_numpy(audio))[:, channels.index(ARKIT_INDEX["jawOpen"])]
     truth = subject.tracks["blendshapes"][frames, ARKIT_INDEX["jawOpen"]]
     assert np.corrcoef(read.numpy(), truth)[0, 1] > 0.6
-    assert "audio_mouth_r" in head.config["metrics"]
+    assert "audio_mouth_r" in head.training.metrics
     assert not head.follows_mouth_curves  # the default expression set is SyncTalk's upper face
 
 
@@ -298,3 +298,26 @@ def test_loading_an_untrained_subject_names_the_fix(subject_dir, tmp_path):
     shutil.copytree(subject_dir, bare, ignore=shutil.ignore_patterns("model"))
     with pytest.raises(EngineError, match="no trained talking-head model"):
         TalkingHead.load(Subject(bare))
+
+
+def test_head_json_reads_back_as_written_and_refuses_what_it_does_not_know(trained, subject_dir, tmp_path):
+    """head.json <-> HeadConfig + TrainingRecord with the same keys; a missing or unknown key is one
+    EngineError naming the file; heads saved before the audio readout (no audio_supervision) still read."""
+    from engine.nerf.config import read_head_json, write_head_json
+    written = json.loads((subject_dir / "model" / "head.json").read_text())
+    config, record = read_head_json(subject_dir / "model" / "head.json")
+    assert record.stages_done == ("head", "lip", "torso") and "heldout_psnr" in record.metrics
+    again = tmp_path / "head.json"
+    write_head_json(again, config, record)
+    assert json.loads(again.read_text()) == written
+    assert list(config.to_dict()) == [k for k in written if k not in ("stages_done", "metrics", "train_seconds")]
+    older = {k: v for k, v in written.items() if k != "audio_supervision"}
+    again.write_text(json.dumps(older))
+    assert read_head_json(again)[0].audio_supervision == ()
+    for broken, message in (({k: v for k, v in written.items() if k != "samples"}, "'samples' is missing"),
+                            ({**written, "sampels": 32}, "unknown head configuration key\\(s\\) sampels"),
+                            ({**written, "size": "96"}, "'size' must be int")):
+        again.write_text(json.dumps(broken))
+        with pytest.raises(EngineError, match=message) as error:
+            read_head_json(again)
+        assert error.value.path == str(again)

@@ -7,7 +7,7 @@ background are 2D.
 """
 from __future__ import annotations
 
-import json
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -16,6 +16,7 @@ from torch import nn
 from ..arkit import ARKIT_INDEX, MOUTH_AND_JAW
 from ..errors import EngineError
 from ..subject.format import LABEL_HEAD
+from .config import HeadConfig, TrainingRecord
 from .field import HeadField
 from .raymarch import OccupancyGrid, Rays, pixel_rays, project, render_rays
 from .torso import TorsoNet
@@ -33,24 +34,27 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 class HeadModel(nn.Module):
-    """Field + occupancy grid + torso, with the audio feature normalisation measured on the training clip."""
+    """Field + occupancy grid + torso, with the audio feature normalisation measured on the training clip.
 
-    def __init__(self, config: dict):
+    `use_tcnn`: tiny-cuda-nn's grid instead of the PyTorch one (same weights, encoding.py); the trainer
+    passes config.use_tcnn, rendering the PyTorch grid.
+    """
+
+    def __init__(self, config: HeadConfig, use_tcnn: bool = False):
         super().__init__()
         self.config = config
-        self.field = HeadField(audio_dim=config["audio_dim"], n_latents=config["n_latents"],
-                               expression_dim=len(config["expression_indices"]),
-                               audio_window=config["audio_window"], encoding=config["encoding"],
-                               mouth_outputs=len(config.get("audio_supervision", [])),
-                               use_tcnn=config.get("use_tcnn", False))
-        self.grid = OccupancyGrid(config["box_lo"], config["box_hi"], config["grid_resolution"])
-        self.torso = TorsoNet(config["n_latents"], config["size"])
-        self.register_buffer("audio_mean", torch.zeros(config["audio_dim"]))
-        self.register_buffer("audio_std", torch.ones(config["audio_dim"]))
+        self.field = HeadField(audio_dim=config.audio_dim, n_latents=config.n_latents,
+                               expression_dim=len(config.expression_indices),
+                               audio_window=config.audio_window, encoding=asdict(config.encoding),
+                               mouth_outputs=len(config.audio_supervision), use_tcnn=use_tcnn)
+        self.grid = OccupancyGrid(list(config.box_lo), list(config.box_hi), config.grid_resolution)
+        self.torso = TorsoNet(config.n_latents, config.size)
+        self.register_buffer("audio_mean", torch.zeros(config.audio_dim))
+        self.register_buffer("audio_std", torch.ones(config.audio_dim))
         # Blendshapes enter standardised over the training clip: MediaPipe's jawOpen of a speaker may
         # span 0-0.2 and a blink 0-0.6; raw, the small-range curves barely reach the MLP and the field
         # settles on the average mouth. (Models saved before this have identity values here.)
-        n_expression = len(config["expression_indices"])
+        n_expression = len(config.expression_indices)
         self.register_buffer("expression_mean", torch.zeros(n_expression))
         self.register_buffer("expression_std", torch.ones(n_expression))
 
@@ -115,41 +119,41 @@ class HeadModel(nn.Module):
 class TalkingHead:
     """A subject's trained head, ready to render frames (API.md)."""
 
-    def __init__(self, subject, model: HeadModel, device: torch.device):
-        self.subject, self.model, self.device = subject, model, device
+    def __init__(self, subject, model: HeadModel, training: TrainingRecord, device: torch.device):
+        self.subject, self.model, self.training, self.device = subject, model, training, device
         config = model.config
         self.config = config
-        self.audio_encoder: str = config["audio_encoder"]
-        self.audio_window: int = config["audio_window"]
+        self.audio_encoder: str = config.audio_encoder
+        self.audio_window: int = config.audio_window
         self.size: int = subject.size           # frames come out at the subject's size...
-        self.work_size: int = config["size"]    # ...the head is rendered at the NeRF's (Preset.max_size)
-        self.samples: int = config["samples"]
-        self.intrinsics = {k: float(v) for k, v in config["intrinsics"].items()}
-        self.latent_row = {int(f): row for row, f in enumerate(config["train_frames"])}
-        self.expression_indices = config["expression_indices"]
+        self.work_size: int = config.size       # ...the head is rendered at the NeRF's (Preset.max_size)
+        self.samples: int = config.samples
+        self.intrinsics = dict(config.intrinsics)
+        self.latent_row = {f: row for row, f in enumerate(config.train_frames)}
+        self.expression_indices = list(config.expression_indices)
         # Trained on the mouth curves (--expression all): they, not only the audio, shape the mouth.
         self.follows_mouth_curves = any(ARKIT_INDEX[n] in self.expression_indices for n in MOUTH_AND_JAW)
-        self.reference_pose = np.asarray(config["reference_pose"], np.float32)
-        self.torso_trained = "torso" in config.get("stages_done", [])
+        self.reference_pose = np.asarray(config.reference_pose, np.float32)
+        self.torso_trained = "torso" in training.stages_done
         self._background = None
 
     @classmethod
     def load(cls, subject, device: str = "auto") -> "TalkingHead":
         from .checkpoint import load_weights
+        from .config import read_head_json
         weights, config_path = subject.head_weights_path, subject.head_config_path
         if not weights.is_file() or not config_path.is_file():
             raise EngineError(f"{subject.root} has no trained talking-head model",
                               f"run `python -m engine train {subject.root}` first", path=str(subject.model_dir))
-        config = json.loads(config_path.read_text())
+        config, training = read_head_json(config_path)
         torch_device = pick_device(device)
         if torch_device.type == "cpu":
             choose_cpu_threads()
-        config["use_tcnn"] = False  # the weights are saved in HashGrids2D's layout; rendering uses the PyTorch grid
-        model = HeadModel(config)
+        model = HeadModel(config, use_tcnn=False)
         tensors, _ = load_weights(weights, torch_device)
         model.load_weights(tensors)
         model.to(torch_device).eval()
-        return cls(subject, model, torch_device)
+        return cls(subject, model, training, torch_device)
 
     @property
     def background(self) -> np.ndarray:
@@ -190,9 +194,9 @@ class TalkingHead:
         exact_pose = bool(np.allclose(pose, own_pose, atol=1e-5))
         blendshapes = tracks["blendshapes"][frame_index] if blendshapes is None else np.asarray(blendshapes, np.float32)
         window = np.asarray(audio_window, np.float32)
-        if window.shape != (self.audio_window, self.config["audio_dim"]):
+        if window.shape != (self.audio_window, self.config.audio_dim):
             raise EngineError(f"audio window has shape {window.shape}, expected "
-                              f"({self.audio_window}, {self.config['audio_dim']}) from the '{self.audio_encoder}' encoder",
+                              f"({self.audio_window}, {self.config.audio_dim}) from the '{self.audio_encoder}' encoder",
                               "compute the features with engine.audio.features.get_encoder(head.audio_encoder)")
 
         from .dataset import resize_square

@@ -13,8 +13,8 @@ on Ctrl-C/SIGTERM; `resume=True` continues from the last one.
 """
 from __future__ import annotations
 
-import json
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -22,11 +22,11 @@ import torch
 from ..arkit import ARKIT_INDEX
 from ..errors import EngineError
 from ..progress import Progress
-from ..files import atomic_write_json
 from ..subject.format import Subject
 from ..subject.schema import HeadRecord
 from . import losses
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
+from .config import BOX_HI, BOX_LO, EncodingConfig, HeadConfig, TrainingRecord, parse_head, read_head_json, write_head_json
 from .dataset import SubjectData, audio_features, expression_indices, pose_vector, resize_square, working_size
 from .encoding import tcnn_available
 from .model import HeadModel, choose_cpu_threads, pick_device
@@ -45,7 +45,6 @@ AUDIO_SUPERVISION = 0.1        # weight of the mouth-curves readout of the audio
 AUDIO_BATCH, AUDIO_DROPOUT = 128, 0.3  # frames per readout step; input dropout against over-fitting the clip
 AUDIO_WARMUP_STEPS = 500       # readout-only steps before the NeRF starts
 EXPRESSION_MIN_STD = 0.02     # curves that barely move stay small after standardising (tracking noise ~0.005)
-BOX_LO, BOX_HI = (-1.3, -1.5, -1.3), (1.3, 1.6, 1.0)  # decimetres, MediaPipe's canonical head frame
 
 
 class Trainer:
@@ -58,10 +57,10 @@ class Trainer:
         self.checkpoint_path = subject.checkpoint_path
         header = trained = None
         if continue_stages is not None:
-            trained = json.loads(subject.head_config_path.read_text())
-            if trained["preset"] != preset.name:
-                raise EngineError(f"the trained head was made with preset '{trained['preset']}'",
-                                  f"a stage subset continues it: train with --preset {trained['preset']} "
+            trained, record = read_head_json(subject.head_config_path)
+            if trained.preset != preset.name:
+                raise EngineError(f"the trained head was made with preset '{trained.preset}'",
+                                  f"a stage subset continues it: train with --preset {trained.preset} "
                                   "(or all stages to replace it)", path=str(subject.head_config_path))
         if resume:
             if not self.checkpoint_path.is_file():
@@ -72,19 +71,20 @@ class Trainer:
                 raise EngineError(f"the checkpoint was made with preset '{header['preset']}'",
                                   f"resume with --preset {header['preset']}", path=str(self.checkpoint_path))
         from ..audio.features import DEFAULT_ENCODER
-        base = header["config"] if header else trained
-        encoder = base["audio_encoder"] if base else (audio_encoder or DEFAULT_ENCODER)
-        expression = base["expression"] if base else expression
+        base = parse_head(header["config"], self.checkpoint_path)[0] if header else trained
+        encoder = base.audio_encoder if base else (audio_encoder or DEFAULT_ENCODER)
+        expression = base.expression if base else expression
 
         with progress.stage(f"audio features ({encoder})", 1) as stage:
             audio = audio_features(subject, encoder)
             stage.advance()
-        size = base["size"] if base else working_size(subject.size, preset.max_size)
+        size = base.size if base else working_size(subject.size, preset.max_size)
         self.data = SubjectData(subject, audio, expression, max_frames=preset.max_frames, progress=progress, size=size)
         config = base if base else self._config(encoder, expression, audio.shape[1])
         if trained and not header:  # a saved head is in the canonical layout: train it on this machine's grid
-            config = {**config, "use_tcnn": self.device.type == "cuda" and tcnn_available()}
-        self.model = HeadModel(config).to(self.device)
+            config = replace(config, use_tcnn=self._tcnn())
+        # A checkpoint's optimizer state is in the layout of the grid that trained it: resume on that one.
+        self.model = HeadModel(config, use_tcnn=config.use_tcnn).to(self.device)
         self.optimizers = self._optimizers()
         self.stages_done: list[str] = []
         self.stage, self.step = STAGES[0], 0
@@ -99,8 +99,8 @@ class Trainer:
             progress.info(f"resuming at {self.stage} step {self.step}")
         elif trained:
             self.model.load_weights(load_weights(subject.head_weights_path, self.device)[0])
-            self.stages_done = [s for s in trained.get("stages_done", []) if s not in continue_stages]
-            self.metrics, self.seconds = dict(trained.get("metrics", {})), trained.get("train_seconds", 0.0)
+            self.stages_done = [s for s in record.stages_done if s not in continue_stages]
+            self.metrics, self.seconds = dict(record.metrics), record.train_seconds
             progress.info(f"continuing the trained head: keeping {', '.join(self.stages_done) or 'no stage'}, "
                           f"training {', '.join(continue_stages)}")
         else:
@@ -119,19 +119,21 @@ class Trainer:
         if self.lpips is None:
             progress.info("LPIPS weights not present: the lip stage uses L1 only")
         self.eval_row = self.data.n_train + len(self.data.test_frames) // 2
-        self.mouth = self.data.mouth_targets(self.model.config.get("audio_supervision", []))
+        self.mouth = self.data.mouth_targets(list(self.model.config.audio_supervision))
 
-    def _config(self, encoder: str, expression: str, audio_dim: int) -> dict:
+    def _tcnn(self) -> bool:
+        return self.device.type == "cuda" and tcnn_available()
+
+    def _config(self, encoder: str, expression: str, audio_dim: int) -> HeadConfig:
         data = self.data
-        return {"audio_encoder": encoder, "audio_dim": int(audio_dim), "audio_window": 8,
-                "expression": expression, "expression_indices": expression_indices(expression),
-                "encoding": dict(self.preset.encoding), "grid_resolution": self.preset.grid_resolution,
-                "box_lo": list(BOX_LO), "box_hi": list(BOX_HI), "samples": self.preset.samples,
-                "size": data.size, "intrinsics": data.intrinsics, "n_latents": data.n_train,
-                "train_frames": [int(f) for f in data.train_frames],
-                "reference_pose": data.reference_pose.tolist(), "preset": self.preset.name,
-                "audio_supervision": data.mouth_channels(),
-                "use_tcnn": self.device.type == "cuda" and tcnn_available()}
+        return HeadConfig(
+            audio_encoder=encoder, audio_dim=int(audio_dim), audio_window=8, expression=expression,
+            expression_indices=tuple(expression_indices(expression)), encoding=EncodingConfig(**self.preset.encoding),
+            grid_resolution=self.preset.grid_resolution, box_lo=BOX_LO, box_hi=BOX_HI, samples=self.preset.samples,
+            size=data.size, intrinsics=dict(data.intrinsics), n_latents=data.n_train,
+            train_frames=tuple(int(f) for f in data.train_frames),
+            reference_pose=tuple(tuple(row) for row in data.reference_pose.tolist()), preset=self.preset.name,
+            audio_supervision=tuple(data.mouth_channels()), use_tcnn=self._tcnn())
 
     def _optimizers(self) -> dict:
         field = self.model.field
@@ -335,7 +337,7 @@ class Trainer:
     @torch.no_grad()
     def audio_mouth_correlation(self) -> float | None:
         """Held-out correlation of jawOpen read out of the audio code with the tracked jawOpen."""
-        channels = self.model.config.get("audio_supervision", [])
+        channels = list(self.model.config.audio_supervision)
         test = self.data.test_frames
         if ARKIT_INDEX["jawOpen"] not in channels or len(test) < 3:
             return None
@@ -391,7 +393,7 @@ class Trainer:
 
     # Saving
     def header(self) -> dict:
-        return {"preset": self.preset.name, "config": self.model.config, "stages_done": self.stages_done,
+        return {"preset": self.preset.name, "config": self.model.config.to_dict(), "stages_done": self.stages_done,
                 "stage": self.stage, "step": self.step, "metrics": self.metrics, "seconds": round(self.seconds, 1),
                 "stage_seconds": round(self.stage_seconds, 1)}
 
@@ -402,13 +404,11 @@ class Trainer:
         """Write the final weights and config, record the model in subject.json (the train command drops
         the checkpoint once its last stage is done, so a cancel in the expression stage can resume)."""
         weights, config_path = self.subject.head_weights_path, self.subject.head_config_path
-        config = {**self.model.config, "stages_done": self.stages_done, "metrics": self.metrics,
-                  "train_seconds": round(self.seconds, 1)}
-        self.model.config = config
         save_weights(weights, self.model.state_dict(), {"preset": self.preset.name})
-        atomic_write_json(config_path, config)
+        write_head_json(config_path, self.model.config,
+                        TrainingRecord(tuple(self.stages_done), self.metrics, round(self.seconds, 1)))
         self.subject.record_model("head", HeadRecord(
             self.subject.relative(weights), self.subject.relative(config_path), self.preset.name,
-            config["audio_encoder"], list(self.stages_done), self.metrics.get("heldout_psnr"), round(self.seconds, 1)))
+            self.model.config.audio_encoder, list(self.stages_done), self.metrics.get("heldout_psnr"), round(self.seconds, 1)))
         return {"model": str(weights), "train_seconds": round(self.seconds, 1), **self.metrics}
 

@@ -18,6 +18,7 @@ import torch
 from conftest import shared_file
 from engine.errors import EngineError
 from engine.nerf.encoding import HashGrids2D, TriPlaneEncoding, tcnn_available
+from engine.nerf.field import FieldSample
 from engine.nerf.raymarch import OccupancyGrid, Rays, render_rays
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,27 +124,24 @@ def test_tinycudann_encoding_round_trips_through_the_canonical_layout():
 
 
 # Ray marching
-class _Sphere(torch.nn.Module):
-    """An analytic field: constant density and colour inside a ball of radius 0.5 at the box centre."""
+class _Sphere:
+    """An analytic RadianceField: constant density and colour inside a ball of radius 0.5 at the box centre."""
 
     def __init__(self, density: float):
-        super().__init__()
         self.value = density
-        self.encoding = lambda xyz01: xyz01
 
-    def geometry(self, spatial, codes):
-        inside = ((spatial - 0.5).norm(dim=-1) < 0.25).float()  # radius 0.5 in a box of side 2
-        return inside * self.value, spatial, None
+    def density_at(self, xyz01, codes):
+        return ((xyz01 - 0.5).norm(dim=-1) < 0.25).float() * self.value  # radius 0.5 in a box of side 2
 
-    def density_only(self, xyz01, codes):
-        return self.geometry(xyz01, codes)[0]
+    def geometry_at(self, xyz01, codes):
+        return self.density_at(xyz01, codes), xyz01
 
-    def forward(self, xyz01, directions, codes, latents):
-        density, _, _ = self.geometry(xyz01, codes)
-        return density, self.rgb(None, directions, None), torch.zeros_like(density), codes
-
-    def rgb(self, geometry, directions, latents):
+    def colour_at(self, feature, directions, latents):
         return torch.tensor([0.2, 0.6, 0.9]).expand(len(directions), 3)
+
+    def __call__(self, xyz01, directions, codes, latents):
+        density = self.density_at(xyz01, codes)
+        return FieldSample(density, self.colour_at(xyz01, directions, latents), torch.zeros_like(density), None)
 
 
 @pytest.mark.parametrize("training", [False, True])
@@ -152,7 +150,7 @@ def test_raymarch_renders_a_known_density(training):
     grid = OccupancyGrid([-1, -1, -1], [1, 1, 1], resolution=32)
     field = _Sphere(density)
     for _ in range(8):  # each update measures one jittered point a cell; the running max fills the edges
-        grid.update(lambda p: field.density_only(p, None), fraction=1.0)
+        grid.update(lambda p: field.density_at(p, None), fraction=1.0)
     assert 0 < grid.occupied.float().mean() < 0.2
     offsets = torch.tensor([0.0, 0.2, 0.4, 0.7])   # distance of the ray from the sphere's centre
     origins = torch.stack([offsets, torch.zeros(4), torch.full((4,), 3.0)], dim=-1)

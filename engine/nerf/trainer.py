@@ -252,7 +252,7 @@ class Trainer:
 
             def density(points01):
                 pick = torch.randint(len(codes), (len(points01),), device=self.device)
-                return self.model.field.density_only(points01.to(self.device), codes[pick])
+                return self.model.field.density_at(points01.to(self.device), codes[pick])
 
             self.model.grid.update(density, fraction=1.0 if self.step < 2 * GRID_WARMUP_STEPS else 0.25)
 

@@ -31,7 +31,7 @@ def load() -> str:
 
 def bench_encoding(repeats: int = 5) -> None:
     from engine.nerf.encoding import TriPlaneEncoding
-    from engine.nerf.model import choose_cpu_threads
+    from engine.nerf.device import choose_cpu_threads
     print(f"torch threads: {choose_cpu_threads()} ({load()})")
     points = torch.rand(65536, 3)
     results = {}
@@ -66,7 +66,7 @@ def bench_training(subject_dir: str, run: bool) -> None:
 
 
 def bench_render(subject_dir: str, frames: int) -> None:
-    from engine.nerf.model import TalkingHead
+    from engine.nerf.talking_head import TalkingHead
     from engine.subject.format import Subject
     subject = Subject(subject_dir)
     head = TalkingHead.load(subject, device="auto")

@@ -249,7 +249,7 @@ def test_audio_code_carries_the_mouth_curves(trained, subject_dir):
     from engine.arkit import ARKIT_INDEX
     from engine.nerf.dataset import audio_features
     from engine.audio.features import windows
-    from engine.nerf.model import TalkingHead
+    from engine.nerf.talking_head import TalkingHead
     from engine.subject.format import Subject
     subject = Subject(subject_dir)
     head = TalkingHead.load(subject, device="cpu")
@@ -266,7 +266,7 @@ def test_audio_code_carries_the_mouth_curves(trained, subject_dir):
 
 
 def test_talking_head_renders_frames(trained, subject_dir):
-    from engine.nerf.model import TalkingHead
+    from engine.nerf.talking_head import TalkingHead
     from engine.subject.format import Subject
     subject = Subject(subject_dir)
     head = TalkingHead.load(subject, device="cpu")
@@ -290,7 +290,7 @@ def test_talking_head_renders_frames(trained, subject_dir):
 
 def test_loading_an_untrained_subject_names_the_fix(subject_dir, tmp_path):
     import shutil
-    from engine.nerf.model import TalkingHead
+    from engine.nerf.talking_head import TalkingHead
     from engine.subject.format import Subject
     bare = tmp_path / "bare"
     shutil.copytree(subject_dir, bare, ignore=shutil.ignore_patterns("model"))

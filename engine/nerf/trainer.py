@@ -29,7 +29,8 @@ from .checkpoint import load_checkpoint, load_weights, save_checkpoint, save_wei
 from .config import BOX_HI, BOX_LO, EncodingConfig, HeadConfig, TrainingRecord, parse_head, read_head_json, write_head_json
 from .dataset import SubjectData, audio_features, expression_indices, pose_vector, resize_square, working_size
 from .encoding import tcnn_available
-from .model import HeadModel, choose_cpu_threads, pick_device
+from .device import choose_cpu_threads, pick_device
+from .model import HeadModel
 from .presets import Preset
 from .raymarch import Rays, pixel_rays
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from .presets import PRESETS
-from .trainer import STAGES
+from .stages import STAGES
 
 ALL_STAGES = STAGES + ("expression",)
 CHECKPOINTS_OF_ROOM = 2   # free space wanted before training: the checkpoint and its replacement

@@ -91,9 +91,9 @@ class HeadConfig:
             expression_indices=read.numbers("expression_indices", int), encoding=encoding,
             grid_resolution=read.get("grid_resolution", int), box_lo=read.numbers("box_lo", float, 3),
             box_hi=read.numbers("box_hi", float, 3), samples=read.get("samples", int), size=read.get("size", int),
-            intrinsics={k: float(v) for k, v in read.get("intrinsics", dict).items()},
+            intrinsics=read.intrinsics(),
             n_latents=read.get("n_latents", int), train_frames=read.numbers("train_frames", int),
-            reference_pose=tuple(tuple(float(v) for v in row) for row in read.get("reference_pose", list)),
+            reference_pose=read.matrix("reference_pose"),
             preset=read.get("preset", str),
             audio_supervision=read.numbers("audio_supervision", int, default=()),
             use_tcnn=read.get("use_tcnn", bool, default=False))
@@ -162,6 +162,20 @@ class _Reader:
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             self.fail(key, f"must be {' or '.join(k.__name__ for k in kinds)}, not {type(value).__name__}")
         return value
+
+    def intrinsics(self) -> dict[str, float]:
+        values = self.get("intrinsics", dict)
+        if not {"fx", "fy", "cx", "cy"} <= set(values) or any(
+                not isinstance(v, (int, float)) or isinstance(v, bool) for v in values.values()):
+            self.fail("intrinsics", "must give the numbers fx, fy, cx and cy")
+        return {k: float(v) for k, v in values.items()}
+
+    def matrix(self, key: str) -> tuple[tuple[float, ...], ...]:
+        rows = self.get(key, list)
+        if len(rows) != 4 or any(not isinstance(row, list) or len(row) != 4 or any(
+                not isinstance(v, (int, float)) or isinstance(v, bool) for v in row) for row in rows):
+            self.fail(key, "must be a 4x4 matrix of numbers")
+        return tuple(tuple(float(v) for v in row) for row in rows)
 
     def numbers(self, key: str, kind, length: int | None = None, default=None) -> tuple:
         """A list of `kind` values (whole numbers count as floats) -> a tuple of them."""

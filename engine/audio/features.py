@@ -245,7 +245,8 @@ class SpeechFeatures:
     def _cached(self, encoder: AudioEncoder, fps: float, stop: int) -> np.ndarray:
         from safetensors.numpy import load_file
 
-        from ..files import atomic_write_tensors, sha256_of
+        from ..files import sha256_of
+        from ..subject.format import atomic_write_tensors
         if self._checksum is None:
             self._checksum = sha256_of(self.audio.path)
         name = f"features-v{CACHE_VERSION}-{encoder.key}-{fps:g}fps-{stop}-{self._checksum[:24]}.safetensors"

@@ -24,6 +24,7 @@ from .predict import MOUTH_INDEX, frame_inputs, model_windows, predict_weights
 
 _FOLDS = 5
 _RIDGE_GRID = (300.0, 1000.0, 3000.0, 10000.0, 30000.0, 100000.0)
+MAX_MOUTH_GAIN = 3.0  # a curve the audio barely predicts is not blown up into noise
 
 
 def train_expression(subject, progress: Progress, encoder: str | None = None, models_dir=None) -> dict:
@@ -68,16 +69,24 @@ def fit(inputs: np.ndarray, targets: np.ndarray, train: np.ndarray, config: Expr
     errors = np.zeros(len(_RIDGE_GRID))
     # Mouth and jaw are what audio drives; each counts in units of its own spread, so small curves count.
     scale = np.maximum(y[:, MOUTH_INDEX].std(0), 1e-3)
+    unseen = np.zeros((len(_RIDGE_GRID), len(a), len(MOUTH_INDEX)), np.float32)  # out-of-fold predictions
     with progress.stage("expression", total=_FOLDS + 1) as stage:
         for fold in folds:
             keep = np.setdiff1d(np.arange(len(a)), fold)
             for k, w in enumerate(_ridge(a[keep], y[keep], _RIDGE_GRID)):
-                residual = (a[fold] @ w - y[fold])[:, MOUTH_INDEX] / scale
+                unseen[k, fold] = (a[fold] @ w)[:, MOUTH_INDEX]
+                residual = (unseen[k, fold] - y[fold][:, MOUTH_INDEX]) / scale
                 errors[k] += (residual ** 2).sum()
             stage.advance(1)
         best = int(np.argmin(errors))
         (w,) = _ridge(a, y, [_RIDGE_GRID[best]])
         stage.advance(1, ridge=_RIDGE_GRID[best])
+    # Ridge regression predicts the mean of what a sound could mean, so on speech it has not heard its
+    # mouth moves with a fraction of the person's spread (a mumbled render). Scaling each mouth curve by
+    # its spread over the spread of the out-of-fold predictions gives the mouth back its range; a
+    # correlation is unchanged by it.
+    gain = np.clip(y[:, MOUTH_INDEX].std(0) / np.maximum(unseen[best].std(0), 1e-6), 1.0, MAX_MOUTH_GAIN)
+    w[:, MOUTH_INDEX] *= gain
     model.config.ridge = _RIDGE_GRID[best]
     with torch.no_grad():
         model.window.weight.copy_(torch.from_numpy(w.T.astype(np.float32)))
@@ -114,5 +123,7 @@ def compare(predicted: np.ndarray, captured: np.ndarray) -> dict:
     jaw = ARKIT_INDEX["jawOpen"]
     r = float(np.corrcoef(predicted[:, jaw], captured[:, jaw])[0, 1]) if captured[:, jaw].std() > 0 else 0.0
     mae = float(np.abs(predicted[:, MOUTH_INDEX] - captured[:, MOUTH_INDEX]).mean())
-    return {"jaw_open_r": round(r, 4), "mouth_mae": round(mae, 4), "frames": int(len(captured))}
+    spread = float(predicted[:, jaw].std() / captured[:, jaw].std()) if captured[:, jaw].std() > 0 else 0.0
+    return {"jaw_open_r": round(r, 4), "mouth_mae": round(mae, 4), "jaw_open_spread": round(spread, 3),
+            "frames": int(len(captured))}
 

@@ -35,13 +35,13 @@ class Stage(ABC):
         self.trainer = trainer
         self.config = trainer.preset.training
 
-    @abstractmethod
     def steps(self) -> int:
-        """The stage's step count (from the preset)."""
+        """The stage's step count: the preset's `<name>_steps`."""
+        return getattr(self.trainer.preset, f"{self.name}_steps")
 
-    @abstractmethod
     def budget_share(self) -> float:
-        """The stage's share of Preset.time_budget_s."""
+        """The stage's share of Preset.time_budget_s: TrainingConfig's `<name>_budget`."""
+        return getattr(self.config, f"{self.name}_budget")
 
     @abstractmethod
     def parameter_groups(self) -> tuple[list, list]:
@@ -54,12 +54,6 @@ class Stage(ABC):
 
 class HeadStage(Stage):
     name = optimizer = "head"
-
-    def steps(self) -> int:
-        return self.trainer.preset.head_steps
-
-    def budget_share(self) -> float:
-        return self.config.head_budget
 
     def parameter_groups(self) -> tuple[list, list]:
         field = self.trainer.model.field
@@ -137,12 +131,6 @@ class LipStage(HeadStage):
     def lr_scale(self) -> float:
         return self.config.lip_lr_scale
 
-    def steps(self) -> int:
-        return self.trainer.preset.lip_steps
-
-    def budget_share(self) -> float:
-        return self.config.lip_budget
-
     def losses(self, step: int) -> dict[str, torch.Tensor]:
         trainer, data = self.trainer, self.trainer.data
         row = trainer.frames(1)
@@ -168,12 +156,6 @@ class LipStage(HeadStage):
 class TorsoStage(Stage):
     name = optimizer = "torso"
     heldout = False
-
-    def steps(self) -> int:
-        return self.trainer.preset.torso_steps
-
-    def budget_share(self) -> float:
-        return self.config.torso_budget
 
     def parameter_groups(self) -> tuple[list, list]:
         torso = self.trainer.model.torso

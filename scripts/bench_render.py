@@ -30,7 +30,7 @@ from engine.subject.format import Subject  # noqa: E402
 
 
 def bench_subject(path: Path, frames: int, device: str) -> dict:
-    from engine.nerf.model import TalkingHead
+    from engine.nerf.talking_head import TalkingHead
     subject = Subject(path)
     head = TalkingHead.load(subject, device=device)
     driving = drive_speech(subject, subject_speech(subject), head.audio_encoder, head.audio_window)
@@ -71,7 +71,7 @@ def bench_subject(path: Path, frames: int, device: str) -> dict:
 
 def bench_evaluation(path: Path, device: str, limit: int | None) -> dict:
     from engine.evaluation.heldout import evaluate
-    from engine.nerf.model import TalkingHead
+    from engine.nerf.talking_head import TalkingHead
     from engine.render.driving import drive_frames
     subject = Subject(path)
     head = TalkingHead.load(subject, device=device)

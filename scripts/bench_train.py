@@ -13,7 +13,6 @@ The machine is shared: timings are inflated by other jobs; the load average is p
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -32,7 +31,7 @@ def load() -> str:
 
 def bench_encoding(repeats: int = 5) -> None:
     from engine.nerf.encoding import TriPlaneEncoding
-    from engine.nerf.model import choose_cpu_threads
+    from engine.nerf.device import choose_cpu_threads
     print(f"torch threads: {choose_cpu_threads()} ({load()})")
     points = torch.rand(65536, 3)
     results = {}
@@ -55,10 +54,11 @@ def bench_training(subject_dir: str, run: bool) -> None:
         started = time.monotonic()
         subprocess.run([sys.executable, "-m", "engine", "train", subject_dir, "--preset", "preview"], check=True)
         print(f"train command wall time: {time.monotonic() - started:.0f} s ({load()})")
-    config = json.loads((Path(subject_dir) / "model" / "head.json").read_text())
-    metrics = config["metrics"]
-    print(f"preset: {config['preset']}, audio encoder: {config['audio_encoder']}, stages: {config['stages_done']}")
-    print(f"NeRF training time: {config['train_seconds']:.0f} s ({config['train_seconds'] / 60:.1f} min)")
+    from engine.nerf.config import read_head_json
+    config, record = read_head_json(Path(subject_dir) / "model" / "head.json")
+    metrics = record.metrics
+    print(f"preset: {config.preset}, audio encoder: {config.audio_encoder}, stages: {list(record.stages_done)}")
+    print(f"NeRF training time: {record.train_seconds:.0f} s ({record.train_seconds / 60:.1f} min)")
     for stage in ("head", "lip", "torso"):
         if f"{stage}_steps_per_s" in metrics:
             print(f"{stage} stage: {metrics.get(f'{stage}_steps', '?')} steps, {metrics[f'{stage}_steps_per_s']} steps/s")
@@ -66,13 +66,13 @@ def bench_training(subject_dir: str, run: bool) -> None:
 
 
 def bench_render(subject_dir: str, frames: int) -> None:
-    from engine.nerf.model import TalkingHead
+    from engine.nerf.talking_head import TalkingHead
     from engine.subject.format import Subject
     subject = Subject(subject_dir)
     head = TalkingHead.load(subject, device="auto")
     print(f"device: {head.device}, threads: {torch.get_num_threads()} ({load()})")
     rng = np.random.default_rng(0)
-    window = rng.standard_normal((head.audio_window, head.config["audio_dim"])).astype(np.float32)
+    window = rng.standard_normal((head.audio_window, head.config.audio_dim)).astype(np.float32)
     test = subject.split("test")
     indices = [int(test[i % len(test)]) for i in range(frames)]
     head.render(indices[0], window)  # warm-up

@@ -18,6 +18,7 @@ import torch
 from conftest import shared_file
 from engine.errors import EngineError
 from engine.nerf.encoding import HashGrids2D, TriPlaneEncoding, tcnn_available
+from engine.nerf.field import FieldSample
 from engine.nerf.raymarch import OccupancyGrid, Rays, render_rays
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,27 +124,24 @@ def test_tinycudann_encoding_round_trips_through_the_canonical_layout():
 
 
 # Ray marching
-class _Sphere(torch.nn.Module):
-    """An analytic field: constant density and colour inside a ball of radius 0.5 at the box centre."""
+class _Sphere:
+    """An analytic RadianceField: constant density and colour inside a ball of radius 0.5 at the box centre."""
 
     def __init__(self, density: float):
-        super().__init__()
         self.value = density
-        self.encoding = lambda xyz01: xyz01
 
-    def geometry(self, spatial, codes):
-        inside = ((spatial - 0.5).norm(dim=-1) < 0.25).float()  # radius 0.5 in a box of side 2
-        return inside * self.value, spatial, None
+    def density_at(self, xyz01, codes):
+        return ((xyz01 - 0.5).norm(dim=-1) < 0.25).float() * self.value  # radius 0.5 in a box of side 2
 
-    def density_only(self, xyz01, codes):
-        return self.geometry(xyz01, codes)[0]
+    def geometry_at(self, xyz01, codes):
+        return self.density_at(xyz01, codes), xyz01
 
-    def forward(self, xyz01, directions, codes, latents):
-        density, _, _ = self.geometry(xyz01, codes)
-        return density, self.rgb(None, directions, None), torch.zeros_like(density), codes
-
-    def rgb(self, geometry, directions, latents):
+    def colour_at(self, feature, directions, latents):
         return torch.tensor([0.2, 0.6, 0.9]).expand(len(directions), 3)
+
+    def __call__(self, xyz01, directions, codes, latents):
+        density = self.density_at(xyz01, codes)
+        return FieldSample(density, self.colour_at(xyz01, directions, latents), torch.zeros_like(density), None)
 
 
 @pytest.mark.parametrize("training", [False, True])
@@ -152,7 +150,7 @@ def test_raymarch_renders_a_known_density(training):
     grid = OccupancyGrid([-1, -1, -1], [1, 1, 1], resolution=32)
     field = _Sphere(density)
     for _ in range(8):  # each update measures one jittered point a cell; the running max fills the edges
-        grid.update(lambda p: field.density_only(p, None), fraction=1.0)
+        grid.update(lambda p: field.density_at(p, None), fraction=1.0)
     assert 0 < grid.occupied.float().mean() < 0.2
     offsets = torch.tensor([0.0, 0.2, 0.4, 0.7])   # distance of the ray from the sphere's centre
     origins = torch.stack([offsets, torch.zeros(4), torch.full((4,), 3.0)], dim=-1)
@@ -251,24 +249,24 @@ def test_audio_code_carries_the_mouth_curves(trained, subject_dir):
     from engine.arkit import ARKIT_INDEX
     from engine.nerf.dataset import audio_features
     from engine.audio.features import windows
-    from engine.nerf.model import TalkingHead
+    from engine.nerf.talking_head import TalkingHead
     from engine.subject.format import Subject
     subject = Subject(subject_dir)
     head = TalkingHead.load(subject, device="cpu")
-    channels = head.config["audio_supervision"]
+    channels = list(head.config.audio_supervision)
     assert ARKIT_INDEX["jawOpen"] in channels
-    frames = np.array(head.config["train_frames"])
+    frames = np.array(head.config.train_frames)
     audio = windows(audio_features(subject, "mel").astype(np.float32), 8)[frames]
     with torch.no_grad():
         read = head.model.mouth_from_audio(torch.from_numpy(audio))[:, channels.index(ARKIT_INDEX["jawOpen"])]
     truth = subject.tracks["blendshapes"][frames, ARKIT_INDEX["jawOpen"]]
     assert np.corrcoef(read.numpy(), truth)[0, 1] > 0.6
-    assert "audio_mouth_r" in head.config["metrics"]
+    assert "audio_mouth_r" in head.training.metrics
     assert not head.follows_mouth_curves  # the default expression set is SyncTalk's upper face
 
 
 def test_talking_head_renders_frames(trained, subject_dir):
-    from engine.nerf.model import TalkingHead
+    from engine.nerf.talking_head import TalkingHead
     from engine.subject.format import Subject
     subject = Subject(subject_dir)
     head = TalkingHead.load(subject, device="cpu")
@@ -292,9 +290,32 @@ def test_talking_head_renders_frames(trained, subject_dir):
 
 def test_loading_an_untrained_subject_names_the_fix(subject_dir, tmp_path):
     import shutil
-    from engine.nerf.model import TalkingHead
+    from engine.nerf.talking_head import TalkingHead
     from engine.subject.format import Subject
     bare = tmp_path / "bare"
     shutil.copytree(subject_dir, bare, ignore=shutil.ignore_patterns("model"))
     with pytest.raises(EngineError, match="no trained talking-head model"):
         TalkingHead.load(Subject(bare))
+
+
+def test_head_json_reads_back_as_written_and_refuses_what_it_does_not_know(trained, subject_dir, tmp_path):
+    """head.json <-> HeadConfig + TrainingRecord with the same keys; a missing or unknown key is one
+    EngineError naming the file; heads saved before the audio readout (no audio_supervision) still read."""
+    from engine.nerf.config import read_head_json, write_head_json
+    written = json.loads((subject_dir / "model" / "head.json").read_text())
+    config, record = read_head_json(subject_dir / "model" / "head.json")
+    assert record.stages_done == ("head", "lip", "torso") and "heldout_psnr" in record.metrics
+    again = tmp_path / "head.json"
+    write_head_json(again, config, record)
+    assert json.loads(again.read_text()) == written
+    assert list(config.to_dict()) == [k for k in written if k not in ("stages_done", "metrics", "train_seconds")]
+    older = {k: v for k, v in written.items() if k != "audio_supervision"}
+    again.write_text(json.dumps(older))
+    assert read_head_json(again)[0].audio_supervision == ()
+    for broken, message in (({k: v for k, v in written.items() if k != "samples"}, "'samples' is missing"),
+                            ({**written, "sampels": 32}, "unknown head configuration key\\(s\\) sampels"),
+                            ({**written, "size": "96"}, "'size' must be int")):
+        again.write_text(json.dumps(broken))
+        with pytest.raises(EngineError, match=message) as error:
+            read_head_json(again)
+        assert error.value.path == str(again)

@@ -69,7 +69,7 @@ def test_render_mp4_at_crop_size_carries_the_speech(subject, speech, tmp_path):
 
 def test_rendered_face_joins_the_frame_without_a_seam(subject):
     from engine.audio.features import get_encoder, subject_speech
-    from engine.nerf.model import TalkingHead
+    from engine.nerf.talking_head import TalkingHead
     from engine.portrait.composite import face_layer, over_frame
     from test_portrait import edge_band, gradient_energy
     head = TalkingHead.load(subject, device="cpu")

@@ -30,7 +30,7 @@ def configure(parser) -> None:
 
 
 def run(args, progress) -> dict:
-    from ..nerf.model import TalkingHead
+    from ..nerf.talking_head import TalkingHead
 
     subject = Subject(args.subject)
     held_out = subject.split("test")

@@ -16,11 +16,42 @@ instead of waiting for the photometric loss of the few mouth pixels to shape the
 """
 from __future__ import annotations
 
+from typing import NamedTuple, Protocol
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from .encoding import TriPlaneEncoding
+
+
+class FieldSample(NamedTuple):
+    density: torch.Tensor             # (N,)
+    rgb: torch.Tensor                 # (N, 3) in [0, 1]
+    uncertainty: torch.Tensor         # (N,) how much the point may be wrong (weighs the photometric loss)
+    attention: torch.Tensor | None    # (N, C) region attention of the points (a sparsity loss keeps it local)
+
+
+class RadianceField(Protocol):
+    """What the ray marcher (raymarch.render_rays) asks of a field.
+
+    Points are in the unit cube of the occupancy grid's box; `codes` and `latents` are per point
+    (a frame's conditioning, repeated for its points). Colour is split from density so that
+    rendering colours only the points whose weight counts, after marching on density alone.
+    """
+
+    def density_at(self, xyz01: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """(N,) density."""
+
+    def geometry_at(self, xyz01: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """density (N,) and the feature (N, G) that colour_at turns into colour."""
+
+    def colour_at(self, feature: torch.Tensor, directions: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """(N, 3) colour in [0, 1] seen from unit `directions`."""
+
+    def __call__(self, xyz01: torch.Tensor, directions: torch.Tensor, codes: torch.Tensor,
+                 latents: torch.Tensor) -> FieldSample:
+        """Everything at once, with gradients (training)."""
 
 
 def mlp(sizes: list[int], final_activation: nn.Module | None = None) -> nn.Sequential:
@@ -90,7 +121,7 @@ class AudioAttention(nn.Module):
 
 
 class HeadField(nn.Module):
-    """The conditioned field. Points carry `frame` = the row of their frame in the per-batch codes."""
+    """The conditioned field (a RadianceField). Points carry `frame` = the row of their frame in the per-batch codes."""
 
     def __init__(self, audio_dim: int, n_latents: int, expression_dim: int = 7, audio_window: int = 8,
                  encoding: dict | None = None, latent_dim: int = 4, audio_code_dim: int = 32,
@@ -123,20 +154,23 @@ class HeadField(nn.Module):
         density = TruncExp.apply(h[:, 0] - 1.0)  # start a little below 1 so empty space empties fast
         return density, h[:, 1:], attention
 
-    def forward(self, xyz01: torch.Tensor, directions: torch.Tensor, codes: torch.Tensor, latents: torch.Tensor):
-        """Points in the unit cube (N, 3), unit directions (N, 3), per-point codes and latents.
-
-        -> density (N,), rgb (N, 3), uncertainty (N,), region attention (N, code + E)
-        """
+    def forward(self, xyz01: torch.Tensor, directions: torch.Tensor, codes: torch.Tensor,
+                latents: torch.Tensor) -> FieldSample:
+        """Points in the unit cube (N, 3), unit directions (N, 3), per-point codes and latents."""
         spatial = self.encoding(xyz01)
         density, geometry, attention = self.geometry(spatial, codes)
-        return density, self.rgb(geometry, directions, latents), self.point_uncertainty(spatial), attention
+        return FieldSample(density, self.colour_at(geometry, directions, latents), self.point_uncertainty(spatial),
+                           attention)
 
-    def rgb(self, geometry: torch.Tensor, directions: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.colour(torch.cat([geometry, spherical_harmonics(directions), latents], dim=-1)))
+    def colour_at(self, feature: torch.Tensor, directions: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.colour(torch.cat([feature, spherical_harmonics(directions), latents], dim=-1)))
 
     def point_uncertainty(self, spatial: torch.Tensor) -> torch.Tensor:
         return F.softplus(self.uncertainty(spatial)[:, 0])
 
-    def density_only(self, xyz01: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    def density_at(self, xyz01: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         return self.geometry(self.encoding(xyz01), codes)[0]
+
+    def geometry_at(self, xyz01: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        density, feature, _ = self.geometry(self.encoding(xyz01), codes)
+        return density, feature

@@ -1,56 +1,43 @@
-"""The trained talking head: its modules (HeadModel) and the rendering API (TalkingHead).
+"""The talking head's modules: field, occupancy grid and torso, with the conditioning's normalisation.
 
-SUBJECT/model/head.safetensors holds the weights and occupancy grid, SUBJECT/model/head.json the
-configuration (encoder, expression set, box, presets, which stages ran, held-out figures).
-Rendering evaluates the NeRF only for the pixels the head's occupied cells can cover; torso and
-background are 2D.
+SUBJECT/model/head.safetensors holds their weights (the occupancy grid included), SUBJECT/model/head.json
+the HeadConfig they are built from (engine/nerf/config.py). Rendering frames is talking_head.py's.
 """
 from __future__ import annotations
 
-import json
+from dataclasses import asdict
 
-import numpy as np
 import torch
 from torch import nn
 
-from ..arkit import ARKIT_INDEX, MOUTH_AND_JAW
-from ..errors import EngineError
-from ..subject.format import LABEL_HEAD
+from .config import HeadConfig
 from .field import HeadField
-from .raymarch import OccupancyGrid, Rays, pixel_rays, project, render_rays
+from .raymarch import OccupancyGrid, Rays, render_rays
 from .torso import TorsoNet
-
-RENDER_CHUNK = 8192  # rays per field pass when rendering: bounds memory
-HEAD_GROWTH = 8      # pixels around the frame's parsed head that the rendered head may reach
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise EngineError("CUDA was asked for but is not available", "use --device cpu or auto")
-    return torch.device(name)
 
 
 class HeadModel(nn.Module):
-    """Field + occupancy grid + torso, with the audio feature normalisation measured on the training clip."""
+    """Field + occupancy grid + torso, with the audio feature normalisation measured on the training clip.
 
-    def __init__(self, config: dict):
+    `use_tcnn`: tiny-cuda-nn's grid instead of the PyTorch one (same weights, encoding.py); the trainer
+    passes config.use_tcnn, rendering the PyTorch grid.
+    """
+
+    def __init__(self, config: HeadConfig, use_tcnn: bool = False):
         super().__init__()
         self.config = config
-        self.field = HeadField(audio_dim=config["audio_dim"], n_latents=config["n_latents"],
-                               expression_dim=len(config["expression_indices"]),
-                               audio_window=config["audio_window"], encoding=config["encoding"],
-                               mouth_outputs=len(config.get("audio_supervision", [])),
-                               use_tcnn=config.get("use_tcnn", False))
-        self.grid = OccupancyGrid(config["box_lo"], config["box_hi"], config["grid_resolution"])
-        self.torso = TorsoNet(config["n_latents"], config["size"])
-        self.register_buffer("audio_mean", torch.zeros(config["audio_dim"]))
-        self.register_buffer("audio_std", torch.ones(config["audio_dim"]))
+        self.field = HeadField(audio_dim=config.audio_dim, n_latents=config.n_latents,
+                               expression_dim=len(config.expression_indices),
+                               audio_window=config.audio_window, encoding=asdict(config.encoding),
+                               mouth_outputs=len(config.audio_supervision), use_tcnn=use_tcnn)
+        self.grid = OccupancyGrid(list(config.box_lo), list(config.box_hi), config.grid_resolution)
+        self.torso = TorsoNet(config.n_latents, config.size)
+        self.register_buffer("audio_mean", torch.zeros(config.audio_dim))
+        self.register_buffer("audio_std", torch.ones(config.audio_dim))
         # Blendshapes enter standardised over the training clip: MediaPipe's jawOpen of a speaker may
         # span 0-0.2 and a blink 0-0.6; raw, the small-range curves barely reach the MLP and the field
         # settles on the average mouth. (Models saved before this have identity values here.)
-        n_expression = len(config["expression_indices"])
+        n_expression = len(config.expression_indices)
         self.register_buffer("expression_mean", torch.zeros(n_expression))
         self.register_buffer("expression_std", torch.ones(n_expression))
 
@@ -82,191 +69,3 @@ class HeadModel(nn.Module):
 
     def render_head(self, rays: Rays, codes, latents, samples: int, perturb=False, training=False):
         return render_rays(self.field, self.grid, rays, codes, latents, samples, perturb, training)
-
-    def head_pixels(self, c2w: np.ndarray, intrinsics: dict, size: int) -> np.ndarray:
-        """(size, size) bool: pixels whose rays can meet an occupied cell.
-
-        The occupied cells are merged 2x2x2 first (8x fewer points to project every frame); each merged
-        cell's centre is projected and grown by the merged cell's reach in pixels.
-        """
-        import cv2
-        version = int(self.grid.occupied.sum().item())
-        if getattr(self, "_occupied_version", None) != version:
-            r = self.grid.resolution
-            occupied = self.grid.occupied.reshape(1, 1, r, r, r).float()
-            coarse = torch.nn.functional.max_pool3d(occupied, 2)[0, 0].cpu().numpy() > 0
-            ijk = np.argwhere(coarse).astype(np.float32)
-            lo, hi = self.grid.lo.cpu().numpy(), self.grid.hi.cpu().numpy()
-            self._occupied_centres = lo + (ijk + 0.5) / coarse.shape[0] * (hi - lo)
-            self._occupied_cell = float((hi - lo).max()) * 2 / r
-            self._occupied_version = version
-        pixels, depth = project(self._occupied_centres, c2w.astype(np.float64), intrinsics)
-        front = depth > 0
-        px, py = np.floor(pixels[front]).astype(np.int64).T
-        inside = (px >= 0) & (py >= 0) & (px < size) & (py < size)
-        covered = np.zeros((size, size), np.uint8)
-        covered[py[inside], px[inside]] = 1
-        # Half the merged cell's diagonal, in pixels at the nearest depth, plus one for the floor().
-        nearest = max(float(depth[front].min()), 1e-3) if front.any() else None
-        reach = int(np.ceil(intrinsics["fx"] * self._occupied_cell * 0.87 / nearest)) + 1 if nearest else 1
-        return cv2.dilate(covered, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)) > 0
-
-
-class TalkingHead:
-    """A subject's trained head, ready to render frames (API.md)."""
-
-    def __init__(self, subject, model: HeadModel, device: torch.device):
-        self.subject, self.model, self.device = subject, model, device
-        config = model.config
-        self.config = config
-        self.audio_encoder: str = config["audio_encoder"]
-        self.audio_window: int = config["audio_window"]
-        self.size: int = subject.size           # frames come out at the subject's size...
-        self.work_size: int = config["size"]    # ...the head is rendered at the NeRF's (Preset.max_size)
-        self.samples: int = config["samples"]
-        self.intrinsics = {k: float(v) for k, v in config["intrinsics"].items()}
-        self.latent_row = {int(f): row for row, f in enumerate(config["train_frames"])}
-        self.expression_indices = config["expression_indices"]
-        # Trained on the mouth curves (--expression all): they, not only the audio, shape the mouth.
-        self.follows_mouth_curves = any(ARKIT_INDEX[n] in self.expression_indices for n in MOUTH_AND_JAW)
-        self.reference_pose = np.asarray(config["reference_pose"], np.float32)
-        self.torso_trained = "torso" in config.get("stages_done", [])
-        self._background = None
-
-    @classmethod
-    def load(cls, subject, device: str = "auto") -> "TalkingHead":
-        from .checkpoint import load_weights
-        weights, config_path = subject.head_weights_path, subject.head_config_path
-        if not weights.is_file() or not config_path.is_file():
-            raise EngineError(f"{subject.root} has no trained talking-head model",
-                              f"run `python -m engine train {subject.root}` first", path=str(subject.model_dir))
-        config = json.loads(config_path.read_text())
-        torch_device = pick_device(device)
-        if torch_device.type == "cpu":
-            choose_cpu_threads()
-        config["use_tcnn"] = False  # the weights are saved in HashGrids2D's layout; rendering uses the PyTorch grid
-        model = HeadModel(config)
-        tensors, _ = load_weights(weights, torch_device)
-        model.load_weights(tensors)
-        model.to(torch_device).eval()
-        return cls(subject, model, torch_device)
-
-    @property
-    def background(self) -> np.ndarray:
-        if self._background is None:
-            self._background = self.subject.background().astype(np.float32) / 255.0
-        return self._background
-
-    def _row(self, frame_index: int) -> int:
-        """Latent row of a frame: its own when it was trained on, else one past the table (-> mean code)."""
-        return self.latent_row.get(int(frame_index), len(self.latent_row))
-
-    def _torso_layer(self, frame_index: int, pose: np.ndarray, exact_pose: bool):
-        """(rgb premultiplied (S,S,3), alpha (S,S)) of the torso over nothing, at the subject's size."""
-        if exact_pose or not self.torso_trained:
-            # At the frame's own pose the preprocessed torso plate is exact: head removed, neck filled.
-            torso = self.subject.torso(frame_index).astype(np.float32) / 255.0
-            return torso, None
-        from .dataset import pose_vector, resize_square
-        s = self.work_size
-        ys, xs = np.mgrid[0:s, 0:s]
-        uv = torch.from_numpy(np.stack([(xs.reshape(-1) + 0.5) / s, (ys.reshape(-1) + 0.5) / s], -1).astype(np.float32))
-        pv = torch.from_numpy(pose_vector(pose[None], self.reference_pose)).expand(len(uv), -1)
-        rows = torch.full((len(uv),), self._row(frame_index), dtype=torch.int64)
-        uv, pv, rows = uv.to(self.device), pv.to(self.device), rows.to(self.device)
-        rgb, alpha = self.model.torso(uv, pv, self.model.torso_latents_for(rows))
-        rgb = (rgb * alpha[:, None]).reshape(s, s, 3).cpu().numpy()
-        return resize_square(rgb, self.size), resize_square(alpha.reshape(s, s).cpu().numpy(), self.size)
-
-    @torch.inference_mode()
-    def render(self, frame_index: int, audio_window: np.ndarray, blendshapes: np.ndarray | None = None,
-               pose: np.ndarray | None = None, rgba: bool = False) -> np.ndarray:
-        tracks = self.subject.tracks
-        if not 0 <= frame_index < self.subject.n_frames:
-            raise EngineError(f"frame {frame_index} is outside the subject (0..{self.subject.n_frames - 1})",
-                              "pick a frame of the training clip", path=str(self.subject.root))
-        own_pose = tracks["pose"][frame_index]
-        pose = own_pose if pose is None else np.asarray(pose, np.float32)
-        exact_pose = bool(np.allclose(pose, own_pose, atol=1e-5))
-        blendshapes = tracks["blendshapes"][frame_index] if blendshapes is None else np.asarray(blendshapes, np.float32)
-        window = np.asarray(audio_window, np.float32)
-        if window.shape != (self.audio_window, self.config["audio_dim"]):
-            raise EngineError(f"audio window has shape {window.shape}, expected "
-                              f"({self.audio_window}, {self.config['audio_dim']}) from the '{self.audio_encoder}' encoder",
-                              "compute the features with engine.audio.features.get_encoder(head.audio_encoder)")
-
-        from .dataset import resize_square
-        w = self.work_size
-        head_rgb = np.zeros((w, w, 3), np.float32)
-        head_alpha = np.zeros((w, w), np.float32)
-        pixels = self.model.head_pixels(pose, self.intrinsics, w)
-        if exact_pose:
-            # At the frame's own pose the head can only be where the parsing saw it (grown for a mouth
-            # that opens wider than in the frame); everywhere else the torso plate is already right.
-            import cv2
-            seen = resize_square((self.subject.parsing(frame_index) == LABEL_HEAD).astype(np.uint8), w, nearest=True)
-            pixels &= cv2.dilate(seen, np.ones((2 * HEAD_GROWTH + 1,) * 2, np.uint8)) > 0
-        ys, xs = np.nonzero(pixels)
-        if len(xs):
-            rgb, alpha = self._render_pixels(pose, xs, ys, window, blendshapes[self.expression_indices],
-                                             self._row(frame_index))
-            head_rgb[ys, xs] = rgb
-            head_alpha[ys, xs] = alpha
-        head_rgb, head_alpha = resize_square(head_rgb, self.size), resize_square(head_alpha, self.size)
-
-        torso_rgb, torso_alpha = self._torso_layer(frame_index, pose, exact_pose)
-        if rgba:
-            if torso_alpha is None:  # the torso plate has the background in it: cut it out with the parsing
-                torso_alpha = (self.subject.parsing(frame_index) >= 2).astype(np.float32)
-                torso_rgb = torso_rgb * torso_alpha[..., None]
-            rgb = head_rgb + (1 - head_alpha[..., None]) * torso_rgb
-            alpha = head_alpha + (1 - head_alpha) * torso_alpha
-            return np.concatenate([rgb, alpha[..., None]], axis=-1).clip(0, 1)
-        under = torso_rgb if torso_alpha is None else torso_rgb + (1 - torso_alpha[..., None]) * self.background
-        return (head_rgb + (1 - head_alpha[..., None]) * under).clip(0, 1)
-
-    def _render_pixels(self, pose, xs, ys, window, expression, row):
-        """Premultiplied head colour (P, 3) and opacity (P,) of pixels (xs, ys)."""
-        device = self.device
-        codes = self.model.frame_codes(torch.from_numpy(window)[None].to(device),
-                                       torch.from_numpy(np.asarray(expression, np.float32))[None].to(device))
-        latents = self.model.latents_for(torch.tensor([row], device=device))
-        c2w = torch.from_numpy(pose.astype(np.float32)).to(device)
-        rgb_out, alpha_out = [], []
-        for start in range(0, len(xs), RENDER_CHUNK):
-            x = torch.from_numpy(xs[start:start + RENDER_CHUNK].astype(np.float32)).to(device)
-            y = torch.from_numpy(ys[start:start + RENDER_CHUNK].astype(np.float32)).to(device)
-            origins, directions = pixel_rays(c2w.expand(len(x), 4, 4), self.intrinsics, x, y)
-            rays = Rays(origins, directions, torch.zeros(len(x), dtype=torch.int64, device=device))
-            out = self.model.render_head(rays, codes, latents, self.samples)
-            rgb_out.append(out.rgb.cpu().numpy())
-            alpha_out.append(out.opacity.cpu().numpy())
-        return np.concatenate(rgb_out), np.concatenate(alpha_out)
-
-
-def choose_cpu_threads(max_threads: int | None = None) -> int:
-    """Set and return the faster of 1..max_threads torch threads for the field's small ops, measured now.
-
-    On a machine shared with other jobs, extra OpenMP threads wait at every op's barrier for a core;
-    measured on the 2-core project machine under load, 1 thread ran an encoding pass 4x faster than 2.
-    """
-    import os
-    import time
-
-    from .encoding import TriPlaneEncoding
-    max_threads = max_threads or os.cpu_count() or 1
-    encoding = TriPlaneEncoding()
-    points = torch.rand(16384, 3)
-    best, best_time = 1, float("inf")
-    for threads in sorted({1, max_threads}):
-        torch.set_num_threads(threads)
-        with torch.no_grad():
-            encoding(points)
-            started = time.perf_counter()
-            for _ in range(3):
-                encoding(points)
-        elapsed = time.perf_counter() - started
-        if elapsed < best_time:
-            best, best_time = threads, elapsed
-    torch.set_num_threads(best)
-    return best

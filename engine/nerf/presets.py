@@ -12,6 +12,36 @@ from ..errors import EngineError
 
 
 @dataclass(frozen=True)
+class TrainingConfig:
+    """Loss weights and schedule constants of the NeRF stages (engine/nerf/stages.py); every preset's
+    unless it gives its own."""
+    # Loss weights (the photometric loss weighs 1)
+    outside_opacity: float = 1e-2       # the head's opacity on rays outside its mask: keeps it off torso and background
+    attention_sparsity: float = 1e-4    # region attention: audio acts where it must, not everywhere
+    audio_readout: float = 0.1          # the mouth curves read out of the audio code (field.py says why)
+    lip_lpips: float = 0.01             # LPIPS of the lip stage's boxes and patches, when its weights are present
+    # Where the head stage's rays go: shares drawn inside the lip box and the eyes-and-brows box, the rest
+    # in the head box. The parts that move are a few percent of the head; uniform rays would leave them
+    # to the mean face.
+    lip_box_rays: float = 0.25
+    eye_box_rays: float = 0.10
+    # The audio readout: frames a step, input dropout against over-fitting the clip, readout-only steps
+    # before the NeRF starts.
+    audio_batch: int = 128
+    audio_dropout: float = 0.3
+    audio_warmup_steps: int = 500
+    # Schedule
+    grid_warmup_steps: int = 64         # every allowed cell stays occupied until the field has learnt something
+    head_budget: float = 0.70           # shares of Preset.time_budget_s
+    lip_budget: float = 0.22
+    torso_budget: float = 0.08
+    lr_decay: float = 0.1               # learning rates fall exponentially to this fraction over a stage
+    lip_lr_scale: float = 0.2           # the lip stage fine-tunes the head at this fraction of its learning rates
+    lip_min_patch: int = 16             # the lip stage's random patches: size // 8 pixels, at least this
+    expression_min_std: float = 0.02    # curves that barely move stay small after standardising (tracking noise ~0.005)
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     description: str            # what it is for, in words: the command line's help and Blender's menu show it
@@ -40,6 +70,7 @@ class Preset:
     # budget, whichever comes first, and its learning-rate schedule follows the same clock. This
     # keeps `preview` inside its promise on a machine that is slower or busier than expected.
     time_budget_s: float | None = None
+    training: TrainingConfig = field(default_factory=TrainingConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)

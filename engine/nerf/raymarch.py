@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .field import RadianceField
+
 MIN_WEIGHT = 1e-4  # points that weigh less are not coloured; training rays march until transmittance < this
 # Rendering stops a ray once less than this much light gets through, so a pixel can be off by at most
 # 1 %: on lieu_60s, 20 % fewer field evaluations, largest change 1.5/255, mean 0.02/255 (5 held-out frames).
@@ -165,7 +167,7 @@ def march(evaluate, ray_id: torch.Tensor, sample_id: torch.Tensor, dt: torch.Ten
     return weights
 
 
-def render_rays(field, grid: OccupancyGrid, rays: Rays, codes: torch.Tensor, latents: torch.Tensor,
+def render_rays(field: RadianceField, grid: OccupancyGrid, rays: Rays, codes: torch.Tensor, latents: torch.Tensor,
                 samples: int, perturb: bool = False, training: bool = False, generator=None) -> RenderOutput:
     """Volume-render `rays`; codes (B, C) and latents (B, 4) are per frame, indexed by rays.frame."""
     n_rays = len(rays.origins)
@@ -180,7 +182,7 @@ def render_rays(field, grid: OccupancyGrid, rays: Rays, codes: torch.Tensor, lat
 
     if training:
         with torch.no_grad():
-            keep = march(lambda i: field.density_only(xyz01[i], point_codes[i]),
+            keep = march(lambda i: field.density_at(xyz01[i], point_codes[i]),
                          ray_id, sample_id, dt, n_rays, samples) > MIN_WEIGHT
         ray_id, sample_id, xyz01, point_codes = ray_id[keep], sample_id[keep], xyz01[keep], point_codes[keep]
         density, rgb, uncertainty, attention = field(
@@ -190,13 +192,13 @@ def render_rays(field, grid: OccupancyGrid, rays: Rays, codes: torch.Tensor, lat
         alpha = alpha.index_put((ray_id, sample_id), 1.0 - torch.exp(-density * dt[ray_id]))
         weight = composite(alpha)[ray_id, sample_id]
     else:
-        # Keep the geometry feature of every evaluated point, to colour the contributing ones after.
-        evaluated_parts, geometry_parts = [], []
+        # Keep the feature of every evaluated point, to colour the contributing ones after.
+        evaluated_parts, feature_parts = [], []
 
         def evaluate(index):
-            density, geometry, _ = field.geometry(field.encoding(xyz01[index]), point_codes[index])
+            density, feature = field.geometry_at(xyz01[index], point_codes[index])
             evaluated_parts.append(index)
-            geometry_parts.append(geometry)
+            feature_parts.append(feature)
             return density
 
         weight = march(evaluate, ray_id, sample_id, dt, n_rays, samples, min_transmittance=RENDER_MIN_TRANSMITTANCE)
@@ -205,7 +207,7 @@ def render_rays(field, grid: OccupancyGrid, rays: Rays, codes: torch.Tensor, lat
         index = evaluated[keep]
         ray_id, sample_id, weight = ray_id[index], sample_id[index], weight[index]
         if len(index):
-            rgb = field.rgb(torch.cat(geometry_parts)[keep], rays.directions[ray_id], latents[rays.frame[ray_id]])
+            rgb = field.colour_at(torch.cat(feature_parts)[keep], rays.directions[ray_id], latents[rays.frame[ray_id]])
         else:
             rgb = torch.zeros((0, 3), device=device)
         uncertainty = attention = None

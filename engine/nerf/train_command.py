@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from .presets import PRESETS
-from .trainer import STAGES
+from .stages import STAGES
 
 ALL_STAGES = STAGES + ("expression",)
 CHECKPOINTS_OF_ROOM = 2   # free space wanted before training: the checkpoint and its replacement
@@ -115,4 +115,4 @@ def _train_head(subject, nerf_stages: list[str], head, args, progress) -> dict:
         kept = "the last checkpoint is kept: continue with --resume" if subject.checkpoint_path.is_file() \
             else "nothing was kept: train again"
         raise DiskFull(exc.message, f"free some disk space; {kept}", exc.path) from exc
-    return {**result, "audio_encoder": trainer.model.config["audio_encoder"]}
+    return {**result, "audio_encoder": trainer.model.config.audio_encoder}

@@ -67,7 +67,7 @@ def run(args, progress) -> dict:
 def _render(subject: Subject, fmt: str, fps: float, args, progress) -> dict:
     from ..curves import Curves
     from ..files import require_free_space
-    from ..nerf.model import TalkingHead
+    from ..nerf.talking_head import TalkingHead
 
     speech = SpeechFeatures(args.audio, subject.cache_dir, progress)
     curves = Curves.load(args.curves) if args.curves is not None else None

@@ -64,6 +64,7 @@ def test_zip_for_blender_4_2_to_5_0_is_refused_by_5_3(tmp_path):
 def test_blender_tests_pass_on_the_zip_installed_in_5_3(zip_for_5_1, tmp_path):
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender"),
                SYNCTALK_TEST_EXTENSION_ZIP=str(zip_for_5_1), SYNCTALK_PYTHON=str(ROOT / ".venv" / "bin" / "python"))
+    # pytest.ini turns Blender's "is expected to be removed" deprecations into failures.
     out = subprocess.run([str(BPY53), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "t"),
                           "tests/test_blender_keyframes.py", "tests/test_blender_operators.py"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)

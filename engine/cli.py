@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .errors import EngineError
+from .files import disk_full, is_disk_full
 from .progress import Progress
 
 COMMANDS = {
@@ -70,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         result = importlib.import_module(args._module).run(args, progress)
     except EngineError as exc:
         progress.error(exc.message, exc.hint, exc.path)
+        return 2
+    except OSError as exc:  # a full disk where no writer of ours caught it (a library writing on its own)
+        if not is_disk_full(exc):
+            raise
+        full = disk_full(exc.filename or Path.cwd())
+        progress.error(full.message, full.hint, full.path)
         return 2
     except KeyboardInterrupt:
         if mode == "jsonl":

@@ -13,7 +13,6 @@ relative to the subject's mean head position.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from .arkit import ARKIT_NAMES
 from .errors import EngineError
+from .files import atomic_write_tensors
 
 FORMAT = "synctalk-curves"
 VERSION = 1
@@ -51,14 +51,11 @@ class Curves:
         if path.suffix.lower() == ".csv":
             from .expression.livelink import write_livelink_csv
             return write_livelink_csv(path, self)
-        from safetensors.numpy import save_file
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.partial")
-        save_file({"weights": self.weights, "head_rotation": self.head_rotation,
-                   "head_translation": self.head_translation}, str(tmp),
-                  metadata={"format": FORMAT, "version": str(VERSION), "fps": repr(float(self.fps)),
-                            "names": ",".join(ARKIT_NAMES)})
-        os.replace(tmp, path)
+        atomic_write_tensors(path, {"weights": self.weights, "head_rotation": self.head_rotation,
+                                    "head_translation": self.head_translation},
+                             {"format": FORMAT, "version": VERSION, "fps": repr(float(self.fps)),
+                              "names": ",".join(ARKIT_NAMES)})
         return path
 
     @classmethod
@@ -81,9 +78,54 @@ class Curves:
         if meta.get("format") != FORMAT:
             raise EngineError(f"{path}: not a SyncTalk curves file", "use a .stcurves or Live Link Face .csv",
                               path=str(path))
-        names = meta["names"].split(",")
-        weights = np.zeros((len(tensors["weights"]), len(ARKIT_NAMES)), np.float32)
+        fps = checked_fps(_number(meta.get("fps"), path), path)
+        names = meta.get("names", "")
+        if len(names) > 4096 or not names:
+            _bad(path, "names", "is missing or longer than the 52 ARKit names")
+        names = names.split(",")
+        rows = None
+        arrays = {}
+        for key, width in (("weights", len(names)), ("head_rotation", 3), ("head_translation", 3)):
+            if key not in tensors:
+                _bad(path, key, "is missing")
+            values = tensors[key]
+            rows = len(values) if rows is None else rows
+            if values.ndim != 2 or values.shape != (rows, width) or rows == 0 or values.dtype.kind != "f":
+                _bad(path, key, f"has shape {values.shape} ({values.dtype}), expected ({rows or 'N'}, {width}) floats")
+            arrays[key] = checked_finite(values, path, key)
+        weights = np.zeros((rows, len(ARKIT_NAMES)), np.float32)
         for i, name in enumerate(names):  # by name, so a future reorder cannot scramble curves
             if name in ARKIT_NAMES:
-                weights[:, ARKIT_NAMES.index(name)] = tensors["weights"][:, i]
-        return cls(float(meta["fps"]), weights, tensors["head_rotation"], tensors["head_translation"])
+                weights[:, ARKIT_NAMES.index(name)] = arrays["weights"][:, i]
+        return cls(fps, np.clip(weights, 0, 1), arrays["head_rotation"], arrays["head_translation"])
+
+
+MAX_FPS = 240.0
+
+
+def _bad(path: Path, name: str, problem: str):
+    raise EngineError(f"{path}: field '{name}' {problem}",
+                      "write the curves again (python -m engine animate ... -o FILE), or fix the tool that wrote them",
+                      path=str(path))
+
+
+def _number(text, path: Path) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        _bad(path, "fps", f"is {str(text)[:40]!r}, not a number")
+
+
+def checked_fps(fps: float, path: Path, name: str = "fps") -> float:
+    """A curves file's frame rate: finite and in (0, 240]."""
+    if not (np.isfinite(fps) and 0 < fps <= MAX_FPS):
+        _bad(path, name, f"gives a frame rate of {fps:g}; it must be above 0 and at most {MAX_FPS:g}")
+    return float(fps)
+
+
+def checked_finite(values: np.ndarray, path: Path, name: str) -> np.ndarray:
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        _bad(path, name, f"holds {values[bad][0]} at frame {row}; every value must be a finite number")
+    return values.astype(np.float32)

@@ -32,9 +32,9 @@ def configure(parser) -> None:
     parser.add_argument("--audio", type=Path, help="speech to animate and render (default: generated speech, "
                                                    "or the clip's own sound with --clip)")
     parser.add_argument("-o", "--output", type=Path, default=Path("synctalk-demo"), help="output folder")
-    parser.add_argument("--preset", default="tiny",
-                        help="training preset: tiny (default: minutes, a blurry head), preview (under an hour on a "
-                             "CPU), standard (GPU)")
+    parser.add_argument("--preset", default="demo",
+                        help="training preset: demo (default: about 3 minutes on a CPU, a recognisable face), tiny "
+                             "(seconds, a blur: checks the chain), preview (under 40 minutes on a CPU), standard (GPU)")
     parser.add_argument("--size", type=int, default=None,
                         help="subject resolution (default: 128 for the built-in clip, the crop's own for --clip)")
     parser.add_argument("--seconds", type=float, default=12.0, help="length of the built-in clip")
@@ -229,7 +229,7 @@ def run(args, progress) -> dict:
         print(f"\nDemo done in {result['seconds']:.0f} s.\n  Watch:  {video}\n  Open in Blender:  {blend}  "
               "(Video Editing: the speech and the rendered strip; the Face mesh carries the ARKit keys)\n"
               f"  Subject (reuse it in the extension's panels):  {subject}", file=sys.stderr)
-        if args.preset == "tiny":
-            print("  The tiny preset only checks the chain (a blurred face); --preset preview trains a likeness "
-                  "(under an hour on a 2-core CPU).", file=sys.stderr)
+        if args.preset in ("tiny", "demo"):
+            print(f"  The {args.preset} preset is a quick look; --preset preview trains a sharper likeness "
+                  "(under 40 minutes on a 2-core CPU).", file=sys.stderr)
     return result

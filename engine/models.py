@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import EngineError
+from .files import atomic_output, is_disk_full
 
 
 @dataclass(frozen=True)
@@ -85,29 +86,20 @@ def find_model(name: str, models_dir: str | os.PathLike | None = None, download:
 
 def _download(f: ModelFile, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".part")
     digest = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(f.url, timeout=60) as response, open(partial, "wb") as out:
-            while chunk := response.read(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise EngineError(
-            f"could not download {f.relpath} from {f.url}: {exc}",
-            "on a machine without internet, copy the model files into a folder and set SYNCTALK_MODELS to it",
-            path=str(dest)) from exc
-    if digest.hexdigest() != f.sha256:
-        partial.unlink(missing_ok=True)
-        raise EngineError(f"download of {f.relpath} has the wrong checksum ({digest.hexdigest()})",
-                          "try again later; if it persists the official file has changed", path=f.url)
-    os.replace(partial, dest)
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    with atomic_output(dest) as partial:
+        try:
+            with urllib.request.urlopen(f.url, timeout=60) as response, open(partial, "wb") as out:
+                while chunk := response.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise
+            raise EngineError(
+                f"could not download {f.relpath} from {f.url}: {exc}",
+                "on a machine without internet, copy the model files into a folder and set SYNCTALK_MODELS to it",
+                path=str(dest)) from exc
+        if digest.hexdigest() != f.sha256:
+            raise EngineError(f"download of {f.relpath} has the wrong checksum ({digest.hexdigest()})",
+                              "try again later; if it persists the official file has changed", path=f.url)

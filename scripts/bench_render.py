@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.media.audio import load_audio  # noqa: E402
+from engine.audio.features import subject_speech  # noqa: E402
 from engine.portrait.composite import face_layer, over_frame, paste_back  # noqa: E402
 from engine.progress import Progress  # noqa: E402
 from engine.render.driving import drive_speech  # noqa: E402
@@ -33,7 +33,7 @@ def bench_subject(path: Path, frames: int, device: str) -> dict:
     from engine.nerf.model import TalkingHead
     subject = Subject(path)
     head = TalkingHead.load(subject, device=device)
-    driving = drive_speech(subject, load_audio(subject.audio_path), head.audio_encoder, head.audio_window)
+    driving = drive_speech(subject, subject_speech(subject), head.audio_encoder, head.audio_window)
     driving = driving.slice(0, min(frames + 1, len(driving)))
     quiet = Progress("quiet")
     # Warm-up: first-call allocations, lazy weights, OpenCV's kernels.

@@ -6,8 +6,7 @@
         training wall time, steps/s and held-out PSNR of the subject's trained model (as recorded by
         `python -m engine train`); --run trains it first with --preset preview
     python scripts/bench_train.py render SUBJECT [--frames 10]
-        frames/s of TalkingHead.render at the subject's size, and of the head NeRF pass at 512x512
-        (intrinsics scaled up; the 2D torso/background layers are excluded there)
+        frames/s of TalkingHead.render at the subject's size (the NeRF at its working size, Preset.max_size)
 
 The machine is shared: timings are inflated by other jobs; the load average is printed with them.
 """
@@ -62,7 +61,7 @@ def bench_training(subject_dir: str, run: bool) -> None:
     print(f"NeRF training time: {config['train_seconds']:.0f} s ({config['train_seconds'] / 60:.1f} min)")
     for stage in ("head", "lip", "torso"):
         if f"{stage}_steps_per_s" in metrics:
-            print(f"{stage} stage: {metrics[f'{stage}_steps_per_s']} steps/s")
+            print(f"{stage} stage: {metrics.get(f'{stage}_steps', '?')} steps, {metrics[f'{stage}_steps_per_s']} steps/s")
     print(f"held-out PSNR (head box of one held-out frame, over its torso plate): {metrics.get('heldout_psnr')} dB")
 
 
@@ -84,31 +83,8 @@ def bench_render(subject_dir: str, frames: int) -> None:
         seconds.append(time.perf_counter() - started)
     # The median frame: the machines are shared, and a neighbour's burst should not count against us.
     median = float(np.median(seconds))
-    print(f"render at {head.size}x{head.size}: {1 / median:.2f} frames/s for the median frame "
+    print(f"render at {head.size}x{head.size} (NeRF at {head.work_size}): {1 / median:.2f} frames/s for the median frame "
           f"({median:.3f} s), {frames / sum(seconds):.2f} frames/s over all {frames} frames")
-
-    scale = 512 / head.size
-    intrinsics = {k: v * scale for k, v in head.intrinsics.items()}
-    started = time.perf_counter()
-    with torch.inference_mode():
-        for index in indices:
-            pose = subject.tracks["pose"][index]
-            # The pixels TalkingHead.render marches at the frame's own pose: reachable by occupied
-            # cells and near the parsed head (upscaled to 512).
-            import cv2
-            from engine.nerf.model import HEAD_GROWTH
-            seen = cv2.resize((subject.parsing(index) == 1).astype(np.uint8), (512, 512),
-                              interpolation=cv2.INTER_NEAREST)
-            seen = cv2.dilate(seen, np.ones((4 * HEAD_GROWTH + 1,) * 2, np.uint8)) > 0
-            ys, xs = np.nonzero(head.model.head_pixels(pose, intrinsics, 512) & seen)
-            saved, head.intrinsics = head.intrinsics, intrinsics
-            try:
-                head._render_pixels(pose, xs, ys, window,
-                                    subject.tracks["blendshapes"][index][head.expression_indices], 0)
-            finally:
-                head.intrinsics = saved
-    elapsed = time.perf_counter() - started
-    print(f"head NeRF pass at 512x512: {frames / elapsed:.2f} frames/s ({elapsed / frames:.3f} s a frame)")
 
 
 def main() -> None:

@@ -6,16 +6,16 @@ this folder; in a development checkout it is the repository's engine/ beside thi
 """
 import bpy
 
-from . import operators, panels, properties
+from . import operators, panels, properties, rig_operators
 
 
 def register():
     properties.register()
-    for cls in operators.classes + panels.classes:
+    for cls in operators.classes + rig_operators.classes + panels.classes:
         bpy.utils.register_class(cls)
 
 
 def unregister():
-    for cls in reversed(operators.classes + panels.classes):
+    for cls in reversed(operators.classes + rig_operators.classes + panels.classes):
         bpy.utils.unregister_class(cls)
     properties.unregister()

@@ -90,7 +90,8 @@ def build_demo_blend(audio: Path, render: Path, curves_path: Path, subject: Path
     rendered = sequencer.add_movie(scene, render, frame_start=1, channel=sequencer.free_channel_above(scene, sound),
                                    name="speech render")
     sequencer.set_handles(rendered, *sequencer.handles(sound))
-    scene.frame_start, scene.frame_end = sound.frame_final_start, sound.frame_final_end - 1
+    first, after = sequencer.handles(sound)
+    scene.frame_start, scene.frame_end = first, after - 1
     scene.sequence_editor.active_strip = sound
     rig = arkit_head("Face", ARKIT_NAMES)
     mapping = map_names(ARKIT_NAMES, shape_key_names(rig))

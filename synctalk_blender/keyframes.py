@@ -48,6 +48,12 @@ def _assign_new_action(id_block, name: str, replace: bool):
         old.use_fake_user = True
     else:
         action = bpy.data.actions.new(name)
+    return assign_action(id_block, action)
+
+
+def assign_action(id_block, action):
+    """Make `action` the ID's animation (with a slot for this ID in 4.4+); returns it."""
+    anim = id_block.animation_data or id_block.animation_data_create()
     anim.action = action
     if has_slotted_actions():
         slot = anim.action_slot
@@ -117,14 +123,34 @@ def write_channels(id_block, channels: list[Channel], start_frame: float, frame_
                    action_name: str, replace: bool = False):
     """Key every channel at frames start_frame + i * frame_step in a new action; returns the action."""
     action = _assign_new_action(id_block, action_name, replace)
+    write_into_action(id_block, channels, start_frame, frame_step, keep_outside=not replace)
+    return action
+
+
+def write_into_action(id_block, channels: list[Channel], start_frame: float, frame_step: float,
+                      keep_outside: bool = True) -> None:
+    """Key every channel into the ID's assigned action, over the frames the channel covers."""
     fcurves = fcurves_of(id_block)
     for channel in channels:
         values = np.asarray(channel.values, np.float32)
         frames = (start_frame + np.arange(len(values), dtype=np.float64) * frame_step).astype(np.float32)
         fcurve = fcurves.find(channel.data_path, index=channel.index) or \
             fcurves.new(channel.data_path, index=channel.index)
-        _write_fcurve(fcurve, frames, values, keep_outside=not replace)
-    return action
+        _write_fcurve(fcurve, frames, values, keep_outside=keep_outside)
+
+
+def remove_keys_between(fcurve, first: float, last: float) -> int:
+    """Delete the F-curve's keys on frames first..last (inclusive); returns how many went."""
+    old = _read_points(fcurve)
+    kept = (old["co"][:, 0] < first - 1e-3) | (old["co"][:, 0] > last + 1e-3)
+    removed = int((~kept).sum())
+    if removed:
+        fcurve.keyframe_points.clear()
+        fcurve.keyframe_points.add(int(kept.sum()))
+        for prop, value in old.items():
+            fcurve.keyframe_points.foreach_set(prop, np.ascontiguousarray(value[kept]).ravel())
+        fcurve.update()
+    return removed
 
 
 def read_channel(id_block, data_path: str, index: int, frames: np.ndarray) -> np.ndarray | None:

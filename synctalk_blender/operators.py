@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import random
 import re
 import shutil
 import tempfile
@@ -23,7 +24,7 @@ from .jobs import Job, JobBusy, current_job, import_engine
 from .keyframes import fcurves_of
 from .mapping import map_names
 from .properties import preferences, settings, subjects_dir
-from .rig import HeadTarget, curves_from_rig, key_curves, shape_key_names, shape_key_path
+from .rig import HeadTarget, curves_from_rig, key_take, shape_key_names, shape_key_path
 
 
 class UserError(Exception):
@@ -68,18 +69,70 @@ def _rig_object(context):
     if obj is None:
         raise UserError("no active object: select the mesh that has the face's shape keys")
     if not shape_key_names(obj):
-        raise UserError(f"'{obj.name}' has no shape keys: select the mesh with the face's ARKit shape keys")
+        raise UserError(f"'{obj.name}' has no shape keys: make the mesh with the face's shape keys the active object")
     return obj
 
 
-def _mapping(context, obj):
+def table_rows(s) -> dict:
+    """The panel's mapping table as {ARKit: [shape keys]}."""
+    return {row.arkit: [n.strip() for n in row.shapes.split(",") if n.strip()] for row in s.mapping_rows}
+
+
+def mapping_table(s) -> dict | None:
+    """The mapping table when the Names setting is Mapping Table (None otherwise)."""
+    if s.mapping != "TABLE":
+        return None
+    table = table_rows(s)
+    if not any(table.values()):
+        raise UserError("the mapping table is empty: fill it from a preset first (Edit as Table)")
+    return table
+
+
+def mapping_for(context, obj):
     from engine.arkit import ARKIT_NAMES
     s = settings(context)
-    mapping = map_names(ARKIT_NAMES, shape_key_names(obj), s.mapping, s.prefix)
+    return map_names(ARKIT_NAMES, shape_key_names(obj), s.mapping, s.prefix, mapping_table(s))
+
+
+def _mapping(context, obj):
+    mapping = mapping_for(context, obj)
     if not mapping.targets:
         raise UserError(f"none of the 52 ARKit names matches a shape key of '{obj.name}': "
                         "check the Names preset and the Prefix")
     return mapping
+
+
+def rig_meshes(context) -> tuple[list, list]:
+    """([(mesh, mapping)], [names of selected meshes nothing maps to]): the active mesh first, then the
+    other selected meshes with shape keys (teeth, tongue, eyes, lashes...)."""
+    active = _rig_object(context)
+    others = [o for o in context.selected_objects if o != active and shape_key_names(o)]
+    meshes, skipped = [(active, _mapping(context, active))], []
+    for obj in others:
+        mapping = mapping_for(context, obj)
+        if mapping.targets:
+            meshes.append((obj, mapping))
+        else:
+            skipped.append(obj.name)
+    return meshes, skipped
+
+
+def missing_names(meshes) -> list[str]:
+    """The ARKit names no mesh has a shape key for."""
+    from engine.arkit import ARKIT_NAMES
+    return [n for n in ARKIT_NAMES if all(n not in mapping.targets for _, mapping in meshes)]
+
+
+def keying_report(context, meshes, skipped) -> str:
+    """Sets the panel's report and missing list; returns the report."""
+    s = settings(context)
+    missing = missing_names(meshes)
+    report = f"{52 - len(missing)} of 52 ARKit curves keyed on {', '.join(o.name for o, _ in meshes)}"
+    if skipped:
+        report += f" ({', '.join(skipped)}: no shape key maps, not keyed)"
+    s.last_report = report + (f"; {len(missing)} with no shape key (listed below)" if missing else "")
+    s.last_missing = ", ".join(missing)
+    return s.last_report
 
 
 class _EngineJobOperator:
@@ -188,9 +241,10 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
         name = re.sub(r"[^\w.-]+", "_", s.subject_name or clip.stem)
         self._subject = subjects_dir() / name
         train = train_arguments(self._subject, s)
-        if (self._subject / "subject.json").is_file():
+        from engine.subject.format import CHECKPOINT, META_FILE, MODEL_DIR
+        if (self._subject / META_FILE).is_file():
             # Preprocessed already (an earlier run, maybe cancelled): train, from its checkpoint if it has one.
-            resume = ["--resume"] if (self._subject / "model" / "checkpoint.safetensors").is_file() else []
+            resume = ["--resume"] if (self._subject / MODEL_DIR / CHECKPOINT).is_file() else []
             return f"Train {name}", [train + resume]
         # At the scene's frame rate, so renders line up frame for frame with the edit.
         preprocess = ["preprocess", str(clip), "-o", str(self._subject), "--fps", repr(scene_fps(context.scene))]
@@ -203,16 +257,35 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
         return f"subject '{self._subject.name}' trained: {self._subject}"
 
 
+# The panel's intensity settings -> the engine's --intensity regions.
+INTENSITY_REGIONS = ("mouth", "jaw", "brows", "eyes", "cheeks", "nose", "tongue")
+
+
+def animation_arguments(s, seed: int) -> list[str]:
+    """Smoothing, per-region intensity and head motion, seed and blink rate as `animate` options."""
+    arguments = ["--seed", str(seed)]
+    if s.smooth > 0:
+        arguments += ["--smooth", repr(s.smooth)]
+    scales = {region: getattr(s, f"intensity_{region}") for region in INTENSITY_REGIONS}
+    scales["head"] = s.head_motion
+    changed = ",".join(f"{region}={value:g}" for region, value in scales.items() if abs(value - 1.0) > 1e-6)
+    if changed:
+        arguments += ["--intensity", changed]
+    if s.blink_rate > 0:
+        arguments += ["--blink-rate", repr(s.blink_rate)]
+    return arguments
+
+
 class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):
-    """Key ARKit blendshape curves from speech on the active object's shape keys (and the head pose)"""
+    """Key ARKit blendshape curves from speech as a new take on the selected meshes' shape keys (the active
+    one first) and the head pose"""
     bl_idname = "synctalk.audio_to_rig"
     bl_label = "Audio to Rig"
 
     def prepare(self, context):
         s = settings(context)
         scene = context.scene
-        self._obj = _rig_object(context)
-        self._mapping = _mapping(context, self._obj)
+        self._meshes, self._skipped = rig_meshes(context)
         self._head = _head_target(context)
         if s.audio:
             audio = _existing_file(Path(bpy.path.abspath(s.audio)), "audio file")
@@ -225,23 +298,31 @@ class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):
             audio = _existing_file(sequencer.strip_file(strip), f"sound of strip '{strip.name}'")
             # The strip's content starts at frame_start (trimming moves only the visible start).
             self._start_frame, self._name = sequencer.content_start(strip), strip.name
-        subject = ["--generic"] if s.generic else ["--subject", str(_subject_folder(context))]
+        if not s.generic:
+            who, self._source = ["--subject", str(_subject_folder(context))], Path(s.subject).name or "subject"
+        elif s.model_file:
+            model = _existing_file(Path(bpy.path.abspath(s.model_file)), "model file")
+            who, self._source = ["--model", str(model)], model.name
+        else:
+            who, self._source = ["--generic"], "generic model"
+        self._seed = random.randrange(1, 100000) if s.new_seed else s.seed
         self._fps = scene_fps(scene)
         self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
         self._curves_path = self._tmp / "speech.stcurves"
-        return "Audio to Rig", [["animate", str(audio), *subject, "-o", str(self._curves_path),
-                                 "--fps", repr(self._fps)]]
+        return "Audio to Rig", [["animate", str(audio), *who, "-o", str(self._curves_path), "--fps", repr(self._fps),
+                                 *animation_arguments(s, self._seed)]]
 
     def finish(self, context, result):
         from engine.curves import Curves
+        s = settings(context)
         curves = Curves.load(self._curves_path)
-        written = key_curves(self._obj, curves, self._mapping, self._start_frame, self._fps, self._name,
-                             settings(context).replace, self._head)
-        report = self._mapping.report()
-        settings(context).last_report = report
-        end = self._start_frame + (written["frames"] - 1) * self._fps / curves.fps
-        return (f"keyed {written['curves']} curves x {written['frames']} frames "
-                f"(frames {self._start_frame:g}-{end:g}) in action '{written['actions']['shape_keys']}'; {report}")
+        written = key_take(context.scene, self._meshes, curves, self._start_frame, self._fps, self._name, self._head,
+                           s.replace, s.clear_stale, self._seed, self._source)
+        s.seed = self._seed
+        report = keying_report(context, self._meshes, self._skipped)
+        notes = f"; {written['notes']}" if written["notes"] else ""
+        return (f"keyed take '{written['take']}' (seed {self._seed}): {written['curves']} curves x "
+                f"{written['frames']} frames (frames {self._start_frame:g}-{written['end']:g}); {report}{notes}")
 
     def cleanup(self):
         if getattr(self, "_tmp", None):
@@ -277,18 +358,20 @@ def driving_rig(context, subject: Path):
     drive it only when it has keys on curves the subject was trained on: an unkeyed rig would render
     all-zero curves (a shut mouth, no blinks), so then the audio alone drives it, and the line says why."""
     import_engine()
-    from engine.arkit import ARKIT_NAMES
     obj = context.active_object
     if obj is None or not shape_key_names(obj):
         return None, "the audio alone (no active mesh with shape keys)"
     trained = trained_curves(subject)
     if not trained:
         return None, "the audio alone (the subject has no trained model yet)"
-    s = settings(context)
-    targets = map_names(ARKIT_NAMES, shape_key_names(obj), s.mapping, s.prefix).targets
+    try:
+        targets = mapping_for(context, obj).targets
+    except UserError:        # an empty mapping table: nothing maps, so nothing is keyed either
+        targets = {}
     fcurves = fcurves_of(obj.data.shape_keys)
+    # curves_from_rig reads each ARKit curve from its first shape key
     keyed = [name for name in trained if name in targets and fcurves is not None
-             and (fcurve := fcurves.find(shape_key_path(targets[name]))) is not None and len(fcurve.keyframe_points)]
+             and (fcurve := fcurves.find(shape_key_path(targets[name][0]))) is not None and len(fcurve.keyframe_points)]
     if not keyed:
         return None, (f"the audio alone: '{obj.name}' has no keys on the {len(trained)} curves the subject was "
                       f"trained on ({', '.join(trained[:3])}, ...); key them with Audio to Rig to drive the render")

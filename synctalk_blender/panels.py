@@ -7,6 +7,7 @@ import bpy
 
 from .jobs import current_job
 from .operators import driving_rig
+from .takes import active_take
 
 
 def draw_job(layout) -> None:
@@ -69,11 +70,46 @@ class SYNCTALK_PT_render(_SequencerPanel, bpy.types.Panel):
         draw_job(layout)
 
 
-class SYNCTALK_PT_audio_to_rig(bpy.types.Panel):
-    bl_label = "Audio to Rig"
+class SYNCTALK_UL_takes(bpy.types.UIList):
+    """Takes: the playing one marked, with its seed and source."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
+        playing = active_take(context.scene) == item
+        row = layout.row(align=True)
+        row.label(text=item.name, icon="PLAY" if playing else "ACTION")
+        if item.line:
+            row.label(text=f"seed {item.seed}" if item.seed else item.source)
+
+
+class SYNCTALK_UL_mapping(bpy.types.UIList):
+    """The mapping table: an ARKit name, the shape keys it drives (editable), and whether any was given."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
+        split = layout.split(factor=0.4)
+        split.label(text=item.arkit, icon="CHECKMARK" if item.shapes.strip() else "ERROR")
+        split.prop(item, "shapes", text="", emboss=True)
+
+
+def draw_missing(layout, s) -> None:
+    """The ARKit names the last run found no shape key for, one a line (in columns)."""
+    if not s.last_missing:
+        return
+    names = s.last_missing.split(", ")
+    box = layout.box()
+    box.label(text=f"No shape key for {len(names)} ARKit curves:", icon="ERROR")
+    flow = box.grid_flow(row_major=True, columns=2, even_columns=True, align=True)
+    for name in names:
+        flow.label(text=name)
+
+
+class _AudioToRigPanel:
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "SyncTalk"
+
+
+class SYNCTALK_PT_audio_to_rig(_AudioToRigPanel, bpy.types.Panel):
+    bl_label = "Audio to Rig"
 
     def draw(self, context):
         s = context.scene.synctalk
@@ -82,12 +118,17 @@ class SYNCTALK_PT_audio_to_rig(bpy.types.Panel):
         if not s.audio:
             layout.label(text="Uses the selected sound strip", icon="SOUND")
         layout.prop(s, "generic")
-        if not s.generic:
+        if s.generic:
+            layout.prop(s, "model_file")
+        else:
             layout.prop(s, "subject")
-        col = layout.column(heading="Shape Keys")
-        col.prop(s, "mapping")
-        col.prop(s, "prefix")
+        obj = context.active_object
+        meshes = [o.name for o in context.selected_objects if o != obj and getattr(o.data, "shape_keys", None)]
+        layout.label(text=f"Keys: {', '.join([obj.name] + meshes) if obj is not None else 'select the face mesh'}",
+                     icon="SHAPEKEY_DATA")
+        col = layout.column(heading="Keys")
         col.prop(s, "replace")
+        col.prop(s, "clear_stale")
         col = layout.column(heading="Head Pose")
         col.prop(s, "head_object")
         if s.head_object is not None and s.head_object.type == "ARMATURE":
@@ -95,7 +136,73 @@ class SYNCTALK_PT_audio_to_rig(bpy.types.Panel):
         layout.operator("synctalk.audio_to_rig", icon="SHAPEKEY_DATA")
         if s.last_report:
             layout.label(text=s.last_report)
+        draw_missing(layout, s)
         draw_job(layout)
 
 
-classes = (SYNCTALK_PT_train, SYNCTALK_PT_render, SYNCTALK_PT_audio_to_rig)
+class SYNCTALK_PT_audio_to_rig_takes(_AudioToRigPanel, bpy.types.Panel):
+    bl_label = "Takes"
+    bl_parent_id = "SYNCTALK_PT_audio_to_rig"
+
+    def draw(self, context):
+        s = context.scene.synctalk
+        layout = self.layout
+        layout.template_list("SYNCTALK_UL_takes", "", s, "takes", s, "take_index", rows=3)
+        row = layout.row(align=True)
+        row.operator("synctalk.switch_take", icon="PLAY")
+        row.operator("synctalk.delete_take", icon="TRASH", text="")
+        if 0 <= s.take_index < len(s.takes):
+            take = s.takes[s.take_index]
+            layout.label(text=f"frames {take.frame_start:g}-{take.frame_end:g}, {take.source}")
+
+
+class SYNCTALK_PT_audio_to_rig_animation(_AudioToRigPanel, bpy.types.Panel):
+    bl_label = "Animation"
+    bl_parent_id = "SYNCTALK_PT_audio_to_rig"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        s = context.scene.synctalk
+        layout = self.layout
+        col = layout.column(heading="Intensity", align=True)
+        for region in ("mouth", "jaw", "brows", "eyes", "cheeks", "nose", "tongue"):
+            col.prop(s, f"intensity_{region}")
+        layout.prop(s, "head_motion")
+        layout.prop(s, "smooth")
+        row = layout.row(align=True)
+        row.prop(s, "seed")
+        row.prop(s, "new_seed", text="", icon="FILE_REFRESH")
+        layout.prop(s, "blink_rate")
+
+
+class SYNCTALK_PT_audio_to_rig_names(_AudioToRigPanel, bpy.types.Panel):
+    bl_label = "Names"
+    bl_parent_id = "SYNCTALK_PT_audio_to_rig"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        s = context.scene.synctalk
+        layout = self.layout
+        layout.prop(s, "mapping")
+        layout.prop(s, "prefix")
+        row = layout.row(align=True)
+        row.operator_menu_enum("synctalk.mapping_fill", "preset", text="Edit as Table", icon="PRESET")
+        row.operator("synctalk.mapping_save", icon="FILE_TICK")
+        if len(s.mapping_rows):
+            layout.template_list("SYNCTALK_UL_mapping", "", s, "mapping_rows", s, "mapping_index", rows=6)
+
+
+class SYNCTALK_PT_audio_to_rig_livelink(_AudioToRigPanel, bpy.types.Panel):
+    bl_label = "Live Link Face"
+    bl_parent_id = "SYNCTALK_PT_audio_to_rig"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        row = self.layout.row(align=True)
+        row.operator("synctalk.import_livelink", text="Import CSV", icon="IMPORT")
+        row.operator("synctalk.export_livelink", text="Export CSV", icon="EXPORT")
+
+
+classes = (SYNCTALK_UL_takes, SYNCTALK_UL_mapping, SYNCTALK_PT_train, SYNCTALK_PT_render, SYNCTALK_PT_audio_to_rig,
+           SYNCTALK_PT_audio_to_rig_takes, SYNCTALK_PT_audio_to_rig_animation, SYNCTALK_PT_audio_to_rig_names,
+           SYNCTALK_PT_audio_to_rig_livelink)

@@ -5,7 +5,8 @@ import os
 from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
+                       StringProperty)
 
 from .mapping import PRESETS
 
@@ -63,6 +64,39 @@ def subjects_dir() -> Path:
     return Path(bpy.path.abspath(folder)) if folder else Path.home() / "SyncTalk" / "subjects"
 
 
+class SyncTalkTakeTarget(bpy.types.PropertyGroup):
+    """One ID a take keyed: an object's shape keys, or the object itself (head pose)."""
+    obj: PointerProperty(type=bpy.types.Object)
+    shape_keys: BoolProperty(default=True)
+    action: PointerProperty(type=bpy.types.Action)
+
+
+class SyncTalkTake(bpy.types.PropertyGroup):
+    """A take: the actions one Audio to Rig run (or a Live Link import) made, one per keyed ID."""
+    line: StringProperty(name="Line", description="The sound strip or file the take speaks")
+    frame_start: FloatProperty(name="Start")
+    frame_end: FloatProperty(name="End")
+    seed: IntProperty(name="Seed", description="Blink and head-motion seed of the take")
+    source: StringProperty(name="Source", description="The model or file the take came from")
+    # A Live Link Face take keeps its timecode: the first frame's, counted at timecode_rate (0: none).
+    timecode_frame: IntProperty()
+    timecode_rate: FloatProperty()
+    targets: CollectionProperty(type=SyncTalkTakeTarget)
+
+
+def _row_edited(row, context):
+    # Editing a row means the table is what the next run uses.
+    if context.scene.synctalk.mapping != "TABLE":
+        context.scene.synctalk.mapping = "TABLE"
+
+
+class SyncTalkMappingRow(bpy.types.PropertyGroup):
+    """One row of the mapping table: an ARKit curve and the shape keys it drives (comma-separated)."""
+    arkit: StringProperty(name="ARKit")
+    shapes: StringProperty(name="Shape Keys", update=_row_edited,
+                           description="Shape keys this curve drives, separated by commas; empty: not keyed")
+
+
 class SyncTalkSceneSettings(bpy.types.PropertyGroup):
     # Train Subject
     clip: StringProperty(name="Clip", subtype="FILE_PATH",
@@ -85,15 +119,45 @@ class SyncTalkSceneSettings(bpy.types.PropertyGroup):
                           description="Speech file; empty: the selected sound strip")
     generic: BoolProperty(name="Generic Model", default=False,
                           description="Use the model that works for any voice instead of the subject's own")
+    model_file: StringProperty(name="Model File", subtype="FILE_PATH",
+                               description="A generic model retrained with `train-generic` (.safetensors); "
+                                           "empty: the bundled one")
     mapping: EnumProperty(name="Names", items=PRESETS, default="AUTO",
                           description="How ARKit names are matched to shape keys")
     prefix: StringProperty(name="Prefix", description="A prefix the rig adds to every shape-key name")
+    mapping_rows: CollectionProperty(type=SyncTalkMappingRow)
+    mapping_index: IntProperty(name="Row")
     replace: BoolProperty(name="Replace Keys", default=False,
-                          description="Drop the rig's existing keys instead of keeping them in the new action")
+                          description="Overwrite this line's keys in the current take (hand edits there included) "
+                                      "instead of keying a new take")
+    clear_stale: BoolProperty(name="Remove Keys Past the Line", default=False,
+                              description="When this line was keyed before and was longer, delete the old take's "
+                                          "keys that no longer have sound under them")
     head_object: PointerProperty(name="Head", type=bpy.types.Object,
                                  description="Object or armature that receives the head pose (optional)")
     head_bone: StringProperty(name="Bone", description="Head bone of the armature")
+    # Animation controls (the engine's `animate` options).
+    intensity_mouth: FloatProperty(name="Mouth", default=1.0, min=0.0, soft_max=2.0)
+    intensity_jaw: FloatProperty(name="Jaw", default=1.0, min=0.0, soft_max=2.0)
+    intensity_brows: FloatProperty(name="Brows", default=1.0, min=0.0, soft_max=2.0)
+    intensity_eyes: FloatProperty(name="Eyes", default=1.0, min=0.0, soft_max=2.0)
+    intensity_cheeks: FloatProperty(name="Cheeks", default=1.0, min=0.0, soft_max=2.0)
+    intensity_nose: FloatProperty(name="Nose", default=1.0, min=0.0, soft_max=2.0)
+    intensity_tongue: FloatProperty(name="Tongue", default=1.0, min=0.0, soft_max=2.0)
+    head_motion: FloatProperty(name="Head Motion", default=1.0, min=0.0, soft_max=2.0,
+                               description="Scale of the head's movement (0: still)")
+    smooth: FloatProperty(name="Smoothing", default=0.0, min=0.0, soft_max=4.0,
+                          description="Gaussian smoothing of the curves, sigma in frames (0: off)")
+    seed: IntProperty(name="Seed", default=0, min=0,
+                      description="Seed of the blink timing and the generated head motion")
+    new_seed: BoolProperty(name="New Seed Each Take", default=True,
+                           description="Pick a new seed for every take (the take remembers it)")
+    blink_rate: FloatProperty(name="Blinks / min", default=0.0, min=0.0, max=60.0,
+                              description="Blinks a minute; 0: the model's own rate (the subject's, or about 17)")
+    takes: CollectionProperty(type=SyncTalkTake)
+    take_index: IntProperty(name="Take")
     last_report: StringProperty(name="Report", description="What the last Audio to Rig keyed")
+    last_missing: StringProperty(name="Missing", description="ARKit names the last run found no shape key for")
     # Render into Sequencer
     rgba: BoolProperty(name="Transparent (RGBA)", default=False,
                        description="Render the head and torso over transparency as an image sequence")
@@ -103,7 +167,7 @@ def settings(context) -> SyncTalkSceneSettings:
     return context.scene.synctalk
 
 
-classes = (SyncTalkPreferences, SyncTalkSceneSettings)
+classes = (SyncTalkPreferences, SyncTalkTakeTarget, SyncTalkTake, SyncTalkMappingRow, SyncTalkSceneSettings)
 
 
 def register():

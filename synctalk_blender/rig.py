@@ -12,7 +12,7 @@ import bpy
 import numpy as np
 from mathutils import Euler, Quaternion, Vector
 
-from .keyframes import Channel, read_channel, write_channels
+from .keyframes import Channel, read_channel
 from .mapping import Mapping
 
 # Custom property on the head bone or object: the rotation (w, x, y, z) and location the pose is keyed on.
@@ -132,32 +132,63 @@ def _quaternion_of(owner) -> Quaternion:
     return owner.rotation_euler.to_quaternion()
 
 
-def key_curves(obj, curves, mapping: Mapping, start_frame: float, scene_fps: float, action_name: str,
-               replace: bool, head: HeadTarget | None = None) -> dict:
-    """Key the curves on `obj`'s shape keys (and the head target); returns what was written."""
+def shape_channels(curves, mapping: Mapping) -> list[Channel]:
+    """One channel per mapped shape key: its ARKit curve, or the mean of the curves that share it."""
     from engine.arkit import ARKIT_INDEX
+    return [Channel(shape_key_path(shape), 0, curves.weights[:, [ARKIT_INDEX[a] for a in arkits]].mean(axis=1))
+            for shape, arkits in mapping.shapes().items()]
+
+
+def key_take(scene, meshes, curves, start_frame: float, scene_fps: float, line: str, head: HeadTarget | None = None,
+             replace: bool = False, clear_stale: bool = False, seed: int = 0, source: str = "",
+             extra_channels: list[Channel] = ()) -> dict:
+    """Key the curves as one take on every (mesh, mapping) in `meshes` and on the head target;
+    `extra_channels` (custom properties, e.g. Live Link eye angles) go on the first mesh's shape keys."""
+    from .takes import TakeWriter
     step = scene_fps / curves.fps
-    key = obj.data.shape_keys
-    channels = [Channel(shape_key_path(shape), 0, curves.weights[:, ARKIT_INDEX[arkit]])
-                for arkit, shape in mapping.targets.items()]
-    actions = {"shape_keys": write_channels(key, channels, start_frame, step, action_name, replace).name}
+    end = start_frame + (len(curves) - 1) * step
+    writer = TakeWriter(scene, line, start_frame, end, replace, clear_stale, seed, source)
+    actions, keyed = {}, 0
+    for k, (obj, mapping) in enumerate(meshes):
+        channels = shape_channels(curves, mapping) + (list(extra_channels) if k == 0 else [])
+        actions[obj.name] = writer.key(obj, channels, step).name
+        keyed += len(channels)
     if head is not None:
-        head_channels = head.channels(curves.head_rotation, curves.head_translation)
-        actions["head"] = write_channels(head.obj, head_channels, start_frame, step, action_name, replace).name
-    return {"actions": actions, "frames": len(curves), "curves": len(channels)}
+        channels = head.channels(curves.head_rotation, curves.head_translation)
+        actions[f"{head.obj.name} (head)"] = writer.key(head.obj, channels, step, shape_keys=False).name
+    notes = writer.finish()
+    return {"take": writer.name, "actions": actions, "frames": len(curves), "curves": keyed, "end": end,
+            "notes": notes}
+
+
+def key_curves(obj, curves, mapping: Mapping, start_frame: float, scene_fps: float, line: str,
+               replace: bool = False, head: HeadTarget | None = None) -> dict:
+    """Key the curves on one mesh (and the head target) as a take of `line` in the current scene."""
+    return key_take(bpy.context.scene, [(obj, mapping)], curves, start_frame, scene_fps, line, head, replace)
 
 
 def curves_from_rig(obj, mapping: Mapping, frames: np.ndarray, scene_fps: float, head: HeadTarget | None = None):
     """Curves read back from the rig's animation (so hand edits count): unmapped or unanimated
     shapes are 0, the pose comes from the head target when it is animated."""
+    return curves_from_meshes([(obj, mapping)], frames, scene_fps, head)
+
+
+def curves_from_meshes(meshes, frames: np.ndarray, scene_fps: float, head: HeadTarget | None = None):
+    """As curves_from_rig over several (mesh, mapping): each ARKit curve from the first mesh that maps it
+    (read from its first shape key)."""
     from engine.arkit import ARKIT_INDEX
     from engine.curves import Curves
     weights = np.zeros((len(frames), 52), np.float32)
-    key = obj.data.shape_keys
-    for arkit, shape in mapping.targets.items():
-        values = read_channel(key, shape_key_path(shape), 0, frames)
-        if values is not None:
-            weights[:, ARKIT_INDEX[arkit]] = np.clip(values, 0.0, 1.0)
+    done = set()
+    for obj, mapping in meshes:
+        key = obj.data.shape_keys
+        for arkit, shapes in mapping.targets.items():
+            if arkit in done:
+                continue
+            values = read_channel(key, shape_key_path(shapes[0]), 0, frames)
+            if values is not None:
+                weights[:, ARKIT_INDEX[arkit]] = np.clip(values, 0.0, 1.0)
+                done.add(arkit)
     rotation = translation = None
     if head is not None:
         pose = head.read(frames)

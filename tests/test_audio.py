@@ -7,7 +7,7 @@ import torch
 
 from conftest import shared_file
 from engine.audio.ave import AudioBranch, AveEncoder, map_original_keys
-from engine.audio.features import frame_features, get_encoder, windows
+from engine.audio.features import frame_count, get_encoder, resample, windows
 from engine.audio.vad import voice_activity
 from engine.errors import EngineError
 from engine.media.audio import load_audio, write_wav
@@ -97,8 +97,8 @@ def test_mel_encoder_and_alignment_to_any_fps():
     features = encoder.encode(load_audio(shared_file("audio", "zh_8s.wav")))
     assert features.shape[1] == 80 and abs(len(features) - 8 * encoder.rate) <= 2
     for fps in (25, 24, 30, 29.97):
-        per_frame = frame_features(features, encoder.rate, fps)
-        assert len(per_frame) == int(np.floor(len(features) / encoder.rate * fps))
+        per_frame = resample(features, encoder.rate, fps)
+        assert len(per_frame) == frame_count(len(features), fps, encoder.rate)
         assert windows(per_frame, 8).shape == (len(per_frame), 8, 80)
 
 

@@ -1,5 +1,5 @@
 """The Blender 4.2-4.5 code paths, against bpy 4.5 LTS from PyPI in its own venv (.venv-bpy45,
-made by setup.sh): the keyframe, mapping and sequencer tests, and installing the built zip.
+made by setup.sh): the keyframe, mapping, takes, Live Link and sequencer tests, and installing the built zip.
 (bpy 4.2's PyPI build has no audio; 4.2/4.3's `action.fcurves` and `sequences` paths are the
 same code as 4.5's `sequences` path and are covered in code, not here.)"""
 import json
@@ -19,7 +19,9 @@ pytestmark = pytest.mark.skipif(not BPY45.is_file(), reason="no .venv-bpy45 (set
 
 
 def test_keyframes_mapping_and_sequencer_on_blender_4_5():
-    out = subprocess.run([str(BPY45), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_blender_keyframes.py"],
+    # The takes tests too, less the one that runs an engine child (this venv has bpy, not torch).
+    out = subprocess.run([str(BPY45), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_blender_keyframes.py",
+                          "tests/test_blender_takes.py", "-k", "not whole_character and not retrained"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     version = subprocess.run([str(BPY45), "-c", "import bpy; print(bpy.app.version_string)"],

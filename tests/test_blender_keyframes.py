@@ -32,10 +32,10 @@ def test_52_curves_keyed_with_exact_values_frames_and_one_new_action(scene):
     curves = _curves()
     mapping = map_names(ARKIT_NAMES, [k.name for k in face.data.shape_keys.key_blocks])
     assert not mapping.missing
-    written = key_curves(face, curves, mapping, start_frame=101, scene_fps=25.0, action_name="line01", replace=False)
+    written = key_curves(face, curves, mapping, start_frame=101, scene_fps=25.0, line="line01")
     key = face.data.shape_keys
     action = key.animation_data.action
-    assert action.name == written["actions"]["shape_keys"] == "line01"
+    assert action.name == written["actions"]["Face"] == "line01 take 1"
     assert len(fcurves_of(key)) == 52
     for i in (0, 17, 51):
         points = _fcurve_points(key, f'key_blocks["{ARKIT_NAMES[i]}"].value')
@@ -47,7 +47,7 @@ def test_52_curves_keyed_with_exact_values_frames_and_one_new_action(scene):
     assert key.key_blocks["jawOpen"].value == pytest.approx(curves.weights[700, ARKIT_NAMES.index("jawOpen")], abs=1e-5)
 
 
-def test_existing_keys_are_kept_unless_replace_and_old_action_survives(scene):
+def test_existing_keys_are_kept_in_a_new_take_unless_replace_and_old_action_survives(scene):
     face = arkit_head("Face", ARKIT_NAMES)
     key = face.data.shape_keys
     key.key_blocks["jawOpen"].value = 0.9
@@ -55,13 +55,17 @@ def test_existing_keys_are_kept_unless_replace_and_old_action_survives(scene):
     key.key_blocks["jawOpen"].keyframe_insert("value", frame=200)    # inside it
     old = key.animation_data.action
     mapping = map_names(ARKIT_NAMES, [k.name for k in key.key_blocks])
-    key_curves(face, _curves(300), mapping, 101, 25.0, "take2", replace=False)
-    assert key.animation_data.action.name == "take2" and key.animation_data.action != old
+    key_curves(face, _curves(300), mapping, 101, 25.0, "take2")
+    assert key.animation_data.action.name == "take2 take 1" and key.animation_data.action != old
     frames = _fcurve_points(key, 'key_blocks["jawOpen"].value')[:, 0]
     assert len(frames) == 301 and frames[-1] == 5000 and np.all(np.diff(frames) > 0)
-    assert old.use_fake_user and len(_old_points(old, key)) == 2   # the old action is untouched
-    key_curves(face, _curves(300), mapping, 101, 25.0, "take3", replace=True)
-    assert len(_fcurve_points(key, 'key_blocks["jawOpen"].value')) == 300
+    assert len(_old_points(old, key)) == 2   # the animator's action is untouched, and listed as a take
+    assert [t.name for t in scene.synctalk.takes] == ["before take2 take 1", "take2 take 1"]
+    assert scene.synctalk.takes[0].targets[0].action == old
+    actions = len(bpy.data.actions)
+    key_curves(face, _curves(300), mapping, 101, 25.0, "take2", replace=True)   # into the current take
+    assert len(bpy.data.actions) == actions and key.animation_data.action.name == "take2 take 1"
+    assert len(_fcurve_points(key, 'key_blocks["jawOpen"].value')) == 301
 
 
 def _old_points(action, key):
@@ -114,15 +118,15 @@ def test_mapping_presets_find_common_rig_names(style):
     rig_names = ["Basis"] + [style(n) for n in ARKIT_NAMES]
     mapping = map_names(ARKIT_NAMES, rig_names, "AUTO")
     assert not mapping.missing
-    assert all(mapping.targets[n] == style(n) for n in ARKIT_NAMES)
+    assert all(mapping.targets[n] == [style(n)] for n in ARKIT_NAMES)
 
 
 def test_mapping_reports_missing_names_and_exact_preset_is_strict():
     mapping = map_names(ARKIT_NAMES, ["Basis", "jawOpen", "Eye_Blink_L"], "ARKIT")
-    assert mapping.targets == {"jawOpen": "jawOpen"} and len(mapping.missing) == 51
-    assert "eyeBlinkLeft" in mapping.report()
+    assert mapping.targets == {"jawOpen": ["jawOpen"]} and len(mapping.missing) == 51
+    assert "eyeBlinkLeft" in mapping.missing and "1 of 52" in mapping.report()
     mapping = map_names(ARKIT_NAMES, ["Basis", "jawOpen", "Eye_Blink_L"], "AUTO")
-    assert mapping.targets == {"jawOpen": "jawOpen", "eyeBlinkLeft": "Eye_Blink_L"}
+    assert mapping.targets == {"jawOpen": ["jawOpen"], "eyeBlinkLeft": ["Eye_Blink_L"]}
 
 
 def test_free_channel_above_skips_busy_channels(scene):

@@ -45,7 +45,7 @@ def test_audio_to_rig_keys_real_speech_at_the_strip_start_at_29_97_fps(scene):
     scene.synctalk.generic = True
     assert bpy.ops.synctalk.audio_to_rig() == {"FINISHED"}
     key = face.data.shape_keys
-    assert key.animation_data.action.name == strip.name
+    assert key.animation_data.action.name == f"{strip.name} take 1"
     assert len(fcurves_of(key)) == 52
     samples = load_audio(wav)
     fps = 30 / 1.001

@@ -23,7 +23,8 @@ module = sys.modules["bl_ext.user_default.synctalk"]
 from pathlib import Path
 engine_dir = Path(module.__file__).parent / "engine"
 print(json.dumps({"result": sorted(result), "addons": list(bpy.context.preferences.addons.keys()),
-                  "operators": [hasattr(bpy.ops.synctalk, n) for n in ("train_subject", "audio_to_rig", "render_to_sequencer", "cancel_job")],
+                  "operators": [hasattr(bpy.ops.synctalk, n) for n in ("train_subject", "audio_to_rig", "render_to_sequencer",
+                                "cancel_job", "switch_take", "mapping_fill", "import_livelink", "export_livelink")],
                   "panels": [hasattr(bpy.types, n) for n in ("SYNCTALK_PT_train", "SYNCTALK_PT_render", "SYNCTALK_PT_audio_to_rig")],
                   "device": bpy.context.preferences.addons["bl_ext.user_default.synctalk"].preferences.device,
                   "engine": (engine_dir / "__main__.py").is_file(), "engine_root": str(module.jobs.engine_root())}))

@@ -114,3 +114,15 @@ def test_eye_opening_sees_a_real_blink():
         gaps = {index: metrics.eye_opening(landmarker.analyse(rgb).landmarks, rgb.shape[0]) for index, rgb in wanted.items()}
     assert gaps[1453] < 0.5 * gaps[1363]
     assert 5 < gaps[1363] < 40  # an open eye's lid gap, in pixels of a 512-px frame
+
+
+def test_amplitude_ratio_and_best_lag_of_a_late_half_size_mouth():
+    rng = np.random.default_rng(3)
+    truth = np.convolve(rng.random(120), np.ones(4) / 4, mode="same")  # a mouth opening over 120 frames
+    late_small = 0.5 * np.concatenate([truth[:2], truth[:-2]])         # half the spread, two frames late
+    assert metrics.amplitude_ratio(late_small, truth) == pytest.approx(0.5, abs=0.03)
+    assert metrics.best_lag(late_small, truth) == 2
+    assert metrics.best_lag(truth, truth) == 0
+    early = np.concatenate([truth[3:], truth[-3:]])
+    assert metrics.best_lag(early, truth) == -3
+    assert metrics.amplitude_ratio(truth, np.ones(10)) is None

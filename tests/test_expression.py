@@ -10,10 +10,11 @@ from engine.errors import EngineError
 from engine.expression.animate import Animator, parse_intensity
 from engine.expression.blinks import BLINK_CHANNELS, BlinkModel, blink_curve, blink_times
 from engine.expression.headmotion import MotionStats, generate, replay
-from engine.expression.livelink import HEADER, read_livelink_csv, timecode
+from engine.expression.livelink import (HEADER, read_livelink_csv, read_livelink_take, timecode, timecode_frames,
+                                       write_livelink_csv)
 from engine.media.audio import load_audio, write_wav
 from engine.progress import Progress
-from engine.subject.format import FORMAT, VERSION, Subject, SubjectWriter, atomic_write_json, atomic_write_tensors
+from engine.subject import Split, Subject, SubjectMeta, SubjectWriter
 
 JAW = ARKIT_INDEX["jawOpen"]
 
@@ -24,7 +25,6 @@ def may_subject(tmp_path_factory):
     from scipy.signal import savgol_filter
     from engine.face.landmarker import FaceLandmarker
     from engine.media.video import read_frames
-    from engine.subject.format import frame_name
     import cv2
     clip = shared_file("video", "may_5s.mp4")
     writer = SubjectWriter(tmp_path_factory.mktemp("subjects") / "may")
@@ -36,14 +36,12 @@ def may_subject(tmp_path_factory):
             weights.append(seen.blendshapes)
             landmarks.append(seen.landmarks)
             transforms.append(seen.transform)
-            cv2.imwrite(str(writer.root / "frames" / frame_name(i)), small[..., ::-1])
+            writer.write_image("frames", i, small[..., ::-1])
     n = len(weights)
-    write_wav(writer.root / "audio.wav", load_audio(clip))
-    atomic_write_json(writer.root / "subject.json", {
-        "format": FORMAT, "version": VERSION, "fps": 25.0, "frames": n, "size": 256,
-        "split": {"train": [0, n * 10 // 11], "test": [n * 10 // 11, n], "excluded": []}, "models": {}})
+    write_wav(writer.audio_path, load_audio(clip))
+    writer.write_meta(SubjectMeta(fps=25.0, frames=n, size=256, split=Split((0, n * 10 // 11), (n * 10 // 11, n))))
     poses = np.linalg.inv(np.array(transforms, np.float64)).astype(np.float32)
-    atomic_write_tensors(writer.root / "tracks.safetensors", {
+    writer.write_tracks({
         "blendshapes": np.clip(savgol_filter(np.array(weights), 5, 3, axis=0), 0, 1).astype(np.float32),
         "landmarks": np.array(landmarks, np.float32), "pose": poses, "valid": np.ones(n, np.uint8)})
     return Subject(writer.commit())
@@ -66,11 +64,34 @@ def _engine(capsys, *args):
 
 def test_training_saves_and_records_the_model(trained):
     subject, metrics = trained
-    record = subject.meta["models"]["expression"]
-    assert (subject.root / record["file"]).is_file() and record["encoder"] == "whisper"
-    assert set(metrics) == {"expression_jaw_open_r", "expression_mouth_mae", "expression_frames"}
+    record = subject.model("expression")
+    assert (subject.root / record.file).is_file() and record.encoder == "whisper"
+    assert set(metrics) == {"expression_jaw_open_r", "expression_mouth_mae", "expression_jaw_open_spread",
+                            "expression_frames"}
     assert metrics["expression_frames"] == len(subject.split("test"))
     assert 0 <= metrics["expression_mouth_mae"] < 0.2
+
+
+def test_fitted_mouth_moves_with_the_full_spread_on_unseen_frames():
+    """Half of jawOpen is predictable from the input, half is not: regression alone would move the mouth
+    with about 0.7 of the truth's spread (less after ridge shrinkage); the fit gives it back its range."""
+    from engine.expression.model import ExpressionConfig
+    from engine.expression.training import fit
+    rng = np.random.default_rng(0)
+    config = ExpressionConfig(encoder="test", dim=16, window=8)
+
+    def sample(n):
+        inputs = rng.standard_normal((n, config.window, config.dim + 1)).astype(np.float32)
+        targets = np.full((n, len(ARKIT_NAMES)), 0.05, np.float32)
+        targets[:, JAW] = 0.3 + 0.1 * (inputs[:, 4, 0] + rng.standard_normal(n))
+        return inputs, targets
+
+    inputs, targets = sample(1500)
+    model = fit(inputs, targets, np.arange(1500), config, Progress("quiet"))
+    new_inputs, new_targets = sample(1000)
+    predicted = model.predict(new_inputs)[:, JAW]
+    assert np.corrcoef(predicted, new_targets[:, JAW])[0, 1] > 0.6
+    assert 0.85 < predicted.std() / new_targets[:, JAW].std() < 1.25
 
 
 def test_animate_cli_writes_live_link_csv_at_any_fps(trained, tmp_path, capsys):
@@ -176,6 +197,19 @@ def test_live_link_csv_layout_and_tolerant_reading(tmp_path):
     bad.write_text("Timecode,BlendShapeCount,JawOpen\n00:00:00:00.000,1,wide\n")
     with pytest.raises(EngineError, match="line 2"):
         read_livelink_csv(bad)
+
+
+def test_live_link_take_keeps_its_first_timecode_and_eye_angles(tmp_path):
+    first = timecode_frames("10:41:53:17.533", 30)
+    assert first == ((10 * 60 + 41) * 60 + 53) * 30 + 17
+    rng = np.random.default_rng(1)
+    eyes = rng.normal(0, 0.1, (40, 6)).astype(np.float32)
+    path = write_livelink_csv(tmp_path / "take.csv", Curves(30, rng.random((40, 52))), first, eyes)
+    rows = path.read_text().splitlines()
+    assert rows[1].startswith("10:41:53:17.000,61,") and rows[14].startswith("10:41:54:00.000,")
+    take = read_livelink_take(path)
+    assert take.first_frame == first and take.curves.fps == 30
+    np.testing.assert_allclose(take.eye_angles, eyes, atol=1e-6)
 
 
 def test_train_ave_cli_on_a_subject(may_subject, tmp_path, capsys):

@@ -77,6 +77,51 @@ def test_pure_pytorch_grid_agrees_with_tinycudann():
     assert torch.allclose(ours(uv[:, None]), theirs(uv), atol=1e-4)
 
 
+class _PlaneStandIn(torch.nn.Module):
+    """Stands in for TcnnGrid2D, which cannot be built without CUDA: a flat `grid.params` vector in
+    tiny-cuda-nn's layout, evaluated by a HashGrids2D over the same numbers (the test above checks, on
+    a GPU, that tiny-cuda-nn computes the same thing from them)."""
+
+    def __init__(self, levels, features, base_resolution, finest_resolution, log2_table):
+        super().__init__()
+        self.reference = [HashGrids2D(1, levels, features, base_resolution, finest_resolution, log2_table)]
+        self.grid = torch.nn.Module()
+        self.grid.params = torch.nn.Parameter(torch.randn(self.reference[0].table.numel()))
+        self.features = features
+
+    def forward(self, uv):
+        table = self.grid.params.view(-1, self.features)
+        return torch.func.functional_call(self.reference[0], {"table": table}, (uv[:, None],))
+
+
+def test_a_tinycudann_trained_encoding_saves_the_canonical_layout_and_loads_on_the_pytorch_grid(monkeypatch):
+    import engine.nerf.encoding as encoding
+    config = dict(levels=4, features=2, base_resolution=8, finest_resolution=32, log2_table=8)
+    monkeypatch.setattr(encoding, "TcnnGrid2D", _PlaneStandIn)
+    trained = encoding.TriPlaneEncoding(**config, use_tcnn=True)
+    state = trained.state_dict()
+    assert list(state) == ["grids.table"]                      # one layout on disk, whoever trained it
+    cpu = encoding.TriPlaneEncoding(**config)
+    cpu.load_state_dict(state)
+    points = torch.rand(500, 3)
+    assert torch.allclose(cpu(points), trained(points), atol=1e-6)
+    again = encoding.TriPlaneEncoding(**config, use_tcnn=True)  # and back onto tiny-cuda-nn's planes
+    again.load_state_dict(cpu.state_dict())
+    for a, b in zip(again.planes, trained.planes):
+        assert torch.equal(a.grid.params, b.grid.params)
+
+
+@pytest.mark.skipif(not tcnn_available(), reason="tiny-cuda-nn needs CUDA and the tinycudann package; "
+                                                 "neither is on the CPU machines this suite runs on")
+def test_tinycudann_encoding_round_trips_through_the_canonical_layout():
+    from engine.nerf.encoding import TriPlaneEncoding
+    trained = TriPlaneEncoding(use_tcnn=True).cuda()
+    cpu = TriPlaneEncoding()
+    cpu.load_state_dict({k: v.cpu() for k, v in trained.state_dict().items()})
+    points = torch.rand(4096, 3)
+    assert torch.allclose(cpu(points), trained(points.cuda()).cpu(), atol=1e-4)
+
+
 # Ray marching
 class _Sphere(torch.nn.Module):
     """An analytic field: constant density and colour inside a ball of radius 0.5 at the box centre."""

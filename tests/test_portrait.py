@@ -5,8 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.portrait.composite import (CropBox, FaceLayer, as_float, as_uint8, face_alpha, face_layer,
-                                       over_frame, paste_back, rgba_into_source)
+from engine.portrait.composite import (FaceLayer, as_float, as_uint8, face_alpha, face_layer, over_frame,
+                                       paste_back, rgba_into_source)
+from engine.subject import CropBox
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +90,6 @@ def source_frame():
     return frame
 
 
-def cut(frame: np.ndarray, box: CropBox, size: int) -> np.ndarray:
-    """The crop as preprocessing cuts it (area-filtered resize of the box)."""
-    patch = frame[int(box.y0):int(box.y1), int(box.x0):int(box.x1)]
-    return cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
-
-
 def marker_layer(size: int, square: tuple[int, int, int]) -> FaceLayer:
     """Opaque white square (x, y, side) in crop pixels on an otherwise transparent layer."""
     x, y, side = square
@@ -106,8 +101,8 @@ def marker_layer(size: int, square: tuple[int, int, int]) -> FaceLayer:
 
 
 def test_paste_back_puts_the_face_where_the_crop_came_from(source_frame):
-    box = CropBox(96, 40, 96 + 384, 40 + 384)   # 384 px of source -> 256 px crop: scale 1.5
-    crop = cut(source_frame, box, 256)
+    box = CropBox(96, 40, 384, 384)   # 384 px of source -> 256 px crop: scale 1.5
+    crop = box.cut(source_frame, 256)   # as preprocessing cuts it
     out = paste_back(marker_layer(256, (100, 60, 20)), source_frame, box)
     ys, xs = np.nonzero(out.min(axis=2) == 255)
     # Crop pixels [100, 120) x [60, 80) cover source [96 + 150, 96 + 180) x [40 + 90, 40 + 120).
@@ -126,13 +121,13 @@ def test_paste_back_puts_the_face_where_the_crop_came_from(source_frame):
 
 
 def test_paste_back_at_the_frame_edge_and_rgba_canvas(source_frame):
-    box = CropBox(256, 256, 512, 512)           # the bottom-right quarter, scale 1
+    box = CropBox(256, 256, 256, 256)           # the bottom-right quarter, scale 1
     out = paste_back(marker_layer(256, (236, 236, 20)), source_frame, box)
     assert out.shape == source_frame.shape
     assert np.all(out[492:512, 492:512] == 255)
     rgba = np.zeros((128, 128, 4), np.float32)
     rgba[32:64, 16:48] = (1.0, 0.5, 0.0, 1.0)
-    canvas = rgba_into_source(rgba, CropBox(100, 50, 356, 306), 512, 400)   # scale 2
+    canvas = rgba_into_source(rgba, CropBox(100, 50, 256, 256), 512, 400)   # scale 2
     assert canvas.shape == (400, 512, 4)
     opaque = np.nonzero(canvas[..., 3] == 255)
     assert (opaque[0].min(), opaque[0].max(), opaque[1].min(), opaque[1].max()) == (115, 176, 133, 194)

@@ -19,6 +19,7 @@ from engine.preprocess.pipeline import smooth_blendshapes
 from engine.progress import Progress
 from engine.subject import Subject
 from engine.subject.format import LABEL_HEAD, LABEL_NECK, LABEL_TORSO
+from engine.subject.schema import CropBox, SubjectMeta
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,17 +75,19 @@ def test_subject_folder_holds_everything_the_format_names(subject, clips):
     s = Subject(root)
     n, size = s.n_frames, s.size
     assert n == 50 and size == 256 and result["frames"] == 50  # 2 s at 25 fps, a 256x256 source kept
-    meta = s.meta
+    meta = json.loads((root / "subject.json").read_text())
     for key in ("format", "version", "fps", "frames", "size", "crop_box", "source", "intrinsics", "split",
                 "gaps", "warnings", "models", "stabilizer"):
         assert key in meta, key
     assert meta["crop_box"] == {"x": 0, "y": 0, "width": 256, "height": 256}
-    assert meta["source"]["sha256"] == hashlib.sha256((clips / "lieu.mkv").read_bytes()).hexdigest()
-    assert (meta["source"]["width"], meta["source"]["height"]) == (256, 256)
-    assert set(meta["intrinsics"]) >= {"fx", "fy", "cx", "cy"} and meta["intrinsics"]["fx"] > 0
+    assert s.meta.crop_box == CropBox(0, 0, 256, 256)
+    assert s.meta.source.sha256 == hashlib.sha256((clips / "lieu.mkv").read_bytes()).hexdigest()
+    assert (s.meta.source.width, s.meta.source.height) == (256, 256)
+    assert set(s.intrinsics) >= {"fx", "fy", "cx", "cy"} and s.intrinsics["fx"] > 0
     assert meta["split"]["train"] == [0, 45] and meta["split"]["test"] == [45, 50]
-    assert meta["gaps"] == [] and meta["models"] == {}
-    assert any("s long" in w for w in meta["warnings"]) and progress.warnings == meta["warnings"]
+    assert s.meta.gaps == [] and s.meta.models == {}
+    assert any("s long" in w for w in s.meta.warnings) and progress.warnings == s.meta.warnings
+    assert SubjectMeta.from_dict(meta, root / "subject.json").to_dict() == meta  # lossless round trip
 
     t = s.tracks
     shapes = {"landmarks": (n, 478, 3), "blendshapes": (n, 52), "blendshapes_raw": (n, 52),
@@ -142,10 +145,10 @@ def test_lost_face_short_gap_interpolated_long_gap_excluded(clips, tmp_path):
     valid = s.tracks["valid"]
     assert (valid[15:18] == 2).all() and (valid[30:44] == 0).all()
     assert (valid[:15] == 1).all() and (valid[47:] == 1).all()
-    kinds = [(g["kind"], g["start_frame"]) for g in s.meta["gaps"]]
+    kinds = [(g["kind"], g["start_frame"]) for g in s.meta.gaps]
     assert kinds == [("interpolated", 15), ("excluded", 30)]
-    assert set(s.meta["split"]["excluded"]) == set(np.flatnonzero(valid == 0))
-    assert not set(s.split("train")) & set(s.meta["split"]["excluded"])
+    assert set(s.meta.split.excluded) == set(np.flatnonzero(valid == 0))
+    assert not set(s.split("train")) & set(s.meta.split.excluded)
     assert any("00:00.6" in w and "interpolated" in w for w in progress.warnings)
     assert any("00:01.2" in w and "excluded" in w for w in progress.warnings)
     # Interpolated landmarks lie between their neighbours.
@@ -239,8 +242,8 @@ def test_crop_box_found_in_a_wide_real_frame(clips):
     faces = located.face_boxes
     assert faces[:, 0].min() > 300 and faces[:, 2].max() < 556  # the face is where the pad put it
     box, fits = choose_crop_box(faces, info.width, info.height)
-    assert fits and 0 <= box.y and box.y + box.side <= 360 and 0 <= box.x and box.x + box.side <= 640
-    assert box.side > 1.8 * np.median(faces[:, 3] - faces[:, 1])  # head and shoulders, not just the face
+    assert fits and 0 <= box.y and box.y1 <= 360 and 0 <= box.x and box.x1 <= 640
+    assert box.width > 1.8 * np.median(faces[:, 3] - faces[:, 1])  # head and shoulders, not just the face
 
 
 def test_crop_box_stays_inside_a_wide_frame_and_holds_the_face():
@@ -250,10 +253,10 @@ def test_crop_box_stays_inside_a_wide_frame_and_holds_the_face():
     y0 = 60 + rng.normal(0, 5, 300)
     boxes = np.stack([x0, y0, x0 + 170, y0 + 200], axis=1)
     box, fits = choose_crop_box(boxes, 1920, 1080)
-    assert fits and box.x + box.side <= 1920 and box.y >= 0 and 400 < box.side < 700
+    assert fits and box.x1 <= 1920 and box.y >= 0 and 400 < box.width == box.height < 700
     # A head that fills a small frame: the whole frame, not a padded box.
     box, _ = choose_crop_box(np.array([[40.0, 30, 220, 240]]), 256, 256)
-    assert (box.x, box.y, box.side) == (0, 0, 256)
+    assert box == CropBox(0, 0, 256, 256)
 
 
 def test_blendshape_smoothing_is_savitzky_golay_5_3():

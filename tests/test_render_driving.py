@@ -6,7 +6,8 @@ import pytest
 from engine.curves import Curves
 from engine.errors import EngineError
 from engine.media.ffmpeg import probe
-from engine.render.driving import Driving, frame_count, parse_range, ping_pong, resample_curves
+from engine.audio.features import frame_count
+from engine.render.driving import Driving, parse_range, ping_pong, resample_curves
 from engine.render.output import Mp4Output, PngSequence, choose_format
 
 
@@ -35,18 +36,19 @@ def test_frame_ranges():
     for bad in ("5", "a:b", "20:10", "100:120"):
         with pytest.raises(EngineError):
             parse_range(bad, 100)
-    assert frame_count(np.zeros(16000 * 2), 25) == 50
-    assert frame_count(np.zeros(16000 * 2 + 100), 25) == 50
+    assert frame_count(16000 * 2, 25) == 50
+    assert frame_count(16000 * 2 + 100, 25) == 50
+    assert frame_count(16000 * 2 - 1, 25) == 49
 
 
 def test_curves_are_resampled_to_the_subject_rate():
-    t = np.arange(120) / 60.0                      # 2 s of curves at 60 fps
+    t = (np.arange(120) + 0.5) / 60.0              # 2 s of curves at 60 fps, each value at its frame's centre
     weights = np.zeros((120, 52), np.float32)
     weights[:, 17] = t / 2                          # jawOpen ramps 0 -> 1
     rotation = np.stack([np.sin(t), t, -t], axis=1)
     curves = Curves(60.0, weights, rotation, np.zeros((120, 3)))
     w, r, tr = resample_curves(curves, 25.0, 50)
-    frame_times = np.arange(50) / 25.0
+    frame_times = (np.arange(50) + 0.5) / 25.0
     assert np.allclose(w[:, 17], frame_times / 2, atol=1e-6)
     assert np.allclose(r[:, 1], frame_times, atol=1e-6)
     assert np.allclose(r[:, 0], np.sin(frame_times), atol=1e-3)  # linear interpolation of a smooth curve

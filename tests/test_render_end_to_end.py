@@ -12,7 +12,8 @@ import pytest
 
 from engine.cli import main
 from engine.media.ffmpeg import probe
-from engine.subject.format import Subject
+from engine.files import atomic_write_json
+from engine.subject.format import Subject, read_meta
 
 
 def run_engine(*argv: str) -> None:
@@ -67,15 +68,13 @@ def test_render_mp4_at_crop_size_carries_the_speech(subject, speech, tmp_path):
 
 
 def test_rendered_face_joins_the_frame_without_a_seam(subject):
-    from engine.audio.features import frame_features, get_encoder, windows
-    from engine.media.audio import load_audio
+    from engine.audio.features import get_encoder, subject_speech
     from engine.nerf.model import TalkingHead
     from engine.portrait.composite import face_layer, over_frame
     from test_portrait import edge_band, gradient_energy
     head = TalkingHead.load(subject, device="cpu")
-    encoder = get_encoder(head.audio_encoder)
-    features = windows(frame_features(encoder.encode(load_audio(subject.audio_path)), encoder.rate, subject.fps,
-                                      subject.n_frames), head.audio_window)
+    features = subject_speech(subject).windows(get_encoder(head.audio_encoder), subject.fps, head.audio_window,
+                                               n_frames=subject.n_frames)
     pasted, source = 0.0, 0.0
     for index in subject.split("test")[:2]:
         frame, mask = subject.frame(index), subject.face_mask(index)
@@ -126,9 +125,9 @@ def test_rgba_render_is_head_and_torso_over_transparency(subject, speech, tmp_pa
 def test_missing_source_falls_back_to_the_crop(subject, speech, tmp_path):
     copy = tmp_path / "moved"
     shutil.copytree(subject.root, copy)
-    meta = json.loads((copy / "subject.json").read_text())
-    meta["source"]["path"] = str(tmp_path / "gone.mp4")
-    (copy / "subject.json").write_text(json.dumps(meta))
+    meta = read_meta(copy)   # the clip was moved away since preprocessing
+    meta.source.path = str(tmp_path / "gone.mp4")
+    atomic_write_json(copy / "subject.json", meta.to_dict())
     run_engine("render", copy, "--audio", speech, "-o", tmp_path / "out", "--frames", "0:1")
     assert read_png(tmp_path / "out" / "000000.png").shape == (96, 96, 3)
 

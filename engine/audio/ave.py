@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import EngineError
+from ..files import sha256_of
 from ..models import search_dirs
 from .features import MelEncoder
 
@@ -106,11 +107,14 @@ class AveEncoder:
     name = "ave"
     dim = 512
     rate = 25.0
+    block = 30 * 16000
+    context = 3200  # the 0.2 s mel window and its FFT; a whole number of features (640) and mel hops (200)
 
     def __init__(self, audio: AudioBranch, source: Path | None = None):
         self.audio = audio.eval()
         self.source = source
         self._mel = MelEncoder()
+        self.key = f"ave-{sha256_of(source)[:12]}" if source is not None else "ave"
 
     @classmethod
     def find(cls, models_dir=None) -> "AveEncoder":
@@ -145,11 +149,15 @@ class AveEncoder:
 
     def encode(self, samples: np.ndarray) -> np.ndarray:
         mel = self._mel.encode(samples)
-        n = max(1, int(np.floor(len(samples) / 16000 * self.rate)))
+        n = self.n_features(len(samples))
         windows = mel_windows(mel, (np.arange(n) + 0.5) / self.rate)
         with torch.inference_mode():
             return torch.cat([self.audio(torch.from_numpy(windows[i:i + 256]))
                               for i in range(0, n, 256)]).numpy()
+
+
+    def n_features(self, n_samples: int) -> int:
+        return max(1, int(np.floor(n_samples / 16000 * self.rate)))
 
 
 def load_audio_state(path: Path) -> dict:

@@ -1,34 +1,59 @@
-"""One interface for audio encoders, and their alignment to video frames.
+"""Speech -> per-frame audio features: the encoders' one interface, and the one way to align them to frames.
 
-An encoder turns 16 kHz mono samples into features at its own rate (`encode`); `frame_features`
-brings them to any video frame rate (25, 24, 30, 29.97) by sampling at each frame's centre, and
-`windows` gathers the context the NeRF's audio attention looks at.
+An encoder turns 16 kHz mono samples into features at its own rate (`encode`). Every stage that needs
+speech as video frames (the NeRF's training and rendering, the expression model, evaluation) asks a
+`SpeechFeatures` for them, so there is one frame count (`frame_count`), one linear resampler
+(`resample`, values sampled at each frame's centre, also used for curves), and one window gathering
+(`window_index`), whose size comes from the model's config.
+
+Bounded memory for any length: features are encoded block by block from the audio stream (each
+encoder declares its block and the context a feature depends on, so a block encoded alone gives the
+same features as the whole file), only the blocks a range of frames needs are encoded, and the last
+few blocks are kept for the next request. Whole-speech features are cached in the subject folder,
+keyed by the audio file's checksum, the encoder and the frame rate.
 """
 from __future__ import annotations
 
+import os
+import warnings
+from collections import OrderedDict
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from ..errors import EngineError
-from ..media.audio import SAMPLE_RATE
+from ..media.audio import SAMPLE_RATE, Audio, as_audio, open_audio
+
+CACHE_VERSION = 1         # bump when the features of an encoder change, so old caches are not read
+CACHE_FILES = 8           # whole-speech feature files kept per subject (the oldest go first)
+_KEPT_BLOCKS = 4          # encoded blocks kept for the next request (a range's neighbours, another stage)
+FRAMES_AT_ONCE_SECONDS = 60  # frames interpolated per step of a long request
 
 
 class AudioEncoder(Protocol):
     name: str
-    dim: int     # feature size
-    rate: float  # features per second
+    key: str      # name + weights identity: what the cache is keyed by
+    dim: int      # feature size
+    rate: float   # features per second
+    block: int    # samples encoded together, a whole number of features
+    context: int  # samples each side that a block's features depend on (a whole number of features)
 
     def encode(self, samples: np.ndarray) -> np.ndarray:
-        """(T, dim) float32 at `rate` per second, from 16 kHz mono float32 samples."""
+        """(n_features(len(samples)), dim) float32 at `rate` per second, from 16 kHz mono float32 samples."""
+
+    def n_features(self, n_samples: int) -> int:
+        """How many features `encode` gives for n_samples."""
 
 
 class MelEncoder:
     """The log-mel baseline, with SyncTalk's parameters (80 mels, 80 frames/s, values in [-4, 4])."""
 
-    name = "mel"
+    name = key = "mel"
     dim = 80
     rate = SAMPLE_RATE / 200
+    block = 30 * SAMPLE_RATE
+    context = 600  # the 800-sample FFT window (centred) and the pre-emphasis's previous sample
 
     def encode(self, samples: np.ndarray) -> np.ndarray:
         import librosa
@@ -39,15 +64,25 @@ class MelEncoder:
         normalised = np.clip(8 * (db + 100) / 100 - 4, -4, 4)
         return normalised.T.astype(np.float32)
 
+    def n_features(self, n_samples: int) -> int:
+        return n_samples // 200 + 1
+
 
 def encoder_names() -> list[str]:
     return list(_ENCODERS)
 
 
+_LOADED: dict = {}
+
+
 def get_encoder(name: str, models_dir=None) -> AudioEncoder:
+    """The named encoder, loaded once per process (train's NeRF and expression stages share it)."""
     if name not in _ENCODERS:
         raise EngineError(f"unknown audio encoder '{name}'", f"choose one of {', '.join(_ENCODERS)}")
-    return _ENCODERS[name](models_dir)
+    where = (name, str(models_dir), os.environ.get("SYNCTALK_MODELS"), os.environ.get("SYNCTALK_AVE"))
+    if where not in _LOADED:
+        _LOADED[where] = _ENCODERS[name](models_dir)
+    return _LOADED[where]
 
 
 def _whisper(models_dir):
@@ -69,21 +104,180 @@ _ENCODERS = {
 DEFAULT_ENCODER = "whisper"
 
 
-def frame_features(features: np.ndarray, rate: float, fps: float, n_frames: int | None = None) -> np.ndarray:
-    """(n_frames, dim): features linearly interpolated at the centre of each video frame."""
+# ---------------------------------------------------------------- frames and time
+
+def frame_count(n_samples: int, fps: float, sample_rate: int = SAMPLE_RATE) -> int:
+    """Video frames covered by n_samples of speech: whole frames only, so the video never outlasts it."""
+    return max(1, int(np.floor(n_samples / sample_rate * fps + 1e-6)))
+
+
+def frame_positions(rate: float, fps: float, start: int, stop: int, n_values: int) -> np.ndarray:
+    """Where the centres of frames start..stop-1 (at fps) fall among n_values values at `rate`."""
+    centres = (np.arange(start, stop) + 0.5) / fps * rate - 0.5
+    return np.clip(centres, 0, max(n_values - 1, 0))
+
+
+def interpolate(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Linear interpolation of values (T, ...) at fractional indices."""
+    low = np.floor(positions).astype(np.int64)
+    high = np.minimum(low + 1, len(values) - 1)
+    t = (positions - low).reshape(-1, *([1] * (values.ndim - 1))).astype(np.float32)
+    return (values[low] * (1 - t) + values[high] * t).astype(np.float32)
+
+
+def resample(values: np.ndarray, rate: float, fps: float, n_frames: int | None = None) -> np.ndarray:
+    """(n_frames, ...): values at `rate` per second, linearly interpolated at the centre of each frame at fps.
+
+    Past the last value the last value is held."""
     if n_frames is None:
-        n_frames = int(np.floor(len(features) / rate * fps))
-    centres = (np.arange(n_frames) + 0.5) / fps * rate - 0.5
-    centres = np.clip(centres, 0, len(features) - 1)
-    low = np.floor(centres).astype(np.int64)
-    high = np.minimum(low + 1, len(features) - 1)
-    t = (centres - low)[:, None].astype(np.float32)
-    return (features[low] * (1 - t) + features[high] * t).astype(np.float32)
+        n_frames = frame_count(len(values), fps, rate)
+    return interpolate(values, frame_positions(rate, fps, 0, n_frames, len(values)))
 
 
-def windows(per_frame: np.ndarray, size: int = 8) -> np.ndarray:
-    """(n_frames, size, dim): for each frame, the `size` frames around it, edges repeated."""
-    n = len(per_frame)
-    offsets = np.arange(size) - size // 2
-    index = np.clip(np.arange(n)[:, None] + offsets[None, :], 0, n - 1)
-    return per_frame[index]
+def window_index(frames: np.ndarray, size: int, lead: int, n_frames: int) -> np.ndarray:
+    """(len(frames), size) frame indices: the `size` frames around each frame, `lead` frames ahead, edges held."""
+    around = np.clip(np.asarray(frames)[:, None] + (np.arange(size) - size // 2)[None, :], 0, n_frames - 1)
+    return np.minimum(around + lead, n_frames - 1)
+
+
+def windows(per_frame: np.ndarray, size: int, lead: int = 0) -> np.ndarray:
+    """(n_frames, size, dim): for each frame, the `size` frames around it (`lead` ahead), edges repeated."""
+    return per_frame[window_index(np.arange(len(per_frame)), size, lead, len(per_frame))]
+
+
+# ---------------------------------------------------------------- the one entry point
+
+class SpeechFeatures:
+    """One speech (a file, or 16 kHz samples in memory) as per-frame features of any encoder at any fps.
+
+    cache_dir: where whole-speech features are kept between runs (a subject's cache folder), or None.
+    """
+
+    def __init__(self, audio, cache_dir: Path | None = None, progress=None):
+        self.audio: Audio = open_audio(audio) if isinstance(audio, (str, Path)) else as_audio(audio)
+        self.cache_dir, self.progress = cache_dir, progress
+        self._blocks: OrderedDict = OrderedDict()  # (encoder key, block) -> features, the last few
+        self._whole: dict = {}                     # (encoder key, fps, n_frames) -> (n_frames, dim)
+        self._checksum: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.audio)
+
+    def n_frames(self, fps: float) -> int:
+        return frame_count(len(self.audio), fps)
+
+    def per_frame(self, encoder: AudioEncoder, fps: float, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """(stop - start, dim): the features at the centres of frames start..stop-1 at fps.
+
+        Frames past the end of the speech hold its last features. Those of the whole speech are kept for
+        the next request, and in cache_dir for the next run."""
+        stop = self.n_frames(fps) if stop is None else stop
+        for (key, rate, n), values in self._whole.items():
+            if key == encoder.key and rate == float(fps) and n >= stop:
+                return values[start:stop]
+        if start > 0 or stop < self.n_frames(fps):
+            return self._compute(encoder, fps, start, stop)
+        if self.cache_dir is not None and self.audio.path is not None:
+            values = self._cached(encoder, fps, stop)
+        else:
+            values = self._compute(encoder, fps, 0, stop)
+        self._whole[(encoder.key, float(fps), stop)] = values  # the next stage of this run reuses them
+        return values
+
+    def windows(self, encoder: AudioEncoder, fps: float, size: int, start: int = 0, stop: int | None = None,
+                lead: int = 0, n_frames: int | None = None) -> np.ndarray:
+        """(stop - start, size, dim): each frame's window of `size` frames (`lead` ahead) of a speech of
+        n_frames frames (default: the speech's own count), computed from only the frames it touches."""
+        n = self.n_frames(fps) if n_frames is None else n_frames
+        stop = n if stop is None else stop
+        index = window_index(np.arange(start, stop), size, lead, n)
+        lo, hi = int(index.min()), int(index.max()) + 1
+        return self.per_frame(encoder, fps, lo, hi)[index - lo]
+
+    def _compute(self, encoder: AudioEncoder, fps: float, start: int, stop: int) -> np.ndarray:
+        """Frames start..stop-1, a minute at a time: only a few encoded blocks are held at once."""
+        n_values = encoder.n_features(len(self.audio))
+        out = np.empty((stop - start, encoder.dim), np.float32)
+        step = max(1, int(FRAMES_AT_ONCE_SECONDS * fps))
+        pieces = range(start, stop, step)
+        stage = (self.progress.stage(f"audio features ({encoder.name})", len(pieces))
+                 if self.progress is not None and len(pieces) > 1 else None)
+        for a in pieces:
+            b = min(a + step, stop)
+            positions = frame_positions(encoder.rate, fps, a, b, n_values)
+            first = int(np.floor(positions.min()))
+            last = min(int(np.floor(positions.max())) + 2, n_values)
+            out[a - start: b - start] = interpolate(self.encoded(encoder, first, last), positions - first)
+            if stage:
+                stage.advance()
+        if stage:
+            stage.close()
+        return out
+
+    def encoded(self, encoder: AudioEncoder, first: int, stop: int) -> np.ndarray:
+        """(stop - first, dim): the encoder's own features first..stop-1, from the blocks that hold them."""
+        per_block = int(round(encoder.block * encoder.rate / SAMPLE_RATE))
+        blocks = range(first // per_block, (stop - 1) // per_block + 1)
+        parts = []
+        for b in blocks:
+            key = (encoder.key, b)
+            if key not in self._blocks:
+                self._keep(key, self._encode_block(encoder, b, per_block))
+            self._blocks.move_to_end(key)
+            parts.append(self._blocks[key])
+        offset = blocks[0] * per_block
+        return np.concatenate(parts)[first - offset: stop - offset]
+
+    def _encode_block(self, encoder: AudioEncoder, b: int, per_block: int) -> np.ndarray:
+        """Block b's features, encoded from the block and the context around it (what the whole file gives)."""
+        lo = max(0, b * encoder.block - encoder.context)
+        hi = min(len(self.audio), (b + 1) * encoder.block + encoder.context)
+        skip = int(round((b * encoder.block - lo) * encoder.rate / SAMPLE_RATE))
+        with warnings.catch_warnings():  # the last block can be a few samples: librosa warns, the result is right
+            warnings.filterwarnings("ignore", "n_fft=.* is too large", UserWarning)
+            return encoder.encode(self.audio.read(lo, hi))[skip: skip + per_block]
+
+    def _keep(self, key, features: np.ndarray) -> None:
+        self._blocks[key] = features
+        while len(self._blocks) > _KEPT_BLOCKS:
+            self._blocks.popitem(last=False)
+
+    def _cached(self, encoder: AudioEncoder, fps: float, stop: int) -> np.ndarray:
+        from safetensors.numpy import load_file
+
+        from ..files import sha256_of
+        from ..subject.format import atomic_write_tensors
+        if self._checksum is None:
+            self._checksum = sha256_of(self.audio.path)
+        name = f"features-v{CACHE_VERSION}-{encoder.key}-{fps:g}fps-{stop}-{self._checksum[:24]}.safetensors"
+        path = Path(self.cache_dir) / name
+        features = None
+        if path.is_file():
+            try:
+                features = load_file(str(path))["features"]
+            except Exception:  # a damaged cache file is recomputed, never trusted
+                features = None
+        if features is None or features.shape != (stop, encoder.dim):
+            features = self._compute(encoder, fps, 0, stop)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_tensors(path, {"features": features})
+            _prune(path.parent)
+        else:
+            os.utime(path)  # most recently used: pruned last
+        return features
+
+
+def _prune(folder: Path) -> None:
+    files = sorted(folder.glob("features-*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[CACHE_FILES:]:
+        old.unlink(missing_ok=True)
+
+
+def as_speech(speech) -> SpeechFeatures:
+    """A SpeechFeatures for a SpeechFeatures, an opened Audio, a file path or 16 kHz samples."""
+    return speech if isinstance(speech, SpeechFeatures) else SpeechFeatures(speech)
+
+
+def subject_speech(subject, progress=None) -> SpeechFeatures:
+    """The subject's own speech (SUBJECT/audio.wav), with its feature cache."""
+    return SpeechFeatures(subject.audio_path, subject.cache_dir, progress)

@@ -18,18 +18,35 @@ _HANGOVER_S = 0.2   # speech continues this long after the energy drops (trailin
 _MIN_PAUSE_S = 0.3  # shorter drops are gaps between words, not pauses
 
 
-def speech_band_db(samples: np.ndarray) -> np.ndarray:
-    """(T,) speech-band energy in dB, 100 values per second."""
-    import librosa
-    spec = np.abs(librosa.stft(samples.astype(np.float32), n_fft=_FFT, hop_length=_HOP, center=True)) ** 2
-    freqs = librosa.fft_frequencies(sr=SAMPLE_RATE, n_fft=_FFT)
-    band = (freqs >= 300) & (freqs <= 3400)
-    return 10 * np.log10(spec[band].sum(axis=0) + 1e-10)
+class SpeechBandEnergy:
+    """Speech-band energy in dB, 100 values per second, as a feature stream (engine.audio.features
+    computes it a block at a time, so any length fits in memory)."""
+
+    name = key = "speech-band-energy"
+    dim = 1
+    rate = SAMPLE_RATE / _HOP
+    block = 30 * SAMPLE_RATE
+    context = 2 * _HOP  # the 512-sample FFT window, centred
+
+    def encode(self, samples: np.ndarray) -> np.ndarray:
+        import librosa
+        spec = np.abs(librosa.stft(samples.astype(np.float32), n_fft=_FFT, hop_length=_HOP, center=True)) ** 2
+        freqs = librosa.fft_frequencies(sr=SAMPLE_RATE, n_fft=_FFT)
+        band = (freqs >= 300) & (freqs <= 3400)
+        return (10 * np.log10(spec[band].sum(axis=0) + 1e-10))[:, None].astype(np.float32)
+
+    def n_features(self, n_samples: int) -> int:
+        return n_samples // _HOP + 1
 
 
-def voice_activity(samples: np.ndarray, fps: float, n_frames: int | None = None) -> np.ndarray:
-    """(n_frames,) float32 in [0, 1]: 1 where there is speech at that video frame, 0 in pauses."""
-    energy = speech_band_db(samples)
+def voice_activity(speech, fps: float, n_frames: int | None = None) -> np.ndarray:
+    """(n_frames,) float32 in [0, 1]: 1 where there is speech at that video frame, 0 in pauses.
+
+    speech: a SpeechFeatures, or 16 kHz samples."""
+    from .features import as_speech
+    speech = as_speech(speech)
+    meter = SpeechBandEnergy()
+    energy = speech.encoded(meter, 0, meter.n_features(len(speech)))[:, 0].astype(np.float64)
     floor, level = np.percentile(energy, 10), np.percentile(energy, 97)
     if level - floor < 6:  # no dynamics at all: one continuous sound (or a constant noise), call it speech
         active = np.ones(len(energy), bool)
@@ -43,7 +60,7 @@ def voice_activity(samples: np.ndarray, fps: float, n_frames: int | None = None)
         active = _fill_short_runs(active, value=False, max_len=int(_MIN_PAUSE_S * 100))
         active = _extend(active, int(_HANGOVER_S * 100))
     if n_frames is None:
-        n_frames = int(np.floor(len(samples) / SAMPLE_RATE * fps))
+        n_frames = speech.n_frames(fps)
     # Fraction of each video frame's span that is speech, then a 3-frame ramp for smooth opening.
     edges = np.round(np.arange(n_frames + 1) / fps * 100).astype(np.int64)
     cumulative = np.concatenate([[0], np.cumsum(active)])

@@ -1,8 +1,10 @@
 """The `whisper` audio encoder: Whisper base's encoder (multilingual), run by CTranslate2.
 
 Whisper looks at 30 s windows of log-mel (80 mels, 100 frames/s) and gives 1500 x 512 features per
-window (50 per second). Longer audio is cut into consecutive 30 s windows, run as one batch; the
-features of the zero padding after the end of the speech are dropped.
+window (50 per second). Longer audio is cut into consecutive 30 s windows, each a log-mel of its own
+(as Whisper was trained on them), encoded a few at a time; the features of the zero padding after the
+end of the speech are dropped. A window depends on nothing outside it, so any stretch of a long file
+is encoded on its own (engine.audio.features) with the features the whole file would give.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ WINDOW_SECONDS = 30
 WINDOW_SAMPLES = WINDOW_SECONDS * SAMPLE_RATE
 WINDOW_MEL_FRAMES = WINDOW_SAMPLES // HOP   # 3000
 FEATURES_PER_WINDOW = WINDOW_MEL_FRAMES // 2  # the encoder's stride-2 convolution: 1500
+BATCH_WINDOWS = 2              # windows encoded together: 1 minute, a few MB
 
 
 def whisper_log_mel(samples: np.ndarray) -> np.ndarray:
@@ -37,8 +40,11 @@ class WhisperEncoder:
     """Whisper base's encoder: 512-d features, 50 per second."""
 
     name = "whisper"
+    key = "whisper-base"
     dim = 512
     rate = 50.0
+    block = BATCH_WINDOWS * WINDOW_SAMPLES
+    context = 0
 
     def __init__(self, models_dir=None, threads: int | None = None):
         import ctranslate2
@@ -53,12 +59,20 @@ class WhisperEncoder:
     def encode(self, samples: np.ndarray) -> np.ndarray:
         import ctranslate2
         n_windows = max(1, int(np.ceil(len(samples) / WINDOW_SAMPLES)))
-        # Whisper pads with zeros to whole 30 s windows before its log-mel, as in its own transcription.
-        padded = np.zeros(n_windows * WINDOW_SAMPLES, np.float32)
-        padded[:len(samples)] = samples
-        mel = whisper_log_mel(padded)
-        batch = np.ascontiguousarray(mel.reshape(N_MELS, n_windows, WINDOW_MEL_FRAMES).transpose(1, 0, 2))
-        output = self._model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=True)
-        features = np.asarray(output, np.float32).reshape(-1, self.dim)
-        n_valid = int(np.ceil(len(samples) / SAMPLE_RATE * self.rate))
-        return features[:n_valid]
+        features = []
+        for first in range(0, n_windows, BATCH_WINDOWS):
+            batch = np.stack([self._window_mel(samples, w) for w in range(first, min(first + BATCH_WINDOWS, n_windows))])
+            output = self._model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=True)
+            features.append(np.asarray(output, np.float32).reshape(-1, self.dim))
+        return np.concatenate(features)[:self.n_features(len(samples))]
+
+    def n_features(self, n_samples: int) -> int:
+        return int(np.ceil(n_samples / SAMPLE_RATE * self.rate))
+
+    @staticmethod
+    def _window_mel(samples: np.ndarray, w: int) -> np.ndarray:
+        """(80, 3000) log-mel of window w, zero-padded to 30 s as Whisper pads."""
+        window = np.zeros(WINDOW_SAMPLES, np.float32)
+        part = samples[w * WINDOW_SAMPLES: (w + 1) * WINDOW_SAMPLES]
+        window[:len(part)] = part
+        return whisper_log_mel(window)

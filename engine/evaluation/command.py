@@ -51,13 +51,17 @@ def run(args, progress) -> dict:
     elapsed = time.monotonic() - started
     details = {"subject": str(subject.root), "size": subject.size, "fps": subject.fps,
                "held_out_frames": [int(held_out[0]), int(held_out[-1]) + 1], "audio_encoder": head.audio_encoder,
-               "models": subject.meta.get("models"), "seconds": round(elapsed, 1),
+               "models": subject.meta.to_dict()["models"], "seconds": round(elapsed, 1),
                "notes": {"face": "render vs truth over the face only: PSNR on face-mask pixels, "
                                  "SSIM/MS-SSIM on the face box (the honest figure)",
                          "portrait": "render pasted onto the truth frame (outside the face is copied from it)",
                          "raw": "render as drawn: head over torso over the background plate",
                          "lmd": "mean 2D distance of 40 MediaPipe lip landmarks, pixels at 512",
                          "mouth_open_correlation": "Pearson correlation of the inner-lip gap, render vs truth",
+                         "mouth_amplitude_ratio": "spread of the rendered inner-lip gap over the truth's "
+                                                  "(1 = the mouth opens as far as the person's)",
+                         "mouth_best_lag": "shift in frames at which the rendered gap best follows the truth's "
+                                           "(positive: the render is late; 0 is in sync)",
                          "eye_open_correlation": "Pearson correlation of the eyelid gap, render vs truth",
                          "mouth_from_speech": "heads trained on the mouth curves: the same scores with the mouth "
                                               "curves predicted from the audio instead of tracked"},
@@ -67,7 +71,12 @@ def run(args, progress) -> dict:
             "face_ssim": summary["face"]["ssim"], "face_ms_ssim": summary["face"]["ms_ssim"],
             "portrait_psnr": summary["portrait"]["psnr"], "raw_psnr": summary["raw"]["psnr"],
             "lmd": summary["lmd"], "mouth_open_correlation": summary["mouth_open_correlation"],
+            "mouth_amplitude_ratio": summary["mouth_amplitude_ratio"], "mouth_best_lag": summary["mouth_best_lag"],
             "eye_open_correlation": summary["eye_open_correlation"],
+            "eye_amplitude_ratio": summary["eye_amplitude_ratio"],
             "frames": summary["frames"],
             "speech_mouth_open_correlation": from_speech["mouth_open_correlation"] if from_speech else None,
-            "speech_face_psnr": from_speech["face"]["psnr"] if from_speech else None}
+            "speech_mouth_amplitude_ratio": from_speech["mouth_amplitude_ratio"] if from_speech else None,
+            "speech_mouth_best_lag": from_speech["mouth_best_lag"] if from_speech else None,
+            "speech_face_psnr": from_speech["face"]["psnr"] if from_speech else None,
+            "seconds": round(elapsed, 1)}

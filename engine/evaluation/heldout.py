@@ -45,12 +45,25 @@ class Evaluation:
         truth, render = np.array(self.mouth_truth), np.array(self.mouth_render)
         both = np.isfinite(truth) & np.isfinite(render)
         out["mouth_open_correlation"] = metrics.correlation(render[both], truth[both])
+        out["mouth_amplitude_ratio"] = metrics.amplitude_ratio(render[both], truth[both])
+        # The lag needs an unbroken series: frames without a face are filled from their neighbours.
+        out["mouth_best_lag"] = metrics.best_lag(_filled(render), _filled(truth)) if both.sum() > 2 else None
         eyes_truth, eyes_render = np.array(self.eyes_truth), np.array(self.eyes_render)
         out["eye_open_correlation"] = metrics.correlation(eyes_render[both], eyes_truth[both])
+        out["eye_amplitude_ratio"] = metrics.amplitude_ratio(eyes_render[both], eyes_truth[both])
         out["frames"] = len(self.frames)
         out["frames_without_face_in_render"] = int(np.sum(~np.isfinite(render) & np.isfinite(truth)))
         out["frames_without_face_in_truth"] = int(np.sum(~np.isfinite(truth)))
         return out
+
+
+def _filled(series: np.ndarray) -> np.ndarray:
+    """nan entries replaced by linear interpolation between the finite ones."""
+    finite = np.isfinite(series)
+    if finite.all() or not finite.any():
+        return series
+    positions = np.arange(len(series))
+    return np.interp(positions, positions[finite], series[finite])
 
 
 def _mean(values) -> float | None:

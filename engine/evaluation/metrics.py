@@ -158,3 +158,26 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float | None:
     if len(a) < 2 or a.std() < 1e-9 or b.std() < 1e-9:
         return None
     return float(np.corrcoef(a, b)[0, 1])
+
+
+def amplitude_ratio(render: np.ndarray, truth: np.ndarray) -> float | None:
+    """Spread (standard deviation) of the rendered series over the truth's: a mouth that moves too
+    little scores low here even when its correlation is fine. None when the truth does not move."""
+    render, truth = np.asarray(render, np.float64), np.asarray(truth, np.float64)
+    if len(truth) < 2 or truth.std() < 1e-9:
+        return None
+    return float(render.std() / truth.std())
+
+
+def best_lag(render: np.ndarray, truth: np.ndarray, max_lag: int = 4) -> int | None:
+    """The shift in frames at which render best follows truth: render[t] against truth[t - lag], so a
+    positive lag means the render moves `lag` frames late. 0 is what synchronised output gives."""
+    render, truth = np.asarray(render, np.float64), np.asarray(truth, np.float64)
+    scores = {}
+    for lag in range(-max_lag, max_lag + 1):
+        a = render[lag:] if lag >= 0 else render[:lag]
+        b = truth[:len(truth) - lag] if lag >= 0 else truth[-lag:]
+        r = correlation(a, b) if len(a) > 2 * max_lag else None
+        if r is not None:
+            scores[lag] = r
+    return max(scores, key=scores.get) if scores else None

@@ -5,13 +5,12 @@ previous report or none.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ..subject.format import atomic_write_json
+from ..files import atomic_output, atomic_write_image, atomic_write_json
 from .heldout import Evaluation
 
 LABEL_HEIGHT = 22
@@ -36,9 +35,7 @@ def comparison_grid(samples) -> np.ndarray:
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.partial.png")
-    cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    os.replace(tmp, path)
+    atomic_write_image(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
 def _write_mouth_plot(path: Path, evaluation: Evaluation, indices, fps: float, correlation) -> None:
@@ -55,10 +52,11 @@ def _write_mouth_plot(path: Path, evaluation: Evaluation, indices, fps: float, c
     axis.set_title(title)
     axis.legend(loc="upper right")
     figure.tight_layout()
-    tmp = path.with_name(f".{path.name}.partial.png")
-    figure.savefig(tmp, format="png")
-    plt.close(figure)
-    os.replace(tmp, path)
+    try:
+        with atomic_output(path) as tmp:
+            figure.savefig(tmp, format="png")
+    finally:
+        plt.close(figure)
 
 
 def _finite(values) -> list:

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from ..arkit import ARKIT_NAMES
-from ..audio.features import frame_features, get_encoder
+from ..audio.features import as_speech, get_encoder, resample
 from ..curves import Curves
 from ..errors import EngineError
-from ..media.audio import SAMPLE_RATE, load_audio
+from ..media.audio import open_audio
 from .blinks import BLINK_CHANNELS, BlinkModel, apply_blinks
 from .headmotion import HEAD_MODES, MotionStats, generate, replay, subject_head_motion
 from .model import ExpressionNet
-from .predict import frame_inputs, predict_weights
+from .predict import predict_speech
 
 # --intensity regions: which blendshapes each name scales (around the rest pose); "head" scales head motion.
 REGIONS = {
@@ -30,13 +30,12 @@ REGIONS = {
 def expression_model_path(subject, encoder: str | None = None) -> Path:
     """The subject's trained expression model: for `encoder`, or the one training recorded last."""
     if encoder is None:
-        record = subject.meta.get("models", {}).get("expression")
+        record = subject.model("expression")
         if record is None:
             raise EngineError(f"{subject.root}: the subject has no expression model",
                               "train it (`python -m engine train SUBJECT`), or use --generic", path=str(subject.root))
-        return subject.root / record["file"]
-    from .training import model_file
-    path = subject.model_dir / model_file(encoder)
+        return subject.root / record.file
+    path = subject.expression_model_path(encoder)
     if not path.is_file():
         raise EngineError(f"{subject.root}: no expression model for the '{encoder}' encoder",
                           f"train one with that encoder, or leave --encoder out", path=str(path))
@@ -62,18 +61,19 @@ class Animator:
         self.encoder = get_encoder(self.model.config.encoder, models_dir)
         self._head = None  # the subject's recorded head motion, read on first use
 
-    def __call__(self, samples: np.ndarray, fps: float = 25.0, smooth: float = 0.0,
-                 intensity: dict | None = None, head: str | None = None, seed: int = 0) -> Curves:
+    def __call__(self, speech, fps: float = 25.0, smooth: float = 0.0, intensity: dict | None = None,
+                 head: str | None = None, seed: int = 0, n_frames: int | None = None, progress=None) -> Curves:
+        """Curves at fps for speech (16 kHz samples, an opened file or a SpeechFeatures), n_frames long
+        (default: the frames the speech covers)."""
         if fps <= 0 or fps > 240:
             raise EngineError(f"frame rate {fps} is out of range", "use a frame rate such as 24, 25, 30 or 29.97")
         head = head or ("replay" if self.subject is not None else "generate")
         if head not in HEAD_MODES:
             raise EngineError(f"unknown head mode '{head}'", f"choose one of {', '.join(HEAD_MODES)}")
-        model_fps = self.model.config.fps
-        per_frame, activity = frame_inputs(samples, self.encoder, model_fps)
-        weights = predict_weights(self.model, per_frame, activity)
-        n_frames = max(1, int(np.floor(len(samples) / SAMPLE_RATE * fps)))
-        weights = frame_features(weights, model_fps, fps, n_frames)  # resample to the asked rate
+        speech = as_speech(speech)
+        weights = predict_speech(self.model, self.encoder, speech, progress)
+        n_frames = speech.n_frames(fps) if n_frames is None else n_frames
+        weights = resample(weights, self.model.config.fps, fps, n_frames)  # the model's rate -> the asked one
         weights = apply_blinks(weights, self.blinks, fps, seed)
         rotation, translation = self._head_motion(head, n_frames, fps, seed)
         if smooth > 0:
@@ -128,4 +128,4 @@ def animate(audio_path, subject=None, fps: float = 25.0, generic: bool = False, 
             models_dir=None) -> Curves:
     """Curves for the speech in `audio_path`, driven by the subject's expression model or the generic one."""
     animator = Animator(subject, generic, encoder, models_dir)
-    return animator(load_audio(audio_path), fps, smooth, intensity, head, seed)
+    return animator(open_audio(audio_path), fps, smooth, intensity, head, seed)

@@ -5,20 +5,26 @@ first letter, in the app's column order (which differs from ARKit's enumeration 
 JawRight before JawLeft and MouthRight before MouthLeft), then HeadYaw, HeadPitch, HeadRoll,
 LeftEyeYaw, LeftEyePitch, LeftEyeRoll, RightEyeYaw, RightEyePitch, RightEyeRoll.
 BlendShapeCount is 61 (52 + 9 angles). Timecode is HH:MM:SS:FF.fff (non-drop-frame, FF counted at
-the nominal frame rate, .fff the sub-frame). Angles are written in radians. Eye angles are 0: gaze
-is carried by the eyeLook* blendshapes. Columns are read by name, so a file with another column
-order, lower-case names or without the angle columns still reads.
+the nominal frame rate, .fff the sub-frame). Angles are in radians. Columns are read by name, so a
+file with another column order, lower-case names or without the angle columns still reads.
+
+A take read with `read_livelink_take` keeps its first timecode (as a frame count at the nominal rate;
+the sub-frame is dropped) and its eye angles, so that writing it back with them gives the same
+timecodes and angles. Curves alone write from 00:00:00:00 with eye angles 0 (gaze is then carried by
+the eyeLook* blendshapes).
 """
 from __future__ import annotations
 
 import csv
-import os
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..arkit import ARKIT_INDEX, ARKIT_NAMES
 from ..errors import EngineError
+from ..files import atomic_output
 
 _SWAPPED = {"jawLeft": "jawRight", "jawRight": "jawLeft", "mouthLeft": "mouthRight", "mouthRight": "mouthLeft"}
 # The app's column order: ARKit's, with the two left/right pairs swapped in place.
@@ -27,6 +33,7 @@ HEAD_COLUMNS = ("HeadYaw", "HeadPitch", "HeadRoll")
 EYE_COLUMNS = ("LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll", "RightEyeYaw", "RightEyePitch", "RightEyeRoll")
 HEADER = ("Timecode", "BlendShapeCount", *LLF_BLENDSHAPES, *HEAD_COLUMNS, *EYE_COLUMNS)
 _STANDARD_RATES = (24, 25, 30, 48, 50, 60, 120)
+MAX_FIELD = 64   # characters in one cell: a number or a column name is far shorter
 
 
 def timecode(frame: int, fps: float) -> str:
@@ -38,37 +45,59 @@ def timecode(frame: int, fps: float) -> str:
     return f"{hh:02d}:{mm:02d}:{ss:02d}:{ff:02d}.000"
 
 
-def write_livelink_csv(path: str | Path, curves) -> Path:
-    """Write `curves` (engine.curves.Curves) as a Live Link Face CSV, atomically."""
+def timecode_frames(code: str, fps: float) -> int:
+    """HH:MM:SS:FF[.fff] -> frames since 00:00:00:00 at the nominal rate (the sub-frame dropped)."""
+    hh, mm, ss, ff = code.strip().split(":")
+    return ((int(hh) * 60 + int(mm)) * 60 + int(ss)) * max(1, round(fps)) + int(ff.split(".")[0])
+
+
+@dataclass
+class LiveLinkTake:
+    curves: object            # engine.curves.Curves
+    first_frame: int          # the first row's timecode, in frames at the nominal rate
+    eye_angles: np.ndarray    # (N, 6) radians, in EYE_COLUMNS order
+
+
+def write_livelink_csv(path: str | Path, curves, first_frame: int = 0, eye_angles: np.ndarray | None = None) -> Path:
+    """Write `curves` (engine.curves.Curves) as a Live Link Face CSV, atomically; the first row's
+    timecode is `first_frame` frames after 00:00:00:00, eye angles (N, 6) default to 0."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     order = [ARKIT_INDEX[n[0].lower() + n[1:]] for n in LLF_BLENDSHAPES]
     pitch, yaw, roll = curves.head_rotation.T
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "w", newline="") as fh:
+    eyes = np.zeros((len(curves), len(EYE_COLUMNS)), np.float32) if eye_angles is None else eye_angles
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(HEADER)
         for i in range(len(curves)):
             values = [f"{v:.6f}" for v in curves.weights[i, order]]
-            angles = [f"{v:.6f}" for v in (yaw[i], pitch[i], roll[i])] + ["0.000000"] * len(EYE_COLUMNS)
-            writer.writerow([timecode(i, curves.fps), len(LLF_BLENDSHAPES) + 9, *values, *angles])
-    os.replace(tmp, path)
+            angles = [f"{v:.6f}" for v in (yaw[i], pitch[i], roll[i], *eyes[i])]
+            writer.writerow([timecode(first_frame + i, curves.fps), len(LLF_BLENDSHAPES) + 9, *values, *angles])
     return path
 
 
 def read_livelink_csv(path: str | Path, fps: float | None = None):
     """Read a Live Link Face CSV into Curves; fps is inferred from the timecodes when not given."""
-    from ..curves import Curves
+    return read_livelink_take(path, fps).curves
+
+
+def read_livelink_take(path: str | Path, fps: float | None = None) -> LiveLinkTake:
+    """Read a Live Link Face CSV: the curves, the first timecode and the eye angles."""
+    from ..curves import Curves, checked_fps
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:  # csv.Error: a field over csv's 128 kB limit
         raise EngineError(f"{path}: cannot read as CSV ({exc})", "export the take again as CSV", path=str(path)) from exc
     if not rows or not rows[0] or rows[0][0].strip().lower() != "timecode":
         raise EngineError(f"{path}: not a Live Link Face CSV (no Timecode column)",
                           "use a CSV exported by Live Link Face or written by the engine", path=str(path))
     header = [h.strip() for h in rows[0]]
+    long_name = next((h for h in header if len(h) > MAX_FIELD), None)
+    if long_name is not None:
+        raise EngineError(f"{path}: line 1 has a column name of {len(long_name)} characters",
+                          "use a Live Link Face CSV", path=str(path))
     lower = {h.lower(): i for i, h in enumerate(header)}
     columns = {name: lower.get(name.lower()) for name in ARKIT_NAMES}
     if all(c is None for c in columns.values()):
@@ -78,20 +107,36 @@ def read_livelink_csv(path: str | Path, fps: float | None = None):
         raise EngineError(f"{path}: has a header but no frames", "export the take again", path=str(path))
     weights = np.zeros((len(body), len(ARKIT_NAMES)), np.float32)
     rotation = np.zeros((len(body), 3), np.float32)
+    eyes = np.zeros((len(body), len(EYE_COLUMNS)), np.float32)
     for row_number, row in enumerate(body, start=2):
         try:
+            if any(len(cell) > MAX_FIELD for cell in row):
+                raise ValueError(f"a field of {max(map(len, row))} characters (at most {MAX_FIELD})")
             for name, column in columns.items():
                 if column is not None:
-                    weights[row_number - 2, ARKIT_INDEX[name]] = float(row[column])
+                    weights[row_number - 2, ARKIT_INDEX[name]] = _value(row, column, header)
             for k, name in enumerate(("HeadPitch", "HeadYaw", "HeadRoll")):
                 if name.lower() in lower:
-                    rotation[row_number - 2, k] = float(row[lower[name.lower()]])
+                    rotation[row_number - 2, k] = _value(row, lower[name.lower()], header)
+            for k, name in enumerate(EYE_COLUMNS):
+                if name.lower() in lower:
+                    eyes[row_number - 2, k] = _value(row, lower[name.lower()], header)
         except (ValueError, IndexError) as exc:
             raise EngineError(f"{path}: line {row_number} is malformed ({exc})",
                               "check that the file is a complete Live Link Face export", path=str(path)) from exc
-    if fps is None:
-        fps = _infer_fps([r[0] for r in body])
-    return Curves(fps, np.clip(weights, 0, 1), rotation)
+    fps = checked_fps(_infer_fps([r[0] for r in body]) if fps is None else fps, path, "Timecode")
+    try:
+        first = timecode_frames(body[0][0], fps)
+    except ValueError:
+        first = 0   # not a timecode: the take starts at 00:00:00:00
+    return LiveLinkTake(Curves(fps, np.clip(weights, 0, 1), rotation), first, eyes)
+
+
+def _value(row: list[str], column: int, header: list[str]) -> float:
+    value = float(row[column])
+    if not math.isfinite(value):
+        raise ValueError(f"{header[column]} is {row[column]}, not a finite number")
+    return value
 
 
 def _infer_fps(codes: list[str]) -> float:

@@ -63,7 +63,7 @@ class ExpressionNet(nn.Module):
         return torch.cat(out).numpy() if out else np.zeros((0, N_OUT), np.float32)
 
     def save(self, path: str | Path, extra: dict | None = None) -> Path:
-        from ..subject.format import atomic_write_tensors
+        from ..files import atomic_write_tensors
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous().numpy().astype(np.float16) for k, v in self.state_dict().items()}

@@ -14,21 +14,17 @@ import numpy as np
 import torch
 
 from ..arkit import ARKIT_INDEX
-from ..audio.features import DEFAULT_ENCODER, get_encoder
+from ..audio.features import DEFAULT_ENCODER, get_encoder, subject_speech
 from ..errors import EngineError
-from ..media.audio import load_audio
 from ..progress import Progress
+from ..subject.schema import ExpressionRecord
 from .model import ExpressionConfig, ExpressionNet
 from .predict import MOUTH_INDEX, frame_inputs, model_windows, predict_weights
 
 
-def model_file(encoder: str) -> str:
-    """One model per encoder, so a subject can hold several side by side."""
-    return f"expression-{encoder}.safetensors"
-
-
 _FOLDS = 5
 _RIDGE_GRID = (300.0, 1000.0, 3000.0, 10000.0, 30000.0, 100000.0)
+MAX_MOUTH_GAIN = 3.0  # a curve the audio barely predicts is not blown up into noise
 
 
 def train_expression(subject, progress: Progress, encoder: str | None = None, models_dir=None) -> dict:
@@ -36,8 +32,7 @@ def train_expression(subject, progress: Progress, encoder: str | None = None, mo
     name = encoder or DEFAULT_ENCODER
     started = time.monotonic()
     audio_encoder = get_encoder(name, models_dir)
-    samples = load_audio(subject.audio_path)
-    per_frame, activity = frame_inputs(samples, audio_encoder, subject.fps, subject.n_frames)
+    per_frame, activity = frame_inputs(subject_speech(subject), audio_encoder, subject.fps, subject.n_frames)
     targets = subject.tracks["blendshapes"].astype(np.float32)
     valid = subject.tracks.get("valid", np.ones(len(targets), np.uint8)) > 0
     train = np.array([i for i in subject.split("train") if valid[i]], np.int64)
@@ -50,13 +45,11 @@ def train_expression(subject, progress: Progress, encoder: str | None = None, mo
     model = fit(model_windows(per_frame, config.window, config.lead), targets, train, config, progress)
     metrics = score(model, per_frame, activity, targets, test) if len(test) else {}
 
-    path = subject.model_dir / model_file(name)
+    path = subject.expression_model_path(name)
     model.save(path, {"metrics": json.dumps(metrics), "trained_on": str(subject.root.name)})
-    record = {"file": f"model/{model_file(name)}", "encoder": name, "window": config.window, "ridge": config.ridge,
-              "train_frames": int(len(train)), "test_frames": int(len(test)), "metrics": metrics,
-              "seconds": round(time.monotonic() - started, 1)}
-    models = {**_models_on_disk(subject), "expression": record}
-    subject.update_meta(models=models)
+    subject.record_model("expression", ExpressionRecord(
+        subject.relative(path), name, config.window, config.ridge, int(len(train)), int(len(test)), metrics,
+        round(time.monotonic() - started, 1)))
     return {"expression_" + k: v for k, v in metrics.items()}
 
 
@@ -76,16 +69,24 @@ def fit(inputs: np.ndarray, targets: np.ndarray, train: np.ndarray, config: Expr
     errors = np.zeros(len(_RIDGE_GRID))
     # Mouth and jaw are what audio drives; each counts in units of its own spread, so small curves count.
     scale = np.maximum(y[:, MOUTH_INDEX].std(0), 1e-3)
+    unseen = np.zeros((len(_RIDGE_GRID), len(a), len(MOUTH_INDEX)), np.float32)  # out-of-fold predictions
     with progress.stage("expression", total=_FOLDS + 1) as stage:
         for fold in folds:
             keep = np.setdiff1d(np.arange(len(a)), fold)
             for k, w in enumerate(_ridge(a[keep], y[keep], _RIDGE_GRID)):
-                residual = (a[fold] @ w - y[fold])[:, MOUTH_INDEX] / scale
+                unseen[k, fold] = (a[fold] @ w)[:, MOUTH_INDEX]
+                residual = (unseen[k, fold] - y[fold][:, MOUTH_INDEX]) / scale
                 errors[k] += (residual ** 2).sum()
             stage.advance(1)
         best = int(np.argmin(errors))
         (w,) = _ridge(a, y, [_RIDGE_GRID[best]])
         stage.advance(1, ridge=_RIDGE_GRID[best])
+    # Ridge regression predicts the mean of what a sound could mean, so on speech it has not heard its
+    # mouth moves with a fraction of the person's spread (a mumbled render). Scaling each mouth curve by
+    # its spread over the spread of the out-of-fold predictions gives the mouth back its range; a
+    # correlation is unchanged by it.
+    gain = np.clip(y[:, MOUTH_INDEX].std(0) / np.maximum(unseen[best].std(0), 1e-6), 1.0, MAX_MOUTH_GAIN)
+    w[:, MOUTH_INDEX] *= gain
     model.config.ridge = _RIDGE_GRID[best]
     with torch.no_grad():
         model.window.weight.copy_(torch.from_numpy(w.T.astype(np.float32)))
@@ -122,10 +123,7 @@ def compare(predicted: np.ndarray, captured: np.ndarray) -> dict:
     jaw = ARKIT_INDEX["jawOpen"]
     r = float(np.corrcoef(predicted[:, jaw], captured[:, jaw])[0, 1]) if captured[:, jaw].std() > 0 else 0.0
     mae = float(np.abs(predicted[:, MOUTH_INDEX] - captured[:, MOUTH_INDEX]).mean())
-    return {"jaw_open_r": round(r, 4), "mouth_mae": round(mae, 4), "frames": int(len(captured))}
+    spread = float(predicted[:, jaw].std() / captured[:, jaw].std()) if captured[:, jaw].std() > 0 else 0.0
+    return {"jaw_open_r": round(r, 4), "mouth_mae": round(mae, 4), "jaw_open_spread": round(spread, 3),
+            "frames": int(len(captured))}
 
-
-def _models_on_disk(subject) -> dict:
-    """subject.json's "models" as on disk now (another stage may have written since `subject` was read)."""
-    path = subject.root / "subject.json"
-    return json.loads(path.read_text()).get("models", {}) if path.is_file() else subject.meta.get("models", {})

@@ -2,81 +2,269 @@
 
 soundfile (libsndfile) reads wav in all its forms (8/16/24/32-bit integer, float, WAVE_FORMAT_EXTENSIBLE,
 which Python's `wave` rejects), flac, ogg and mp3; anything else (m4a, aac, the audio track of
-mp4/mov/mkv/webm) is decoded by ffmpeg to a temporary float wav with its channels kept, so that both
+mp4/mov/mkv/webm) is decoded by ffmpeg into a pipe as float wav with its channels kept, so that both
 paths mix channels down the same way (their mean; ffmpeg's own downmix is 3 dB louder).
 A wav whose header promises more audio than the file holds is reported as truncated.
+
+Memory stays bounded for any length (a 3-hour podcast is an ordinary input): `open_audio` reads the
+file once in blocks to check it and to measure its channels, and `Audio.chunks` then streams it again,
+mixed down and resampled (soxr's streaming resampler gives the same samples as its one-shot form).
+`load_audio` is the whole-file form for short inputs (a subject's clip, tests).
 """
 from __future__ import annotations
 
-import os
+import subprocess
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from ..errors import EngineError
-from .ffmpeg import probe, run_ffmpeg
+from ..files import atomic_output
+from .ffmpeg import ffmpeg_exe, probe
 
 SAMPLE_RATE = 16000
-_SILENCE_RMS = 1e-4  # below this the whole file is treated as silent (about -80 dBFS)
+CHUNK_SECONDS = 10          # what one decoded block holds: a few MB at any rate and channel count
+_SILENCE_RMS = 1e-4         # below this in every channel the file is treated as silent (about -80 dBFS)
+_QUIET_CHANNEL = 1e-3       # a channel with less than this share of the loudest one's energy is left out
 
 
-def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: bool = False) -> np.ndarray:
-    """Mono float32 samples (full scale 1.0) at `sample_rate`; raises EngineError on bad input."""
+class Audio:
+    """A speech file opened for streaming: mono float32 at `sample_rate`, `len(audio)` samples."""
+
+    def __init__(self, path: Path, native_rate: int, channels: np.ndarray, n_native: int, sample_rate: int,
+                 decoder):
+        self.path, self.native_rate, self.sample_rate = path, native_rate, sample_rate
+        self._channels = channels          # the channels the mixdown averages
+        self._decoder = decoder            # () -> iterator of (n, all channels) float32 blocks
+        self.n_samples = _resampled_length(n_native, native_rate, sample_rate)
+        self._cursor, self._held, self._held_from = None, np.zeros(0, np.float32), 0  # where `read` goes on
+
+    def __len__(self) -> int:
+        return self.n_samples
+
+    @property
+    def seconds(self) -> float:
+        return self.n_samples / self.sample_rate
+
+    def chunks(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+        """Consecutive mono blocks covering samples [start, stop), read from the start of the file."""
+        stop = self.n_samples if stop is None else min(stop, self.n_samples)
+        position = 0
+        for block in self._mono_blocks():
+            end = position + len(block)
+            if end > start and position < stop:
+                yield block[max(0, start - position): stop - position]
+            position = end
+            if position >= stop:
+                return
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Samples [start, stop) as one array, for spans that fit in memory.
+
+        Reads go on from where the last one stopped (what it held from its start on is kept), so
+        consecutive spans cost one pass over the file; a span before the last one reads from the start."""
+        stop = self.n_samples if stop is None else min(stop, self.n_samples)
+        if self._cursor is None or start < self._held_from:
+            self._cursor, self._held, self._held_from = self._mono_blocks(), np.zeros(0, np.float32), 0
+        parts = [self._held[max(0, start - self._held_from):]]
+        position = self._held_from + len(self._held)  # the next sample the cursor gives
+        while position < stop and (block := next(self._cursor, None)) is not None:
+            if position + len(block) > start:
+                parts.append(block[max(0, start - position):])
+            position += len(block)
+        self._held = np.concatenate(parts)
+        self._held_from = position - len(self._held)
+        return self._held[:stop - start]
+
+    def _mono_blocks(self) -> Iterator[np.ndarray]:
+        """The whole file, mixed down and resampled, cut or padded to exactly n_samples."""
+        import soxr
+        resampler = (soxr.ResampleStream(self.native_rate, self.sample_rate, 1, dtype="float32")
+                     if self.native_rate != self.sample_rate else None)
+        emitted = 0
+        for block in self._decoder():
+            mono = np.ascontiguousarray(block[:, self._channels].mean(axis=1), np.float32)
+            if resampler is not None:
+                mono = resampler.resample_chunk(mono, last=False)
+            mono = mono[:self.n_samples - emitted]
+            emitted += len(mono)
+            if len(mono):
+                yield mono
+        if resampler is not None:
+            tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)[:self.n_samples - emitted]
+            emitted += len(tail)
+            if len(tail):
+                yield tail
+        if emitted < self.n_samples:  # the codec gave a few samples fewer on this pass than it counted
+            yield np.zeros(self.n_samples - emitted, np.float32)
+
+
+class SamplesAudio(Audio):
+    """Samples already in memory (16 kHz mono), behind the same interface as a file."""
+
+    def __init__(self, samples: np.ndarray, sample_rate: int = SAMPLE_RATE):
+        self.path, self.native_rate, self.sample_rate = None, sample_rate, sample_rate
+        self.samples = np.ascontiguousarray(samples, np.float32)
+        self.n_samples = len(self.samples)
+
+    def _mono_blocks(self) -> Iterator[np.ndarray]:
+        step = CHUNK_SECONDS * self.sample_rate
+        for i in range(0, max(self.n_samples, 1), step):
+            yield self.samples[i:i + step]
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        return self.samples[start:stop]
+
+
+def as_audio(audio) -> Audio:
+    """An Audio for an Audio or for 16 kHz mono samples in memory."""
+    return audio if isinstance(audio, Audio) else SamplesAudio(audio)
+
+
+def _resampled_length(n: int, rate: int, sample_rate: int) -> int:
+    """soxr's output length for n input samples (its streaming and one-shot forms agree)."""
+    return n if rate == sample_rate else int(np.floor(n * sample_rate / rate + 0.5))
+
+
+def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: bool = False) -> Audio:
+    """The file checked and opened for streaming; raises EngineError on bad input.
+
+    Reads the whole file once, in blocks, for its length and its channels' loudness."""
     path = Path(path)
     if not path.is_file():
         raise EngineError(f"{path}: file not found", "check the path", path=str(path))
     if path.stat().st_size == 0:
         raise EngineError(f"{path}: the file is empty", "export the audio again", path=str(path))
-    samples, rate = _read_soundfile(path)
-    if samples is None:
-        samples, rate = _read_ffmpeg(path)
+    info = _soundfile_info(path)
+    if info is not None:
+        rate, channels = info
+        _check_wav_complete(path, rate, channels)
+        decoder = lambda: _soundfile_blocks(path, rate)  # noqa: E731
     else:
-        _check_wav_complete(path, rate, samples.shape[1] if samples.ndim == 2 else 1)
-    if samples.ndim == 2:
-        samples = _downmix(samples)
-    samples = np.ascontiguousarray(samples, dtype=np.float32)
-    if rate != sample_rate:
-        import soxr
-        samples = soxr.resample(samples, rate, sample_rate).astype(np.float32)
-    if samples.size < sample_rate // 10:
+        rate, channels = _ffmpeg_format(path)
+        decoder = lambda: _ffmpeg_blocks(path)  # noqa: E731
+    energy, n_native = np.zeros(channels), 0
+    for block in decoder():
+        energy += np.square(block, dtype=np.float64).sum(axis=0)
+        n_native += len(block)
+    if n_native == 0:
+        raise EngineError(f"{path}: the audio track decodes to nothing (truncated file?)",
+                          "export the audio again", path=str(path))
+    audio = Audio(path, rate, _active_channels(energy), n_native, sample_rate, decoder)
+    if audio.n_samples < sample_rate // 10:
         raise EngineError(f"{path}: holds less than 0.1 s of audio", "use a longer recording", path=str(path))
-    if not allow_silent and float(np.sqrt(np.mean(samples ** 2))) < _SILENCE_RMS:
+    if not allow_silent and float(np.sqrt(energy.max() / n_native)) < _SILENCE_RMS:
         raise EngineError(f"{path}: the audio is silent", "check the recording level or pick another file",
                           path=str(path))
-    return samples
+    return audio
 
 
-def _downmix(channels: np.ndarray) -> np.ndarray:
-    """Mean of the channels that carry sound: an empty surround channel must not dilute the speech."""
-    energy = np.mean(channels.astype(np.float64) ** 2, axis=0)
-    active = energy > 1e-3 * energy.max() if energy.max() > 0 else np.ones(len(energy), bool)
-    return channels[:, active].mean(axis=1)
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: bool = False) -> np.ndarray:
+    """The whole file as mono float32 samples (full scale 1.0) at `sample_rate`: for short inputs."""
+    return open_audio(path, sample_rate, allow_silent).read()
 
 
-def _read_soundfile(path: Path):
+def _active_channels(energy: np.ndarray) -> np.ndarray:
+    """The channels that carry sound: an empty surround channel must not dilute the speech."""
+    if energy.max() <= 0:
+        return np.arange(len(energy))
+    return np.flatnonzero(energy > _QUIET_CHANNEL * energy.max())
+
+
+def _soundfile_info(path: Path):
+    """(rate, channels) when libsndfile reads the file, else None."""
     import soundfile
     try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=False)
+        info = soundfile.info(str(path))
     except (soundfile.LibsndfileError, RuntimeError, TypeError):
-        return None, None
-    return data, rate
+        return None
+    return int(info.samplerate), int(info.channels)
 
 
-def _read_ffmpeg(path: Path):
+def _soundfile_blocks(path: Path, rate: int) -> Iterator[np.ndarray]:
+    import soundfile
+    with soundfile.SoundFile(str(path)) as fh:
+        while len(block := fh.read(CHUNK_SECONDS * rate, dtype="float32", always_2d=True)):
+            yield block
+
+
+def _ffmpeg_command(path: Path) -> list[str]:
+    return [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-i", str(path), "-map", "0:a:0",
+            "-vn", "-c:a", "pcm_f32le", "-f", "wav", "pipe:1"]
+
+
+def _ffmpeg_format(path: Path) -> tuple[int, int]:
+    """(rate, channels) of the first audio track, from the header ffmpeg writes for it."""
     info = probe(path)
     if not info.has_audio:
         raise EngineError(f"{path}: has no audio track",
                           "pick a file with sound, or add the speech as a separate audio file", path=str(path))
-    with tempfile.TemporaryDirectory(prefix="synctalk-audio-") as folder:
-        decoded = Path(folder) / "decoded.wav"
-        run_ffmpeg(["-i", str(path), "-map", "0:a:0", "-vn", "-c:a", "pcm_f32le", str(decoded)],
-                   "decode the audio", path)
-        samples, rate = _read_soundfile(decoded)
-    if samples is None or samples.size == 0:
-        raise EngineError(f"{path}: the audio track decodes to nothing (truncated file?)",
-                          "export the audio again", path=str(path))
-    return samples, rate
+    with _FfmpegWav(path) as wav:
+        return wav.rate, wav.channels
+
+
+def _ffmpeg_blocks(path: Path) -> Iterator[np.ndarray]:
+    with _FfmpegWav(path) as wav:
+        yield from wav.blocks()
+
+
+class _FfmpegWav:
+    """ffmpeg decoding into a pipe as a float32 wav stream (whose header gives the rate and channels)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._errors = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(_ffmpeg_command(path), stdout=subprocess.PIPE, stderr=self._errors)
+        self.rate, self.channels = self._read_header()
+
+    def _read_header(self) -> tuple[int, int]:
+        out = self._proc.stdout
+        if out.read(12)[8:12] != b"WAVE":
+            self._fail()
+        fmt = None
+        while True:
+            head = out.read(8)
+            if len(head) < 8:
+                self._fail()
+            kind, size = head[:4], int.from_bytes(head[4:], "little")
+            if kind == b"data":
+                break
+            body = out.read(size + (size & 1))
+            if kind == b"fmt ":
+                fmt = body
+        if fmt is None:
+            self._fail()
+        return int.from_bytes(fmt[4:8], "little"), int.from_bytes(fmt[2:4], "little")
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        frame_bytes = 4 * self.channels
+        size = CHUNK_SECONDS * self.rate * frame_bytes
+        while data := self._proc.stdout.read(size):
+            data = data[:len(data) - len(data) % frame_bytes]
+            yield np.frombuffer(data, np.float32).reshape(-1, self.channels)
+        if self._proc.wait() != 0:
+            self._fail()
+
+    def _fail(self):
+        self._proc.kill()
+        self._proc.wait()
+        self._errors.seek(0)
+        tail = self._errors.read().decode(errors="replace").strip().splitlines()[-1:] or ["no audio decoded"]
+        raise EngineError(f"{self.path}: ffmpeg could not decode the audio: {tail[0]}",
+                          "check that the file plays in a media player; re-encode it if it does not",
+                          path=str(self.path))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        self._proc.stdout.close()
+        self._errors.close()
 
 
 def _check_wav_complete(path: Path, rate: int, channels: int) -> None:
@@ -111,7 +299,6 @@ def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int = SAMPLE_R
     """16-bit PCM wav, written to a temporary name and renamed, so it is never half-written."""
     import soundfile
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    soundfile.write(str(tmp), np.clip(samples, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        soundfile.write(str(tmp), np.clip(samples, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
     return path

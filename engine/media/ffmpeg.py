@@ -26,8 +26,15 @@ class MediaInfo:
     video_codec: str = ""
     audio_codec: str = ""
     sample_rate: int = 0
+    container: str = ""
+
+    @property
+    def still_image(self) -> bool:
+        """A picture (PNG, JPEG, ...), whatever its file name says: ffmpeg reads it as an image pipe."""
+        return self.container == "image2" or self.container.endswith("_pipe")
 
 
+_CONTAINER = re.compile(r"Input #0, ([\w,]+), from")
 _DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
 _VIDEO = re.compile(r"Stream #\S+.*?: Video: (\w+).*?, (\d{2,5})x(\d{2,5})")
 _FPS = re.compile(r"([\d.]+)(k?) (?:fps|tbr)")
@@ -49,6 +56,8 @@ def probe(path: str | Path) -> MediaInfo:
                           "use a common container (mp4, mov, mkv, webm, wav, mp3, flac, ogg, m4a)",
                           path=str(path))
     info = MediaInfo(str(path), None, False, False)
+    if m := _CONTAINER.search(report):
+        info.container = m.group(1).split(",")[0]
     if m := _DURATION.search(report):
         h, mnt, s = m.groups()
         info.duration = int(h) * 3600 + int(mnt) * 60 + float(s)

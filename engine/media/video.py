@@ -9,12 +9,16 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import EngineError
+from ..files import disk_full, partial_path
 from .ffmpeg import MediaInfo, ffmpeg_exe, probe
 
 
 def open_clip(path: str | Path) -> MediaInfo:
     """Probe a clip and check it has a video stream."""
     info = probe(path)
+    if info.still_image:
+        raise EngineError(f"{path}: is a still picture ({info.video_codec or info.container}), not a video clip",
+                          "pick a video of the person talking (mp4, mov, mkv, webm)", path=str(path))
     if not info.has_video or info.width == 0:
         raise EngineError(f"{path}: has no video stream", "pick a video clip (mp4, mov, mkv, webm)", path=str(path))
     return info
@@ -57,7 +61,7 @@ class VideoWriter:
                  audio: str | Path | None = None, crf: int = 18):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self.tmp = partial_path(self.path)
         self.size = (width, height)
         cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-"]
@@ -72,18 +76,36 @@ class VideoWriter:
     def write(self, frame: np.ndarray) -> None:
         if frame.shape[:2] != (self.size[1], self.size[0]) or frame.dtype != np.uint8:
             raise ValueError(f"frame {frame.shape} {frame.dtype} does not match {self.size} uint8")
-        self.proc.stdin.write(np.ascontiguousarray(frame[..., :3]).tobytes())
+        try:
+            self.proc.stdin.write(np.ascontiguousarray(frame[..., :3]).tobytes())
+        except BrokenPipeError:  # ffmpeg stopped (a full disk, most often): its own message says why
+            self._failed(self._end())
         self.frames += 1
 
     def close(self) -> Path:
-        self.proc.stdin.close()
-        err = self.proc.stderr.read().decode(errors="replace")
-        if self.proc.wait() != 0 or self.frames == 0:
-            self.tmp.unlink(missing_ok=True)
-            raise EngineError(f"{self.path}: encoding failed: {err.strip() or 'no frames'}",
-                              "check free disk space and that the output folder is writable", path=str(self.path))
+        err = self._end()
+        if self.proc.returncode != 0 or self.frames == 0:
+            self._failed(err)
         os.replace(self.tmp, self.path)
         return self.path
+
+    def _end(self) -> str:
+        """Close ffmpeg's input and wait for it; returns what it printed."""
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        err = self.proc.stderr.read().decode(errors="replace").strip()
+        self.proc.stderr.close()
+        self.proc.wait()
+        return err
+
+    def _failed(self, err: str):
+        self.tmp.unlink(missing_ok=True)
+        if "No space left on device" in err:
+            raise disk_full(self.path)
+        raise EngineError(f"{self.path}: encoding failed: {err or 'no frames'}",
+                          "check that the output folder is writable", path=str(self.path))
 
     def abort(self) -> None:
         self.proc.kill()

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..errors import EngineError
-from ..subject.format import atomic_write_tensors
+from ..files import atomic_write_tensors
 
 
 def save_weights(path: Path, tensors: dict[str, torch.Tensor], header: dict) -> None:

@@ -31,12 +31,28 @@ def expression_indices(expression: str) -> list[int]:
 
 
 def audio_features(subject: Subject, encoder_name: str) -> np.ndarray:
-    """(n_frames, dim) features of SUBJECT/audio.wav aligned to the subject's frames."""
-    from ..audio.features import frame_features, get_encoder
-    from ..media.audio import SAMPLE_RATE, load_audio
-    encoder = get_encoder(encoder_name)
-    samples = load_audio(subject.audio_path, SAMPLE_RATE)
-    return frame_features(encoder.encode(samples), encoder.rate, subject.fps, subject.n_frames)
+    """(n_frames, dim) features of SUBJECT/audio.wav aligned to the subject's frames (cached in the subject)."""
+    from ..audio.features import get_encoder, subject_speech
+    return subject_speech(subject).per_frame(get_encoder(encoder_name), subject.fps, 0, subject.n_frames)
+
+
+def working_size(subject_size: int, max_size: int | None) -> int:
+    """The NeRF's resolution for a subject: its own, or at most `max_size` (Preset.max_size says why)."""
+    return subject_size if max_size is None else min(subject_size, max_size)
+
+
+def resize_square(image: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
+    """A square image scaled to (size, size): area filter when shrinking, linear when growing."""
+    import cv2
+    if image.shape[0] == size:
+        return image
+    interpolation = cv2.INTER_NEAREST if nearest else (cv2.INTER_AREA if size < image.shape[0] else cv2.INTER_LINEAR)
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+def scaled_intrinsics(intrinsics: dict, scale: float) -> dict:
+    """Pinhole intrinsics of the same camera with images `scale` times as wide (pixel edges at 0)."""
+    return {k: float(v) * scale if k in ("fx", "fy", "cx", "cy") else float(v) for k, v in intrinsics.items()}
 
 
 def box_of(mask: np.ndarray, margin: int, size: int) -> tuple[int, int, int, int]:
@@ -66,9 +82,10 @@ class SubjectData:
     """Everything training reads, for the train frames and the held-out ones."""
 
     def __init__(self, subject: Subject, audio: np.ndarray, expression: str = "upper", window: int = 8,
-                 max_frames: int | None = None, progress=None):
+                 max_frames: int | None = None, progress=None, size: int | None = None):
         from ..audio.features import windows
-        self.subject, self.size = subject, subject.size
+        self.subject, self.size = subject, size or subject.size
+        scale = self.size / subject.size
         self.train_frames = subject.split("train")
         self.test_frames = subject.split("test")
         if max_frames is not None:  # tests and quick looks: a spread of the frames
@@ -84,7 +101,7 @@ class SubjectData:
         self.reference_pose = self.poses[self.train_frames].mean(axis=0)
         self.expressions = tracks["blendshapes"][:, expression_indices(expression)].astype(np.float32)
         self.audio_windows = windows(audio.astype(np.float32), window)
-        self.intrinsics = {k: float(v) for k, v in subject.intrinsics.items()}
+        self.intrinsics = scaled_intrinsics(subject.intrinsics, scale)
 
         # Pixels, kept as uint8: 1,500 frames at 256x256 are about 600 MB with the torso plates.
         stage = progress.stage("loading frames", len(self.frames)) if progress else None
@@ -97,13 +114,13 @@ class SubjectData:
         self.lip_box = np.empty((n, 4), np.int64)
         self.eye_box = np.empty((n, 4), np.int64)
         for row, index in enumerate(self.frames):
-            self.rgb[row] = subject.frame(index)
-            self.torso[row] = subject.torso(index)
-            head = subject.parsing(index) == LABEL_HEAD
+            self.rgb[row] = resize_square(subject.frame(index), s)
+            self.torso[row] = resize_square(subject.torso(index), s)
+            head = resize_square((subject.parsing(index) == LABEL_HEAD).astype(np.uint8), s, nearest=True) > 0
             self.head_mask[row] = head
             self.head_box[row] = box_of(head, HEAD_MARGIN, s)
-            self.lip_box[row] = landmark_box(landmarks[index, LIP_LANDMARKS, :2], 0.25, s)
-            self.eye_box[row] = landmark_box(landmarks[index, EYE_LANDMARKS, :2], 0.1, s)
+            self.lip_box[row] = landmark_box(landmarks[index, LIP_LANDMARKS, :2] * scale, 0.25, s)
+            self.eye_box[row] = landmark_box(landmarks[index, EYE_LANDMARKS, :2] * scale, 0.1, s)
             if stage:
                 stage.advance()
         if stage:
@@ -136,6 +153,11 @@ class SubjectData:
         x = b[:, 0] + (rng.random(len(slot)) * (b[:, 2] - b[:, 0])).astype(np.int64)
         y = b[:, 1] + (rng.random(len(slot)) * (b[:, 3] - b[:, 1])).astype(np.int64)
         return slot, x, y
+
+    @staticmethod
+    def inside(boxes: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Whether pixel (x[i], y[i]) lies inside boxes[i] (x0, y0, x1, y1, exclusive end)."""
+        return (x >= boxes[:, 0]) & (x < boxes[:, 2]) & (y >= boxes[:, 1]) & (y < boxes[:, 3])
 
     def box_pixels(self, box) -> tuple[np.ndarray, np.ndarray]:
         x0, y0, x1, y1 = (int(v) for v in box)

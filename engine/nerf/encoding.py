@@ -188,6 +188,10 @@ class TriPlaneEncoding(nn.Module):
         if use_tcnn:
             self.planes = nn.ModuleList([TcnnGrid2D(levels, features, base_resolution, finest_resolution, log2_table)
                                          for _ in range(3)])
+            # Saved and loaded in one layout whatever trained it: a GPU-trained head renders on a CPU.
+            self.features = features
+            self.register_state_dict_post_hook(_planes_to_table)
+            self.register_load_state_dict_pre_hook(_table_to_planes)
         else:
             self.grids = HashGrids2D(3, levels, features, base_resolution, finest_resolution, log2_table,
                                      naive_backward)
@@ -198,3 +202,29 @@ class TriPlaneEncoding(nn.Module):
         if self.use_tcnn:
             return torch.cat([plane(uv[:, i]) for i, plane in enumerate(self.planes)], dim=-1)
         return self.grids(uv)
+
+
+# The canonical layout of a TriPlaneEncoding's parameters is HashGrids2D's: one `grids.table` of shape
+# (3 * per_grid, features), plane after plane. tiny-cuda-nn keeps each plane's table as one flat
+# `params` vector in the same order (level by level, an entry's features together), so converting is
+# a concatenation one way and a split the other.
+def planes_to_table(params: list[torch.Tensor], features: int) -> torch.Tensor:
+    """Three tiny-cuda-nn plane parameter vectors -> the (3 * per_grid, features) table."""
+    return torch.cat([p.detach().reshape(-1, features).float() for p in params])
+
+
+def table_to_planes(table: torch.Tensor, planes: int = 3) -> list[torch.Tensor]:
+    """The (planes * per_grid, features) table -> one flat parameter vector per plane."""
+    return [chunk.reshape(-1) for chunk in table.chunk(planes)]
+
+
+def _planes_to_table(module: "TriPlaneEncoding", state_dict: dict, prefix: str, local_metadata) -> None:
+    keys = [f"{prefix}planes.{i}.grid.params" for i in range(len(module.planes))]
+    state_dict[f"{prefix}grids.table"] = planes_to_table([state_dict.pop(k) for k in keys], module.features)
+
+
+def _table_to_planes(module: "TriPlaneEncoding", state_dict: dict, prefix: str, *args) -> None:
+    table = state_dict.pop(f"{prefix}grids.table", None)
+    if table is not None:
+        for i, params in enumerate(table_to_planes(table, len(module.planes))):
+            state_dict[f"{prefix}planes.{i}.grid.params"] = params

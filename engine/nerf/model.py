@@ -8,7 +8,6 @@ background are 2D.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,7 +20,6 @@ from .field import HeadField
 from .raymarch import OccupancyGrid, Rays, pixel_rays, project, render_rays
 from .torso import TorsoNet
 
-WEIGHTS_FILE, CONFIG_FILE = "head.safetensors", "head.json"
 RENDER_CHUNK = 8192  # rays per field pass when rendering: bounds memory
 HEAD_GROWTH = 8      # pixels around the frame's parsed head that the rendered head may reach
 
@@ -49,9 +47,23 @@ class HeadModel(nn.Module):
         self.torso = TorsoNet(config["n_latents"], config["size"])
         self.register_buffer("audio_mean", torch.zeros(config["audio_dim"]))
         self.register_buffer("audio_std", torch.ones(config["audio_dim"]))
+        # Blendshapes enter standardised over the training clip: MediaPipe's jawOpen of a speaker may
+        # span 0-0.2 and a blink 0-0.6; raw, the small-range curves barely reach the MLP and the field
+        # settles on the average mouth. (Models saved before this have identity values here.)
+        n_expression = len(config["expression_indices"])
+        self.register_buffer("expression_mean", torch.zeros(n_expression))
+        self.register_buffer("expression_std", torch.ones(n_expression))
 
     def frame_codes(self, audio_windows: torch.Tensor, expressions: torch.Tensor) -> torch.Tensor:
-        return self.field.frame_codes((audio_windows - self.audio_mean) / self.audio_std, expressions)
+        return self.field.frame_codes((audio_windows - self.audio_mean) / self.audio_std,
+                                      (expressions - self.expression_mean) / self.expression_std)
+
+    def load_weights(self, tensors: dict) -> None:
+        """load_state_dict, with identity expression scaling for heads saved before it existed."""
+        tensors = dict(tensors)
+        tensors.setdefault("expression_mean", torch.zeros_like(self.expression_mean))
+        tensors.setdefault("expression_std", torch.ones_like(self.expression_std))
+        self.load_state_dict(tensors)
 
     def mouth_from_audio(self, audio_windows: torch.Tensor) -> torch.Tensor:
         return self.field.mouth_from_audio((audio_windows - self.audio_mean) / self.audio_std)
@@ -100,10 +112,6 @@ class HeadModel(nn.Module):
         return cv2.dilate(covered, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)) > 0
 
 
-def model_files(subject) -> tuple[Path, Path]:
-    return subject.model_dir / WEIGHTS_FILE, subject.model_dir / CONFIG_FILE
-
-
 class TalkingHead:
     """A subject's trained head, ready to render frames (API.md)."""
 
@@ -113,7 +121,8 @@ class TalkingHead:
         self.config = config
         self.audio_encoder: str = config["audio_encoder"]
         self.audio_window: int = config["audio_window"]
-        self.size: int = config["size"]
+        self.size: int = subject.size           # frames come out at the subject's size...
+        self.work_size: int = config["size"]    # ...the head is rendered at the NeRF's (Preset.max_size)
         self.samples: int = config["samples"]
         self.intrinsics = {k: float(v) for k, v in config["intrinsics"].items()}
         self.latent_row = {int(f): row for row, f in enumerate(config["train_frames"])}
@@ -127,7 +136,7 @@ class TalkingHead:
     @classmethod
     def load(cls, subject, device: str = "auto") -> "TalkingHead":
         from .checkpoint import load_weights
-        weights, config_path = model_files(subject)
+        weights, config_path = subject.head_weights_path, subject.head_config_path
         if not weights.is_file() or not config_path.is_file():
             raise EngineError(f"{subject.root} has no trained talking-head model",
                               f"run `python -m engine train {subject.root}` first", path=str(subject.model_dir))
@@ -135,10 +144,10 @@ class TalkingHead:
         torch_device = pick_device(device)
         if torch_device.type == "cpu":
             choose_cpu_threads()
-        config["use_tcnn"] = False  # the weights are in HashGrids2D's layout; rendering uses the PyTorch grid
+        config["use_tcnn"] = False  # the weights are saved in HashGrids2D's layout; rendering uses the PyTorch grid
         model = HeadModel(config)
         tensors, _ = load_weights(weights, torch_device)
-        model.load_state_dict(tensors)
+        model.load_weights(tensors)
         model.to(torch_device).eval()
         return cls(subject, model, torch_device)
 
@@ -153,13 +162,13 @@ class TalkingHead:
         return self.latent_row.get(int(frame_index), len(self.latent_row))
 
     def _torso_layer(self, frame_index: int, pose: np.ndarray, exact_pose: bool):
-        """(rgb premultiplied (S,S,3), alpha (S,S)) of the torso over nothing."""
-        s = self.size
+        """(rgb premultiplied (S,S,3), alpha (S,S)) of the torso over nothing, at the subject's size."""
         if exact_pose or not self.torso_trained:
             # At the frame's own pose the preprocessed torso plate is exact: head removed, neck filled.
             torso = self.subject.torso(frame_index).astype(np.float32) / 255.0
             return torso, None
-        from .dataset import pose_vector
+        from .dataset import pose_vector, resize_square
+        s = self.work_size
         ys, xs = np.mgrid[0:s, 0:s]
         uv = torch.from_numpy(np.stack([(xs.reshape(-1) + 0.5) / s, (ys.reshape(-1) + 0.5) / s], -1).astype(np.float32))
         pv = torch.from_numpy(pose_vector(pose[None], self.reference_pose)).expand(len(uv), -1)
@@ -167,7 +176,7 @@ class TalkingHead:
         uv, pv, rows = uv.to(self.device), pv.to(self.device), rows.to(self.device)
         rgb, alpha = self.model.torso(uv, pv, self.model.torso_latents_for(rows))
         rgb = (rgb * alpha[:, None]).reshape(s, s, 3).cpu().numpy()
-        return rgb, alpha.reshape(s, s).cpu().numpy()
+        return resize_square(rgb, self.size), resize_square(alpha.reshape(s, s).cpu().numpy(), self.size)
 
     @torch.inference_mode()
     def render(self, frame_index: int, audio_window: np.ndarray, blendshapes: np.ndarray | None = None,
@@ -186,15 +195,16 @@ class TalkingHead:
                               f"({self.audio_window}, {self.config['audio_dim']}) from the '{self.audio_encoder}' encoder",
                               "compute the features with engine.audio.features.get_encoder(head.audio_encoder)")
 
-        s = self.size
-        head_rgb = np.zeros((s, s, 3), np.float32)
-        head_alpha = np.zeros((s, s), np.float32)
-        pixels = self.model.head_pixels(pose, self.intrinsics, s)
+        from .dataset import resize_square
+        w = self.work_size
+        head_rgb = np.zeros((w, w, 3), np.float32)
+        head_alpha = np.zeros((w, w), np.float32)
+        pixels = self.model.head_pixels(pose, self.intrinsics, w)
         if exact_pose:
             # At the frame's own pose the head can only be where the parsing saw it (grown for a mouth
             # that opens wider than in the frame); everywhere else the torso plate is already right.
             import cv2
-            seen = (self.subject.parsing(frame_index) == LABEL_HEAD).astype(np.uint8)
+            seen = resize_square((self.subject.parsing(frame_index) == LABEL_HEAD).astype(np.uint8), w, nearest=True)
             pixels &= cv2.dilate(seen, np.ones((2 * HEAD_GROWTH + 1,) * 2, np.uint8)) > 0
         ys, xs = np.nonzero(pixels)
         if len(xs):
@@ -202,6 +212,7 @@ class TalkingHead:
                                              self._row(frame_index))
             head_rgb[ys, xs] = rgb
             head_alpha[ys, xs] = alpha
+        head_rgb, head_alpha = resize_square(head_rgb, self.size), resize_square(head_alpha, self.size)
 
         torso_rgb, torso_alpha = self._torso_layer(frame_index, pose, exact_pose)
         if rgba:

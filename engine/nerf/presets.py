@@ -1,6 +1,6 @@
 """Training presets: the trade-off between time and quality, by device.
 
-Measured costs (README-nerf.md has the table): `tiny` seconds (tests), `preview` under 45 minutes
+Measured costs (README.md has the table): `tiny` seconds (tests), `preview` under 45 minutes
 on a 2-core CPU for lieu_60s (256x256), `standard` and `paper` for a GPU (`paper` = SyncTalk's
 schedule: 65,536 rays a step, ~60k head steps, lip fine-tuning to ~100k).
 """
@@ -30,6 +30,11 @@ class Preset:
     encoding: dict = field(default_factory=lambda: dict(levels=12, features=1, base_resolution=64,
                                                        finest_resolution=512, log2_table=14))
     max_frames: int | None = None   # use a spread of this many training frames (tests)
+    # Working resolution: the NeRF trains and renders at most this many pixels across; the head is
+    # scaled up to the subject's size before it is composited (torso, background and the paste-back
+    # into the source stay at full size). On a CPU a 512-px head costs 4x the rays of a 256-px one
+    # for every held-out frame and render, and spreads the same training rays 4x thinner.
+    max_size: int | None = None
     # Wall-clock budget of the NeRF stages: each stage ends at its step count or its share of the
     # budget, whichever comes first, and its learning-rate schedule follows the same clock. This
     # keeps `preview` inside its promise on a machine that is slower or busier than expected.
@@ -43,9 +48,15 @@ PRESETS = {
     "tiny": Preset("tiny", head_steps=40, lip_steps=10, torso_steps=20, rays_per_step=512, frames_per_step=2,
                    samples=32, torso_rays=1024, grid_resolution=32, grid_update_every=8, checkpoint_every=20,
                    eval_every=20, encoding=dict(levels=6, features=1, base_resolution=16, finest_resolution=128,
-                                                log2_table=12), max_frames=12),
+                                                log2_table=12), max_frames=12, max_size=128),
+    # The demo's: a recognisable face whose mouth follows the speech in about 3 minutes on 2 CPU cores.
+    "demo": Preset("demo", head_steps=1500, lip_steps=400, torso_steps=150, rays_per_step=1024, frames_per_step=4,
+                   samples=32, torso_rays=2048, grid_resolution=64, checkpoint_every=500, eval_every=250,
+                   encoding=dict(levels=10, features=1, base_resolution=16, finest_resolution=256, log2_table=14),
+                   time_budget_s=150, max_size=128),
     "preview": Preset("preview", head_steps=7000, lip_steps=2500, torso_steps=800, rays_per_step=1536,
-                      frames_per_step=4, samples=40, torso_rays=4096, eval_every=200, time_budget_s=38 * 60),
+                      frames_per_step=4, samples=40, torso_rays=4096, eval_every=200, time_budget_s=38 * 60,
+                      max_size=256),
     "standard": Preset("standard", head_steps=20000, lip_steps=8000, torso_steps=5000, rays_per_step=16384,
                        frames_per_step=8, samples=96, torso_rays=16384, checkpoint_every=2000, eval_every=1000),
     "paper": Preset("paper", head_steps=60000, lip_steps=40000, torso_steps=20000, rays_per_step=65536,

@@ -22,17 +22,18 @@ import torch
 from ..arkit import ARKIT_INDEX
 from ..errors import EngineError
 from ..progress import Progress
-from ..subject.format import Subject, atomic_write_json
+from ..files import atomic_write_json
+from ..subject.format import Subject
+from ..subject.schema import HeadRecord
 from . import losses
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
-from .dataset import SubjectData, audio_features, expression_indices, pose_vector
+from .dataset import SubjectData, audio_features, expression_indices, pose_vector, resize_square, working_size
 from .encoding import tcnn_available
-from .model import HeadModel, choose_cpu_threads, model_files, pick_device
+from .model import HeadModel, choose_cpu_threads, pick_device
 from .presets import Preset
 from .raymarch import Rays, pixel_rays
 
 STAGES = ("head", "lip", "torso")
-CHECKPOINT_FILE = "checkpoint.safetensors"
 GRID_WARMUP_STEPS = 64       # every allowed cell stays occupied until the field has learnt something
 OUTSIDE_OPACITY_WEIGHT = 1e-2  # keeps the head's opacity off the torso and background
 ATTENTION_SPARSITY = 1e-4      # region attention: audio acts where it must, not everywhere
@@ -43,16 +44,25 @@ REGION_RAY_SHARE = {"lip_box": 0.25, "eye_box": 0.10}
 AUDIO_SUPERVISION = 0.1        # weight of the mouth-curves readout of the audio code
 AUDIO_BATCH, AUDIO_DROPOUT = 128, 0.3  # frames per readout step; input dropout against over-fitting the clip
 AUDIO_WARMUP_STEPS = 500       # readout-only steps before the NeRF starts
+EXPRESSION_MIN_STD = 0.02     # curves that barely move stay small after standardising (tracking noise ~0.005)
 BOX_LO, BOX_HI = (-1.3, -1.5, -1.3), (1.3, 1.6, 1.0)  # decimetres, MediaPipe's canonical head frame
 
 
 class Trainer:
     def __init__(self, subject: Subject, preset: Preset, progress: Progress, audio_encoder: str | None = None,
-                 device: str = "auto", expression: str = "upper", resume: bool = False, seed: int = 0):
+                 device: str = "auto", expression: str = "upper", resume: bool = False, seed: int = 0,
+                 continue_stages: list[str] | None = None):
+        """`continue_stages`: train only these stages on top of the subject's trained head, keeping the others."""
         self.subject, self.preset, self.progress = subject, preset, progress
         self.device = pick_device(device)
-        self.checkpoint_path = subject.model_dir / CHECKPOINT_FILE
-        header = None
+        self.checkpoint_path = subject.checkpoint_path
+        header = trained = None
+        if continue_stages is not None:
+            trained = json.loads(subject.head_config_path.read_text())
+            if trained["preset"] != preset.name:
+                raise EngineError(f"the trained head was made with preset '{trained['preset']}'",
+                                  f"a stage subset continues it: train with --preset {trained['preset']} "
+                                  "(or all stages to replace it)", path=str(subject.head_config_path))
         if resume:
             if not self.checkpoint_path.is_file():
                 raise EngineError(f"{self.checkpoint_path}: no checkpoint to resume from",
@@ -62,14 +72,18 @@ class Trainer:
                 raise EngineError(f"the checkpoint was made with preset '{header['preset']}'",
                                   f"resume with --preset {header['preset']}", path=str(self.checkpoint_path))
         from ..audio.features import DEFAULT_ENCODER
-        encoder = header["config"]["audio_encoder"] if header else (audio_encoder or DEFAULT_ENCODER)
-        expression = header["config"]["expression"] if header else expression
+        base = header["config"] if header else trained
+        encoder = base["audio_encoder"] if base else (audio_encoder or DEFAULT_ENCODER)
+        expression = base["expression"] if base else expression
 
         with progress.stage(f"audio features ({encoder})", 1) as stage:
             audio = audio_features(subject, encoder)
             stage.advance()
-        self.data = SubjectData(subject, audio, expression, max_frames=preset.max_frames, progress=progress)
-        config = header["config"] if header else self._config(encoder, expression, audio.shape[1])
+        size = base["size"] if base else working_size(subject.size, preset.max_size)
+        self.data = SubjectData(subject, audio, expression, max_frames=preset.max_frames, progress=progress, size=size)
+        config = base if base else self._config(encoder, expression, audio.shape[1])
+        if trained and not header:  # a saved head is in the canonical layout: train it on this machine's grid
+            config = {**config, "use_tcnn": self.device.type == "cuda" and tcnn_available()}
         self.model = HeadModel(config).to(self.device)
         self.optimizers = self._optimizers()
         self.stages_done: list[str] = []
@@ -83,10 +97,19 @@ class Trainer:
             self.metrics, self.seconds = header.get("metrics", {}), header.get("seconds", 0.0)
             self.stage_seconds = header.get("stage_seconds", 0.0)
             progress.info(f"resuming at {self.stage} step {self.step}")
+        elif trained:
+            self.model.load_weights(load_weights(subject.head_weights_path, self.device)[0])
+            self.stages_done = [s for s in trained.get("stages_done", []) if s not in continue_stages]
+            self.metrics, self.seconds = dict(trained.get("metrics", {})), trained.get("train_seconds", 0.0)
+            progress.info(f"continuing the trained head: keeping {', '.join(self.stages_done) or 'no stage'}, "
+                          f"training {', '.join(continue_stages)}")
         else:
             train_audio = torch.from_numpy(audio[self.data.train_frames])
             self.model.audio_mean.copy_(train_audio.mean(0))
             self.model.audio_std.copy_(train_audio.std(0).clamp(min=1e-3))
+            train_expressions = torch.from_numpy(self.data.expressions[self.data.train_frames])
+            self.model.expression_mean.copy_(train_expressions.mean(0))
+            self.model.expression_std.copy_(train_expressions.std(0).clamp(min=EXPRESSION_MIN_STD))
             with progress.stage("carving the head's space", 1) as stage:
                 self.model.grid.carve(self.data.carve(self.model.grid))
                 stage.advance()
@@ -171,6 +194,7 @@ class Trainer:
                     if "psnr" not in metrics and name != "torso":
                         self.metrics["heldout_psnr"] = round(self.heldout_psnr(), 2)
                     self.metrics[f"{name}_steps_per_s"] = metrics.get("steps_per_s")
+                    self.metrics[f"{name}_steps"] = self.step
                 self.stages_done.append(name)
                 self.save_checkpoint()
         except KeyboardInterrupt:
@@ -190,7 +214,13 @@ class Trainer:
         return self.rng.choice(self.data.n_train, size=min(count, self.data.n_train), replace=False)
 
     def _render_pixels(self, rows: np.ndarray, slot: np.ndarray, x: np.ndarray, y: np.ndarray, training: bool):
-        """Head rendered over the torso plates for pixels (x, y) of frames rows[slot]; -> (output, pred, target, under)."""
+        """Head rendered over the torso plates for pixels (x, y) of frames rows[slot]; -> (output, pred, target, under).
+
+        In training, rays inside the frame's lip box see the mean per-frame latent, not the frame's own:
+        the latents are there to absorb lighting and exposure drift, and around the mouth a free 4-d code
+        per frame would absorb the mouth itself (held-out frames, which get the mean code, would then
+        render an average mouth); this way only the audio and expression codes can explain it.
+        """
         data, device = self.data, self.device
         audio, expressions, poses = data.conditioning(rows, device)
         codes = self.model.frame_codes(audio, expressions)
@@ -198,7 +228,13 @@ class Trainer:
         slot_t = torch.from_numpy(slot).to(device)
         xf, yf = (torch.from_numpy(v.astype(np.float32)).to(device) for v in (x, y))
         origins, directions = pixel_rays(poses[slot_t], data.intrinsics, xf, yf)
-        out = self.model.render_head(Rays(origins, directions, slot_t), codes, latents, self.preset.samples,
+        frame = slot_t
+        if training:
+            in_lips = torch.from_numpy(data.inside(data.lip_box[rows[slot]], x, y)).to(device)
+            mean = self.model.field.latents.weight.mean(dim=0, keepdim=True).expand_as(latents)
+            codes, latents = torch.cat([codes, codes]), torch.cat([latents, mean])
+            frame = slot_t + len(rows) * in_lips.long()
+        out = self.model.render_head(Rays(origins, directions, frame), codes, latents, self.preset.samples,
                                      perturb=training, training=training)
         frame_rows = rows[slot]
         target = torch.from_numpy(data.rgb[frame_rows, y, x].astype(np.float32) / 255.0).to(device)
@@ -336,7 +372,7 @@ class Trainer:
     @property
     def background(self) -> np.ndarray:
         if not hasattr(self, "_background"):
-            self._background = self.subject.background().astype(np.float32) / 255.0
+            self._background = resize_square(self.subject.background(), self.data.size).astype(np.float32) / 255.0
         return self._background
 
     @torch.no_grad()
@@ -363,24 +399,16 @@ class Trainer:
         save_checkpoint(self.checkpoint_path, self.model, self.optimizers, self.header())
 
     def finish(self) -> dict:
-        """Write the final weights and config, record the model in subject.json, drop the checkpoint."""
-        weights, config_path = model_files(self.subject)
+        """Write the final weights and config, record the model in subject.json (the train command drops
+        the checkpoint once its last stage is done, so a cancel in the expression stage can resume)."""
+        weights, config_path = self.subject.head_weights_path, self.subject.head_config_path
         config = {**self.model.config, "stages_done": self.stages_done, "metrics": self.metrics,
                   "train_seconds": round(self.seconds, 1)}
         self.model.config = config
         save_weights(weights, self.model.state_dict(), {"preset": self.preset.name})
         atomic_write_json(config_path, config)
-        models = _models_on_disk(self.subject)
-        models["head"] = {"weights": f"model/{weights.name}", "config": f"model/{config_path.name}",
-                          "preset": self.preset.name, "audio_encoder": config["audio_encoder"],
-                          "stages": self.stages_done, "heldout_psnr": self.metrics.get("heldout_psnr"),
-                          "train_seconds": round(self.seconds, 1)}
-        self.subject.update_meta(models=models)
-        self.checkpoint_path.unlink(missing_ok=True)
+        self.subject.record_model("head", HeadRecord(
+            self.subject.relative(weights), self.subject.relative(config_path), self.preset.name,
+            config["audio_encoder"], list(self.stages_done), self.metrics.get("heldout_psnr"), round(self.seconds, 1)))
         return {"model": str(weights), "train_seconds": round(self.seconds, 1), **self.metrics}
 
-
-def _models_on_disk(subject: Subject) -> dict:
-    """subject.json's "models" as on disk now: another command may have added one since we read it."""
-    path = subject.root / "subject.json"
-    return json.loads(path.read_text()).get("models", {}) if path.is_file() else dict(subject.meta.get("models", {}))

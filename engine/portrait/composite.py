@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..subject.schema import CropBox
+
 # Feather width as a share of the face's size (square root of its area): wide enough to hide a
 # colour step, narrow enough to keep the jaw line the render drew.
 FEATHER_SHARE = 0.06
@@ -30,26 +32,6 @@ class FaceLayer:
     """The render ready to paste: colour-matched RGB (S, S, 3) float32 in [0, 1] and its alpha (S, S)."""
     colour: np.ndarray
     alpha: np.ndarray
-
-
-@dataclass(frozen=True)
-class CropBox:
-    """Where the square crop came from in the source frame: source pixels [x0, x1) x [y0, y1).
-
-    It may reach outside the source frame (the crop was padded there).
-    """
-    x0: float
-    y0: float
-    x1: float
-    y1: float
-
-    @classmethod
-    def from_meta(cls, value) -> "CropBox":
-        """From subject.json's `crop_box`: {"x", "y", "width", "height"} or [x0, y0, x1, y1]."""
-        if isinstance(value, dict):
-            return cls(value["x"], value["y"], value["x"] + value["width"], value["y"] + value["height"])
-        x0, y0, x1, y1 = value
-        return cls(x0, y0, x1, y1)
 
 
 def face_size(face_mask: np.ndarray) -> float:

@@ -13,22 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EngineError
-from ..subject.format import Subject
-from .composite import CropBox
-
-
-def source_info(subject: Subject) -> tuple[Path | None, int, CropBox | None]:
-    """(source clip path or None, index of the subject's frame 0 in the clip, crop box or None).
-
-    Preprocessing keeps the whole clip (frame 0 is the clip's first frame at the subject's rate);
-    a `first_frame` entry, if a trimmed subject records one, shifts that.
-    """
-    meta = subject.meta
-    source = meta.get("source")
-    path = source.get("path") if isinstance(source, dict) else source
-    first = int(source.get("first_frame", 0)) if isinstance(source, dict) else 0
-    box = CropBox.from_meta(meta["crop_box"]) if meta.get("crop_box") is not None else None
-    return (Path(path) if path else None), first, box
+from ..files import preallocated_memmap, remove_leftovers, require_free_space, temp_prefix
 
 
 class SourceFrames:
@@ -40,9 +25,16 @@ class SourceFrames:
         self.width, self.height = info.width, info.height
         wanted = sorted({int(i) for i in indices})
         self._slot = {index: slot for slot, index in enumerate(wanted)}
-        self._tmp = tempfile.TemporaryDirectory(prefix="synctalk-source-")
-        self._frames = np.lib.format.open_memmap(Path(self._tmp.name) / "frames.npy", mode="w+", dtype=np.uint8,
-                                                 shape=(max(len(wanted), 1), self.height, self.width, 3))
+        remove_leftovers(tempfile.gettempdir())  # what a killed render left
+        require_free_space(tempfile.gettempdir(), len(wanted) * self.height * self.width * 3,
+                           f"keeping {len(wanted)} source frames for the full-frame render (or render with --crop)")
+        self._tmp = tempfile.TemporaryDirectory(prefix=temp_prefix("source"))
+        try:
+            self._frames = preallocated_memmap(Path(self._tmp.name) / "frames.u8", np.uint8,
+                                               (max(len(wanted), 1), self.height, self.width, 3))
+        except BaseException:
+            self._tmp.cleanup()
+            raise
         stage = progress.stage("decode source", len(wanted)) if progress is not None else None
         remaining = set(wanted)
         last = wanted[-1] + first if wanted else -1
@@ -68,7 +60,7 @@ class SourceFrames:
         return self._frames[self._slot[int(index)]]
 
     def close(self) -> None:
-        del self._frames
+        self._frames = None
         self._tmp.cleanup()
 
     def __enter__(self):

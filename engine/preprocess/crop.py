@@ -8,33 +8,13 @@ side. Its position in source pixels is stored so renders can be pasted back at f
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import cv2
 import numpy as np
+
+from ..subject.schema import CropBox
 
 MAX_DEFAULT_SIZE = 512     # default output size: the crop's own resolution, capped here
 HEAD_AND_SHOULDERS = 2.2   # crop side in face heights (forehead-to-chin) plus the head's travel
 SHOULDER_SHIFT = 0.35      # the box centre sits this many face heights below the face centre
-
-
-@dataclass(frozen=True)
-class CropBox:
-    """A square in source pixels: columns x..x+side, rows y..y+side."""
-    x: int
-    y: int
-    side: int
-
-    def cut(self, frame: np.ndarray, size: int) -> np.ndarray:
-        """The box's pixels resized to (size, size): area filter when shrinking, cubic when growing."""
-        patch = frame[self.y:self.y + self.side, self.x:self.x + self.side]
-        if self.side == size:
-            return np.ascontiguousarray(patch)
-        interpolation = cv2.INTER_AREA if size < self.side else cv2.INTER_CUBIC
-        return cv2.resize(patch, (size, size), interpolation=interpolation)
-
-    def to_dict(self) -> dict:
-        return {"x": self.x, "y": self.y, "width": self.side, "height": self.side}
 
 
 def choose_crop_box(face_boxes: np.ndarray, width: int, height: int) -> tuple[CropBox, bool]:
@@ -52,10 +32,10 @@ def choose_crop_box(face_boxes: np.ndarray, width: int, height: int) -> tuple[Cr
     centre_y = (top + bottom) / 2 + SHOULDER_SHIFT * face_height
     x = int(round(np.clip(centre_x - side / 2, 0, width - side)))
     y = int(round(np.clip(centre_y - side / 2, 0, height - side)))
-    box = CropBox(x, y, side)
+    box = CropBox(x, y, side, side)
     fits = left >= x and top >= y and right <= x + side and bottom <= y + side
     return box, bool(fits)
 
 
 def default_size(box: CropBox) -> int:
-    return min(box.side, MAX_DEFAULT_SIZE)
+    return min(box.width, MAX_DEFAULT_SIZE)

@@ -77,6 +77,10 @@ def classify(found: np.ndarray, fps: float, path) -> tuple[np.ndarray, list[dict
     if excluded:
         warnings.append(f"the face was lost at {_listing(excluded, fps)}; those "
                         f"{sum(g['end_frame'] - g['start_frame'] for g in excluded)} frames are excluded from training")
+    if n < MIN_USABLE_S * fps:
+        raise EngineError(f"{path}: the clip is only {n / fps:.1f} s long ({n} frames at {fps:g} fps)",
+                          f"use a clip of at least {MIN_USABLE_S:g} s (10 s or more of speech trains well)",
+                          path=str(path))
     usable = int((valid > 0).sum())
     if usable < max(MIN_USABLE_SHARE * n, MIN_USABLE_S * fps):
         raise EngineError(

@@ -16,7 +16,6 @@ earlier subject untouched.
 """
 from __future__ import annotations
 
-import hashlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,17 +31,24 @@ from ..media.audio import load_audio, write_wav
 from ..media.video import open_clip, read_frames
 from ..progress import Progress
 from ..tracking import stabilize
-from ..subject.format import FORMAT, VERSION, SubjectWriter, atomic_write_json, atomic_write_tensors, frame_name
+from ..files import preallocated_memmap, require_free_space, sha256_of, write_failed
+from ..lock import JobLock
+from ..subject.format import SubjectWriter, frame_name
+from ..subject.schema import MAX_FPS, CropBox, Source, Split, SubjectMeta
 from . import gaps
-from .crop import CropBox, choose_crop_box, default_size
+from .crop import choose_crop_box, default_size
 from .plates import PLATE_EVERY, BackgroundPlate, torso_image
 
 LOCATE_MAX_SIDE = 640       # pass 1 only needs to find the face: analyse at most this resolution
 LOCATE_EVERY = 3            # ... and only every 3rd frame (0.12 s apart at 25 fps)
 SHORT_CLIP_S = 10.0         # below this a subject trains poorly: warn
+DECODED_SHARE = 0.9         # fewer frames than this share of the header's duration decode: a truncated file
 SMOOTH_WINDOW, SMOOTH_ORDER = 5, 3   # SyncTalk's Savitzky-Golay smoothing of the blendshapes
 PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
 MAX_PENDING_WRITES = 32     # bounds the memory held by frames waiting to be written
+# Disk a subject needs, per crop pixel of each frame: its PNGs and tracks took 3.8 bytes at 96 px (may_5s),
+# plus 1 byte for the grey scratch copy while it runs; 3 is a lower bound that refuses only what cannot fit.
+BYTES_PER_CROP_PIXEL = 3.0
 
 
 @dataclass
@@ -71,8 +77,8 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
                models_dir: str | Path | None = None, progress: Progress | None = None) -> dict:
     progress = progress or Progress("quiet")
     clip = Path(clip)
-    if fps <= 0:
-        raise EngineError(f"--fps must be positive, got {fps}", "use 25 (SyncTalk's rate)")
+    if not 0 < fps <= MAX_FPS:
+        raise EngineError(f"--fps must be above 0 and at most {MAX_FPS:g}, got {fps}", "use 25 (SyncTalk's rate)")
     if size is not None and not 64 <= size <= 2048:
         raise EngineError(f"--size must be between 64 and 2048, got {size}", "leave it out for the default")
     destination = Path(destination)
@@ -84,17 +90,27 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
     if not info.has_audio:
         raise EngineError(f"{clip}: has no audio track", "the subject learns from the speech: use the "
                           "original recording with its sound, or mux the audio in first", path=str(clip))
+    with JobLock(destination, "preprocess"):
+        return _preprocess(clip, info, destination, fps, size, models_dir, progress)
+
+
+def _preprocess(clip: Path, info, destination: Path, fps: float, size: int | None, models_dir,
+                progress: Progress) -> dict:
     warnings: list[str] = []
     with SubjectWriter(destination) as writer:
         root = writer.root
         stage = progress.stage("audio", 1)
         samples = load_audio(clip)
-        write_wav(root / "audio.wav", samples)
+        write_wav(writer.audio_path, samples)
         stage.advance()
         stage.close()
 
         located = locate_face(clip, info, fps, models_dir, progress)
         n = located.frames
+        if info.duration and n < DECODED_SHARE * info.duration * fps:
+            warnings.append(f"only {n / fps:.1f} s of the clip's {info.duration:.1f} s could be decoded: the file "
+                            "looks truncated (an unfinished copy or download?); the subject holds those "
+                            f"{n / fps:.1f} s. Copy or export the clip again to use all of it")
         if not located.found.any():
             raise EngineError(f"{clip}: no face was found in any of its {n} frames",
                               "use a clip where one person faces the camera, well lit and not too small",
@@ -105,11 +121,13 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
             warnings.append("the head leaves the crop at times (the person moves more than the frame "
                             "allows); those frames show a cut-off head")
         size = size or default_size(box)
+        require_free_space(destination.parent, int(n * size * size * BYTES_PER_CROP_PIXEL),
+                           f"a subject of {n} frames at {size} px")
 
         plate = build_plate(clip, info, fps, box, size, n, models_dir, progress)
         _write_png(root / "background.png", plate[..., ::-1])
         gray_path = root / ".gray.u8"   # the stabilizer's input, on disk rather than in memory
-        gray = np.lib.format.open_memmap(gray_path, mode="w+", dtype=np.uint8, shape=(n, size, size))
+        gray = preallocated_memmap(gray_path, np.uint8, (n, size, size))
         analysed = analyse_crops(clip, info, fps, box, size, plate, gray, root, models_dir, progress)
 
         valid, gap_list, gap_warnings = gaps.classify(analysed.found, fps, clip)
@@ -130,7 +148,7 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
         for message in warnings:
             progress.warn(message)
 
-        atomic_write_tensors(root / "tracks.safetensors", {
+        writer.write_tracks({
             "landmarks": landmarks.astype(np.float32),
             "blendshapes": smooth_blendshapes(blendshapes_raw),
             "blendshapes_raw": blendshapes_raw.astype(np.float32),
@@ -140,21 +158,15 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
             "valid": valid,
         })
         n_train = int(round(n * 10 / 11))
-        meta = {
-            "format": FORMAT, "version": VERSION, "fps": fps, "frames": n, "size": size,
-            "crop_box": box.to_dict(),
-            "source": {"path": str(clip.resolve()), "sha256": sha256_of(clip), "width": info.width,
-                       "height": info.height, "fps": info.fps, "duration": info.duration},
-            "intrinsics": stabilised.intrinsics,
-            "split": {"train": [0, n_train], "test": [n_train, n],
-                      "excluded": np.flatnonzero(valid == gaps.VALID_EXCLUDED).tolist()},
-            "gaps": gap_list,
-            "warnings": warnings,
-            "stabilizer": {"reprojection_rmse_px": stabilised.reprojection_rmse_px,
-                           "keypoints": stabilised.keypoints, "jitter": stabilised.jitter},
-            "models": {},
-        }
-        atomic_write_json(root / "subject.json", meta)
+        meta = SubjectMeta(
+            fps=fps, frames=n, size=size, crop_box=box,
+            source=Source(str(clip.resolve()), sha256_of(clip), info.width, info.height, info.fps, info.duration),
+            intrinsics=stabilised.intrinsics,
+            split=Split((0, n_train), (n_train, n), np.flatnonzero(valid == gaps.VALID_EXCLUDED).tolist()),
+            gaps=gap_list, warnings=warnings,
+            stabilizer={"reprojection_rmse_px": stabilised.reprojection_rmse_px,
+                        "keypoints": stabilised.keypoints, "jitter": stabilised.jitter})
+        writer.write_meta(meta)
 
         stage = progress.stage("preview", 1)
         from .preview import write_preview
@@ -165,7 +177,7 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
 
     return {"subject": str(destination), "frames": n, "size": size, "fps": fps,
             "train_frames": int(n_train - np.sum(valid[:n_train] == 0)),
-            "excluded_frames": len(meta["split"]["excluded"]), "warnings": len(warnings),
+            "excluded_frames": len(meta.split.excluded), "warnings": len(warnings),
             "reprojection_rmse_px": round(float(stabilised.reprojection_rmse_px), 3),
             "jitter_raw": stabilised.jitter["raw"], "jitter_stabilised": stabilised.jitter["stabilised"]}
 
@@ -269,9 +281,9 @@ def _submit_masks(pool: ThreadPoolExecutor, root: Path, index: int, crop: np.nda
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
+    """Straight to its name: the whole subject folder is renamed into place only when complete."""
     if not cv2.imwrite(str(path), np.ascontiguousarray(image), PNG_FAST):
-        raise EngineError(f"{path}: could not be written", "check free disk space and permissions",
-                          path=str(path))
+        raise write_failed(path)
 
 
 def _timestamp_ms(index: int, fps: float) -> int:
@@ -298,12 +310,3 @@ def smooth_blendshapes(raw: np.ndarray) -> np.ndarray:
     smoothed[:half] = (fit[:half] @ x[:SMOOTH_WINDOW])
     smoothed[n - half:] = (fit[half + 1:] @ x[n - SMOOTH_WINDOW:])
     return np.clip(smoothed, 0, 1).astype(np.float32)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-

@@ -12,35 +12,37 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..files import atomic_output
 from ..subject.format import frame_name
+from ..subject.schema import CropBox, SubjectMeta
 
 TILE = 256
 SAMPLES = 5
 LABEL_COLOURS = np.array([[0, 0, 0], [230, 60, 60], [60, 200, 60], [60, 90, 230]], np.float32)
 
 
-def write_preview(root: Path, meta: dict, landmarks: np.ndarray, valid: np.ndarray,
+def write_preview(root: Path, meta: SubjectMeta, landmarks: np.ndarray, valid: np.ndarray,
                   pose_raw: np.ndarray, pose: np.ndarray) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sheet = contact_sheet(root, landmarks, valid, meta["fps"])
+    sheet = contact_sheet(root, landmarks, valid, meta.fps)
     fig = plt.figure(figsize=(16, 11), dpi=100)
     grid = fig.add_gridspec(2, 2, height_ratios=[sheet.shape[0] / sheet.shape[1] * 16, 3.2])
     ax = fig.add_subplot(grid[0, :])
     ax.imshow(sheet)
     ax.set_axis_off()
-    stabilizer = meta.get("stabilizer", {})
+    stabilizer = meta.stabilizer
     jitter = stabilizer.get("jitter", {})
-    ax.set_title(f"{Path(meta['source']['path']).name}: {meta['frames']} frames at {meta['fps']:g} fps, "
-                 f"{meta['size']} px crop of the source at {_box_text(meta['crop_box'])}; "
-                 f"{len(meta['split']['excluded'])} frames excluded, {len(meta['warnings'])} warnings\n"
+    ax.set_title(f"{Path(meta.source.path).name}: {meta.frames} frames at {meta.fps:g} fps, "
+                 f"{meta.size} px crop of the source at {_box_text(meta.crop_box)}; "
+                 f"{len(meta.split.excluded)} frames excluded, {len(meta.warnings)} warnings\n"
                  f"stabilizer: reprojection RMSE {stabilizer.get('reprojection_rmse_px', float('nan')):.2f} px "
-                 f"over {stabilizer.get('keypoints', 0)} keypoints, focal {meta['intrinsics']['fx']:.0f} px",
+                 f"over {stabilizer.get('keypoints', 0)} keypoints, focal {meta.intrinsics['fx']:.0f} px",
                  fontsize=11)
 
-    times = np.arange(len(pose)) / meta["fps"]
+    times = np.arange(len(pose)) / meta.fps
     motions = {name: _head_motion(p) for name, p in (("raw", pose_raw), ("stabilised", pose))}
     for column, (what, unit, index, scale) in enumerate((("rotation", "degrees", 0, np.degrees(1.0)),
                                                           ("translation", "mm", 1, 1000.0))):
@@ -51,7 +53,7 @@ def write_preview(root: Path, meta: dict, landmarks: np.ndarray, valid: np.ndarr
             axis.plot(times, motions["stabilised"][index][:, k] * scale, color=colour, lw=1.2,
                       label=f"{name}")
         for start, end in _lost_spans(valid):
-            axis.axvspan(start / meta["fps"], end / meta["fps"], color="0.85", zorder=0)
+            axis.axvspan(start / meta.fps, end / meta.fps, color="0.85", zorder=0)
         key = "rotation_deg" if index == 0 else "translation"
         axis.set_title(f"head {what} (faint: raw MediaPipe, solid: stabilised); jitter "
                        f"{_num(jitter, 'raw', key)} -> {_num(jitter, 'stabilised', key)}", fontsize=10)
@@ -60,10 +62,11 @@ def write_preview(root: Path, meta: dict, landmarks: np.ndarray, valid: np.ndarr
         axis.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     path = root / "preview.png"
-    tmp = path.with_name(".preview.partial.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -124,8 +127,8 @@ def _tile(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(image, (TILE, TILE), interpolation=interpolation))
 
 
-def _box_text(box: dict) -> str:
-    return f"({box['x']}, {box['y']}) {box['width']}x{box['height']}"
+def _box_text(box: CropBox) -> str:
+    return f"({box.x}, {box.y}) {box.width}x{box.height}"
 
 
 def _num(jitter: dict, which: str, key: str) -> str:

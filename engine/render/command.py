@@ -12,11 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..media.audio import load_audio
+from ..audio.features import SpeechFeatures
 from ..subject.format import Subject
 from .driving import drive_speech, parse_range
 from .output import FORMATS, choose_format, open_output
 from .pipeline import Framing, frames
+
+# A lower bound of the output's size per pixel, to refuse a render the disk cannot hold before it starts:
+# PNG of a rendered face compresses to about half of its raw RGB(A); H.264 at crf 18 to far less.
+OUTPUT_BYTES_PER_PIXEL = {"png": 1.0, "rgba": 1.0, "mp4": 0.01}
 
 
 def configure(parser) -> None:
@@ -41,16 +45,28 @@ def configure(parser) -> None:
 
 
 def run(args, progress) -> dict:
-    from ..curves import Curves
-    from ..nerf.model import TalkingHead
+    from ..files import remove_leftovers
+    from ..lock import JobLock
 
     subject = Subject(args.subject)
     fmt = choose_format(args.format, args.output)
-    samples = load_audio(args.audio)
+    with JobLock(args.output, "render"):
+        remove_leftovers(args.output.parent)
+        if fmt != "mp4":
+            remove_leftovers(args.output)
+        return _render(subject, fmt, args, progress)
+
+
+def _render(subject: Subject, fmt: str, args, progress) -> dict:
+    from ..curves import Curves
+    from ..files import require_free_space
+    from ..nerf.model import TalkingHead
+
+    speech = SpeechFeatures(args.audio, subject.cache_dir, progress)
     curves = Curves.load(args.curves) if args.curves is not None else None
     head = TalkingHead.load(subject, device=args.device)
     progress.info(f"audio features: {head.audio_encoder}")
-    driving = drive_speech(subject, samples, head.audio_encoder, head.audio_window, curves,
+    driving = drive_speech(subject, speech, head.audio_encoder, head.audio_window, curves,
                            curves_path=args.curves, progress=progress,
                            mouth_from_speech=head.follows_mouth_curves)
     total = len(driving)
@@ -61,6 +77,8 @@ def run(args, progress) -> dict:
     with ExitStack() as stack:
         framing = Framing(subject, args.full_frame, np.unique(driving.frame_index), progress, stack, rgba=rgba)
         width, height = framing.size(head.size)
+        require_free_space(args.output.parent, len(driving) * width * height * OUTPUT_BYTES_PER_PIXEL[fmt],
+                           f"rendering {len(driving)} frames of {width}x{height}")
         output = open_output(fmt, args.output, width, height, subject.fps, args.audio, start, len(driving))
         started = time.monotonic()
         try:

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..audio.features import frame_features, get_encoder, windows
+from ..audio.features import SpeechFeatures, as_speech, frame_positions, get_encoder, interpolate, subject_speech
 from ..errors import EngineError
 from ..expression.predict import MOUTH_INDEX
-from ..media.audio import SAMPLE_RATE
 from ..subject.format import Subject
 
 
@@ -50,49 +49,27 @@ def ping_pong(count: int, frames: np.ndarray) -> np.ndarray:
     return frames[np.where(turn % 2 == 0, position, n - 1 - position)]
 
 
-def audio_windows(samples: np.ndarray, encoder_name: str, fps: float, n_frames: int, window: int,
-                  models_dir=None) -> np.ndarray:
-    """(n_frames, window, dim): the encoder the model was trained with, aligned to the video frames."""
-    encoder = get_encoder(encoder_name, models_dir)
-    per_frame = frame_features(encoder.encode(samples), encoder.rate, fps, n_frames)
-    return windows(per_frame, window)
-
-
-def frame_count(samples: np.ndarray, fps: float) -> int:
-    """Video frames covered by the speech (whole frames only, so the video never outlasts it)."""
-    return max(1, int(np.floor(len(samples) / SAMPLE_RATE * fps + 1e-6)))
-
-
 def resample_curves(curves, fps: float, n_frames: int, progress=None, path=None):
-    """(weights (n, 52), rotation (n, 3), translation (n, 3)) at `fps`, linearly interpolated.
+    """(weights (n, 52), rotation (n, 3), translation (n, 3)) at `fps`, linearly interpolated at frame centres.
 
     Curves shorter than the speech hold their last value (with a warning), longer ones are cut.
     """
     if len(curves) == 0:
         raise EngineError(f"{path}: the curves file holds no frames", "export the curves again", path=path)
-    position = np.arange(n_frames) / fps * curves.fps
     covered = (len(curves) - 1) / curves.fps
     if progress is not None and (n_frames - 1) / fps > covered + 0.5 / fps:
         progress.warn(f"{path}: the curves cover {covered:.2f} s but the speech lasts "
                       f"{n_frames / fps:.2f} s; the last curve values are held to the end")
-    position = np.clip(position, 0, len(curves) - 1)
-    low = np.floor(position).astype(np.int64)
-    high = np.minimum(low + 1, len(curves) - 1)
-    t = (position - low)[:, None].astype(np.float32)
-
-    def at(values):
-        return (values[low] * (1 - t) + values[high] * t).astype(np.float32)
-
-    return at(curves.weights), at(curves.head_rotation), at(curves.head_translation)
+    positions = frame_positions(curves.fps, fps, 0, n_frames, len(curves))
+    return (interpolate(curves.weights, positions), interpolate(curves.head_rotation, positions),
+            interpolate(curves.head_translation, positions))
 
 
-def mouth_curves_from_speech(subject: Subject, samples: np.ndarray, n_frames: int, models_dir=None) -> np.ndarray:
+def mouth_curves_from_speech(subject: Subject, speech: SpeechFeatures, n_frames: int, models_dir=None) -> np.ndarray:
     """(n_frames, len(MOUTH_AND_JAW)): the subject's expression model's mouth and jaw curves for the speech."""
     from ..expression.animate import Animator
-    weights = Animator(subject, models_dir=models_dir)(samples, subject.fps, head="none").weights[:, MOUTH_INDEX]
-    if len(weights) < n_frames:  # the two frame counts may round differently by one frame
-        weights = np.concatenate([weights, np.repeat(weights[-1:], n_frames - len(weights), axis=0)])
-    return weights[:n_frames]
+    animator = Animator(subject, models_dir=models_dir)
+    return animator(speech, subject.fps, head="none", n_frames=n_frames).weights[:, MOUTH_INDEX]
 
 
 def with_mouth_from_speech(blendshapes: np.ndarray, mouth: np.ndarray) -> np.ndarray:
@@ -101,25 +78,27 @@ def with_mouth_from_speech(blendshapes: np.ndarray, mouth: np.ndarray) -> np.nda
     return blendshapes
 
 
-def drive_speech(subject: Subject, samples: np.ndarray, encoder_name: str, window: int, curves=None,
+def drive_speech(subject: Subject, speech, encoder_name: str, window: int, curves=None,
                  curves_path=None, progress=None, models_dir=None, mouth_from_speech: bool = False) -> Driving:
-    """The driving of a whole speech (16 kHz mono samples), from curves when given, else replayed.
+    """The driving of a whole speech (a SpeechFeatures, a file or 16 kHz samples), from curves when given,
+    else replayed.
 
+    window: the head's audio window (its config's audio_window).
     mouth_from_speech: without curves, take the mouth curves from the speech (heads trained on them).
     """
-    fps = subject.fps
-    n = frame_count(samples, fps)
+    fps, speech = subject.fps, as_speech(speech)
+    n = speech.n_frames(fps)
     train = subject.split("train")
     if len(train) == 0:
         raise EngineError(f"{subject.root}: the subject has no training frames", "preprocess the clip again",
                           path=str(subject.root))
     frame_index = ping_pong(n, train)
-    audio = audio_windows(samples, encoder_name, fps, n, window, models_dir)
+    audio = speech.windows(get_encoder(encoder_name, models_dir), fps, window)
     if curves is None:
         blendshapes = subject.tracks["blendshapes"][frame_index]
         poses = subject.tracks["pose"][frame_index]
         if mouth_from_speech:
-            blendshapes = with_mouth_from_speech(blendshapes, mouth_curves_from_speech(subject, samples, n, models_dir))
+            blendshapes = with_mouth_from_speech(blendshapes, mouth_curves_from_speech(subject, speech, n, models_dir))
     else:
         from ..tracking.headpose import poses_from_head_motion, reference_pose
         blendshapes, rotation, translation = resample_curves(curves, fps, n, progress, curves_path)
@@ -134,13 +113,12 @@ def drive_frames(subject: Subject, indices: np.ndarray, encoder_name: str, windo
 
     mouth_from_speech: the mouth curves predicted from the frames' audio instead of their tracked ones.
     """
-    from ..media.audio import load_audio
-    samples = load_audio(subject.audio_path)
-    audio = audio_windows(samples, encoder_name, subject.fps, subject.n_frames, window, models_dir)
+    speech = subject_speech(subject)
+    audio = speech.windows(get_encoder(encoder_name, models_dir), subject.fps, window, n_frames=subject.n_frames)
     indices = np.asarray(indices, np.int64)
     blendshapes = subject.tracks["blendshapes"][indices]
     if mouth_from_speech:
-        mouth = mouth_curves_from_speech(subject, samples, subject.n_frames, models_dir)[indices]
+        mouth = mouth_curves_from_speech(subject, speech, subject.n_frames, models_dir)[indices]
         blendshapes = with_mouth_from_speech(blendshapes, mouth)
     return Driving(subject.fps, indices, audio[indices], blendshapes.astype(np.float32),
                    subject.tracks["pose"][indices].astype(np.float32))

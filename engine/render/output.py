@@ -6,15 +6,14 @@ temporary name and renamed. The mp4 of a range carries that range's slice of the
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from ..errors import EngineError
-from ..media.audio import load_audio, write_wav
+from ..files import atomic_write_image, partial_path
+from ..media.audio import open_audio, write_wav
 from ..media.video import VideoWriter
 
 FORMATS = ("mp4", "png", "rgba")
@@ -42,13 +41,8 @@ class PngSequence:
         self.written = 0
 
     def write(self, number: int, image: np.ndarray) -> None:
-        path = self.folder / f"{number:06d}.png"
-        tmp = path.with_name(f".{path.name}.partial.png")
         code = cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(image, code)):
-            raise EngineError(f"{path}: could not write the frame", "check free disk space and permissions",
-                              path=str(path))
-        os.replace(tmp, path)
+        atomic_write_image(self.folder / f"{number:06d}.png", cv2.cvtColor(image, code))
         self.written += 1
 
     def close(self) -> Path:
@@ -62,14 +56,12 @@ class Mp4Output:
     """The frames with the matching slice of the speech (AAC), written atomically by VideoWriter."""
 
     def __init__(self, path: Path, width: int, height: int, fps: float, speech: Path, first: int, count: int):
-        samples = load_audio(speech, MUX_RATE, allow_silent=True)
         start = int(round(first / fps * MUX_RATE))
         stop = int(round((first + count) / fps * MUX_RATE))
+        samples = open_audio(speech, MUX_RATE, allow_silent=True).read(start, stop)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{path.stem}.audio-", suffix=".wav", dir=path.parent)
-        os.close(handle)
-        self._audio = Path(name)
-        write_wav(self._audio, samples[start:stop], MUX_RATE)
+        self._audio = partial_path(path.with_suffix(".wav"))
+        write_wav(self._audio, samples, MUX_RATE)
         self._video = VideoWriter(path, width, height, fps, audio=self._audio)
 
     def write(self, number: int, image: np.ndarray) -> None:

@@ -8,13 +8,15 @@ Three kinds of frame:
 from __future__ import annotations
 
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from ..portrait.composite import CropBox, as_uint8, face_layer, over_frame, paste_back, rgba_into_source
-from ..portrait.source import SourceFrames, source_info
-from ..subject.format import Subject
+from ..files import sha256_of
+from ..portrait.composite import as_uint8, face_layer, over_frame, paste_back, rgba_into_source
+from ..portrait.source import SourceFrames
+from ..subject.format import CropBox, Subject
 from .driving import Driving
 
 
@@ -29,16 +31,17 @@ class Framing:
         self.canvas: tuple[int, int] | None = None  # (width, height) of the source, for RGBA
         if not full_frame:
             return
-        path, first, box = source_info(subject)
-        if box is None or path is None:
+        source, box = subject.meta.source, subject.meta.crop_box
+        if box is None or source is None:
             progress.warn(f"{subject.root / 'subject.json'} records no source clip or crop box; "
                           "rendering at the crop size")
             return
+        path = Path(source.path)
         if not path.is_file():
             progress.warn(f"source clip {path} not found; rendering at the crop size "
                           "(put the clip back there to get full-frame output)")
             return
-        if not _same_clip(subject, path):
+        if source.sha256 is not None and sha256_of(path) != source.sha256:
             progress.warn(f"source clip {path} changed since preprocessing (checksum differs); "
                           "rendering at the crop size")
             return
@@ -48,7 +51,8 @@ class Framing:
             info = open_clip(path)
             self.canvas = (info.width, info.height)
         else:
-            self.source = stack.enter_context(SourceFrames(path, subject.fps, first, needed_frames, progress))
+            self.source = stack.enter_context(SourceFrames(path, subject.fps, source.first_frame, needed_frames,
+                                                           progress))
 
     @property
     def full(self) -> bool:
@@ -73,13 +77,6 @@ class Framing:
         if self.canvas is not None:
             return rgba_into_source(rgba, self.box, *self.canvas)
         return as_uint8(rgba)
-
-
-def _same_clip(subject: Subject, path) -> bool:
-    from ..models import sha256_of
-    source = subject.meta.get("source")
-    recorded = source.get("sha256") if isinstance(source, dict) else None
-    return recorded is None or sha256_of(path) == recorded
 
 
 def render_frame(head, driving: Driving, j: int, rgba: bool = False) -> np.ndarray:

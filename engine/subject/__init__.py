@@ -1,4 +1,6 @@
 """The subject folder: what preprocessing writes and training, rendering and evaluation read."""
-from .format import Subject, SubjectWriter, atomic_write_json, atomic_write_tensors, FORMAT, VERSION
+from .format import Subject, SubjectWriter, expression_file, frame_name
+from .schema import FORMAT, VERSION, CropBox, ExpressionRecord, HeadRecord, Source, Split, SubjectMeta
 
-__all__ = ["Subject", "SubjectWriter", "atomic_write_json", "atomic_write_tensors", "FORMAT", "VERSION"]
+__all__ = ["Subject", "SubjectWriter", "SubjectMeta", "CropBox", "Source", "Split", "HeadRecord", "ExpressionRecord",
+           "expression_file", "frame_name", "FORMAT", "VERSION"]

@@ -1,4 +1,4 @@
-"""The subject folder, version 1.
+"""The subject folder, version 1 (subject.json's fields: engine/subject/schema.py).
 
     subject.json          format name and version, fps, crop size, crop box in the source clip,
                           intrinsics, source checksum, split, gaps, warnings, which models exist
@@ -19,7 +19,10 @@
     torso/NNNNNN.png      the frame with the head replaced by background and the neck gap filled
     background.png        the background plate
     preview.png           the contact sheet for a person to check the subject
-    model/                written by training (safetensors weights + config json)
+    model/                written by training: head.safetensors + head.json (the talking head),
+                          expression-ENCODER.safetensors (speech -> blendshapes), checkpoint.safetensors
+                          while the head trains; each recorded in subject.json "models" once written
+    cache/                derived data kept between runs (audio features), safe to delete
 
 Every write is atomic: a whole subject is built in a sibling temporary folder and renamed into
 place; later single-file writes (model, subject.json) go to a temporary name and are renamed.
@@ -35,47 +38,61 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EngineError
+from ..files import atomic_write_image, atomic_write_json, atomic_write_tensors
+from .schema import FORMAT, REPROCESS, VERSION, CropBox, SubjectMeta
 
-FORMAT = "synctalk-subject"
-VERSION = 1
 LABEL_BACKGROUND, LABEL_HEAD, LABEL_NECK, LABEL_TORSO = 0, 1, 2, 3
+IMAGE_FOLDERS = ("frames", "parsing", "facemask", "torso")
+META_FILE, TRACKS_FILE, AUDIO_FILE = "subject.json", "tracks.safetensors", "audio.wav"
+MODEL_DIR = "model"
+HEAD_WEIGHTS, HEAD_CONFIG, CHECKPOINT = "head.safetensors", "head.json", "checkpoint.safetensors"
+
+__all__ = ["FORMAT", "VERSION", "CropBox", "Subject", "SubjectMeta", "SubjectWriter", "expression_file", "frame_name"]
 
 
 def frame_name(index: int) -> str:
     return f"{index:06d}.png"
 
 
-def atomic_write_json(path: str | Path, data: dict) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable))
-    os.replace(tmp, path)
+def expression_file(encoder: str) -> str:
+    """One expression model per audio encoder, so a subject can hold several side by side."""
+    return f"expression-{encoder}.safetensors"
 
 
-def atomic_write_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict | None = None) -> None:
-    from safetensors.numpy import save_file
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
-              metadata={k: str(v) for k, v in (metadata or {}).items()})
-    os.replace(tmp, path)
+def read_meta(root: Path) -> SubjectMeta:
+    """subject.json, checked (its frame count against the tracks' too)."""
+    path = root / META_FILE
+    if not path.is_file():
+        raise EngineError(f"{root} is not a subject folder (no {META_FILE})",
+                          "run `python -m engine preprocess CLIP -o FOLDER` first", path=str(root))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EngineError(f"{path}: not valid JSON ({exc})", f"undo the hand edit, or {REPROCESS}",
+                          path=str(path)) from exc
+    return SubjectMeta.from_dict(data, path, tracked_frames(root))
 
 
-def _jsonable(value):
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value)}")
+def tracked_frames(root: Path) -> int | None:
+    """Frames in tracks.safetensors, from its header alone (None when it holds no per-frame array)."""
+    from safetensors import safe_open
+    path = root / TRACKS_FILE
+    if not path.is_file():
+        raise EngineError(f"{path}: missing", REPROCESS, path=str(path))
+    try:
+        with safe_open(str(path), "numpy") as f:
+            shapes = [f.get_slice(k).get_shape() for k in f.keys()]
+    except Exception as exc:  # safetensors raises several types for a damaged file
+        raise EngineError(f"{path}: unreadable ({exc})", REPROCESS, path=str(path)) from exc
+    return shapes[0][0] if shapes and shapes[0] else None
 
 
 class SubjectWriter:
     """Builds a subject in a temporary sibling folder; `commit()` swaps it into place.
 
     If the process dies before commit, the destination is untouched (an older subject stays
-    whole) and the leftover temporary folder is removed by the next run.
+    whole) and the leftover temporary folder is removed by the next run (which holds the
+    subject's lock, so no other writer's folder is removed).
     """
 
     def __init__(self, destination: str | Path):
@@ -83,14 +100,32 @@ class SubjectWriter:
         self.destination.parent.mkdir(parents=True, exist_ok=True)
         for stale in self.destination.parent.glob(f".{self.destination.name}.partial-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        self.root = Path(tempfile.mkdtemp(prefix=f".{self.destination.name}.partial-",
+        self.root = Path(tempfile.mkdtemp(prefix=f".{self.destination.name}.partial-{os.getpid()}-",
                                           dir=self.destination.parent))
-        for sub in ("frames", "parsing", "facemask", "torso"):
+        for sub in IMAGE_FOLDERS:
             (self.root / sub).mkdir()
 
+    def image_path(self, folder: str, index: int) -> Path:
+        return self.root / folder / frame_name(index)
+
+    def write_image(self, folder: str, index: int, image_bgr: np.ndarray, params: list | None = None) -> None:
+        atomic_write_image(self.image_path(folder, index), image_bgr, params)
+
+    def write_tracks(self, tracks: dict[str, np.ndarray]) -> None:
+        atomic_write_tensors(self.root / TRACKS_FILE, tracks)
+
+    def write_meta(self, meta: SubjectMeta) -> None:
+        atomic_write_json(self.root / META_FILE, meta.to_dict())
+
+    @property
+    def audio_path(self) -> Path:
+        return self.root / AUDIO_FILE
+
     def commit(self) -> Path:
+        """Check what was written reads back as a subject, then swap it into place."""
+        Subject(self.root)
         if self.destination.exists():
-            if not (self.destination / "subject.json").is_file() and any(self.destination.iterdir()):
+            if not (self.destination / META_FILE).is_file() and any(self.destination.iterdir()):
                 self.abort()
                 raise EngineError(f"{self.destination} exists and is not a subject folder",
                                   "choose an empty or new output folder", path=str(self.destination))
@@ -115,60 +150,96 @@ class SubjectWriter:
 
 
 class Subject:
-    """Read access to a subject folder."""
+    """A subject folder: its checked subject.json (`meta`), its files, and its trained models."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        meta_path = self.root / "subject.json"
-        if not meta_path.is_file():
-            raise EngineError(f"{self.root} is not a subject folder (no subject.json)",
-                              "run `python -m engine preprocess CLIP -o FOLDER` first", path=str(self.root))
-        self.meta = json.loads(meta_path.read_text())
-        if self.meta.get("format") != FORMAT:
-            raise EngineError(f"{meta_path} is not a SyncTalk subject", "preprocess the clip again",
-                              path=str(meta_path))
-        if self.meta.get("version", 0) > VERSION:
-            raise EngineError(f"{meta_path} was written by a newer version (format {self.meta['version']})",
-                              "update the extension", path=str(meta_path))
+        self.meta = read_meta(self.root)
         self._tracks = None
 
     # Shape of the data
     @property
     def n_frames(self) -> int:
-        return int(self.meta["frames"])
+        return self.meta.frames
 
     @property
     def fps(self) -> float:
-        return float(self.meta["fps"])
+        return self.meta.fps
 
     @property
     def size(self) -> int:
-        return int(self.meta["size"])
+        return self.meta.size
 
     @property
     def intrinsics(self) -> dict:
-        return self.meta["intrinsics"]
+        if self.meta.intrinsics is None:
+            raise EngineError(f"{self.root / META_FILE}: field 'intrinsics' is missing", REPROCESS,
+                              path=str(self.root / META_FILE))
+        return self.meta.intrinsics
 
     @property
-    def audio_path(self) -> Path:
-        return self.root / "audio.wav"
-
-    @property
-    def model_dir(self) -> Path:
-        return self.root / "model"
+    def cache_dir(self) -> Path:
+        """Derived data kept between runs (audio features keyed by the audio's checksum); safe to delete."""
+        return self.root / "cache"
 
     def split(self, name: str) -> np.ndarray:
         """Frame indices of 'train' or 'test', without the excluded frames."""
-        start, end = self.meta["split"][name]
-        excluded = set(self.meta["split"].get("excluded", []))
-        return np.array([i for i in range(start, end) if i not in excluded], np.int64)
+        start, end = getattr(self.meta.split, name)
+        frames = np.arange(start, end, dtype=np.int64)
+        return frames[~np.isin(frames, self.meta.split.excluded)]
+
+    # Files
+    @property
+    def audio_path(self) -> Path:
+        return self.root / AUDIO_FILE
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / MODEL_DIR
+
+    @property
+    def head_weights_path(self) -> Path:
+        return self.model_dir / HEAD_WEIGHTS
+
+    @property
+    def head_config_path(self) -> Path:
+        return self.model_dir / HEAD_CONFIG
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.model_dir / CHECKPOINT
+
+    def expression_model_path(self, encoder: str) -> Path:
+        return self.model_dir / expression_file(encoder)
+
+    def relative(self, path: Path) -> str:
+        """How subject.json names a file of the subject (model/NAME)."""
+        return Path(path).relative_to(self.root).as_posix()
+
+    # Trained models
+    def model(self, kind: str):
+        """The record of the trained model `kind` ('head', 'expression'), or None when there is none
+        or its files are gone (a record is only as true as the files it names)."""
+        record = self.meta.models.get(kind)
+        if record is None or not hasattr(record, "to_dict"):
+            return None
+        files = [record.weights, record.config] if kind == "head" else [record.file]
+        return record if all((self.root / f).is_file() for f in files) else None
+
+    def record_model(self, kind: str, record) -> None:
+        """Record a model just written. subject.json is read again first: another stage or command
+        may have recorded its own model since this Subject was opened."""
+        meta = read_meta(self.root)
+        meta.models[kind] = record
+        atomic_write_json(self.root / META_FILE, meta.to_dict())
+        self.meta = meta
 
     # Per-frame data
     @property
     def tracks(self) -> dict[str, np.ndarray]:
         if self._tracks is None:
             from safetensors.numpy import load_file
-            self._tracks = load_file(str(self.root / "tracks.safetensors"))
+            self._tracks = load_file(str(self.root / TRACKS_FILE))
         return self._tracks
 
     def _image(self, folder: str, index: int, flags: int) -> np.ndarray:
@@ -176,7 +247,7 @@ class Subject:
         path = self.root / folder / frame_name(index)
         image = cv2.imread(str(path), flags)
         if image is None:
-            raise EngineError(f"{path}: missing or unreadable", "preprocess the clip again", path=str(path))
+            raise EngineError(f"{path}: missing or unreadable", REPROCESS, path=str(path))
         return image
 
     def frame(self, index: int) -> np.ndarray:
@@ -200,10 +271,5 @@ class Subject:
         path = self.root / "background.png"
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
-            raise EngineError(f"{path}: missing", "preprocess the clip again", path=str(path))
+            raise EngineError(f"{path}: missing", REPROCESS, path=str(path))
         return image[..., ::-1].copy()
-
-    def update_meta(self, **changes) -> None:
-        """Merge `changes` into subject.json (atomically)."""
-        self.meta.update(changes)
-        atomic_write_json(self.root / "subject.json", self.meta)

@@ -1,0 +1,206 @@
+"""Writing files so that nothing is ever half-written, and what a full disk or a killed job leaves.
+
+Every output goes to a temporary sibling named `.NAME.partial-PID-TOKEN.EXT` (unique per process and
+write, keeping the extension so that ffmpeg, OpenCV and matplotlib pick the right format) and is
+renamed over NAME only when complete; on any error the temporary is removed. What a SIGKILL leaves
+(a partial whose PID is no longer running) is removed by the next job in that folder
+(`remove_leftovers`). A full disk becomes one EngineError naming the file.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .errors import EngineError
+
+_PARTIAL = re.compile(r"^\..*\.partial-(\d+)-")
+_TEMP_FOLDER = re.compile(r"^synctalk-[a-z]+-(\d+)-")
+LOW_SPACE = 1 << 20   # a write that fails with less free space than this failed for want of space
+
+
+def partial_path(path: Path) -> Path:
+    """A unique temporary name beside `path` for this process (the extension kept)."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.partial-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
+
+
+def temp_prefix(kind: str) -> str:
+    """Prefix of this process's folders in the system temp (`tempfile.mkdtemp(prefix=...)`)."""
+    return f"synctalk-{kind}-{os.getpid()}-"
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yields a temporary path to write; on success it replaces `path`, on any error it is removed."""
+    path = Path(path)
+    tmp = partial_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as exc:
+        _remove(tmp)
+        # Some writers (libsndfile, libpng) only say "system error": a disk left all but full says why.
+        if is_disk_full(exc) or (isinstance(exc, Exception) and not isinstance(exc, EngineError)
+                                 and free_bytes(path.parent) < LOW_SPACE):
+            raise disk_full(path) from exc
+        raise
+
+
+def atomic_write_json(path: str | Path, data: dict) -> None:
+    text = json.dumps(data, indent=2, default=_jsonable)
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_write_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict | None = None) -> None:
+    from safetensors.numpy import save_file
+    with atomic_output(path) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
+                  metadata={k: str(v) for k, v in (metadata or {}).items()})
+
+
+def atomic_write_image(path: str | Path, image_bgr: np.ndarray, params: list | None = None) -> None:
+    """An image through OpenCV (which reports failure by returning False, not by raising)."""
+    import cv2
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        if not cv2.imwrite(str(tmp), np.ascontiguousarray(image_bgr), params or []):
+            raise write_failed(path)
+
+
+def _jsonable(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFull(EngineError):
+    """A write failed for want of space (the file was not written; nothing earlier was changed)."""
+
+
+def disk_full(path: str | Path) -> DiskFull:
+    path = Path(path)
+    return DiskFull(f"{path}: the disk is full ({_free_text(path.parent)} free)",
+                    "free some disk space (or choose a folder on another disk) and run again; "
+                    "nothing written before was changed", path=str(path))
+
+
+def write_failed(path: str | Path) -> EngineError:
+    """For writers that only say 'failed' (OpenCV, ffmpeg): the disk is full, or the folder is not writable."""
+    path = Path(path)
+    if free_bytes(path.parent) < LOW_SPACE:
+        return disk_full(path)
+    return EngineError(f"{path}: could not be written", "check that the folder exists and is writable",
+                       path=str(path))
+
+
+def free_bytes(folder: str | Path) -> int:
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def _free_text(folder: Path) -> str:
+    try:
+        return f"{free_bytes(folder) / 1e6:.1f} MB"
+    except OSError:
+        return "no space"
+
+
+def require_free_space(folder: str | Path, needed: int, what: str) -> None:
+    """Refuse before long work when the disk cannot hold what it will write (`needed` bytes, estimated)."""
+    free = free_bytes(folder)
+    if free < needed:
+        raise EngineError(f"{folder}: {what} needs about {needed / 1e6:.0f} MB, but only {free / 1e6:.0f} MB are free",
+                          "free some disk space or choose a folder on another disk", path=str(folder))
+
+
+def preallocated_memmap(path: Path, dtype, shape: tuple) -> np.memmap:
+    """A scratch array on disk whose blocks are reserved first, so a full disk is an error here
+    (ENOSPC) and not a SIGBUS at some later write into the mapping."""
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    try:
+        with open(path, "wb") as handle:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(handle.fileno(), 0, max(size, 1))
+            else:  # Windows and macOS report a full disk on write, not with a signal
+                handle.truncate(max(size, 1))
+    except OSError as exc:
+        _remove(path)
+        if is_disk_full(exc):
+            raise disk_full(path) from exc
+        raise
+    return np.memmap(path, dtype=dtype, mode="r+", shape=shape)
+
+
+def process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    if sys.platform == "win32":
+        import ctypes
+        handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        code = ctypes.c_ulong()
+        ctypes.windll.kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        ctypes.windll.kernel32.CloseHandle(handle)
+        return code.value == 259  # STILL_ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_leftovers(folder: str | Path) -> list[Path]:
+    """Remove the partial files and folders in `folder` whose process is gone (killed); returns them."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = _PARTIAL.match(entry.name) or _TEMP_FOLDER.match(entry.name)
+        if match and not process_alive(int(match.group(1))):
+            _remove(entry)
+            removed.append(entry)
+    return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

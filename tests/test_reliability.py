@@ -1,0 +1,381 @@
+"""Nothing breaks, nothing is lost (issue 12): files checked on load, training state kept, one job at a
+time per subject and output, full disks, messages that tell the truth.
+
+Each case runs the real engine (in a child process where a crash must not take pytest down) on the
+shared tiny subject or small real clips, and asserts the message and that nothing the user had was lost.
+The full-disk cases mount a size-limited tmpfs (this needs root) and are skipped, with the reason,
+where that is not possible.
+"""
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, events, run_engine
+from engine.curves import Curves
+from engine.errors import EngineError
+from engine.subject import Subject
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def error_of(proc) -> dict:
+    """The run's one error event; no traceback anywhere."""
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    found = [e for e in events(proc) if e["event"] == "error"]
+    assert len(found) == 1, proc.stdout
+    return found[0]
+
+
+def copy_of(folder: Path, tmp_path: Path, name: str = "subject") -> Path:
+    shutil.copytree(folder, tmp_path / name)
+    return tmp_path / name
+
+
+def partials(folder: Path) -> list[Path]:
+    return [p for p in Path(folder).rglob(".*") if ".partial" in p.name]
+
+
+def source_temp_folders(pid: int) -> list[Path]:
+    return list(Path(tempfile.gettempdir()).glob(f"synctalk-source-{pid}-*"))
+
+
+def engine_child(*argv) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "engine", *map(str, argv), "--progress", "jsonl"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def wait_for_stage(process: subprocess.Popen, stage: str) -> None:
+    for line in process.stdout:
+        if json.loads(line).get("stage") == stage:
+            return
+    raise AssertionError(f"the job ended before its '{stage}' stage: {process.stderr.read()}")
+
+
+@contextmanager
+def small_disk(folder: Path, size: str):
+    """A tmpfs of `size` at `folder`: a disk that fills."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a size-limited tmpfs here ({mounted.stderr.strip() or 'mount failed'}); "
+                    "the full-disk cases need one (run as root)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path, leave: int = 0) -> Path:
+    """Take all the free space of `folder`'s filesystem but `leave` bytes."""
+    filler = folder / "filler"
+    free = shutil.disk_usage(folder).free - leave
+    with open(filler, "wb") as handle:
+        if free > 0:
+            os.posix_fallocate(handle.fileno(), 0, free)
+    return filler
+
+
+# subject.json: every bad value one message naming the file and the field
+@pytest.mark.parametrize("change,field", [
+    ({"frames": -1}, "frames"),
+    ({"frames": 10 ** 12}, "frames"),
+    ({"frames": 10}, "frames"),                      # fewer than the tracks hold
+    ({"split": {"train": [0, 10 ** 9], "test": [0, 0], "excluded": []}}, "split.train"),
+    ({"fps": 0}, "fps"),
+    ({"fps": "25"}, "fps"),
+    ({"crop_box": {"x": 0, "y": 0, "width": 10 ** 9, "height": 10 ** 9}}, "crop_box.width"),
+    ({"crop_box": {"x": 100, "y": 0, "width": 500, "height": 500}}, "crop_box"),   # beyond the 512-px source
+    ({"models": {"head": {"weights": "../../elsewhere.safetensors", "config": "model/head.json", "preset": "tiny",
+                          "audio_encoder": "mel", "stages": ["head"]}}}, "models.head.weights"),
+])
+def test_subject_json_is_checked_on_load(tiny_subject, tmp_path, change, field):
+    subject = copy_of(tiny_subject, tmp_path)
+    meta_path = subject / "subject.json"
+    meta = {**json.loads(meta_path.read_text()), **change}
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(EngineError) as caught:
+        Subject(subject)
+    assert f"field '{field}'" in caught.value.message and str(meta_path) in caught.value.message
+    assert caught.value.hint
+    # The command line says the same, once, without a traceback.
+    error = error_of(run_engine("render", subject, "--audio", subject / "audio.wav", "-o", tmp_path / "out.mp4"))
+    assert f"field '{field}'" in error["message"] and error["path"] == str(meta_path)
+
+
+# Curves files
+def live_link_rows(tmp_path: Path, frames: int = 30) -> list[list[str]]:
+    path = Curves(25, np.random.default_rng(0).random((frames, 52))).save(tmp_path / "take.csv")
+    return [line.split(",") for line in path.read_text().splitlines()]
+
+
+def write_rows(path: Path, rows) -> Path:
+    path.write_text("\n".join(",".join(row) for row in rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("cell,expected", [("nan", "JawOpen is nan"), ("inf", "JawOpen is inf"),
+                                           ("-inf", "JawOpen is -inf"), ("7" * 1000, "a field of 1000 characters"),
+                                           ("7" * 200_000, "cannot read as CSV")])
+def test_curves_csv_values_are_checked(tmp_path, cell, expected):
+    rows = live_link_rows(tmp_path)
+    rows[3][rows[0].index("JawOpen")] = cell
+    with pytest.raises(EngineError, match=expected) as caught:
+        Curves.load(write_rows(tmp_path / "bad.csv", rows))
+    assert str(tmp_path / "bad.csv") in caught.value.message
+
+
+@pytest.mark.parametrize("frame_field,rate", [("-1", "0"), ("-5", "-4")])
+def test_curves_csv_timecodes_that_give_no_frame_rate(tmp_path, frame_field, rate):
+    rows = live_link_rows(tmp_path)
+    for k, row in enumerate(rows[1:]):   # two seconds whose frame field never counts up
+        row[0] = f"00:00:0{k % 2}:{frame_field}.000"
+    with pytest.raises(EngineError, match=f"field 'Timecode' gives a frame rate of {rate}"):
+        Curves.load(write_rows(tmp_path / "bad.csv", rows))
+
+
+def stcurves(path: Path, fps="25", **tensors) -> Path:
+    from safetensors.numpy import save_file
+    from engine.arkit import ARKIT_NAMES
+    arrays = {"weights": np.full((10, 52), 0.5, np.float32), "head_rotation": np.zeros((10, 3), np.float32),
+              "head_translation": np.zeros((10, 3), np.float32)}
+    arrays.update(tensors)
+    save_file({k: v for k, v in arrays.items() if v is not None}, str(path),
+              metadata={"format": "synctalk-curves", "version": "1", "fps": fps, "names": ",".join(ARKIT_NAMES)})
+    return path
+
+
+@pytest.mark.parametrize("fps,tensors,expected", [
+    ("0", {}, "field 'fps' gives a frame rate of 0"),
+    ("nan", {}, "field 'fps' gives a frame rate of nan"),
+    ("inf", {}, "field 'fps' gives a frame rate of inf"),
+    ("-25", {}, "field 'fps' gives a frame rate of -25"),
+    ("fast", {}, "field 'fps' is 'fast', not a number"),
+    ("25", {"weights": np.zeros((10, 51), np.float32)}, "field 'weights' has shape"),
+    ("25", {"head_rotation": np.zeros((10, 2), np.float32)}, "field 'head_rotation' has shape"),
+    ("25", {"head_translation": np.zeros((9, 3), np.float32)}, "field 'head_translation' has shape"),
+    ("25", {"head_translation": None}, "field 'head_translation' is missing"),
+    ("25", {"weights": np.full((10, 52), np.nan, np.float32)}, "field 'weights' holds nan at frame 0"),
+])
+def test_stcurves_are_checked(tmp_path, fps, tensors, expected):
+    path = stcurves(tmp_path / "bad.stcurves", fps, **tensors)
+    with pytest.raises(EngineError, match=expected) as caught:
+        Curves.load(path)
+    assert str(path) in caught.value.message
+
+
+def test_stcurves_weights_are_clipped_like_the_csv_reader(tmp_path):
+    weights = np.linspace(-0.5, 1.5, 520, dtype=np.float32).reshape(10, 52)
+    curves = Curves.load(stcurves(tmp_path / "loud.stcurves", weights=weights))
+    assert curves.weights.min() == 0 and curves.weights.max() == 1
+    np.testing.assert_array_equal(curves.weights, np.clip(weights, 0, 1))
+
+
+# Training never throws away a trained model or progress
+def test_stage_subset_keeps_the_trained_head(tiny_trained, tmp_path):
+    subject = copy_of(tiny_trained, tmp_path)
+    head = Subject(subject).model("head")
+    weights = digest(subject / head.weights)
+    proc = run_engine("train", subject, "--preset", "tiny", "--stages", "expression")
+    assert proc.returncode == 0, proc.stderr
+    after = Subject(subject)
+    assert digest(subject / head.weights) == weights and after.model("head") == head
+    assert after.model("expression") is not None
+    # A NeRF stage subset continues the trained head and keeps the stages it does not run.
+    proc = run_engine("train", subject, "--preset", "tiny", "--stages", "torso")
+    assert proc.returncode == 0, proc.stderr
+    assert any(e["event"] == "info" and e["message"].startswith("continuing the trained head: keeping head, lip")
+               for e in events(proc))
+    assert Subject(subject).model("head").stages == ["head", "lip", "torso"]
+
+
+def _checkpoint_of(subject: Path, continue_stages=None) -> Path:
+    """A real checkpoint, as training writes it (at the start of training, or after the NeRF stages)."""
+    from engine.nerf.presets import get_preset
+    from engine.nerf.trainer import Trainer
+    from engine.progress import Progress
+    trainer = Trainer(Subject(subject), get_preset("tiny"), Progress("quiet"), audio_encoder="mel",
+                      continue_stages=continue_stages)
+    trainer.save_checkpoint()
+    return trainer.checkpoint_path
+
+
+def test_training_over_a_checkpoint_asks_for_resume_or_restart(tiny_subject, tmp_path):
+    subject = copy_of(tiny_subject, tmp_path)
+    checkpoint = _checkpoint_of(subject)
+    kept = digest(checkpoint)
+    error = error_of(run_engine("train", subject, "--preset", "tiny", "--audio-encoder", "mel"))
+    assert "unfinished training" in error["message"] and "--resume" in error["hint"] and "--restart" in error["hint"]
+    assert digest(checkpoint) == kept
+
+
+def test_a_cancel_in_the_expression_stage_resumes_there(tiny_trained, tmp_path):
+    subject = copy_of(tiny_trained, tmp_path)
+    head = Subject(subject).model("head")
+    # What a cancel during the expression stage leaves: the head saved, its checkpoint kept, no expression model.
+    checkpoint = _checkpoint_of(subject, continue_stages=[])
+    (subject / Subject(subject).model("expression").file).unlink()
+    assert Subject(subject).model("expression") is None
+    proc = run_engine("train", subject, "--preset", "tiny", "--resume")
+    assert proc.returncode == 0, proc.stderr
+    after = Subject(subject)
+    assert after.model("expression") is not None and after.model("head").stages == head.stages
+    assert not checkpoint.exists()
+    # With the checkpoint gone, --resume after the head is done still goes on with the stages after it.
+    (subject / after.model("expression").file).unlink()
+    proc = run_engine("train", subject, "--preset", "tiny", "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert any("resuming with the stages after it" in e.get("message", "") for e in events(proc))
+    assert Subject(subject).model("expression") is not None
+
+
+# One job at a time per subject and per output
+def test_a_second_train_is_refused_and_a_killed_ones_lock_taken_over(tiny_subject, tmp_path):
+    subject = copy_of(tiny_subject, tmp_path)
+    first = engine_child("train", subject, "--preset", "tiny", "--audio-encoder", "mel", "--stages", "head")
+    try:
+        wait_for_stage(first, "train head")
+        error = error_of(run_engine("train", subject, "--preset", "tiny", "--audio-encoder", "mel"))
+        assert "in use by another job: train" in error["message"] and f"process {first.pid}" in error["message"]
+    finally:
+        first.kill()
+        first.communicate()
+    lock = subject.with_name(f".{subject.name}.lock")
+    assert lock.is_file()   # what the SIGKILL left
+    proc = run_engine("train", subject, "--preset", "tiny", "--audio-encoder", "mel", "--stages", "expression")
+    assert proc.returncode == 0, proc.stderr
+    assert not lock.exists()
+
+
+def test_a_second_render_to_one_output_is_refused_and_a_killed_ones_files_removed(tiny_trained, tmp_path):
+    out = tmp_path / "out.mp4"
+    speech = tiny_trained / "audio.wav"
+    first = engine_child("render", tiny_trained, "--audio", speech, "-o", out, "--frames", "0:60")
+    try:
+        wait_for_stage(first, "render")
+        error = error_of(run_engine("render", tiny_trained, "--audio", speech, "-o", out, "--frames", "0:2"))
+        assert "in use by another job: render" in error["message"] and f"process {first.pid}" in error["message"]
+        # A render into another file goes ahead meanwhile.
+        assert run_engine("render", tiny_trained, "--audio", speech, "-o", tmp_path / "other.mp4",
+                          "--frames", "0:2", "--crop").returncode == 0
+    finally:
+        first.kill()
+        first.communicate()
+    left = partials(tmp_path) + source_temp_folders(first.pid)
+    assert left, "the killed render left nothing to clean up: the case is not exercised"
+    proc = run_engine("render", tiny_trained, "--audio", speech, "-o", out, "--frames", "0:2")
+    assert proc.returncode == 0, proc.stderr
+    assert not partials(tmp_path) and not source_temp_folders(first.pid)
+    assert not out.with_name(f".{out.name}.lock").exists()
+
+
+def test_an_interrupted_render_leaves_no_temporary_file(tiny_trained, tmp_path):
+    out = tmp_path / "out.mp4"
+    render = engine_child("render", tiny_trained, "--audio", tiny_trained / "audio.wav", "-o", out, "--frames", "0:60")
+    wait_for_stage(render, "render")
+    render.send_signal(signal.SIGINT)
+    render.communicate(timeout=120)
+    assert render.returncode == 130
+    assert not out.exists() and list(tmp_path.iterdir()) == [] and not source_temp_folders(render.pid)
+
+
+# Full disks
+def test_preprocess_on_a_full_disk_is_one_message(tiny_clip, tmp_path):
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        error = error_of(run_engine("preprocess", tiny_clip, "-o", disk / "subject", "--size", "96"))
+        assert "needs about" in error["message"] and "free" in error["message"]   # refused before the work
+        assert list(disk.iterdir()) == []
+    with small_disk(tmp_path / "disk2", "3m") as disk:   # passes the estimate, fills up while writing
+        proc = run_engine("preprocess", tiny_clip, "-o", disk / "subject", "--size", "96")
+        assert proc.returncode != -signal.SIGBUS
+        error = error_of(proc)
+        assert "the disk is full" in error["message"]
+        assert list(disk.iterdir()) == []   # no half-written subject, no temporary folder
+
+
+def test_training_on_a_full_disk_keeps_its_last_checkpoint(tiny_subject, tmp_path):
+    from engine.nerf.checkpoint import load_weights
+    with small_disk(tmp_path / "disk", "40m") as disk:
+        subject = copy_of(tiny_subject, disk)
+        checkpoint = _checkpoint_of(subject)
+        # Checked before the work: no room for the next checkpoint.
+        filler = fill(disk, leave=checkpoint.stat().st_size // 2)
+        error = error_of(run_engine("train", subject, "--preset", "tiny", "--resume", "--stages", "head"))
+        assert "checkpoints needs about" in error["message"]
+        filler.unlink()
+        # Caught where it happens: the disk fills while training.
+        training = engine_child("train", subject, "--preset", "tiny", "--resume", "--stages", "head")
+        wait_for_stage(training, "train head")
+        fill(disk)
+        rest, errors = training.communicate(timeout=300)
+        assert training.returncode == 2 and "Traceback" not in errors
+        error = [json.loads(line) for line in rest.splitlines() if '"error"' in line][-1]
+        assert "the disk is full" in error["message"] and "the last checkpoint is kept" in error["hint"]
+        _, header = load_weights(checkpoint)           # the last good checkpoint, whole
+        assert header["stage"] == "head"
+        assert not partials(subject)
+
+
+def test_render_on_a_full_disk_is_one_message(tiny_trained, tmp_path):
+    speech = tiny_trained / "audio.wav"
+    with small_disk(tmp_path / "disk", "256k") as disk:
+        error = error_of(run_engine("render", tiny_trained, "--audio", speech, "-o", disk / "frames",
+                                    "--frames", "0:60", "--crop"))
+        assert "the disk is full" in error["message"] and not partials(disk)
+        frames = sorted((disk / "frames").iterdir())
+        assert frames and all(f.stat().st_size > 0 for f in frames)   # each frame written is whole
+        for f in frames:
+            f.unlink()
+        error = error_of(run_engine("render", tiny_trained, "--audio", speech, "-o", disk / "out.mp4",
+                                    "--frames", "0:60"))
+        assert "the disk is full" in error["message"]
+        assert not partials(disk) and not (disk / "out.mp4").exists()
+
+
+# Messages that tell the truth
+def test_a_picture_named_mp4_is_called_a_picture(tmp_path):
+    import cv2
+    picture = tmp_path / "clip.mp4"
+    cv2.imwrite(str(tmp_path / "face.png"), np.full((64, 64, 3), 128, np.uint8))
+    (tmp_path / "face.png").rename(picture)
+    error = error_of(run_engine("preprocess", picture, "-o", tmp_path / "subject"))
+    assert "is a still picture (png), not a video clip" in error["message"]
+
+
+def test_a_truncated_clip_is_called_truncated(tmp_path):
+    from conftest import shared_file
+    from engine.media.ffmpeg import ffmpeg_exe
+    whole = tmp_path / "whole.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(shared_file("video", "may_5s.mp4")), "-c", "copy",
+                    "-movflags", "+faststart", str(whole)], check=True)
+    truncated = tmp_path / "copy.mp4"
+    truncated.write_bytes(whole.read_bytes()[:whole.stat().st_size * 2 // 5])   # a copy that stopped early
+    proc = run_engine("preprocess", truncated, "-o", tmp_path / "subject", "--size", "64")
+    assert proc.returncode == 0, proc.stderr
+    warnings = [e["message"] for e in events(proc) if e["event"] == "warning"]
+    assert any("of the clip's 5.0 s could be decoded: the file looks truncated" in w for w in warnings), warnings
+
+
+def test_a_half_second_clip_is_called_short(tmp_path):
+    from conftest import shared_file
+    from engine.media.ffmpeg import ffmpeg_exe
+    clip = tmp_path / "short.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(shared_file("video", "may_5s.mp4")), "-t", "0.5",
+                    "-c:v", "libx264", "-c:a", "aac", str(clip)], check=True)
+    error = error_of(run_engine("preprocess", clip, "-o", tmp_path / "subject", "--size", "64"))
+    assert "the clip is only 0.5 s long (13 frames at 25 fps)" in error["message"]
+    assert "visible in only" not in error["message"]

@@ -10,10 +10,12 @@ import argparse
 import importlib
 import signal
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from .errors import EngineError
 from .files import disk_full, is_disk_full
+from .jobs import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, event_channel
 from .progress import Progress
 
 COMMANDS = {
@@ -24,7 +26,6 @@ COMMANDS = {
     "animate": ("engine.expression.command", "turn speech into ARKit blendshape and head-pose curves"),
     "train-ave": ("engine.audio.ave_command", "train the audio-visual sync encoder on subject clips"),
     "models": ("engine.models_command", "show where the pretrained models are found, or fetch them"),
-    "demo": ("engine.demo", "run the whole chain on a default input that needs no download"),
 }
 
 
@@ -36,13 +37,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in available_commands().items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--progress", choices=["bar", "log", "jsonl", "quiet"], default=None,
-                       help="progress display: a bar on a terminal (default there), plain lines at least every "
-                            "10 s without one (default there: logs, render farms), JSON lines for programs")
+        add_progress_option(p)
         p.set_defaults(_module=module)
         if command is None or name == command:
             importlib.import_module(module).configure(p)
     return parser
+
+
+def add_progress_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--progress", choices=["bar", "log", "jsonl", "quiet"], default=None,
+                        help="progress display: a bar on a terminal (default there), plain lines at least every "
+                             "10 s without one (default there: logs, render farms), JSON lines for programs "
+                             "(engine.jobs declares them)")
 
 
 def available_commands() -> dict:
@@ -61,33 +67,42 @@ def main(argv: list[str] | None = None) -> int:
     # The first word that names a command picks the one module to import (--help stays light).
     command = next((word for word in argv if word in COMMANDS), "")
     args = build_parser(command).parse_args(argv)
+    return run_command(_run_stage_command, args)
+
+
+def _run_stage_command(args, progress) -> dict:
+    return importlib.import_module(args._module).run(args, progress)
+
+
+def run_command(run, args) -> int:
+    """`run(args, progress) -> dict` as a command: progress shown as `args.progress` asks (default: a bar on
+    a terminal, plain lines without one), bad input as one message, SIGTERM and Ctrl-C as a clean cancel,
+    the dict as the result; returns the exit code."""
     mode = args.progress or ("bar" if sys.stderr.isatty() else "log")
-    progress = Progress(mode)
     # A cancel from Blender (SIGTERM) unwinds like Ctrl-C, so cleanup and checkpoints run.
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     if hasattr(signal, "SIGBREAK"):  # Windows: Blender's cancel sends CTRL_BREAK to the job's process group
         signal.signal(signal.SIGBREAK, _terminate_as_interrupt)
-    try:
-        result = importlib.import_module(args._module).run(args, progress)
-    except EngineError as exc:
-        progress.error(exc.message, exc.hint, exc.path)
-        return 2
-    except OSError as exc:  # a full disk where no writer of ours caught it (a library writing on its own)
-        if not is_disk_full(exc):
-            raise
-        full = disk_full(exc.filename or Path.cwd())
-        progress.error(full.message, full.hint, full.path)
-        return 2
-    except KeyboardInterrupt:
-        if mode == "jsonl":
-            progress.emit({"event": "cancelled"})
-        else:
-            print("cancelled", file=sys.stderr)
-        return 130
-    finally:
-        progress.close()   # the log mode's heartbeat ends with the command
-    progress.result(**(result or {}))
+    with event_channel() if mode == "jsonl" else nullcontext(None) as events:
+        progress = Progress(mode, events)
+        try:
+            result = run(args, progress)
+        except EngineError as exc:
+            progress.error(exc.message, exc.hint, exc.path)
+            return EXIT_ERROR
+        except OSError as exc:  # a full disk where no writer of ours caught it (a library writing on its own)
+            if not is_disk_full(exc):
+                raise
+            full = disk_full(exc.filename or Path.cwd())
+            progress.error(full.message, full.hint, full.path)
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            progress.cancelled()
+            return EXIT_CANCELLED
+        finally:
+            progress.close()   # the log mode's heartbeat ends with the command
+        progress.result(**(result or {}))
     if mode != "jsonl" and result:
         for key, value in result.items():
             print(f"{key}: {value}")
-    return 0
+    return EXIT_OK

@@ -1,19 +1,13 @@
-"""`python -m engine demo [--clip C --audio A] [-o OUTDIR]`: the whole chain on a default input.
+"""The demo's built-in input (`python demo.py` at the repository root runs the chain on it).
 
 We cannot ship footage, so the default subject is made from material that ships with the
 dependencies: scikit-image's astronaut photograph (a real face; MediaPipe must find it) animated
 into a short clip, its head moving a little and its mouth opening with generated speech-like audio
-(a voiced source through vowel formants, in syllables, words and pauses). Then, each as its own
-engine command: preprocess -> train -> animate (new speech) -> render, and the Blender half
-(`python -m synctalk_blender.demo_scene`, a child with the bpy module) writes a .blend holding the
-sound strip and the rendered strip aligned in the sequencer and a rig keyed with the curves.
+(a voiced source through vowel formants, in syllables, words and pauses), and a second utterance
+for the subject to speak.
 """
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,20 +19,6 @@ RATE = 16000
 # (F1, F2, F3) in Hz and how far the jaw opens for five vowels.
 VOWELS = {"a": ((730, 1090, 2440), 1.0), "e": ((530, 1840, 2480), 0.65), "i": ((270, 2290, 3010), 0.35),
           "o": ((570, 840, 2410), 0.8), "u": ((300, 870, 2240), 0.3)}
-
-
-def configure(parser) -> None:
-    parser.add_argument("--clip", type=Path, help="your own clip of one person talking (default: the built-in one)")
-    parser.add_argument("--audio", type=Path, help="speech to animate and render (default: generated speech, "
-                                                   "or the clip's own sound with --clip)")
-    parser.add_argument("-o", "--output", type=Path, default=Path("synctalk-demo"), help="output folder")
-    parser.add_argument("--preset", default="demo",
-                        help="training preset: demo (default: about 3 minutes on a CPU, a recognisable face), tiny "
-                             "(seconds, a blur: checks the chain), preview (under 40 minutes on a CPU), standard (GPU)")
-    parser.add_argument("--size", type=int, default=None,
-                        help="subject resolution (default: 128 for the built-in clip, the crop's own for --clip)")
-    parser.add_argument("--seconds", type=float, default=12.0, help="length of the built-in clip")
-    parser.add_argument("--speech-seconds", type=float, default=4.0, help="length of the built-in new speech")
 
 
 # ---------------------------------------------------------------- speech-like audio
@@ -160,76 +140,3 @@ def make_default_input(folder: Path, seconds: float, speech_seconds: float, prog
         audio = write_wav(folder / "new_speech.wav", new_speech)
         stage.advance()
     return clip, audio
-
-
-# ---------------------------------------------------------------- the chain
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _step(progress, name: str, argv: list[str]) -> dict:
-    """Run one command as a child from the repository root (its progress goes straight to the
-    terminal / JSON stream); returns its result event when it runs in JSON-lines mode."""
-    cwd = REPO
-    progress.info(f"demo: {name}")
-    mode = progress.mode
-    command = [sys.executable, *argv] + (["--progress", mode] if argv[:2] == ["-m", "engine"] else [])
-    if mode == "jsonl":
-        out = subprocess.run(command, cwd=cwd, stdout=subprocess.PIPE, text=True)
-        result = {}
-        for line in out.stdout.splitlines():
-            print(line, flush=True)
-            if line.startswith("{") and '"event": "result"' in line:
-                result = json.loads(line)
-        code = out.returncode
-    else:
-        code = subprocess.run(command, cwd=cwd).returncode
-        result = {}
-    if code != 0:
-        raise EngineError(f"demo step '{name}' failed (exit code {code})",
-                          f"run it alone to see why: {' '.join(command)}")
-    return result
-
-
-def run(args, progress) -> dict:
-    started = time.monotonic()
-    out = args.output.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    if args.clip is None:
-        clip, audio = make_default_input(out / "input", args.seconds, args.speech_seconds, progress)
-        audio = args.audio.resolve() if args.audio else audio
-        size = args.size or 128
-    else:
-        clip = args.clip.resolve()
-        if not clip.is_file():
-            raise EngineError(f"{clip}: clip not found", "give the path of a video of one person talking", path=clip)
-        audio = args.audio.resolve() if args.audio else None
-        size = args.size
-    subject = out / "subject"
-    engine = ["-m", "engine"]
-    _step(progress, "preprocess", engine + ["preprocess", str(clip), "-o", str(subject), "--fps", str(FPS)]
-          + (["--size", str(size)] if size else []))
-    _step(progress, "train", engine + ["train", str(subject), "--preset", args.preset])
-    audio = audio or subject / "audio.wav"
-    curves = out / "speech.stcurves"
-    _step(progress, "animate", engine + ["animate", str(audio), "--subject", str(subject), "-o", str(curves),
-                                         "--fps", str(FPS)])
-    video = out / "demo.mp4"
-    _step(progress, "render", engine + ["render", str(subject), "--audio", str(audio), "--curves", str(curves),
-                                        "-o", str(video)])
-    blend = out / "demo.blend"
-    if not (REPO / "synctalk_blender" / "demo_scene.py").is_file():
-        raise EngineError("the Blender half of the demo (synctalk_blender) is not beside the engine",
-                          "run the demo from the repository checkout")
-    _step(progress, "blender scene", ["-m", "synctalk_blender.demo_scene", "--audio", str(audio), "--render", str(video),
-                                      "--curves", str(curves), "--subject", str(subject), "--fps", str(FPS),
-                                      "-o", str(blend)])
-    result = {"video": str(video), "blend": str(blend), "subject": str(subject), "curves": str(curves),
-              "seconds": round(time.monotonic() - started, 1)}
-    if progress.mode != "jsonl":
-        print(f"\nDemo done in {result['seconds']:.0f} s.\n  Watch:  {video}\n  Open in Blender:  {blend}  "
-              "(Video Editing: the speech and the rendered strip; the Face mesh carries the ARKit keys)\n"
-              f"  Subject (reuse it in the extension's panels):  {subject}", file=sys.stderr)
-        if args.preset in ("tiny", "demo"):
-            print(f"  The {args.preset} preset is a quick look; --preset preview trains a sharper likeness "
-                  "(under 40 minutes on a 2-core CPU).", file=sys.stderr)
-    return result

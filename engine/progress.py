@@ -1,23 +1,18 @@
 """Progress reporting: a bar on a terminal, plain lines without one (`--progress log`: logs, render
-farms, Blender's background mode), or one JSON object a line (`--progress jsonl`).
+farms, Blender's background mode), or the job protocol's events (`--progress jsonl`, declared in
+engine.jobs: the only thing the Blender side reads).
 
 The log mode writes a line when a stage starts, at least every 10 s while it runs (from a
 heartbeat thread, so a long step that never advances is still seen to be alive) and when it ends.
 Warnings reach stderr in every mode but jsonl, which sends them as events.
-
-JSON lines go to stdout and are the only thing the Blender side reads. Events:
-  {"event": "stage", "stage": ..., "total": N}
-  {"event": "progress", "stage": ..., "done": n, "total": N, "eta_s": s, "metrics": {...}}
-  {"event": "warning", "message": ...}
-  {"event": "result", ...}            the last line of a successful command
-  {"event": "error", "message": ..., "hint": ..., "path": ...}
 """
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
+
+from .jobs import CANCELLED, ERROR, INFO, PROGRESS, RESULT, STAGE, WARNING, duration_text, encode, event
 
 LOG_INTERVAL_S = 10.0   # the longest a log-mode run stays silent
 
@@ -34,7 +29,7 @@ class Stage:
             from tqdm import tqdm
             self._bar = tqdm(total=total, desc=name, file=sys.stderr, leave=True, dynamic_ncols=True)
         elif reporter.mode == "jsonl":
-            reporter.emit({"event": "stage", "stage": name, "total": total})
+            reporter.emit(STAGE, stage=name, total=total)
         elif reporter.mode == "log":
             reporter._follow(self)
 
@@ -46,13 +41,13 @@ class Stage:
 
     def line(self) -> str:
         """The log mode's plain line: stage, done/total, ETA and metrics."""
-        elapsed = _duration(time.monotonic() - self.started)
+        elapsed = duration_text(time.monotonic() - self.started)
         if self.total and self.done >= self.total:
             text = f"{self.name}: {self.done}/{self.total} done in {elapsed}"
         elif self.total:
             eta = self.eta_s()
             text = (f"{self.name}: {self.done}/{self.total} ({100 * self.done / self.total:.0f} %), "
-                    + (f"ETA {_duration(eta)}" if eta is not None else f"{elapsed} in"))
+                    + (f"ETA {duration_text(eta)}" if eta is not None else f"{elapsed} in"))
         else:
             text = f"{self.name}: {self.done} done, {elapsed} in"
         return text + "".join(f", {k} {_short(v)}" for k, v in self.metrics.items())
@@ -69,8 +64,8 @@ class Stage:
             # At most ~5 lines a second, but always the last one.
             if now - self._last_emit >= 0.2 or (self.total and self.done >= self.total):
                 self._last_emit = now
-                self.reporter.emit({"event": "progress", "stage": self.name, "done": self.done,
-                                    "total": self.total, "eta_s": self.eta_s(), "metrics": self.metrics})
+                self.reporter.emit(PROGRESS, stage=self.name, done=self.done, total=self.total,
+                                   eta_s=self.eta_s(), metrics=self.metrics)
         elif self.reporter.mode == "log" and self.total and self.done >= self.total > self.done - n:
             self.reporter._log_line(self)   # the stage's end, once
             self.close()
@@ -91,11 +86,6 @@ class Stage:
 
 def _short(value):
     return f"{value:.4g}" if isinstance(value, float) else value
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 class Progress:
@@ -149,8 +139,9 @@ class Progress:
         """Stop the log mode's heartbeat (the command is over)."""
         self._followed = None
 
-    def emit(self, obj: dict) -> None:
-        self.stream.write(json.dumps(obj, default=_jsonable) + "\n")
+    def emit(self, kind, **fields) -> None:
+        """jsonl mode: one event of the protocol."""
+        self.stream.write(encode(event(kind, **fields)))
         self.stream.flush()
 
     def stage(self, name: str, total: int | None = None) -> Stage:
@@ -159,30 +150,29 @@ class Progress:
     def warn(self, message: str) -> None:
         self.warnings.append(message)
         if self.mode == "jsonl":
-            self.emit({"event": "warning", "message": message})
+            self.emit(WARNING, message=message)
         else:
             self._print(f"warning: {message}")
 
     def info(self, message: str) -> None:
         if self.mode == "jsonl":
-            self.emit({"event": "info", "message": message})
+            self.emit(INFO, message=message)
         elif self.mode in ("bar", "log"):
             self._print(message)
 
     def result(self, **data) -> None:
         if self.mode == "jsonl":
-            self.emit({"event": "result", **data})
+            self.emit(RESULT, **data)
+
+    def cancelled(self) -> None:
+        if self.mode == "jsonl":
+            self.emit(CANCELLED)
+        else:
+            self._print("cancelled")
 
     def error(self, message: str, hint: str = "", path: str | None = None) -> None:
         if self.mode == "jsonl":
-            self.emit({"event": "error", "message": message, "hint": hint, "path": path})
+            self.emit(ERROR, message=message, hint=hint, path=path)
         else:
             self._print(f"error: {message}" + (f"\n  hint: {hint}" if hint else ""))
 
-
-def _jsonable(value):
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)

@@ -8,7 +8,7 @@
   measured over the whole Audio to Rig job.
 - With --build: builds the three platform zips (downloads the wheels) and prints their sizes;
   without it, prints the sizes of the zips already in dist/.
-- With --demo: the time of `python -m engine demo` into a fresh folder.
+- With --demo: the time of `python demo.py` into a fresh folder.
 Timings are wall clock on whatever machine runs it; say how loaded it was when you quote them.
 """
 from __future__ import annotations
@@ -111,7 +111,7 @@ def zip_sizes(build: bool) -> None:
 def demo_time() -> None:
     out = Path(tempfile.mkdtemp(prefix="synctalk-demo-"))
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "engine", "demo", "-o", str(out)], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, str(ROOT / "demo.py"), "-o", str(out)], check=True, cwd=ROOT)
     print(f"demo: {time.perf_counter() - started:.0f} s into {out}")
 
 

@@ -20,7 +20,7 @@ import bpy
 import numpy as np
 
 from . import sequencer
-from .jobs import Job, JobBusy, current_job, import_engine
+from .jobs import Job, JobBusy, current_job, engine_jobs, import_engine
 from .keyframes import fcurves_of
 from .mapping import map_names
 from .properties import preferences, settings, subjects_dir
@@ -215,12 +215,10 @@ class _EngineJobOperator:
         return {"FINISHED"}
 
 
-def train_arguments(subject: Path, s) -> list[str]:
+def train_arguments(subject: Path, s, resume: bool = False) -> list[str]:
     """The engine's `train` command for the scene settings `s`."""
-    arguments = ["train", str(subject), "--preset", s.preset, "--device", preferences().device]
-    if s.rig_drives_mouth:
-        arguments += ["--expression", "all"]
-    return arguments
+    return engine_jobs.train_argv(subject, preset=s.preset, device=preferences().device,
+                                  expression="all" if s.rig_drives_mouth else None, resume=resume)
 
 
 class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
@@ -240,17 +238,14 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
                 raise UserError(f"{exc}, or choose a clip file") from exc
         name = re.sub(r"[^\w.-]+", "_", s.subject_name or clip.stem)
         self._subject = subjects_dir() / name
-        train = train_arguments(self._subject, s)
         from engine.subject.format import CHECKPOINT, META_FILE, MODEL_DIR
         if (self._subject / META_FILE).is_file():
             # Preprocessed already (an earlier run, maybe cancelled): train, from its checkpoint if it has one.
-            resume = ["--resume"] if (self._subject / MODEL_DIR / CHECKPOINT).is_file() else []
-            return f"Train {name}", [train + resume]
+            resume = (self._subject / MODEL_DIR / CHECKPOINT).is_file()
+            return f"Train {name}", [train_arguments(self._subject, s, resume)]
         # At the scene's frame rate, so renders line up frame for frame with the edit.
-        preprocess = ["preprocess", str(clip), "-o", str(self._subject), "--fps", repr(scene_fps(context.scene))]
-        if s.size:
-            preprocess += ["--size", str(s.size)]
-        return f"Train {name}", [preprocess, train]
+        preprocess = engine_jobs.preprocess_argv(clip, self._subject, fps=scene_fps(context.scene), size=s.size)
+        return f"Train {name}", [preprocess, train_arguments(self._subject, s)]
 
     def finish(self, context, result):
         settings(context).subject = str(self._subject)
@@ -261,19 +256,11 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
 INTENSITY_REGIONS = ("mouth", "jaw", "brows", "eyes", "cheeks", "nose", "tongue")
 
 
-def animation_arguments(s, seed: int) -> list[str]:
-    """Smoothing, per-region intensity and head motion, seed and blink rate as `animate` options."""
-    arguments = ["--seed", str(seed)]
-    if s.smooth > 0:
-        arguments += ["--smooth", repr(s.smooth)]
-    scales = {region: getattr(s, f"intensity_{region}") for region in INTENSITY_REGIONS}
-    scales["head"] = s.head_motion
-    changed = ",".join(f"{region}={value:g}" for region, value in scales.items() if abs(value - 1.0) > 1e-6)
-    if changed:
-        arguments += ["--intensity", changed]
-    if s.blink_rate > 0:
-        arguments += ["--blink-rate", repr(s.blink_rate)]
-    return arguments
+def animation_arguments(s, seed: int) -> dict:
+    """Smoothing, per-region intensity and head motion, seed and blink rate: engine_jobs.animate_argv's options."""
+    intensity = {region: getattr(s, f"intensity_{region}") for region in INTENSITY_REGIONS}
+    intensity["head"] = s.head_motion
+    return {"seed": seed, "smooth": s.smooth, "intensity": intensity, "blink_rate": s.blink_rate}
 
 
 class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):
@@ -299,18 +286,18 @@ class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):
             # The strip's content starts at frame_start (trimming moves only the visible start).
             self._start_frame, self._name = sequencer.content_start(strip), strip.name
         if not s.generic:
-            who, self._source = ["--subject", str(_subject_folder(context))], Path(s.subject).name or "subject"
+            who, self._source = {"subject": _subject_folder(context)}, Path(s.subject).name or "subject"
         elif s.model_file:
             model = _existing_file(Path(bpy.path.abspath(s.model_file)), "model file")
-            who, self._source = ["--model", str(model)], model.name
+            who, self._source = {"model": model}, model.name
         else:
-            who, self._source = ["--generic"], "generic model"
+            who, self._source = {"generic": True}, "generic model"
         self._seed = random.randrange(1, 100000) if s.new_seed else s.seed
         self._fps = scene_fps(scene)
         self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
         self._curves_path = self._tmp / "speech.stcurves"
-        return "Audio to Rig", [["animate", str(audio), *who, "-o", str(self._curves_path), "--fps", repr(self._fps),
-                                 *animation_arguments(s, self._seed)]]
+        return "Audio to Rig", [engine_jobs.animate_argv(audio, self._curves_path, **who, fps=self._fps,
+                                                         **animation_arguments(s, self._seed))]
 
     def finish(self, context, result):
         from engine.curves import Curves
@@ -394,20 +381,21 @@ class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
         audio = _existing_file(sequencer.strip_file(self._sound), f"sound of strip '{self._sound.name}'")
         self._fps = scene_fps(scene)
         self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
-        command = ["render", str(subject), "--audio", str(audio), "--device", preferences().device]
+        rig_curves = None
         rig, self._source = driving_rig(context, subject)
         if rig is not None:
             # The rig's curves over the whole sound, so hand edits are what gets rendered.
             frames = sequencer.content_start(self._sound) + np.arange(sequencer.content_duration(self._sound),
                                                                       dtype=np.float64)
             curves = curves_from_rig(rig, _mapping(context, rig), frames, self._fps, _head_target(context))
-            command += ["--curves", str(curves.save(self._tmp / "rig.stcurves"))]
+            rig_curves = curves.save(self._tmp / "rig.stcurves")
         elif context.active_object is not None and shape_key_names(context.active_object):
             self.report({"WARNING"}, f"rendering from {self._source}")
         self._rgba = s.rgba
         self._output = _render_output(context, subject, self._sound.name, s.rgba)
-        command += ["-o", str(self._output), "--format", "rgba" if s.rgba else "mp4"]
-        return "Render", [command]
+        return "Render", [engine_jobs.render_argv(subject, audio, self._output, curves=rig_curves,
+                                                  device=preferences().device,
+                                                  output_format="rgba" if s.rgba else "mp4")]
 
     def finish(self, context, result):
         scene = context.scene
@@ -442,7 +430,8 @@ class SYNCTALK_OT_download_models(_EngineJobOperator, bpy.types.Operator):
 
     def prepare(self, context):
         folder = preferences().models_dir
-        return "Download models", [["models", "--fetch"] + (["--models", bpy.path.abspath(folder)] if folder else [])]
+        return "Download models", [engine_jobs.models_argv(fetch=True,
+                                                           models_dir=bpy.path.abspath(folder) if folder else None)]
 
     def finish(self, context, result):
         return "models ready: " + ", ".join(f"{name}: {path}" for name, path in result.items())

@@ -8,16 +8,15 @@ import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
                        StringProperty)
 
+from .jobs import import_engine
 from .mapping import PRESETS
+
+import_engine()
+from engine.nerf.presets import PRESETS as TRAINING_PRESETS  # noqa: E402  (the owner of the presets)
 
 PACKAGE = __package__
 
-TRAIN_PRESETS = (
-    ("tiny", "Tiny", "A smoke test: a few steps, a blurry head (checks the set-up end to end)"),
-    ("preview", "Preview", "Made for a CPU: minutes, a rough likeness"),
-    ("standard", "Standard", "For a GPU: about half an hour"),
-    ("paper", "Paper", "SyncTalk's own schedule (hours on a GPU)"),
-)
+TRAIN_PRESETS = tuple((p.name, p.name.title(), p.description) for p in TRAINING_PRESETS.values())
 
 
 class SyncTalkPreferences(bpy.types.AddonPreferences):

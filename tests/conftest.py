@@ -1,5 +1,4 @@
 """Shared test set-up: real footage and models from ../shared, found the way the product finds them."""
-import json
 import os
 import shutil
 import subprocess
@@ -25,13 +24,19 @@ def shared_file(*parts: str) -> Path:
 
 
 def run_engine(*argv) -> subprocess.CompletedProcess:
-    """`python -m engine ARGV --progress jsonl` in a child process (as Blender runs it)."""
+    """`python -m engine ARGV --progress jsonl` in a child process, its raw output kept (tests of what the
+    child writes; engine.jobs.Job runs it as Blender and the demo do)."""
+    from engine.jobs import child_environment
     return subprocess.run([sys.executable, "-m", "engine", *map(str, argv), "--progress", "jsonl"], cwd=ROOT,
-                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                          capture_output=True, text=True, env=child_environment())
 
 
 def events(proc: subprocess.CompletedProcess) -> list[dict]:
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    """The run's events; every line of its stdout must be one."""
+    from engine.jobs import decode
+    found = [decode(line) for line in proc.stdout.splitlines()]
+    assert None not in found, f"a line on stdout is not an event: {proc.stdout[-2000:]}"
+    return found
 
 
 @pytest.fixture(scope="session")

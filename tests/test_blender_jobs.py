@@ -1,4 +1,6 @@
-"""Jobs: real `python -m engine` children read through JSON lines, errors, cancel, one at a time."""
+"""Jobs started from Blender (synctalk_blender.jobs over engine.jobs, whose protocol and runner
+tests/test_jobs.py covers): the preferences reach the child, one job at a time, cancel, wheels' programs,
+the training presets from their owner."""
 import os
 import time
 
@@ -6,16 +8,6 @@ import pytest
 
 from conftest import shared_file
 from synctalk_blender.jobs import Job, JobBusy
-
-
-def test_engine_error_reaches_the_job_with_its_hint(tmp_path, monkeypatch):
-    monkeypatch.delenv("SYNCTALK_MODELS", raising=False)
-    monkeypatch.setenv("SYNCTALK_CACHE", str(tmp_path / "cache"))   # an empty cache, downloads off
-    job = Job("Download models", [["models", "--models", str(tmp_path / "nowhere")]])
-    state = job.run_to_end(timeout_s=120)
-    assert state.finished and state.returncode == 2 and state.result is None
-    assert "face_landmarker" in state.error["message"] and "SYNCTALK_MODELS" in state.error["hint"]
-    assert state.summary().startswith("Failed:")
 
 
 def test_models_preference_reaches_the_child(tmp_path, monkeypatch):
@@ -59,3 +51,10 @@ def test_programs_unpacked_from_wheels_are_made_executable(tmp_path):
     assert make_wheel_programs_executable([tmp_path]) == [program]
     assert program.stat().st_mode & 0o111 and not (program.parent / "README.md").stat().st_mode & 0o111
     assert make_wheel_programs_executable([tmp_path]) == []      # already fine: nothing to do
+
+
+def test_training_presets_are_the_engines_own():
+    from engine.nerf.presets import PRESETS
+    from synctalk_blender.properties import TRAIN_PRESETS
+    assert [(name, description) for name, _, description in TRAIN_PRESETS] == \
+        [(p.name, p.description) for p in PRESETS.values()]

@@ -11,6 +11,7 @@ from test_blender_support import bpy, scene, select_only  # noqa: F401  (fixture
 
 from conftest import shared_file
 from engine.arkit import ARKIT_NAMES
+from engine.jobs import preprocess_argv, train_argv
 from engine.media.audio import load_audio
 from synctalk_blender import sequencer
 from synctalk_blender.demo_scene import arkit_head
@@ -87,7 +88,7 @@ def test_bad_input_gives_a_message_and_changes_nothing(scene, tmp_path):
     _bad(bpy.ops.synctalk.audio_to_rig, "'Plain' has no shape keys")
     bpy.context.view_layer.objects.active = face
     scene.synctalk.generic = True
-    running = Job("Train other", [["preprocess", str(clip), "-o", str(tmp_path / "other"), "--size", "64"]]).start()
+    running = Job("Train other", [preprocess_argv(clip, tmp_path / "other", size=64)]).start()
     try:
         _bad(bpy.ops.synctalk.audio_to_rig, "still running")
     finally:
@@ -132,8 +133,8 @@ def test_train_subject_cancel_leaves_a_resumable_subject_then_resumes(scene, tra
     scene.synctalk.clip, scene.synctalk.subject_name, scene.synctalk.preset = str(trained["clip"]), "lieu", "tiny"
     subject = trained["folder"] / "lieu"
     # The modal path, through the job object: the operator's own commands, polled, then cancelled.
-    job = Job("Train lieu", [["preprocess", str(trained["clip"]), "-o", str(subject), "--fps", "25", "--size", "96"],
-                             ["train", str(subject), "--preset", "tiny"]]).start()
+    job = Job("Train lieu", [preprocess_argv(trained["clip"], subject, fps=25, size=96),
+                             train_argv(subject, preset="tiny")]).start()
     deadline = time.monotonic() + 240
     while not (job.state.stage.startswith("train") and job.state.done >= 1) and time.monotonic() < deadline:
         assert not job.poll().finished, job.state

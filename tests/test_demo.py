@@ -80,4 +80,23 @@ print(json.dumps({"sound": [strips["SOUND"].frame_final_start, strips["SOUND"].f
     scene = json.loads(opened.stdout.strip().splitlines()[-1])
     assert scene["sound"][:2] == scene["movie"][:2] == [1, 51]           # 2 s at 25 fps, aligned
     assert scene["movie"][2] == scene["sound"][2] + 1
-    assert scene["action"] == "speech" and scene["shapes"] == 53
+    assert scene["action"] == "speech take 1" and scene["shapes"] == 53   # the first take of the line
+
+
+def test_demo_step_failure_is_one_error_with_the_engines_hint(tmp_path):
+    """The demo (demo.py at the root) runs each step as an engine job; a step that fails ends the demo
+    with that step's message and hint, as one error event in jsonl mode."""
+    from engine.jobs import child_environment, decode
+    not_a_video = tmp_path / "notes.mp4"
+    not_a_video.write_text("not a video")
+    proc = subprocess.run([sys.executable, "demo.py", "--clip", str(not_a_video), "-o", str(tmp_path / "out"),
+                           "--progress", "jsonl"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=child_environment())
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    found = [decode(line) for line in proc.stdout.splitlines()]
+    assert None not in found and [e["event"] for e in found] == ["info", "error"], proc.stdout
+    assert found[0]["message"] == "demo: preprocess"
+    error = found[1]
+    assert error["message"].startswith("demo step 'preprocess' failed: ") and str(not_a_video) in error["message"]
+    assert error["hint"] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "subject").exists()

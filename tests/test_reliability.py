@@ -23,6 +23,7 @@ import pytest
 from conftest import ROOT, events, run_engine
 from engine.curves import Curves
 from engine.errors import EngineError
+from engine.jobs import ERROR, STAGE, child_environment, decode
 from engine.subject import Subject
 
 
@@ -53,14 +54,15 @@ def source_temp_folders(pid: int) -> list[Path]:
 
 
 def engine_child(*argv) -> subprocess.Popen:
+    """A raw child (these tests kill it); engine.jobs.Job is the runner the product uses."""
     return subprocess.Popen([sys.executable, "-m", "engine", *map(str, argv), "--progress", "jsonl"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_environment())
 
 
 def wait_for_stage(process: subprocess.Popen, stage: str) -> None:
     for line in process.stdout:
-        if json.loads(line).get("stage") == stage:
+        item = decode(line)
+        if item["event"] == STAGE.name and item["stage"] == stage:
             return
     raise AssertionError(f"the job ended before its '{stage}' stage: {process.stderr.read()}")
 
@@ -323,7 +325,7 @@ def test_training_on_a_full_disk_keeps_its_last_checkpoint(tiny_subject, tmp_pat
         fill(disk)
         rest, errors = training.communicate(timeout=300)
         assert training.returncode == 2 and "Traceback" not in errors
-        error = [json.loads(line) for line in rest.splitlines() if '"error"' in line][-1]
+        error = [e for e in map(decode, rest.splitlines()) if e["event"] == ERROR.name][-1]
         assert "the disk is full" in error["message"] and "the last checkpoint is kept" in error["hint"]
         _, header = load_weights(checkpoint)           # the last good checkpoint, whole
         assert header["stage"] == "head"

@@ -14,6 +14,7 @@ from ..errors import EngineError
 @dataclass(frozen=True)
 class Preset:
     name: str
+    description: str            # what it is for, in words: the command line's help and Blender's menu show it
     head_steps: int
     lip_steps: int
     torso_steps: int
@@ -45,21 +46,25 @@ class Preset:
 
 
 PRESETS = {
-    "tiny": Preset("tiny", head_steps=40, lip_steps=10, torso_steps=20, rays_per_step=512, frames_per_step=2,
+    "tiny": Preset("tiny", "A smoke test: a few steps, a blurred face (checks the set-up end to end in seconds)",
+                   head_steps=40, lip_steps=10, torso_steps=20, rays_per_step=512, frames_per_step=2,
                    samples=32, torso_rays=1024, grid_resolution=32, grid_update_every=8, checkpoint_every=20,
                    eval_every=20, encoding=dict(levels=6, features=1, base_resolution=16, finest_resolution=128,
                                                 log2_table=12), max_frames=12, max_size=128),
-    # The demo's: a recognisable face whose mouth follows the speech in about 3 minutes on 2 CPU cores.
-    "demo": Preset("demo", head_steps=1500, lip_steps=400, torso_steps=150, rays_per_step=1024, frames_per_step=4,
+    "demo": Preset("demo", "The demo's: about 3 minutes on a CPU, a recognisable face whose mouth follows the speech",
+                   head_steps=1500, lip_steps=400, torso_steps=150, rays_per_step=1024, frames_per_step=4,
                    samples=32, torso_rays=2048, grid_resolution=64, checkpoint_every=500, eval_every=250,
                    encoding=dict(levels=10, features=1, base_resolution=16, finest_resolution=256, log2_table=14),
                    time_budget_s=150, max_size=128),
-    "preview": Preset("preview", head_steps=7000, lip_steps=2500, torso_steps=800, rays_per_step=1536,
+    "preview": Preset("preview", "Made for a CPU: at most 38 minutes, a rough likeness",
+                      head_steps=7000, lip_steps=2500, torso_steps=800, rays_per_step=1536,
                       frames_per_step=4, samples=40, torso_rays=4096, eval_every=200, time_budget_s=38 * 60,
                       max_size=256),
-    "standard": Preset("standard", head_steps=20000, lip_steps=8000, torso_steps=5000, rays_per_step=16384,
+    "standard": Preset("standard", "For a GPU: about half an hour",
+                       head_steps=20000, lip_steps=8000, torso_steps=5000, rays_per_step=16384,
                        frames_per_step=8, samples=96, torso_rays=16384, checkpoint_every=2000, eval_every=1000),
-    "paper": Preset("paper", head_steps=60000, lip_steps=40000, torso_steps=20000, rays_per_step=65536,
+    "paper": Preset("paper", "SyncTalk's own schedule (hours on a GPU)",
+                    head_steps=60000, lip_steps=40000, torso_steps=20000, rays_per_step=65536,
                     frames_per_step=1, samples=128, torso_rays=65536, checkpoint_every=5000, eval_every=2000),
 }
 

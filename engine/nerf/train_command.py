@@ -21,7 +21,7 @@ CHECKPOINTS_OF_ROOM = 2   # free space wanted before training: the checkpoint an
 def configure(parser) -> None:
     parser.add_argument("subject", help="a preprocessed subject folder")
     parser.add_argument("--preset", choices=list(PRESETS), default="preview",
-                        help="preview: 2-core CPU, under 45 min on a 60 s clip; standard/paper: GPU")
+                        help="; ".join(f"{p.name}: {p.description}" for p in PRESETS.values()))
     parser.add_argument("--audio-encoder", choices=["mel", "whisper", "ave"], default=None,
                         help="per-frame audio features the head listens to (default: the engine's default encoder)")
     parser.add_argument("--expression", choices=["upper", "all"], default="upper",

@@ -63,7 +63,7 @@ if [ "${SYNCTALK_SKIP_BPY53:-0}" != 1 ] && [ ! -x .venv-bpy53/bin/python ]; then
     # The pins of requirements.txt for Python 3.13 (bpy 5.3.0 and its numpy 2); the engine children of
     # these tests run in .venv (torch has no CPU build for Python 3.13 on PyPI's Linux).
     .venv-bpy53/bin/python -m pip install --disable-pip-version-check -q -c requirements.txt \
-      bpy numpy safetensors imageio-ffmpeg pytest || rm -rf .venv-bpy53
+      bpy numpy safetensors soundfile soxr imageio-ffmpeg pytest || rm -rf .venv-bpy53
   else
     echo "setup: could not build CPython 3.13 (see above); the Blender 5.1+ tests will be skipped" >&2
   fi

@@ -89,19 +89,20 @@ def build_demo_blend(audio: Path, render: Path, curves_path: Path, subject: Path
     sound = sequencer.add_sound(scene, audio, frame_start=1, channel=1, name="speech")
     rendered = sequencer.add_movie(scene, render, frame_start=1, channel=sequencer.free_channel_above(scene, sound),
                                    name="speech render")
-    rendered.frame_final_start, rendered.frame_final_end = sound.frame_final_start, sound.frame_final_end
-    scene.frame_start, scene.frame_end = sound.frame_final_start, sound.frame_final_end - 1
+    sequencer.set_handles(rendered, *sequencer.handles(sound))
+    first, after = sequencer.handles(sound)
+    scene.frame_start, scene.frame_end = first, after - 1
     scene.sequence_editor.active_strip = sound
     rig = arkit_head("Face", ARKIT_NAMES)
     mapping = map_names(ARKIT_NAMES, shape_key_names(rig))
     curves = Curves.load(curves_path)
-    written = key_curves(rig, curves, mapping, sound.frame_start, fps, sound.name, replace=False)
+    written = key_curves(rig, curves, mapping, sequencer.content_start(sound), fps, sound.name, replace=False)
     scene.synctalk.subject = str(subject)
     scene.synctalk.last_report = mapping.report()
     output.parent.mkdir(parents=True, exist_ok=True)
     # Relative paths, so the .blend keeps working when the output folder is moved as a whole.
     bpy.ops.wm.save_as_mainfile(filepath=str(output), relative_remap=True)
-    return {"blend": str(output), "rig": rig.name, "strip_frames": sound.frame_final_duration,
+    return {"blend": str(output), "rig": rig.name, "strip_frames": sequencer.handles(sound)[1] - sequencer.handles(sound)[0],
             "keyed_frames": written["frames"], "curves": written["curves"]}
 
 

@@ -8,6 +8,8 @@ step undoes them and a failed or cancelled job leaves the file as it was.
 """
 from __future__ import annotations
 
+import functools
+import json
 import random
 import re
 import shutil
@@ -19,9 +21,10 @@ import numpy as np
 
 from . import sequencer
 from .jobs import Job, JobBusy, current_job, engine_jobs, import_engine
+from .keyframes import fcurves_of
 from .mapping import map_names
 from .properties import preferences, settings, subjects_dir
-from .rig import HeadTarget, curves_from_rig, key_take, shape_key_names
+from .rig import HeadTarget, curves_from_rig, key_take, shape_key_names, shape_key_path
 
 
 class UserError(Exception):
@@ -281,7 +284,7 @@ class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):
                 raise UserError(f"{exc}, or choose an audio file") from exc
             audio = _existing_file(sequencer.strip_file(strip), f"sound of strip '{strip.name}'")
             # The strip's content starts at frame_start (trimming moves only the visible start).
-            self._start_frame, self._name = strip.frame_start, strip.name
+            self._start_frame, self._name = sequencer.content_start(strip), strip.name
         if not s.generic:
             who, self._source = {"subject": _subject_folder(context)}, Path(s.subject).name or "subject"
         elif s.model_file:
@@ -320,6 +323,48 @@ def _render_output(context, subject: Path, name: str, rgba: bool) -> Path:
     return folder / stem if rgba else folder / f"{stem}.mp4"
 
 
+def trained_curves(subject: Path) -> tuple[str, ...]:
+    """The ARKit curves the subject's head was trained on (7 upper-face ones, or all 52 with Rig Drives
+    the Mouth); () before training. Read from the model's configuration, cached while it is unchanged
+    (the panel asks on every redraw)."""
+    config = subject / "model" / "head.json"   # engine/nerf/model.py's CONFIG_FILE
+    try:
+        return _trained_curves(str(config), config.stat().st_mtime_ns)
+    except (OSError, ValueError, KeyError, IndexError):
+        return ()
+
+
+@functools.lru_cache(maxsize=8)
+def _trained_curves(config: str, mtime_ns: int) -> tuple[str, ...]:
+    from engine.arkit import ARKIT_NAMES
+    return tuple(ARKIT_NAMES[i] for i in json.loads(Path(config).read_text())["expression_indices"])
+
+
+def driving_rig(context, subject: Path):
+    """(the active object, or None) and a line saying what drives the render. The active object's curves
+    drive it only when it has keys on curves the subject was trained on: an unkeyed rig would render
+    all-zero curves (a shut mouth, no blinks), so then the audio alone drives it, and the line says why."""
+    import_engine()
+    obj = context.active_object
+    if obj is None or not shape_key_names(obj):
+        return None, "the audio alone (no active mesh with shape keys)"
+    trained = trained_curves(subject)
+    if not trained:
+        return None, "the audio alone (the subject has no trained model yet)"
+    try:
+        targets = mapping_for(context, obj).targets
+    except UserError:        # an empty mapping table: nothing maps, so nothing is keyed either
+        targets = {}
+    fcurves = fcurves_of(obj.data.shape_keys)
+    # curves_from_rig reads each ARKit curve from its first shape key
+    keyed = [name for name in trained if name in targets and fcurves is not None
+             and (fcurve := fcurves.find(shape_key_path(targets[name][0]))) is not None and len(fcurve.keyframe_points)]
+    if not keyed:
+        return None, (f"the audio alone: '{obj.name}' has no keys on the {len(trained)} curves the subject was "
+                      f"trained on ({', '.join(trained[:3])}, ...); key them with Audio to Rig to drive the render")
+    return obj, f"the curves of '{obj.name}' ({len(keyed)} of the {len(trained)} curves the subject was trained on)"
+
+
 class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
     """Render the subject speaking the selected sound strip, driven by the rig's curves, into a new strip"""
     bl_idname = "synctalk.render_to_sequencer"
@@ -336,13 +381,16 @@ class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
         audio = _existing_file(sequencer.strip_file(self._sound), f"sound of strip '{self._sound.name}'")
         self._fps = scene_fps(scene)
         self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
-        rig_curves, self._used_rig = None, ""
-        obj = context.active_object
-        if obj is not None and shape_key_names(obj):
+        rig_curves = None
+        rig, self._source = driving_rig(context, subject)
+        if rig is not None:
             # The rig's curves over the whole sound, so hand edits are what gets rendered.
-            frames = self._sound.frame_start + np.arange(self._sound.frame_duration, dtype=np.float64)
-            curves = curves_from_rig(obj, _mapping(context, obj), frames, self._fps, _head_target(context))
-            rig_curves, self._used_rig = curves.save(self._tmp / "rig.stcurves"), obj.name
+            frames = sequencer.content_start(self._sound) + np.arange(sequencer.content_duration(self._sound),
+                                                                      dtype=np.float64)
+            curves = curves_from_rig(rig, _mapping(context, rig), frames, self._fps, _head_target(context))
+            rig_curves = curves.save(self._tmp / "rig.stcurves")
+        elif context.active_object is not None and shape_key_names(context.active_object):
+            self.report({"WARNING"}, f"rendering from {self._source}")
         self._rgba = s.rgba
         self._output = _render_output(context, subject, self._sound.name, s.rgba)
         return "Render", [engine_jobs.render_argv(subject, audio, self._output, curves=rig_curves,
@@ -353,7 +401,7 @@ class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
         scene = context.scene
         sound = self._sound
         channel = sequencer.free_channel_above(scene, sound)
-        start = int(round(sound.frame_start))
+        start = int(round(sequencer.content_start(sound)))
         if self._rgba:
             files = sorted(self._output.glob("*.png"))
             if not files:
@@ -363,9 +411,8 @@ class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
             _existing_file(self._output, "rendered video")
             strip = sequencer.add_movie(scene, self._output, start, channel, name=f"{sound.name} render")
         # Same visible range as the sound strip (it may be trimmed).
-        strip.frame_final_start, strip.frame_final_end = sound.frame_final_start, sound.frame_final_end
-        source = f"curves of '{self._used_rig}'" if self._used_rig else "the audio alone (no rig selected)"
-        return f"rendered from {source} into strip '{strip.name}' on channel {channel}: {self._output}"
+        sequencer.set_handles(strip, *sequencer.handles(sound))
+        return f"rendered from {self._source} into strip '{strip.name}' on channel {channel}: {self._output}"
 
     def cleanup(self):
         if getattr(self, "_tmp", None):

@@ -1,9 +1,12 @@
 """Sidebar panels: Train and Render in the Sequencer, Audio to Rig in the 3D View; each shows the job."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import bpy
 
 from .jobs import current_job
+from .operators import driving_rig
 from .takes import active_take
 
 
@@ -57,9 +60,12 @@ class SYNCTALK_PT_render(_SequencerPanel, bpy.types.Panel):
         layout = self.layout
         layout.prop(s, "subject")
         layout.prop(s, "rgba")
-        obj = context.active_object
-        layout.label(text=f"Curves from: {obj.name}" if obj is not None else "Curves from: the audio (no rig)",
-                     icon="SHAPEKEY_DATA")
+        if s.subject:
+            rig, source = driving_rig(context, Path(bpy.path.abspath(s.subject)))
+            first, *why = source.replace("; ", ": ").split(": ")   # one short line each: a label does not wrap
+            layout.label(text=f"Driven by {first}", icon="SHAPEKEY_DATA" if rig is not None else "INFO")
+            for line in why:
+                layout.label(text=line)
         layout.operator("synctalk.render_to_sequencer", icon="RENDER_ANIMATION")
         draw_job(layout)
 

@@ -1,4 +1,6 @@
-"""The Video Sequencer across versions: Blender 5.0 calls strips `strips`, 4.2-4.5 `sequences`."""
+"""The Video Sequencer across versions: Blender 5.0 calls strips `strips`, 4.2-4.5 `sequences`; 5.1
+renamed a strip's timing (the old names warn, and go in 6.0): frame_start -> content_start,
+frame_duration -> content_duration, frame_final_start / frame_final_end -> left_handle / right_handle."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -54,10 +56,37 @@ def strip_file(strip) -> Path:
     return Path(bpy.path.abspath(path))
 
 
+def _renamed(strip) -> bool:
+    return "left_handle" in strip.bl_rna.properties
+
+
+def content_start(strip) -> float:
+    """The frame where the strip's content begins (a sound's first sample): trimming moves only the handles."""
+    return strip.content_start if _renamed(strip) else strip.frame_start
+
+
+def content_duration(strip) -> int:
+    """The length of the strip's content in frames, before trimming."""
+    return strip.content_duration if _renamed(strip) else strip.frame_duration
+
+
+def handles(strip) -> tuple[int, int]:
+    """The visible range: its first frame and the first frame after it."""
+    return (strip.left_handle, strip.right_handle) if _renamed(strip) else (strip.frame_final_start,
+                                                                              strip.frame_final_end)
+
+
+def set_handles(strip, start: int, end: int) -> None:
+    if _renamed(strip):
+        strip.left_handle, strip.right_handle = start, end
+    else:
+        strip.frame_final_start, strip.frame_final_end = start, end
+
+
 def free_channel_above(scene, strip) -> int:
     """The lowest channel above `strip` that is empty over the strip's whole frame range."""
-    start, end = strip.frame_final_start, strip.frame_final_end
-    busy = {s.channel for s in strips(scene) if s.frame_final_start < end and s.frame_final_end > start}
+    start, end = handles(strip)
+    busy = {s.channel for s in strips(scene) if handles(s)[0] < end and handles(s)[1] > start}
     channel = strip.channel + 1
     while channel in busy:
         channel += 1

@@ -163,7 +163,7 @@ def test_audio_to_rig_with_subject_then_render_into_sequencer(scene, trained, tm
     assert bpy.ops.synctalk.audio_to_rig() == {"FINISHED"}
     key = face.data.shape_keys
     jaw = _keys(key, "jawOpen")
-    assert jaw[0, 0] == 12 and abs(len(jaw) - strip.frame_duration) <= 1
+    assert jaw[0, 0] == 12 and abs(len(jaw) - sequencer.content_duration(strip)) <= 1
     # A hand edit on the rig is what gets rendered: shut the mouth on one key.
     fcurve = fcurves_of(key).find('key_blocks["jawOpen"].value')
     fcurve.keyframe_points[2].co.y = 0.0
@@ -172,7 +172,35 @@ def test_audio_to_rig_with_subject_then_render_into_sequencer(scene, trained, tm
     assert len(movies) == 1
     movie = movies[0]
     assert movie.channel == 2
-    assert (movie.frame_final_start, movie.frame_final_end) == (strip.frame_final_start, strip.frame_final_end)
-    assert abs(movie.frame_duration - strip.frame_duration) <= 1     # the video itself is as long as the sound
+    assert sequencer.handles(movie) == sequencer.handles(strip)
+    # the video itself is as long as the sound
+    assert abs(sequencer.content_duration(movie) - sequencer.content_duration(strip)) <= 1
     assert movie.fps == pytest.approx(24)                           # frame for frame with the scene
     assert sequencer.strip_file(movie).is_file()
+
+
+def test_render_is_driven_by_the_rig_only_when_it_keys_the_trained_curves(scene, trained, tmp_path, capfd):
+    if "subject" not in trained:
+        pytest.skip("needs the subject trained by the test above")
+    from engine.arkit import UPPER_FACE
+    from synctalk_blender.operators import driving_rig, trained_curves
+    subject = trained["subject"]
+    assert trained_curves(subject) == UPPER_FACE      # trained without --expression all: brows and blinks
+    speech = _cut(shared_file("audio", "en_60s.wav"), 0.32, tmp_path / "line.wav", start=4.3)
+    select_only(scene, sequencer.add_sound(scene, speech, frame_start=1, channel=1))
+    scene.synctalk.subject = str(subject)
+    face = arkit_head("Face", ARKIT_NAMES)
+    blocks = face.data.shape_keys.key_blocks
+    blocks["jawOpen"].keyframe_insert("value", frame=1)            # keys, but on a curve it was not trained on
+    rig, source = driving_rig(bpy.context, subject)
+    assert rig is None and "'Face' has no keys on the 7 curves the subject was trained on" in source
+    capfd.readouterr()
+    assert bpy.ops.synctalk.render_to_sequencer() == {"FINISHED"}
+    printed = capfd.readouterr()
+    assert "rendering from the audio alone: 'Face' has no keys" in printed.out + printed.err
+    assert "rendered from the audio alone" in printed.out + printed.err
+    # One key on one trained curve: from then on the rig's curves drive the render, and it says so.
+    blocks["eyeBlinkLeft"].value = 1.0
+    blocks["eyeBlinkLeft"].keyframe_insert("value", frame=1)
+    rig, source = driving_rig(bpy.context, subject)
+    assert rig == face and source == "the curves of 'Face' (1 of the 7 curves the subject was trained on)"

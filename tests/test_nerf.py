@@ -115,7 +115,6 @@ def test_a_tinycudann_trained_encoding_saves_the_canonical_layout_and_loads_on_t
 @pytest.mark.skipif(not tcnn_available(), reason="tiny-cuda-nn needs CUDA and the tinycudann package; "
                                                  "neither is on the CPU machines this suite runs on")
 def test_tinycudann_encoding_round_trips_through_the_canonical_layout():
-    from engine.nerf.encoding import TriPlaneEncoding
     trained = TriPlaneEncoding(use_tcnn=True).cuda()
     cpu = TriPlaneEncoding()
     cpu.load_state_dict({k: v.cpu() for k, v in trained.state_dict().items()})

@@ -56,7 +56,8 @@ def bench_training(subject_dir: str, run: bool) -> None:
         started = time.monotonic()
         subprocess.run([sys.executable, "-m", "engine", "train", subject_dir, "--preset", "preview"], check=True)
         print(f"train command wall time: {time.monotonic() - started:.0f} s ({load()})")
-    config = json.loads((Path(subject_dir) / "model" / "head.json").read_text())
+    from engine.subject.format import Subject
+    config = json.loads(Subject(subject_dir).head_config_path.read_text())
     metrics = config["metrics"]
     print(f"preset: {config['preset']}, audio encoder: {config['audio_encoder']}, stages: {config['stages_done']}")
     print(f"NeRF training time: {config['train_seconds']:.0f} s ({config['train_seconds'] / 60:.1f} min)")

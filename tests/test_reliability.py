@@ -331,19 +331,26 @@ def test_training_on_a_full_disk_keeps_its_last_checkpoint(tiny_subject, tmp_pat
 
 
 def test_render_on_a_full_disk_is_one_message(tiny_trained, tmp_path):
+    # Measured on the tiny subject: a 96-px PNG frame is about 17 kB; 60 full-frame (512 px) frames of
+    # mp4 about 235 kB, and their speech, while it is muxed, a 230-kB temporary WAV.
     speech = tiny_trained / "audio.wav"
-    with small_disk(tmp_path / "disk", "256k") as disk:
+    with small_disk(tmp_path / "disk", "512k") as disk:   # less than 60 frames of PNG (estimated 553 kB)
         error = error_of(run_engine("render", tiny_trained, "--audio", speech, "-o", disk / "frames",
                                     "--frames", "0:60", "--crop"))
+        assert "rendering 60 frames of 96x96 needs about" in error["message"]   # refused before the work
+        filler = fill(disk, leave=120_000)   # room for the estimate of 10 frames (92 kB), not for the frames
+        error = error_of(run_engine("render", tiny_trained, "--audio", speech, "-o", disk / "frames",
+                                    "--frames", "0:10", "--crop"))
         assert "the disk is full" in error["message"] and not partials(disk)
         frames = sorted((disk / "frames").iterdir())
-        assert frames and all(f.stat().st_size > 0 for f in frames)   # each frame written is whole
-        for f in frames:
-            f.unlink()
+        assert frames and all(f.stat().st_size > 10_000 for f in frames)   # each frame written is whole
+        shutil.rmtree(disk / "frames")
+        filler.unlink()
+        fill(disk, leave=400_000)            # room for the WAV, not for the video
         error = error_of(run_engine("render", tiny_trained, "--audio", speech, "-o", disk / "out.mp4",
                                     "--frames", "0:60"))
-        assert "the disk is full" in error["message"]
-        assert not partials(disk) and not (disk / "out.mp4").exists()
+        assert "the disk is full" in error["message"] and error["path"] == str(disk / "out.mp4")
+        assert sorted(p.name for p in disk.iterdir()) == ["filler"]   # no video, no temporary WAV, no lock
 
 
 # Messages that tell the truth

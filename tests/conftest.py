@@ -1,4 +1,8 @@
-"""Shared test set-up: real footage and models from ../shared, found the way the product finds them."""
+"""Shared test set-up: real footage and models from ../shared, found the way the product finds them; one
+tiny subject (preprocessed, and trained) shared by the whole session; the Blender scene fixture.
+
+Markers (pytest.ini): `slow` (footage, training, rendering: minutes), `blender` (the bpy module), `gpu`
+(CUDA). The fast layer: `pytest -m "not slow and not blender"`."""
 import json
 import os
 import shutil
@@ -61,3 +65,37 @@ def tiny_trained(tiny_subject) -> Path:
     proc = run_engine("train", folder, "--preset", "tiny", "--audio-encoder", "mel")
     assert proc.returncode == 0, proc.stderr
     return folder
+
+
+# Fixtures that preprocess, train or analyse footage: a test that uses one is slow.
+FOOTAGE_FIXTURES = {"tiny_clip", "tiny_subject", "tiny_trained", "subject_dir", "trained", "may_subject",
+                    "lieu_clip", "clips", "subject", "default_input"}
+
+
+def pytest_collection_modifyitems(items):
+    """A test that uses a footage fixture is slow, whether or not its module says so."""
+    for item in items:
+        if FOOTAGE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+# Blender (the real bpy module)
+@pytest.fixture
+def scene():
+    """An empty scene at 25 fps with the extension registered (unregistered afterwards)."""
+    bpy = pytest.importorskip("bpy")
+    import synctalk_blender
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    synctalk_blender.register()
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 25, 1.0
+    yield scene
+    synctalk_blender.unregister()
+
+
+def select_only(scene, strip):
+    from synctalk_blender import sequencer
+    for other in sequencer.strips(scene, all_levels=True):
+        other.select = False
+    strip.select = True
+    scene.sequence_editor.active_strip = strip

@@ -7,6 +7,8 @@ import pytest
 from conftest import shared_file
 from synctalk_blender.jobs import Job, JobBusy
 
+pytestmark = pytest.mark.blender
+
 
 def test_engine_error_reaches_the_job_with_its_hint(tmp_path, monkeypatch):
     monkeypatch.delenv("SYNCTALK_MODELS", raising=False)

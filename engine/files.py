@@ -122,16 +122,20 @@ def free_bytes(folder: str | Path) -> int:
 
 def _free_text(folder: Path) -> str:
     try:
-        return f"{free_bytes(folder) / 1e6:.1f} MB"
+        return megabytes(free_bytes(folder))
     except OSError:
         return "no space"
+
+
+def megabytes(size: float) -> str:
+    return f"{size / 1e6:.0f} MB" if size >= 10e6 else f"{size / 1e6:.2f} MB"
 
 
 def require_free_space(folder: str | Path, needed: int, what: str) -> None:
     """Refuse before long work when the disk cannot hold what it will write (`needed` bytes, estimated)."""
     free = free_bytes(folder)
     if free < needed:
-        raise EngineError(f"{folder}: {what} needs about {needed / 1e6:.0f} MB, but only {free / 1e6:.0f} MB are free",
+        raise EngineError(f"{folder}: {what} needs about {megabytes(needed)}, but only {megabytes(free)} are free",
                           "free some disk space or choose a folder on another disk", path=str(folder))
 
 

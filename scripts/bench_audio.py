@@ -37,8 +37,9 @@ JAW = ARKIT_INDEX["jawOpen"]
 
 def light_copy(subject_dir: Path, into: Path) -> Path:
     """What expression training reads (subject.json, tracks, audio), so the shared subject is never written."""
+    from engine.subject.format import AUDIO_FILE, META_FILE, TRACKS_FILE
     into.mkdir(parents=True)
-    for name in ("subject.json", "tracks.safetensors", "audio.wav"):
+    for name in (META_FILE, TRACKS_FILE, AUDIO_FILE):
         shutil.copy2(subject_dir / name, into / name)
     return into
 

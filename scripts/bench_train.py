@@ -55,7 +55,8 @@ def bench_training(subject_dir: str, run: bool) -> None:
         subprocess.run([sys.executable, "-m", "engine", "train", subject_dir, "--preset", "preview"], check=True)
         print(f"train command wall time: {time.monotonic() - started:.0f} s ({load()})")
     from engine.nerf.config import read_head_json
-    config, record = read_head_json(Path(subject_dir) / "model" / "head.json")
+    from engine.subject.format import Subject
+    config, record = read_head_json(Subject(subject_dir).head_config_path)
     metrics = record.metrics
     print(f"preset: {config.preset}, audio encoder: {config.audio_encoder}, stages: {list(record.stages_done)}")
     print(f"NeRF training time: {record.train_seconds:.0f} s ({record.train_seconds / 60:.1f} min)")

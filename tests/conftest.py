@@ -1,4 +1,9 @@
-"""Shared test set-up: real footage and models from ../shared, found the way the product finds them."""
+"""Shared test set-up: real footage and models from ../shared, found the way the product finds them; one
+tiny subject (preprocessed, and trained) shared by the whole session; the Blender scene fixture.
+
+Markers (pytest.ini): `slow` (footage, training, rendering: minutes), `blender` (the bpy module), `gpu`
+(CUDA). The fast layer: `pytest -m "not slow and not blender"`."""
+import json
 import os
 import shutil
 import subprocess
@@ -66,3 +71,57 @@ def tiny_trained(tiny_subject) -> Path:
     proc = run_engine("train", folder, "--preset", "tiny", "--audio-encoder", "mel")
     assert proc.returncode == 0, proc.stderr
     return folder
+
+
+# Fixtures that preprocess, train or analyse footage: a test that uses one is slow.
+FOOTAGE_FIXTURES = {"tiny_clip", "tiny_subject", "tiny_trained", "subject_dir", "trained", "may_subject",
+                    "lieu_clip", "clips", "subject", "default_input"}
+
+
+def pytest_collection_modifyitems(items):
+    """A test that uses a footage fixture is slow, whether or not its module says so."""
+    for item in items:
+        if FOOTAGE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+# Blender (the real bpy module)
+def _install_extension_zip(zip_path: str) -> None:
+    """Make `synctalk_blender` the extension installed from the zip into Blender's user repository, as a
+    user installs it, so the Blender tests run against the built zip (tests/test_blender_53.py sets
+    SYNCTALK_TEST_EXTENSION_ZIP for its inner run in bpy 5.3)."""
+    import importlib
+
+    import bpy
+    assert bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
+                                                    enable_on_install=False) == {"FINISHED"}
+    installed = importlib.import_module("bl_ext.user_default.synctalk")
+    for file in Path(installed.__file__).parent.glob("*.py"):
+        if file.stem != "__init__":
+            sys.modules[f"synctalk_blender.{file.stem}"] = importlib.import_module(f"{installed.__name__}.{file.stem}")
+    sys.modules["synctalk_blender"] = installed
+
+
+if os.environ.get("SYNCTALK_TEST_EXTENSION_ZIP"):
+    _install_extension_zip(os.environ["SYNCTALK_TEST_EXTENSION_ZIP"])
+
+
+@pytest.fixture
+def scene():
+    """An empty scene at 25 fps with the extension registered (unregistered afterwards)."""
+    bpy = pytest.importorskip("bpy")
+    import synctalk_blender
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    synctalk_blender.register()
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 25, 1.0
+    yield scene
+    synctalk_blender.unregister()
+
+
+def select_only(scene, strip):
+    from synctalk_blender import sequencer
+    for other in sequencer.strips(scene, all_levels=True):
+        other.select = False
+    strip.select = True
+    scene.sequence_editor.active_strip = strip

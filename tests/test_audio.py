@@ -81,6 +81,7 @@ def test_bad_inputs_get_clear_errors(speech_2s, tmp_path):
         assert words in info.value.message and str(path) in info.value.message
 
 
+@pytest.mark.slow
 def test_whisper_encoder_windows_and_trims_padding():
     encoder = get_encoder("whisper")
     speech = load_audio(shared_file("audio", "en_60s.wav"))

@@ -15,7 +15,8 @@ from test_build import INSTALL
 ROOT = Path(__file__).resolve().parent.parent
 BPY45 = ROOT / ".venv-bpy45" / "bin" / "python"
 
-pytestmark = pytest.mark.skipif(not BPY45.is_file(), reason="no .venv-bpy45 (setup.sh makes it)")
+pytestmark = [pytest.mark.blender, pytest.mark.slow,
+              pytest.mark.skipif(not BPY45.is_file(), reason="no .venv-bpy45 (setup.sh makes it)")]
 
 
 def test_keyframes_mapping_and_sequencer_on_blender_4_5():

@@ -9,6 +9,8 @@ import pytest
 from conftest import shared_file
 from synctalk_blender.jobs import Job, JobBusy
 
+pytestmark = pytest.mark.blender
+
 
 def test_models_preference_reaches_the_child(tmp_path, monkeypatch):
     models = os.environ["SYNCTALK_MODELS"]

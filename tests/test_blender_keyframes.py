@@ -2,8 +2,11 @@
 import numpy as np
 import pytest
 
-from test_blender_support import bpy, scene, select_only  # noqa: F401  (fixture)
+bpy = pytest.importorskip("bpy")
+pytestmark = pytest.mark.blender
 
+
+from conftest import select_only
 from engine.arkit import ARKIT_NAMES
 from engine.curves import Curves
 from synctalk_blender import sequencer

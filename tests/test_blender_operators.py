@@ -7,9 +7,11 @@ import time
 import numpy as np
 import pytest
 
-from test_blender_support import bpy, scene, select_only  # noqa: F401  (fixture)
+bpy = pytest.importorskip("bpy")
+pytestmark = pytest.mark.blender
 
-from conftest import shared_file
+
+from conftest import select_only, shared_file
 from engine.arkit import ARKIT_NAMES
 from engine.jobs import preprocess_argv, train_argv
 from engine.media.audio import load_audio
@@ -106,13 +108,10 @@ def _cut(source, seconds, out, start=0.0):
     return out
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Train Subject on 3 s of lieu with the tiny preset, cancelled mid-training and resumed:
-    yields the subject folder (the train and resume tests check each step)."""
-    folder = tmp_path_factory.mktemp("subjects")
-    clip = _cut(shared_file("video", "lieu_60s.mp4"), 3.0, folder / "lieu3.mp4")
-    return {"folder": folder, "clip": clip, "steps": {}}
+@pytest.fixture
+def lieu_3s(tmp_path):
+    """3 s of lieu: the clip Train Subject turns into a subject."""
+    return _cut(shared_file("video", "lieu_60s.mp4"), 3.0, tmp_path / "lieu3.mp4")
 
 
 def test_rig_drives_the_mouth_trains_on_all_52_curves(scene, tmp_path):
@@ -128,12 +127,13 @@ def test_rig_drives_the_mouth_trains_on_all_52_curves(scene, tmp_path):
         scene.synctalk.rig_drives_mouth = True
 
 
-def test_train_subject_cancel_leaves_a_resumable_subject_then_resumes(scene, trained, monkeypatch):
-    monkeypatch.setenv("SYNCTALK_SUBJECTS", str(trained["folder"]))
-    scene.synctalk.clip, scene.synctalk.subject_name, scene.synctalk.preset = str(trained["clip"]), "lieu", "tiny"
-    subject = trained["folder"] / "lieu"
+@pytest.mark.slow
+def test_train_subject_cancel_leaves_a_resumable_subject_then_resumes(scene, lieu_3s, monkeypatch):
+    monkeypatch.setenv("SYNCTALK_SUBJECTS", str(lieu_3s.parent))
+    scene.synctalk.clip, scene.synctalk.subject_name, scene.synctalk.preset = str(lieu_3s), "lieu", "tiny"
+    subject = lieu_3s.parent / "lieu"
     # The modal path, through the job object: the operator's own commands, polled, then cancelled.
-    job = Job("Train lieu", [preprocess_argv(trained["clip"], subject, fps=25, size=96),
+    job = Job("Train lieu", [preprocess_argv(lieu_3s, subject, fps=25, size=96),
                              train_argv(subject, preset="tiny")]).start()
     deadline = time.monotonic() + 240
     while not (job.state.stage.startswith("train") and job.state.done >= 1) and time.monotonic() < deadline:
@@ -148,18 +148,15 @@ def test_train_subject_cancel_leaves_a_resumable_subject_then_resumes(scene, tra
     assert scene.synctalk.subject == str(subject)
     assert (subject / "model" / "head.safetensors").is_file()
     assert not (subject / "model" / "checkpoint.safetensors").exists()
-    trained["subject"] = subject
 
 
-def test_audio_to_rig_with_subject_then_render_into_sequencer(scene, trained, tmp_path):
-    if "subject" not in trained:
-        pytest.skip("needs the subject trained by the test above")
+def test_audio_to_rig_with_subject_then_render_into_sequencer(scene, tiny_trained, tmp_path):
     scene.render.fps = 24  # an edit at another rate than the subject's 25 fps: rendered at the scene's rate
     speech = _cut(shared_file("audio", "en_60s.wav"), 0.32, tmp_path / "line.wav", start=4.3)
     strip = sequencer.add_sound(scene, speech, frame_start=12, channel=1)
     select_only(scene, strip)
     face = arkit_head("Face", ARKIT_NAMES)
-    scene.synctalk.subject = str(trained["subject"])
+    scene.synctalk.subject = str(tiny_trained)
     assert bpy.ops.synctalk.audio_to_rig() == {"FINISHED"}
     key = face.data.shape_keys
     jaw = _keys(key, "jawOpen")
@@ -179,12 +176,10 @@ def test_audio_to_rig_with_subject_then_render_into_sequencer(scene, trained, tm
     assert sequencer.strip_file(movie).is_file()
 
 
-def test_render_is_driven_by_the_rig_only_when_it_keys_the_trained_curves(scene, trained, tmp_path, capfd):
-    if "subject" not in trained:
-        pytest.skip("needs the subject trained by the test above")
+def test_render_is_driven_by_the_rig_only_when_it_keys_the_trained_curves(scene, tiny_trained, tmp_path, capfd):
     from engine.arkit import UPPER_FACE
     from synctalk_blender.operators import driving_rig, trained_curves
-    subject = trained["subject"]
+    subject = tiny_trained
     assert trained_curves(subject) == UPPER_FACE      # trained without --expression all: brows and blinks
     speech = _cut(shared_file("audio", "en_60s.wav"), 0.32, tmp_path / "line.wav", start=4.3)
     select_only(scene, sequencer.add_sound(scene, speech, frame_start=1, channel=1))

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from test_blender_support import bpy, scene, select_only  # noqa: F401  (fixture)
+from conftest import select_only, shared_file
 
-from conftest import shared_file
+bpy = pytest.importorskip("bpy")
 from engine.arkit import ARKIT_NAMES
 from engine.curves import Curves
 from synctalk_blender import sequencer

@@ -14,6 +14,8 @@ pytest.importorskip("bpy")
 
 import build  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 
 INSTALL = """

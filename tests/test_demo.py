@@ -17,6 +17,7 @@ from engine.face.landmarker import FaceLandmarker
 from engine.media.video import read_frames
 from engine.progress import Progress
 
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 
 

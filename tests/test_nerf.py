@@ -1,6 +1,6 @@
 """The NeRF: encoding gradients, ray marching on a known density, and a tiny real training run.
 
-The training tests preprocess 2 s of may_5s at 96x96 once (module fixture), train the `tiny`
+The training tests take a copy of the session's tiny subject (3 s of may_5s at 96x96), train the `tiny`
 preset in a child process interrupted with Ctrl-C, resume it, and render with TalkingHead.
 """
 import json
@@ -66,6 +66,7 @@ def test_dense_levels_interpolate_exactly():
 
 @pytest.mark.skipif(not tcnn_available(), reason="tiny-cuda-nn needs CUDA and the tinycudann package; "
                                                  "neither is on the CPU machines this suite runs on")
+@pytest.mark.gpu
 def test_pure_pytorch_grid_agrees_with_tinycudann():
     from engine.nerf.encoding import TcnnGrid2D
     ours = HashGrids2D(1).cuda()
@@ -168,16 +169,12 @@ def test_raymarch_renders_a_known_density(training):
 
 # Training and rendering on a real subject
 @pytest.fixture(scope="module")
-def subject_dir(tmp_path_factory):
-    from engine.media.ffmpeg import ffmpeg_exe
-    from engine.preprocess.pipeline import preprocess
-    clip = shared_file("video", "may_5s.mp4")
-    folder = tmp_path_factory.mktemp("nerf")
-    short = folder / "may_2s.mp4"
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(clip), "-t", "2", "-c:v", "libx264", "-c:a", "aac",
-                    str(short)], check=True)
-    preprocess(short, folder / "may", size=96)
-    return folder / "may"
+def subject_dir(tiny_subject, tmp_path_factory):
+    """A copy of the session's tiny subject, which this module trains."""
+    import shutil
+    folder = tmp_path_factory.mktemp("nerf") / "may"
+    shutil.copytree(tiny_subject, folder)
+    return folder
 
 
 TRAIN_ARGS = ["--preset", "tiny", "--audio-encoder", "mel", "--stages", "head,lip,torso"]

@@ -333,22 +333,30 @@ def test_training_on_a_full_disk_keeps_its_last_checkpoint(tiny_subject, tmp_pat
 
 
 def test_render_on_a_full_disk_is_one_message(tiny_trained, tmp_path):
+    # Measured on the tiny subject: a 96-px PNG frame is about 17 kB, a full-frame (512 px) mp4 frame
+    # with its speech about 4 kB; the speech waits to be muxed in a temporary WAV of 3.84 kB a frame.
     speech = tiny_trained / "audio.wav"
-    with small_disk(tmp_path / "disk", "256k") as disk:
+    with small_disk(tmp_path / "disk", "512k") as disk:   # less than 60 frames of PNG (estimated 553 kB)
         error = error_of(run_engine("render", tiny_trained, "--audio", speech, "-o", disk / "frames",
                                     "--frames", "0:60", "--crop"))
+        assert "rendering 60 frames of 96x96 needs about" in error["message"]   # refused before the work
+        filler = fill(disk, leave=120_000)   # room for the estimate of 10 frames (92 kB), not for the frames
+        error = error_of(run_engine("render", tiny_trained, "--audio", speech, "-o", disk / "frames",
+                                    "--frames", "0:10", "--crop"))
         assert "the disk is full" in error["message"] and not partials(disk)
         frames = sorted((disk / "frames").iterdir())
-        assert frames and all(f.stat().st_size > 0 for f in frames)   # each frame written is whole
-        for f in frames:
-            f.unlink()
+        assert frames and all(f.stat().st_size > 10_000 for f in frames)   # each frame written is whole
+        shutil.rmtree(disk / "frames")
+        filler.unlink()
+        fill(disk, leave=107_000)   # room for the estimate (52 kB) and the 20 frames' WAV (77 kB), not the video
         error = error_of(run_engine("render", tiny_trained, "--audio", speech, "-o", disk / "out.mp4",
-                                    "--frames", "0:60"))
-        assert "the disk is full" in error["message"]
-        assert not partials(disk) and not (disk / "out.mp4").exists()
+                                    "--frames", "0:20"))
+        assert "the disk is full" in error["message"] and error["path"] == str(disk / "out.mp4")
+        assert sorted(p.name for p in disk.iterdir()) == ["filler"]   # no video, no temporary WAV, no lock
 
 
 # Messages that tell the truth
+@pytest.mark.slow
 def test_a_picture_named_mp4_is_called_a_picture(tmp_path):
     import cv2
     picture = tmp_path / "clip.mp4"
@@ -358,6 +366,7 @@ def test_a_picture_named_mp4_is_called_a_picture(tmp_path):
     assert "is a still picture (png), not a video clip" in error["message"]
 
 
+@pytest.mark.slow
 def test_a_truncated_clip_is_called_truncated(tmp_path):
     from conftest import shared_file
     from engine.media.ffmpeg import ffmpeg_exe
@@ -372,6 +381,7 @@ def test_a_truncated_clip_is_called_truncated(tmp_path):
     assert any("of the clip's 5.0 s could be decoded: the file looks truncated" in w for w in warnings), warnings
 
 
+@pytest.mark.slow
 def test_a_half_second_clip_is_called_short(tmp_path):
     from conftest import shared_file
     from engine.media.ffmpeg import ffmpeg_exe

@@ -1,10 +1,9 @@
-"""render and evaluate on a real subject (2 s of may_5s at 96 px) with a `tiny`-preset model trained here.
+"""render and evaluate on a real subject (3 s of may_5s at 96 px) with a `tiny`-preset model (conftest).
 
 The NeRF is the expensive part on CPU: each test renders only a handful of frames.
 """
 import json
 import shutil
-import subprocess
 
 import cv2
 import numpy as np
@@ -15,22 +14,17 @@ from engine.media.ffmpeg import probe
 from engine.files import atomic_write_json
 from engine.subject.format import Subject, read_meta
 
+pytestmark = pytest.mark.slow
+
 
 def run_engine(*argv: str) -> None:
     assert main([*map(str, argv), "--progress", "quiet"]) == 0
 
 
 @pytest.fixture(scope="module")
-def subject(tmp_path_factory):
-    from conftest import shared_file
-    from engine.media.ffmpeg import ffmpeg_exe
-    folder = tmp_path_factory.mktemp("render")
-    clip = folder / "may_2s.mp4"   # the 512-px source the full-frame renders paste back into
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(shared_file("video", "may_5s.mp4")), "-t", "2",
-                    "-c:v", "libx264", "-c:a", "aac", str(clip)], check=True)
-    run_engine("preprocess", clip, "-o", folder / "may", "--size", "96")
-    run_engine("train", folder / "may", "--preset", "tiny", "--audio-encoder", "mel", "--stages", "head,torso")
-    return Subject(folder / "may")
+def subject(tiny_trained):
+    """The session's tiny subject, trained (3 s of may_5s at 96 px, from its 512-px source)."""
+    return Subject(tiny_trained)
 
 
 @pytest.fixture(scope="module")

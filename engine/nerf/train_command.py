@@ -81,7 +81,7 @@ def _train(subject, stages: list[str], args, progress) -> dict:
     if "expression" in stages:
         from ..expression.training import train_expression
         try:
-            result["expression"] = train_expression(Subject(subject.root), progress, encoder=encoder)
+            result["expression"] = train_expression(subject, progress, encoder=encoder)
         except KeyboardInterrupt:
             if checkpoint.is_file():
                 progress.info("stopped in the expression stage; the head is saved: continue with --resume")

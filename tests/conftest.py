@@ -3,7 +3,6 @@ tiny subject (preprocessed, and trained) shared by the whole session; the Blende
 
 Markers (pytest.ini): `slow` (footage, training, rendering: minutes), `blender` (the bpy module), `gpu`
 (CUDA). The fast layer: `pytest -m "not slow and not blender"`."""
-import json
 import os
 import shutil
 import subprocess

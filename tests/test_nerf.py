@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import shared_file
 from engine.errors import EngineError
 from engine.nerf.encoding import HashGrids2D, TriPlaneEncoding, tcnn_available
 from engine.nerf.field import FieldSample

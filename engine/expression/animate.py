@@ -1,4 +1,4 @@
-"""Speech -> Curves: the expression model's mouth, generated blinks, head motion, smoothing and intensity.
+"""Speech -> Curves: the expression model's face, generated blinks and gaze shifts, head motion, smoothing, intensity.
 
 `Animator` holds what loading costs (the audio encoder and the expression model, the subject's blink
 and head statistics) so that several files can be animated after one load; `animate` is the one-call form.
@@ -6,6 +6,7 @@ The model runs at the frame rate it was trained at and its curves are resampled 
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from ..curves import Curves
 from ..errors import EngineError
 from ..media.audio import SAMPLE_RATE, load_audio
 from .blinks import BLINK_CHANNELS, BlinkModel, apply_blinks
+from .gaze import apply_gaze
 from .headmotion import HEAD_MODES, MotionStats, generate, replay, subject_head_motion
 from .model import ExpressionNet
 from .predict import frame_inputs, predict_weights
@@ -44,13 +46,17 @@ def expression_model_path(subject, encoder: str | None = None) -> Path:
 
 
 class Animator:
-    def __init__(self, subject=None, generic: bool = False, encoder: str | None = None, models_dir=None):
+    """model_path: a generic model retrained with `train-generic` (implies generic)."""
+
+    def __init__(self, subject=None, generic: bool = False, encoder: str | None = None, models_dir=None,
+                 model_path=None):
+        generic = generic or model_path is not None
         if subject is None and not generic:
             raise EngineError("animate needs a subject or --generic", "pass --subject SUBJECT_DIR or --generic")
         self.subject = None if generic else subject
         if self.subject is None:
             from .generic import load_generic_model
-            self.model = load_generic_model()
+            self.model = load_generic_model(model_path)
             if encoder is not None and encoder != self.model.config.encoder:
                 raise EngineError(f"the generic model uses the '{self.model.config.encoder}' encoder, not '{encoder}'",
                                   "leave --encoder out with --generic")
@@ -63,7 +69,10 @@ class Animator:
         self._head = None  # the subject's recorded head motion, read on first use
 
     def __call__(self, samples: np.ndarray, fps: float = 25.0, smooth: float = 0.0,
-                 intensity: dict | None = None, head: str | None = None, seed: int = 0) -> Curves:
+                 intensity: dict | None = None, head: str | None = None, seed: int = 0,
+                 blink_rate: float | None = None) -> Curves:
+        """Curves at `fps`. seed: this take's blinks and generated motion; blink_rate: blinks a minute
+        (default: the subject's, or a typical 17); intensity["head"] scales the head motion."""
         if fps <= 0 or fps > 240:
             raise EngineError(f"frame rate {fps} is out of range", "use a frame rate such as 24, 25, 30 or 29.97")
         head = head or ("replay" if self.subject is not None else "generate")
@@ -74,7 +83,13 @@ class Animator:
         weights = predict_weights(self.model, per_frame, activity)
         n_frames = max(1, int(np.floor(len(samples) / SAMPLE_RATE * fps)))
         weights = frame_features(weights, model_fps, fps, n_frames)  # resample to the asked rate
-        weights = apply_blinks(weights, self.blinks, fps, seed)
+        activity = frame_features(activity[:, None], model_fps, fps, n_frames)[:, 0]
+        blinks = self.blinks
+        if blink_rate is not None:
+            if not 0 < blink_rate <= 60:
+                raise EngineError(f"blink rate {blink_rate} a minute is out of range", "use 1 to 60 (people blink 10-25)")
+            blinks = replace(blinks, rate_per_s=blink_rate / 60)
+        weights = apply_gaze(apply_blinks(weights, blinks, fps, seed), activity, fps, seed)
         rotation, translation = self._head_motion(head, n_frames, fps, seed)
         if smooth > 0:
             from scipy.ndimage import gaussian_filter1d
@@ -125,7 +140,7 @@ def parse_intensity(text: str | None) -> dict:
 
 def animate(audio_path, subject=None, fps: float = 25.0, generic: bool = False, encoder: str | None = None,
             smooth: float = 0.0, intensity: dict | None = None, head: str | None = None, seed: int = 0,
-            models_dir=None) -> Curves:
-    """Curves for the speech in `audio_path`, driven by the subject's expression model or the generic one."""
-    animator = Animator(subject, generic, encoder, models_dir)
-    return animator(load_audio(audio_path), fps, smooth, intensity, head, seed)
+            models_dir=None, model_path=None, blink_rate: float | None = None) -> Curves:
+    """Curves for the speech in `audio_path`, driven by the subject's expression model or a generic one."""
+    animator = Animator(subject, generic, encoder, models_dir, model_path)
+    return animator(load_audio(audio_path), fps, smooth, intensity, head, seed, blink_rate)

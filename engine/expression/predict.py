@@ -39,5 +39,4 @@ def gate_silence(weights: np.ndarray, activity: np.ndarray, rest_pose: np.ndarra
 
 def predict_weights(model, per_frame: np.ndarray, activity: np.ndarray) -> np.ndarray:
     """(n_frames, 52) gated weights from `frame_inputs`' output."""
-    raw = model.predict(model_windows(per_frame, model.config.window, model.config.lead))
-    return gate_silence(raw, activity, model.rest_pose.numpy())
+    return gate_silence(model.frame_weights(per_frame), activity, model.rest_pose.numpy())

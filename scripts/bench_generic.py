@@ -73,6 +73,7 @@ def cross_validation(clips, encoder, folds: int, steps: int) -> tuple[dict, list
     summary = summarise(per_speaker)
     summary["seconds"] = round(time.monotonic() - started, 1)
     summary.update(lip_curves(clips, weights))
+    summary["raw"] = scale_free_scores(clips, outputs)
     return summary, weights
 
 
@@ -100,7 +101,7 @@ def linear_baseline(clips, encoder, folds: int) -> dict:
     """The previous model (a linear window fitted by ridge regression, at the strength the previous bundled
     model chose) on the same speaker-disjoint folds, fitted to the same per-speaker normalised targets;
     scored by jawOpen r and mouth r (scale-free), ungated."""
-    from engine.expression.generic import JAW as jaw, MOUTH, speaker_folds, speaker_ranges
+    from engine.expression.generic import speaker_folds, speaker_ranges
     from engine.expression.model import ExpressionConfig
     from engine.expression.predict import model_windows
     from engine.expression.training import fit
@@ -118,6 +119,13 @@ def linear_baseline(clips, encoder, folds: int) -> dict:
         del inputs
         for k in np.flatnonzero(test):
             outputs[k] = model.predict(windows[k])
+    return {**scale_free_scores(clips, outputs), "seconds": round(time.monotonic() - started, 1)}
+
+
+def scale_free_scores(clips, outputs) -> dict:
+    """Per speaker, jawOpen r and the mean r of the mouth curves that move, of a model's raw output
+    (no silence gate, no output map): how two architectures compare on the same folds."""
+    from engine.expression.generic import JAW as jaw, MOUTH
     per_speaker = {}
     for clip, w in zip(clips, outputs):
         per_speaker.setdefault(clip.speaker, []).append((clip.blendshapes[clip.valid], w[clip.valid]))
@@ -128,8 +136,7 @@ def linear_baseline(clips, encoder, folds: int) -> dict:
         moving = [i for i in MOUTH if truth[:, i].std() > 0.02]
         if moving:
             mouth_r.append(np.mean([_r(truth[:, i], predicted[:, i]) for i in moving]))
-    return {"jaw_open_r_mean": round(float(np.mean(jaw_r)), 3), "mouth_r_mean": round(float(np.mean(mouth_r)), 3),
-            "seconds": round(time.monotonic() - started, 1)}
+    return {"jaw_open_r_mean": round(float(np.mean(jaw_r)), 3), "mouth_r_mean": round(float(np.mean(mouth_r)), 3)}
 
 
 def pauses(clips, weights) -> dict:
@@ -232,10 +239,11 @@ def main() -> None:
         peer_r = figures["pylipsync"]["jaw_open_r_mean"]
         ratio = f"{cv['jaw_open_r_mean'] / peer_r:.1f}x" if peer_r > 0 else "peer r <= 0"
         print(f"| ours / pylipsync jawOpen r, same clips | >= 3x | {ratio} ({cv['jaw_open_r_mean']:.3f} / {peer_r:.3f}) |")
-    if "linear" in figures:
-        print(f"| linear window model, same folds: jawOpen r / mouth r | | {figures['linear']['jaw_open_r_mean']:.3f} / "
-              f"{figures['linear']['mouth_r_mean']:.3f} |")
-    print(f"| 60 s of speech to curves (engine) | | {timing['animate_s']:.2f} s after a {timing['load_s']:.2f} s load |")
+    raw = cv["raw"]
+    print(f"| raw output (no gate, no map), same folds: jawOpen r / mouth r | | temporal {raw['jaw_open_r_mean']:.3f} / "
+          f"{raw['mouth_r_mean']:.3f}" + (f"; linear window {figures['linear']['jaw_open_r_mean']:.3f} / "
+                                          f"{figures['linear']['mouth_r_mean']:.3f}" if "linear" in figures else "") + " |")
+    print(f"| 60 s of speech to curves (engine, Animator) | | {timing['animate_s']:.2f} s after a {timing['load_s']:.2f} s load |")
     print(f"| lip closing (mouthClose, mouthPress) r / rounding (funnel, pucker) r | | {cv['closing_r']} / {cv['rounding_r']} |")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))

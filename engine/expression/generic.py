@@ -41,6 +41,9 @@ USE_NOTE = ("trained on public research clips (talking-head and lip-reading demo
 ARKIT_SPEECH = {"jawOpen": {50: 0.16, 90: 0.67}, "mouthClose": {90: 0.24}, "mouthFunnel": {90: 0.41}}
 
 MOUTH = np.array([ARKIT_INDEX[n] for n in MOUTH_AND_JAW])
+# Where the eyes look in these clips is where the camera stood, not what the voice does: the model keeps
+# them straight ahead, and engine.expression.gaze moves them.
+GAZE = np.array([i for i, n in enumerate(ARKIT_NAMES) if n.startswith("eyeLook")])
 JAW = ARKIT_INDEX["jawOpen"]
 _LOW, _HIGH = 5, 95      # percentiles that span a speaker's range
 _MIN_RANGE = 0.02        # a curve that moves less than this is not normalised up (it would be noise)
@@ -60,11 +63,11 @@ def load_generic_model(path: str | Path | None = None):
 
 
 def curve_weights() -> np.ndarray:
-    """How much each curve counts in training: the mouth and jaw most; blinks are generated, not learnt."""
+    """How much each curve counts in training: the mouth and jaw most; blinks and gaze are generated, not learnt."""
     weight = np.full(N_OUT, 0.5, np.float32)
     weight[MOUTH] = 1.0
     for i, name in enumerate(ARKIT_NAMES):
-        if name.startswith("eyeBlink") or name == "tongueOut":  # MediaPipe has no tongue
+        if name.startswith(("eyeBlink", "eyeLook")) or name == "tongueOut":  # MediaPipe has no tongue
             weight[i] = 0.0
         elif name.startswith("eye"):
             weight[i] = 0.25
@@ -199,6 +202,7 @@ def calibration(clips: list[TrainingClip], ranges: dict[str, SpeakerRange], outp
     knots_in = np.percentile(predicted, _KNOTS, axis=0).T  # (52, knots)
     knots_in = np.maximum.accumulate(knots_in + np.arange(len(_KNOTS)) * 1e-6, axis=1)  # strictly increasing
     knots_out = np.clip(offset[:, None] + scale[:, None] * np.percentile(voiced, _KNOTS, axis=0).T, 0, 1)
+    knots_out[GAZE] = 0.0
     return {"offset": offset.astype(np.float32), "scale": scale.astype(np.float32),
             "knots_in": knots_in.astype(np.float32), "knots_out": knots_out.astype(np.float32)}
 

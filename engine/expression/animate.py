@@ -87,7 +87,8 @@ class Animator:
         blinks = self.blinks
         if blink_rate is not None:
             if not 0 < blink_rate <= 60:
-                raise EngineError(f"blink rate {blink_rate} a minute is out of range", "use 1 to 60 (people blink 10-25)")
+                raise EngineError(f"blink rate {blink_rate} a minute is out of range",
+                                  "use 1 to 60 (people blink 10-25 times a minute)")
             blinks = replace(blinks, rate_per_s=blink_rate / 60)
         weights = apply_gaze(apply_blinks(weights, blinks, fps, seed), activity, fps, seed)
         rotation, translation = self._head_motion(head, n_frames, fps, seed)

@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..arkit import ARKIT_INDEX, ARKIT_NAMES, MOUTH_AND_JAW
+from ..arkit import ARKIT_INDEX, ARKIT_NAMES
 from ..errors import EngineError
 from .corpus import TrainingClip
 from .model import N_OUT, ExpressionConfig, TemporalNet, load_model
+from .predict import MOUTH_INDEX
 
 GENERIC_MODEL = Path(__file__).with_name("generic.safetensors")
 USE_NOTE = ("trained on public research clips (talking-head and lip-reading demo and benchmark videos, see the "
@@ -40,7 +41,7 @@ USE_NOTE = ("trained on public research clips (talking-head and lip-reading demo
 # "Blender/Blender Example Files/MySlate_3_Jason_Millers_iPhone.csv", 5.5 s of speech): percentile -> weight.
 ARKIT_SPEECH = {"jawOpen": {50: 0.16, 90: 0.67}, "mouthClose": {90: 0.24}, "mouthFunnel": {90: 0.41}}
 
-MOUTH = np.array([ARKIT_INDEX[n] for n in MOUTH_AND_JAW])
+MOUTH = MOUTH_INDEX
 # Where the eyes look in these clips is where the camera stood, not what the voice does: the model keeps
 # them straight ahead, and engine.expression.gaze moves them.
 GAZE = np.array([i for i, n in enumerate(ARKIT_NAMES) if n.startswith("eyeLook")])
@@ -283,8 +284,9 @@ def train_generic(clips: list[TrainingClip], encoder, progress, folds: int = 5, 
     calibrate(model, mapping)
     per_speaker = score_speakers(clips, weights, ranges, mapping)
     report = {"cross_validation": {"folds": folds, "summary": summarise(per_speaker), "per_speaker": per_speaker},
-              "calibration": {k: np.round(v, 4).tolist() for k, v in mapping.items()}, "clips": len(clips), "speakers": len(speakers),
-              "frames": int(sum(len(c.inputs) for c in clips)), "steps": steps,
+              "calibration": {k: np.round(v, 4).tolist() for k, v in mapping.items()},
+              "clips": len(clips), "speakers": len(speakers), "frames": int(sum(len(c.inputs) for c in clips)),
+              "steps": steps,
               "parameters": int(sum(p.numel() for p in model.parameters())),
               "seconds": round(time.monotonic() - started, 1)}
     return model, report

@@ -2,11 +2,12 @@
 
 Two architectures share one file format and one interface (`frame_weights`, `rest_pose`, `config`):
 
-`ExpressionNet` (arch "linear", each subject's own model): a linear 1D convolution over the window (kernel = the whole window, all feature channels, one output
-per blendshape) on standardised features, fitted in closed form by ridge regression
-(engine.expression.training). On one subject's minute of frames this beats small MLP and conv nets
-trained by gradient descent on held-out frames (they memorise: lieu_60s held-out jawOpen r 0.66 for
-the best of them against 0.75 for this), fits in about a second, and is deterministic.
+`ExpressionNet` (arch "linear", each subject's own model): a linear 1D convolution over the window
+(kernel = the whole window, all feature channels, one output per blendshape) on standardised features,
+fitted in closed form by ridge regression (engine.expression.training). On one subject's minute of
+frames this beats small MLP and conv nets trained by gradient descent on held-out frames (they
+memorise: lieu_60s held-out jawOpen r 0.66 for the best of them against 0.75 for this), fits in about
+a second, and is deterministic.
 
 `TemporalNet` (arch "temporal", the generic model, engine.expression.generic): a small stack of dilated
 1D convolutions over the whole feature sequence (about 0.6 s of context, ~100k parameters), trained by
@@ -110,7 +111,8 @@ class TemporalNet(nn.Module):
         self.register_buffer("output_knots_out", torch.zeros(N_OUT, self._KNOTS))
         self.project = nn.Conv1d(config.dim + 1, width, 1)
         self.blocks = nn.ModuleList(
-            nn.Conv1d(width, width, self._KERNEL, dilation=d, padding=d * (self._KERNEL - 1) // 2, padding_mode="replicate")
+            nn.Conv1d(width, width, self._KERNEL, dilation=d, padding=d * (self._KERNEL - 1) // 2,
+                      padding_mode="replicate")
             for d in self._DILATIONS)
         self.head = nn.Conv1d(width, N_OUT, 1)
         # Heavy dropout: on a few dozen speakers the network otherwise learns the speakers, not speech

@@ -8,7 +8,7 @@ from engine.arkit import ARKIT_INDEX, ARKIT_NAMES
 from engine.curves import Curves
 from engine.errors import EngineError
 from engine.expression.animate import Animator, parse_intensity
-from engine.expression.blinks import BLINK_CHANNELS, BlinkModel, blink_curve, blink_times
+from engine.expression.blinks import BLINK_CHANNELS, BlinkModel, blink_curves, blink_times
 from engine.expression.headmotion import MotionStats, generate, replay
 from engine.expression.livelink import (HEADER, read_livelink_csv, read_livelink_take, timecode, timecode_frames,
                                        write_livelink_csv)
@@ -153,8 +153,8 @@ def test_animate_errors_are_clear(trained, tmp_path, capsys):
 
 def test_blinks_follow_the_measured_rate_and_duration():
     fps, model = 25.0, BlinkModel(rate_per_s=0.4, duration_s=0.28, open_level=0.1, closed_level=0.8)
-    curve = blink_curve(model, 25 * 120, fps, seed=1)
-    measured = BlinkModel.from_curves(np.stack([curve, curve], 1), fps)
+    curves = blink_curves(model, 25 * 120, fps, seed=1)
+    measured = BlinkModel.from_curves(curves, fps)
     assert abs(measured.rate_per_s - 0.4) < 0.1
     assert abs(measured.duration_s - 0.28) < 0.1
     assert abs(measured.open_level - 0.1) < 0.02 and abs(measured.closed_level - 0.8) < 0.05

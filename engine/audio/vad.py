@@ -1,7 +1,8 @@
 """Voice activity from the audio itself: where someone speaks, per video frame, in [0, 1].
 
 Energy in the speech band (300-3400 Hz) against the file's own noise floor and speech level, so it
-adapts to quiet and noisy recordings alike; hysteresis and a short hangover keep word gaps and
+adapts to quiet and noisy recordings alike, and never below an absolute level (so that room tone,
+hiss or a file of low noise is silence, not speech); hysteresis and a short hangover keep word gaps and
 trailing consonants inside speech, and a small ramp makes the gate open and close smoothly.
 """
 from __future__ import annotations
@@ -16,6 +17,9 @@ _OPEN = 0.2         # fraction of the way from noise floor to speech level (in d
 _CLOSE = 0.1        # ... and that closes it again (low: quiet speech is still speech)
 _HANGOVER_S = 0.2   # speech continues this long after the energy drops (trailing consonants)
 _MIN_PAUSE_S = 0.3  # shorter drops are gaps between words, not pauses
+_QUIETEST_SPEECH_DBFS = -50.0  # speech-band RMS below this is never speech (room tone is about -60)
+# speech_band_db of a band-limited signal of RMS 1: one-sided sum of |STFT|^2 = FFT size * sum(window^2) / 2
+_FULL_SCALE_DB = 10 * np.log10(_FFT * (0.375 * _FFT) / 2)
 
 
 class SpeechBandEnergy:
@@ -48,10 +52,12 @@ def voice_activity(speech, fps: float, n_frames: int | None = None) -> np.ndarra
     meter = SpeechBandEnergy()
     energy = speech.encoded(meter, 0, meter.n_features(len(speech)))[:, 0].astype(np.float64)
     floor, level = np.percentile(energy, 10), np.percentile(energy, 97)
-    if level - floor < 6:  # no dynamics at all: one continuous sound (or a constant noise), call it speech
-        active = np.ones(len(energy), bool)
+    quietest = _FULL_SCALE_DB + _QUIETEST_SPEECH_DBFS
+    if level - floor < 6:  # no dynamics at all: one continuous sound, speech if loud enough, else room tone
+        active = energy > quietest
     else:
-        open_at, close_at = floor + _OPEN * (level - floor), floor + _CLOSE * (level - floor)
+        open_at = max(floor + _OPEN * (level - floor), quietest)
+        close_at = max(floor + _CLOSE * (level - floor), quietest)
         active = np.zeros(len(energy), bool)
         on = False
         for i, e in enumerate(energy):  # hysteresis: open above open_at, close below close_at

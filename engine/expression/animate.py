@@ -1,4 +1,4 @@
-"""Speech -> Curves: the expression model's mouth, generated blinks, head motion, smoothing and intensity.
+"""Speech -> Curves: the expression model's face, generated blinks and gaze shifts, head motion, smoothing, intensity.
 
 `Animator` holds what loading costs (the audio encoder and the expression model, the subject's blink
 and head statistics) so that several files can be animated after one load; `animate` is the one-call form.
@@ -6,16 +6,19 @@ The model runs at the frame rate it was trained at and its curves are resampled 
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from ..arkit import ARKIT_NAMES
 from ..audio.features import as_speech, get_encoder
+from ..audio.vad import voice_activity
 from ..curves import Curves
 from ..errors import EngineError
 from ..media.audio import open_audio
 from .blinks import BLINK_CHANNELS, BlinkModel, apply_blinks
+from .gaze import apply_gaze
 from .headmotion import HEAD_MODES, MotionStats, generate, replay, subject_head_motion
 from .model import ExpressionNet
 from .predict import predict_speech
@@ -43,13 +46,17 @@ def expression_model_path(subject, encoder: str | None = None) -> Path:
 
 
 class Animator:
-    def __init__(self, subject=None, generic: bool = False, encoder: str | None = None, models_dir=None):
+    """model_path: a generic model retrained with `train-generic` (implies generic)."""
+
+    def __init__(self, subject=None, generic: bool = False, encoder: str | None = None, models_dir=None,
+                 model_path=None):
+        generic = generic or model_path is not None
         if subject is None and not generic:
             raise EngineError("animate needs a subject or --generic", "pass --subject SUBJECT_DIR or --generic")
         self.subject = None if generic else subject
         if self.subject is None:
             from .generic import load_generic_model
-            self.model = load_generic_model()
+            self.model = load_generic_model(model_path)
             if encoder is not None and encoder != self.model.config.encoder:
                 raise EngineError(f"the generic model uses the '{self.model.config.encoder}' encoder, not '{encoder}'",
                                   "leave --encoder out with --generic")
@@ -62,9 +69,12 @@ class Animator:
         self._head = None  # the subject's recorded head motion, read on first use
 
     def __call__(self, speech, fps: float = 25.0, smooth: float = 0.0, intensity: dict | None = None,
-                 head: str | None = None, seed: int = 0, n_frames: int | None = None, progress=None) -> Curves:
+                 head: str | None = None, seed: int = 0, blink_rate: float | None = None,
+                 n_frames: int | None = None, progress=None) -> Curves:
         """Curves at fps for speech (16 kHz samples, an opened file or a SpeechFeatures), n_frames long
-        (default: the frames the speech covers)."""
+        (default: the frames the speech covers). seed: this take's blinks, gaze and generated motion;
+        blink_rate: blinks a minute (default: the subject's, or a typical 17); intensity["head"] scales
+        the head motion."""
         if fps <= 0 or fps > 240:
             raise EngineError(f"frame rate {fps} is out of range", "use a frame rate such as 24, 25, 30 or 29.97")
         head = head or ("replay" if self.subject is not None else "generate")
@@ -73,7 +83,14 @@ class Animator:
         speech = as_speech(speech)
         n_frames = speech.n_frames(fps) if n_frames is None else n_frames
         weights = predict_speech(self.model, self.encoder, speech, fps, 0, n_frames, progress)
-        weights = apply_blinks(weights, self.blinks, fps, seed)
+        activity = voice_activity(speech, fps, n_frames)
+        blinks = self.blinks
+        if blink_rate is not None:
+            if not 0 < blink_rate <= 60:
+                raise EngineError(f"blink rate {blink_rate} a minute is out of range",
+                                  "use 1 to 60 (people blink 10-25 times a minute)")
+            blinks = replace(blinks, rate_per_s=blink_rate / 60)
+        weights = apply_gaze(apply_blinks(weights, blinks, fps, seed), activity, fps, seed)
         rotation, translation = self._head_motion(head, n_frames, fps, seed)
         if smooth > 0:
             from scipy.ndimage import gaussian_filter1d
@@ -124,7 +141,7 @@ def parse_intensity(text: str | None) -> dict:
 
 def animate(audio_path, subject=None, fps: float = 25.0, generic: bool = False, encoder: str | None = None,
             smooth: float = 0.0, intensity: dict | None = None, head: str | None = None, seed: int = 0,
-            models_dir=None) -> Curves:
-    """Curves for the speech in `audio_path`, driven by the subject's expression model or the generic one."""
-    animator = Animator(subject, generic, encoder, models_dir)
-    return animator(open_audio(audio_path), fps, smooth, intensity, head, seed)
+            models_dir=None, model_path=None, blink_rate: float | None = None) -> Curves:
+    """Curves for the speech in `audio_path`, driven by the subject's expression model or a generic one."""
+    animator = Animator(subject, generic, encoder, models_dir, model_path)
+    return animator(open_audio(audio_path), fps, smooth, intensity, head, seed, blink_rate)

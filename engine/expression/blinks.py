@@ -2,8 +2,10 @@
 
 Audio says nothing about blinks, so they are not predicted: a blink model is measured on the
 subject's captured eyeBlink curves (how often, how long, how deep, the open-eye level) and blinks are
-then placed stochastically (gamma-distributed intervals, reproducible with a seed). Without a
-subject, typical human values are used (about 17 blinks a minute, 0.25 s each).
+then placed stochastically (gamma-distributed intervals, reproducible with a seed: a take's seed
+gives that take's blinks, another seed other times). Without a subject, typical human values are used
+(about 17 blinks a minute, 0.25 s each) and the lids close fully, as ARKit capture has them. Each
+blink's depth varies a little, and now and then one eye leads the other by a frame.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from ..arkit import ARKIT_INDEX
 
 BLINK_CHANNELS = (ARKIT_INDEX["eyeBlinkLeft"], ARKIT_INDEX["eyeBlinkRight"])
 _MIN_INTERVAL_S = 0.8  # nobody blinks twice in less than this
+_DEPTH_RANGE = (0.9, 1.0)  # each blink's depth, as a fraction of closed - open
+_ONE_EYE_LEADS = 0.25  # chance that a blink starts a frame earlier in one eye than in the other
 
 
 @dataclass
@@ -22,7 +26,7 @@ class BlinkModel:
     rate_per_s: float = 17 / 60
     duration_s: float = 0.25
     open_level: float = 0.05   # eyeBlink weight with the eyes open
-    closed_level: float = 0.75  # eyeBlink weight at the bottom of a blink (MediaPipe rarely reaches 1)
+    closed_level: float = 1.0  # eyeBlink weight at the bottom of a blink (a subject's: as MediaPipe saw it)
 
     @classmethod
     def from_curves(cls, blink: np.ndarray, fps: float) -> "BlinkModel":
@@ -39,7 +43,7 @@ class BlinkModel:
         seconds = len(both) / fps
         if len(starts) == 0 or seconds <= 0:
             return cls(open_level=open_level)
-        # For the blink shape of blink_curve (sine close over 40%, cosine open) the full duration is
+        # For the blink shape of blink_curves (sine close over 40%, cosine open) the full duration is
         # 1.5 times the width at half depth.
         duration = float(np.clip(1.5 * np.median(ends - starts) / fps, 0.1, 0.6))
         rate = float(np.clip(len(starts) / seconds, 2 / 60, 50 / 60))
@@ -61,25 +65,30 @@ def blink_times(model: BlinkModel, seconds: float, seed: int) -> np.ndarray:
     return np.array(times)
 
 
-def blink_curve(model: BlinkModel, n_frames: int, fps: float, seed: int) -> np.ndarray:
-    """(n_frames,) eyeBlink weight: open level with blinks (fast close, slower open) at random times."""
+def blink_curves(model: BlinkModel, n_frames: int, fps: float, seed: int) -> np.ndarray:
+    """(n_frames, 2) eyeBlinkLeft/Right: open level with blinks (fast close, slower open) at random times."""
+    rng = np.random.default_rng([seed, 1])  # not the stream blink_times draws from
     t = np.arange(n_frames) / fps
-    depth = np.zeros(n_frames)
+    depth = np.zeros((n_frames, 2))
+    close = model.duration_s * 0.4  # closing is quicker than opening
     for start in blink_times(model, n_frames / fps, seed):
-        close = model.duration_s * 0.4  # closing is quicker than opening
-        phase = t - start
-        closing = (phase >= 0) & (phase < close)
-        opening = (phase >= close) & (phase < model.duration_s)
-        depth[closing] = np.maximum(depth[closing], np.sin(0.5 * np.pi * phase[closing] / close))
-        reopen = (phase[opening] - close) / (model.duration_s - close)
-        depth[opening] = np.maximum(depth[opening], np.cos(0.5 * np.pi * reopen))
+        peak = rng.uniform(*_DEPTH_RANGE)
+        starts = np.full(2, start)
+        if rng.random() < _ONE_EYE_LEADS:
+            starts[rng.integers(2)] -= 1 / fps
+        for eye, begin in enumerate(starts):
+            phase = t - begin
+            closing = (phase >= 0) & (phase < close)
+            opening = (phase >= close) & (phase < model.duration_s)
+            shape = np.zeros(n_frames)
+            shape[closing] = np.sin(0.5 * np.pi * phase[closing] / close)
+            shape[opening] = np.cos(0.5 * np.pi * (phase[opening] - close) / (model.duration_s - close))
+            depth[:, eye] = np.maximum(depth[:, eye], peak * shape)
     return (model.open_level + (model.closed_level - model.open_level) * depth).astype(np.float32)
 
 
 def apply_blinks(weights: np.ndarray, model: BlinkModel, fps: float, seed: int) -> np.ndarray:
-    """Weights with both eyeBlink channels replaced by generated blinks (both eyes together)."""
+    """Weights with the eyeBlink channels replaced by generated blinks."""
     out = weights.copy()
-    curve = blink_curve(model, len(weights), fps, seed)
-    for channel in BLINK_CHANNELS:
-        out[:, channel] = curve
+    out[:, list(BLINK_CHANNELS)] = blink_curves(model, len(weights), fps, seed)
     return out

@@ -1,96 +1,295 @@
 """The generic expression model: any voice -> ARKit weights, without a subject.
 
-Same network as the per-subject model, trained by scripts/train_generic.py on several real clips
-(their captured blendshapes from FaceLandmarker, smoothed as preprocessing does), and shipped with
-the engine as generic.safetensors (tens of KB). Each clip's last 1/11 is held out for scoring.
+Trained by `python -m engine train-generic` on clips of many speakers (engine.expression.corpus): a
+TemporalNet learns each speaker's blendshapes normalised to that speaker's own range (0 at the
+speaker's 5th percentile, 1 at the 95th), so that one person's habitually small mouth does not teach
+the model to mumble. Its output is then mapped to weights a rig expects:
+
+- spread: a least-squares model regresses towards the mean, so its output moves less than the real
+  face; each curve's output quantiles in speech (on speakers held out in the cross-validation) are
+  mapped to the capture's, piecewise linearly;
+- range: a typical speaker's MediaPipe range per curve, except where a real ARKit (iPhone, Live Link
+  Face) capture of speech says what ARKit gives (ARKIT_SPEECH), which MediaPipe underestimates
+  several-fold for the jaw and the closed lips.
+
+Scores come from speaker-disjoint k-fold cross-validation (no speaker in both a training and a test
+fold), per speaker the model never heard; they are stored in the model file's metadata.
 """
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from ..arkit import ARKIT_INDEX, ARKIT_NAMES
 from ..errors import EngineError
-from .model import ExpressionConfig, ExpressionNet
+from .corpus import TrainingClip
+from .model import N_OUT, ExpressionConfig, TemporalNet, load_model
+from .predict import MOUTH_INDEX
 
 GENERIC_MODEL = Path(__file__).with_name("generic.safetensors")
+USE_NOTE = ("trained on public research clips (talking-head and lip-reading demo and benchmark videos, see the "
+            "sources); for research and evaluation; for a production, retrain it on footage you hold the rights "
+            "to with `python -m engine train-generic`")
+
+# ARKit weights in speech, from a public iPhone Live Link Face take (JMTechArt/Pipeline-Examples,
+# "Blender/Blender Example Files/MySlate_3_Jason_Millers_iPhone.csv", 5.5 s of speech): percentile -> weight.
+ARKIT_SPEECH = {"jawOpen": {50: 0.16, 90: 0.67}, "mouthClose": {90: 0.24}, "mouthFunnel": {90: 0.41}}
+
+MOUTH = MOUTH_INDEX
+# Where the eyes look in these clips is where the camera stood, not what the voice does: the model keeps
+# them straight ahead, and engine.expression.gaze moves them.
+GAZE = np.array([i for i, n in enumerate(ARKIT_NAMES) if n.startswith("eyeLook")])
+JAW = ARKIT_INDEX["jawOpen"]
+_LOW, _HIGH = 5, 95      # percentiles that span a speaker's range
+_MIN_RANGE = 0.02        # a curve that moves less than this is not normalised up (it would be noise)
+_KNOTS = np.array([0, 1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99, 100], float)  # output map
+_CHUNK = 48              # frames per training sequence (1.9 s at 25 fps)
+_BATCH = 16
 
 
-def load_generic_model() -> ExpressionNet:
-    if not GENERIC_MODEL.is_file():
-        raise EngineError(f"{GENERIC_MODEL}: the generic expression model is missing from this install",
-                          "reinstall the extension, or run scripts/train_generic.py", path=str(GENERIC_MODEL))
-    return ExpressionNet.load(GENERIC_MODEL)
+def load_generic_model(path: str | Path | None = None):
+    """The bundled generic model, or a retrained one at `path`."""
+    path = Path(path) if path else GENERIC_MODEL
+    if not path.is_file():
+        raise EngineError(f"{path}: the generic expression model is missing",
+                          "reinstall the extension, or train one with `python -m engine train-generic`",
+                          path=str(path))
+    return load_model(path)
+
+
+def curve_weights() -> np.ndarray:
+    """How much each curve counts in training: the mouth and jaw most; blinks and gaze are generated, not learnt."""
+    weight = np.full(N_OUT, 0.5, np.float32)
+    weight[MOUTH] = 1.0
+    for i, name in enumerate(ARKIT_NAMES):
+        if name.startswith(("eyeBlink", "eyeLook")) or name == "tongueOut":  # MediaPipe has no tongue
+            weight[i] = 0.0
+        elif name.startswith("eye"):
+            weight[i] = 0.25
+    return weight
 
 
 @dataclass
-class CapturedClip:
-    name: str
-    samples: np.ndarray      # 16 kHz mono speech
-    blendshapes: np.ndarray  # (N, 52) smoothed, ARKit order
-    valid: np.ndarray        # (N,) bool: one face seen
-    fps: float
+class SpeakerRange:
+    low: np.ndarray    # (52,) the speaker's 5th percentile per curve
+    span: np.ndarray   # (52,) 95th - 5th percentile (at least _MIN_RANGE)
+
+    def normalise(self, weights: np.ndarray) -> np.ndarray:
+        return (weights - self.low) / self.span
 
 
-def capture_clip(path, fps: float = 25.0) -> CapturedClip:
-    """Blendshape targets for a clip, straight from FaceLandmarker (Savitzky-Golay 5/3 as SyncTalk)."""
-    from scipy.signal import savgol_filter
-    from ..face.landmarker import FaceLandmarker
-    from ..media.audio import load_audio
-    from ..media.video import read_frames
-    weights, valid = [], []
-    with FaceLandmarker() as landmarker:
-        for rgb in read_frames(path, fps):
-            seen = landmarker.analyse(rgb)
-            weights.append(seen.blendshapes)
-            valid.append(seen.faces == 1)
-    weights = np.array(weights, np.float32)
-    if len(weights) >= 5:
-        weights = np.clip(savgol_filter(weights, 5, 3, axis=0), 0, 1).astype(np.float32)
-    return CapturedClip(Path(path).stem, load_audio(path), weights, np.array(valid), fps)
-
-
-def train_generic(clips: list[CapturedClip], encoder_name: str, progress, unseen_speakers: bool = False):
-    """Fit on the first 10/11 of every clip; returns the model and held-out metrics (per clip and pooled).
-
-    With unseen_speakers, also fits once per clip without that clip at all and scores on all of it:
-    how the model does on a voice it has never heard ("unseen_speaker" per clip).
-    """
-    from ..audio.features import get_encoder
-    from .predict import frame_inputs, model_windows
-    encoder = get_encoder(encoder_name)
-    config = ExpressionConfig(encoder=encoder_name, dim=encoder.dim, fps=clips[0].fps)
-    data = []
-    for clip in clips:
-        per_frame, activity = frame_inputs(clip.samples, encoder, clip.fps, len(clip.blendshapes))
-        data.append((model_windows(per_frame, config.window, config.lead), per_frame, activity))
-    tails = [np.arange(len(c.blendshapes)) >= len(c.blendshapes) * 10 // 11 for c in clips]
-    model, metrics = _fit_and_score(clips, data, config, progress, [~t for t in tails], tails)
-    if unseen_speakers:
-        for k, clip in enumerate(clips):
-            train = [np.full(len(c.blendshapes), j != k) for j, c in enumerate(clips)]
-            test = [np.full(len(c.blendshapes), j == k) for j, c in enumerate(clips)]
-            metrics[clip.name]["unseen_speaker"] = _fit_and_score(clips, data, config, progress, train, test)[1]["all"]
-    return model, metrics
-
-
-def _fit_and_score(clips, data, config, progress, train_masks, test_masks):
-    """Fit on the frames train_masks select (valid ones), score on those test_masks select, per clip and pooled."""
-    from .predict import predict_weights
-    from .training import compare, fit
-    offsets = np.cumsum([0] + [len(c.blendshapes) for c in clips])
-    train = np.concatenate([o + np.flatnonzero(m & c.valid) for o, m, c in zip(offsets, train_masks, clips)])
-    model = fit(np.concatenate([d[0] for d in data]), np.concatenate([c.blendshapes for c in clips]), train,
-                config, progress)
-    metrics, predicted_all, captured_all = {}, [], []
-    for clip, (_, per_frame, activity), mask in zip(clips, data, test_masks):
-        frames = np.flatnonzero(mask & clip.valid)
+def speaker_ranges(clips: list[TrainingClip]) -> dict[str, SpeakerRange]:
+    ranges = {}
+    for speaker in sorted({c.speaker for c in clips}):
+        frames = np.concatenate([c.blendshapes[c.valid] for c in clips if c.speaker == speaker])
         if len(frames) == 0:
             continue
-        predicted = predict_weights(model, per_frame, activity)[frames]
-        metrics[clip.name] = compare(predicted, clip.blendshapes[frames])
-        predicted_all.append(predicted)
-        captured_all.append(clip.blendshapes[frames])
-    metrics["all"] = compare(np.concatenate(predicted_all), np.concatenate(captured_all))
-    return model, metrics
+        low, high = np.percentile(frames, _LOW, axis=0), np.percentile(frames, _HIGH, axis=0)
+        ranges[speaker] = SpeakerRange(low.astype(np.float32), np.maximum(high - low, _MIN_RANGE).astype(np.float32))
+    return ranges
+
+
+def usable(clips: list[TrainingClip]) -> list[TrainingClip]:
+    """Clips long enough for a training sequence, with a face in most frames."""
+    return [c for c in clips if len(c.blendshapes) >= _CHUNK and c.valid.mean() >= 0.5]
+
+
+def train_network(clips: list[TrainingClip], ranges: dict[str, SpeakerRange], config: ExpressionConfig,
+                  steps: int, seed: int = 0, stage=None) -> TemporalNet:
+    """Fit a TemporalNet to the clips' normalised blendshapes (its output calibration left at identity)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = TemporalNet(config)
+    frames = np.concatenate([c.inputs for c in clips])
+    model.feature_mean.copy_(torch.from_numpy(frames.mean(0)))
+    model.feature_std.copy_(torch.from_numpy(frames.std(0)).clamp_min(1e-3))
+    targets = [ranges[c.speaker].normalise(c.blendshapes).astype(np.float32) for c in clips]
+    # Each speaker counts by the square root of how long it talks: the long clips do not drown the rest.
+    speaker_frames = {s: sum(len(c.inputs) for c in clips if c.speaker == s) for s in ranges}
+    p = np.array([len(c.inputs) / speaker_frames[c.speaker] ** 0.5 for c in clips])
+    p /= p.sum()
+    weight = torch.from_numpy(curve_weights())
+    optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-2)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=2e-3, total_steps=steps, pct_start=0.1)
+    model.train()
+    for step in range(steps):
+        x, y, m = [], [], []
+        for k in rng.choice(len(clips), _BATCH, p=p):
+            start = rng.integers(0, len(clips[k].inputs) - _CHUNK + 1)
+            x.append(clips[k].inputs[start:start + _CHUNK])
+            y.append(targets[k][start:start + _CHUNK])
+            m.append(clips[k].valid[start:start + _CHUNK])
+        x, y = torch.from_numpy(np.stack(x)), torch.from_numpy(np.stack(y))
+        mask = torch.from_numpy(np.stack(m)).float()[..., None]
+        loss = ((model(x) - y) ** 2 * weight * mask).sum() / (mask.sum() * weight.sum()).clamp_min(1)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        if stage is not None and step % 100 == 99:
+            stage.advance(100, loss=round(loss.item(), 4))
+    return model.eval()
+
+
+def normalised_output(model: TemporalNet, clip: TrainingClip) -> np.ndarray:
+    with torch.inference_mode():
+        return model(torch.from_numpy(clip.inputs)[None])[0].numpy()
+
+
+def speaker_folds(clips: list[TrainingClip], folds: int) -> list[np.ndarray]:
+    """Speaker-disjoint folds: each speaker's clips go to one fold, folds balanced by frame count."""
+    totals = {}
+    for c in clips:
+        totals[c.speaker] = totals.get(c.speaker, 0) + len(c.inputs)
+    load, fold_of = np.zeros(folds), {}
+    for speaker in sorted(totals, key=lambda s: (-totals[s], s)):  # biggest first into the lightest fold
+        fold_of[speaker] = int(np.argmin(load))
+        load[fold_of[speaker]] += totals[speaker]
+    return [np.array([fold_of[c.speaker] == f for c in clips]) for f in range(folds)]
+
+
+def cross_validate(clips: list[TrainingClip], config: ExpressionConfig, folds: int, steps: int, progress,
+                   seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per clip, from a model trained without that clip's speaker: its normalised output, and the weights
+    as they ship (calibrated on the other folds' clips and outputs, silence-gated)."""
+    from .predict import predict_weights
+    masks = speaker_folds(clips, folds)
+    models, outputs = [], [None] * len(clips)
+    with progress.stage("cross-validation", total=folds * steps) as stage:
+        for test in masks:
+            train = [c for c, t in zip(clips, test) if not t]
+            models.append(train_network(train, speaker_ranges(train), config, steps, seed, stage))
+            for k in np.flatnonzero(test):
+                outputs[k] = normalised_output(models[-1], clips[k])
+    weights = [None] * len(clips)
+    for model, test in zip(models, masks):
+        others = np.flatnonzero(~test)
+        train = [clips[k] for k in others]
+        calibrate(model, calibration(train, speaker_ranges(train), [outputs[k] for k in others]))
+        for k in np.flatnonzero(test):
+            weights[k] = predict_weights(model, clips[k].inputs, clips[k].activity)
+    return outputs, weights
+
+
+def calibration(clips: list[TrainingClip], ranges: dict[str, SpeakerRange], outputs: list[np.ndarray]) -> dict:
+    """The map from the network's output to rig weights, from the training clips and the network's output on
+    them when their speakers were held out (`outputs`), per curve: the output's quantiles in speech go to the
+    capture's (so the curve moves as much as the real face does), and the capture's normalised range to the
+    rig's (ARKIT_SPEECH, else a typical speaker's MediaPipe range)."""
+    low = np.median([r.low for r in ranges.values()], axis=0)
+    span = np.median([r.span for r in ranges.values()], axis=0)
+    offset, scale = low.astype(np.float64), span.astype(np.float64)  # a typical speaker's MediaPipe range
+    speech = [c.valid & (c.activity > 0.5) for c in clips]
+    voiced = np.concatenate([ranges[c.speaker].normalise(c.blendshapes)[m] for c, m in zip(clips, speech)])
+    predicted = np.concatenate([o[m] for o, m in zip(outputs, speech)])
+    for name, quantiles in ARKIT_SPEECH.items():
+        i = ARKIT_INDEX[name]
+        points = sorted(quantiles.items())
+        if len(points) == 1:  # one figure: the speaker's rest stays at the typical rest
+            (q, value), = points
+            scale[i] = (value - offset[i]) / max(np.percentile(voiced[:, i], q), 1e-3)
+        else:
+            (q0, v0), (q1, v1) = points[0], points[-1]
+            z0, z1 = np.percentile(voiced[:, i], q0), np.percentile(voiced[:, i], q1)
+            scale[i] = (v1 - v0) / max(z1 - z0, 1e-3)
+            offset[i] = v0 - scale[i] * z0
+    knots_in = np.percentile(predicted, _KNOTS, axis=0).T  # (52, knots)
+    knots_in = np.maximum.accumulate(knots_in + np.arange(len(_KNOTS)) * 1e-6, axis=1)  # strictly increasing
+    knots_out = np.clip(offset[:, None] + scale[:, None] * np.percentile(voiced, _KNOTS, axis=0).T, 0, 1)
+    knots_out[GAZE] = 0.0
+    return {"offset": offset.astype(np.float32), "scale": scale.astype(np.float32),
+            "knots_in": knots_in.astype(np.float32), "knots_out": knots_out.astype(np.float32)}
+
+
+def calibrate(model: TemporalNet, mapping: dict) -> None:
+    """Set the model's output map, and its rest pose (what silence shows: the typical speaker's low end)."""
+    with torch.no_grad():
+        model.output_knots_in.copy_(torch.from_numpy(mapping["knots_in"]))
+        model.output_knots_out.copy_(torch.from_numpy(mapping["knots_out"]))
+        model.rest_pose.copy_(torch.from_numpy(np.clip(mapping["offset"], 0, 1)))
+
+
+def score_speakers(clips: list[TrainingClip], weights: list[np.ndarray], ranges, mapping: dict,
+                   min_motion: float = 0.02) -> dict:
+    """Per speaker, weights (as shipped) against the captured blendshapes, on the frames with a face.
+
+    jaw_open_r: Pearson r at lag 0; jaw_open_r_best_lag: the best r within +-4 frames; jaw_spread:
+    standard deviation of the predicted jawOpen / that of the capture mapped to the same ARKit scale
+    (the speaker's range -> `mapping`'s offset and scale); mouth_r: mean r over the mouth and jaw
+    curves that move in the capture (standard deviation > min_motion).
+    """
+    offset, scale = np.array(mapping["offset"]), np.array(mapping["scale"])
+    out = {}
+    for speaker, (truth, predicted, raw) in _per_speaker(clips, weights, ranges).items():
+        arkit = np.clip(offset + scale * truth, 0, 1)
+        mouth = [i for i in MOUTH if raw[:, i].std() > min_motion]
+        out[speaker] = {
+            "jaw_open_r": _r(predicted[:, JAW], raw[:, JAW]),
+            "jaw_open_r_best_lag": max(_r(np.roll(predicted[:, JAW], s)[4:-4], raw[4:-4, JAW]) for s in range(-4, 5)),
+            "jaw_spread": float(predicted[:, JAW].std() / max(arkit[:, JAW].std(), 1e-6)),
+            "mouth_r": float(np.mean([_r(predicted[:, i], raw[:, i]) for i in mouth])) if mouth else float("nan"),
+            "mouth_curves": len(mouth), "frames": int(len(raw))}
+    return out
+
+
+def summarise(per_speaker: dict) -> dict:
+    rows = list(per_speaker.values())
+    return {"speakers": len(rows),
+            "jaw_open_r_mean": round(float(np.mean([r["jaw_open_r"] for r in rows])), 3),
+            "jaw_open_r_best_lag_mean": round(float(np.mean([r["jaw_open_r_best_lag"] for r in rows])), 3),
+            "jaw_spread_median": round(float(np.median([r["jaw_spread"] for r in rows])), 3),
+            "mouth_r_mean": round(float(np.nanmean([r["mouth_r"] for r in rows])), 3)}
+
+
+def _per_speaker(clips, outputs, ranges) -> dict:
+    """speaker -> (normalised capture, output, raw capture) over the speaker's frames with a face."""
+    grouped = {}
+    for clip, output in zip(clips, outputs):
+        valid = clip.valid
+        grouped.setdefault(clip.speaker, []).append(
+            (ranges[clip.speaker].normalise(clip.blendshapes[valid]), output[valid], clip.blendshapes[valid]))
+    return {s: tuple(np.concatenate(part) for part in zip(*items)) for s, items in grouped.items()}
+
+
+def _r(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 3 or a.std() < 1e-9 or b.std() < 1e-9:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def train_generic(clips: list[TrainingClip], encoder, progress, folds: int = 5, steps: int = 1000,
+                  seed: int = 0, width: int = 64):
+    """Cross-validate (speaker-disjoint), then train on every clip and calibrate; returns (model, report)."""
+    clips = usable(clips)
+    speakers = sorted({c.speaker for c in clips})
+    if len(speakers) < max(2, folds):
+        raise EngineError(f"{len(speakers)} speakers with usable clips; speaker-disjoint {folds}-fold "
+                          "cross-validation needs at least as many speakers as folds",
+                          "add clips of more people, or lower --folds")
+    started = time.monotonic()
+    config = ExpressionConfig(encoder=encoder.name, dim=encoder.dim, fps=clips[0].fps, window=0, lead=0,
+                              arch="temporal", width=width)
+    ranges = speaker_ranges(clips)
+    outputs, weights = cross_validate(clips, config, folds, steps, progress, seed)
+    with progress.stage("final model", total=steps) as stage:
+        model = train_network(clips, ranges, config, steps, seed, stage)
+    mapping = calibration(clips, ranges, outputs)
+    calibrate(model, mapping)
+    per_speaker = score_speakers(clips, weights, ranges, mapping)
+    report = {"cross_validation": {"folds": folds, "summary": summarise(per_speaker), "per_speaker": per_speaker},
+              "calibration": {k: np.round(v, 4).tolist() for k, v in mapping.items()},
+              "clips": len(clips), "speakers": len(speakers), "frames": int(sum(len(c.inputs) for c in clips)),
+              "steps": steps,
+              "parameters": int(sum(p.numel() for p in model.parameters())),
+              "seconds": round(time.monotonic() - started, 1)}
+    return model, report
+
+
+def save_generic(model: TemporalNet, path, report: dict, sources: list[str]) -> Path:
+    return model.save(path, {"report": json.dumps(report), "sources": json.dumps(sources), "use": USE_NOTE,
+                             "arkit_calibration": json.dumps(ARKIT_SPEECH)})

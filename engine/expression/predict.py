@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..arkit import ARKIT_NAMES, MOUTH_AND_JAW
-from ..audio.features import as_speech, frame_positions, interpolate, window_positions, windows
+from ..audio.features import as_speech, frame_positions, interpolate, windows
 from ..audio.vad import voice_activity
 
 MOUTH_INDEX = np.array([ARKIT_NAMES.index(n) for n in MOUTH_AND_JAW])
@@ -43,33 +43,33 @@ def gate_silence(weights: np.ndarray, activity: np.ndarray, rest_pose: np.ndarra
 
 def predict_weights(model, per_frame: np.ndarray, activity: np.ndarray) -> np.ndarray:
     """(n_frames, 52) gated weights from `frame_inputs`' output."""
-    raw = model.predict(model_windows(per_frame, model.config.window, model.config.lead))
-    return gate_silence(raw, activity, model.rest_pose.numpy())
+    return gate_silence(model.frame_weights(per_frame), activity, model.rest_pose.numpy())
 
 
 def predict_speech(model, encoder, speech, fps: float | None = None, start: int = 0, stop: int | None = None,
                    progress=None) -> np.ndarray:
     """(stop - start, 52) gated weights for frames start..stop-1 at fps (default: the model's own rate).
 
-    The model runs at its own rate on the frames those need, a step at a time, each step from only the
-    features its windows touch (memory stays bounded for any length); its output is resampled to fps."""
+    The model runs at its own rate on the frames those need, a block at a time, each block with the
+    context its weights depend on (`model.context`), from only the features it touches (memory stays
+    bounded for any length); its output is resampled to fps."""
     speech = as_speech(speech)
-    model_fps, window, lead = model.config.fps, model.config.window, model.config.lead
+    model_fps = model.config.fps
     fps = model_fps if fps is None else fps
     stop = speech.n_frames(fps) if stop is None else stop
     n = speech.n_frames(model_fps)
     positions = frame_positions(model_fps, fps, start, stop, n)  # where the asked frames fall among the model's
     first, last = int(np.floor(positions.min())), min(int(np.floor(positions.max())) + 2, n)
     activity = voice_activity(speech, model_fps, n)
+    before, after = model.context
     weights = np.empty((last - first, len(ARKIT_NAMES)), np.float32)
     steps = range(first, last, FRAMES_AT_ONCE)
     stage = progress.stage("expression", len(steps)) if progress is not None and len(steps) > 1 else None
     for step in steps:
         end = min(step + FRAMES_AT_ONCE, last)
-        index = window_positions(np.arange(step, end), window, lead, n)
-        lo, hi = int(index.min()), int(index.max()) + 1
+        lo, hi = max(0, step - before), min(n, end + after)
         per_frame = np.concatenate([speech.per_frame(encoder, model_fps, lo, hi), activity[lo:hi, None]], axis=1)
-        raw = model.predict(np.ascontiguousarray(per_frame[index - lo], dtype=np.float32))
+        raw = model.frame_weights(np.ascontiguousarray(per_frame, dtype=np.float32))[step - lo:end - lo]
         weights[step - first:end - first] = gate_silence(raw, activity[step:end], model.rest_pose.numpy())
         if stage:
             stage.advance()

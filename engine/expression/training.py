@@ -54,9 +54,10 @@ def train_expression(subject, progress: Progress, encoder: str | None = None, mo
 
 
 def fit(inputs: np.ndarray, targets: np.ndarray, train: np.ndarray, config: ExpressionConfig,
-        progress: Progress) -> ExpressionNet:
-    """Fit an ExpressionNet on inputs[train] -> targets[train]: ridge regression, its strength
-    chosen by contiguous 5-fold cross-validation on the training frames (held-out frames untouched)."""
+        progress: Progress, ridges=_RIDGE_GRID) -> ExpressionNet:
+    """Fit an ExpressionNet on inputs[train] -> targets[train]: ridge regression, its strength chosen
+    among `ridges` by contiguous 5-fold cross-validation on the training frames (held-out frames untouched;
+    one strength: no cross-validation)."""
     model = ExpressionNet(config)
     flat = inputs[train].reshape(-1, inputs.shape[-1])
     model.feature_mean.copy_(torch.from_numpy(flat.mean(0)))
@@ -65,29 +66,30 @@ def fit(inputs: np.ndarray, targets: np.ndarray, train: np.ndarray, config: Expr
     a = model.standardised(inputs[train]).astype(np.float32)  # float32: twice as fast, ample for ridge
     mean_pose = targets[train].mean(0)
     y = (targets[train] - mean_pose).astype(np.float32)
-    folds = np.array_split(np.arange(len(a)), _FOLDS)
-    errors = np.zeros(len(_RIDGE_GRID))
+    folds = np.array_split(np.arange(len(a)), _FOLDS) if len(ridges) > 1 else []
+    errors = np.zeros(len(ridges))
     # Mouth and jaw are what audio drives; each counts in units of its own spread, so small curves count.
     scale = np.maximum(y[:, MOUTH_INDEX].std(0), 1e-3)
-    unseen = np.zeros((len(_RIDGE_GRID), len(a), len(MOUTH_INDEX)), np.float32)  # out-of-fold predictions
-    with progress.stage("expression", total=_FOLDS + 1) as stage:
+    unseen = np.zeros((len(ridges), len(a), len(MOUTH_INDEX)), np.float32)  # out-of-fold predictions
+    with progress.stage("expression", total=len(folds) + 1) as stage:
         for fold in folds:
             keep = np.setdiff1d(np.arange(len(a)), fold)
-            for k, w in enumerate(_ridge(a[keep], y[keep], _RIDGE_GRID)):
+            for k, w in enumerate(_ridge(a[keep], y[keep], ridges)):
                 unseen[k, fold] = (a[fold] @ w)[:, MOUTH_INDEX]
                 residual = (unseen[k, fold] - y[fold][:, MOUTH_INDEX]) / scale
                 errors[k] += (residual ** 2).sum()
             stage.advance(1)
         best = int(np.argmin(errors))
-        (w,) = _ridge(a, y, [_RIDGE_GRID[best]])
-        stage.advance(1, ridge=_RIDGE_GRID[best])
-    # Ridge regression predicts the mean of what a sound could mean, so on speech it has not heard its
-    # mouth moves with a fraction of the person's spread (a mumbled render). Scaling each mouth curve by
-    # its spread over the spread of the out-of-fold predictions gives the mouth back its range; a
-    # correlation is unchanged by it.
-    gain = np.clip(y[:, MOUTH_INDEX].std(0) / np.maximum(unseen[best].std(0), 1e-6), 1.0, MAX_MOUTH_GAIN)
-    w[:, MOUTH_INDEX] *= gain
-    model.config.ridge = _RIDGE_GRID[best]
+        (w,) = _ridge(a, y, [ridges[best]])
+        stage.advance(1, ridge=ridges[best])
+    if folds:
+        # Ridge regression predicts the mean of what a sound could mean, so on speech it has not heard its
+        # mouth moves with a fraction of the person's spread (a mumbled render). Scaling each mouth curve by
+        # its spread over the spread of the out-of-fold predictions gives the mouth back its range; a
+        # correlation is unchanged by it.
+        gain = np.clip(y[:, MOUTH_INDEX].std(0) / np.maximum(unseen[best].std(0), 1e-6), 1.0, MAX_MOUTH_GAIN)
+        w[:, MOUTH_INDEX] *= gain
+    model.config.ridge = ridges[best]
     with torch.no_grad():
         model.window.weight.copy_(torch.from_numpy(w.T.astype(np.float32)))
         model.window.bias.copy_(torch.from_numpy(mean_pose.astype(np.float32)))

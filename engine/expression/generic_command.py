@@ -1,0 +1,51 @@
+"""`python -m engine train-generic CLIPS_OR_FOLDER... -o MODEL`: train the generic (any voice) expression model.
+
+The clips are people speaking to camera (the more speakers the better); a folder's MANIFEST.tsv (columns
+`file`, `speaker`) says who speaks in which file, else each file is one speaker. The model is scored by
+speaker-disjoint cross-validation (printed, and stored in the model file); `animate --model MODEL` and the
+extension's preferences use it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def configure(parser) -> None:
+    parser.add_argument("clips", nargs="+", help="video clips of people speaking to camera, or folders of them")
+    parser.add_argument("-o", "--output", required=True, help="model file (.safetensors)")
+    parser.add_argument("--cache", default=None,
+                        help="folder for each clip's captured blendshapes and audio features, so that a rerun skips "
+                             "the capture (default: the engine's cache folder)")
+    parser.add_argument("--folds", type=int, default=5, help="speaker-disjoint cross-validation folds (default 5)")
+    parser.add_argument("--steps", type=int, default=1000, help="training steps per model (default 1000)")
+    parser.add_argument("--encoder", default=None, help="audio encoder (default: the engine's default, whisper)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", default=None, help="folder with the pretrained models (else $SYNCTALK_MODELS)")
+
+
+def run(args, progress) -> dict:
+    import torch
+    from ..audio.features import DEFAULT_ENCODER, get_encoder
+    from ..errors import EngineError
+    from ..models import cache_dir
+    from .corpus import find_clips, load_clip
+    from .generic import save_generic, train_generic
+    output = Path(args.output)
+    if output.suffix != ".safetensors":
+        raise EngineError(f"{output}: the output must be a .safetensors file", "name it e.g. studio.safetensors",
+                          path=str(output))
+    if args.folds < 2 or args.steps < 100:
+        raise EngineError("--folds must be at least 2 and --steps at least 100", "use e.g. --folds 5 --steps 1000")
+    sources = find_clips(args.clips)
+    encoder = get_encoder(args.encoder or DEFAULT_ENCODER, args.models)
+    cache = Path(args.cache) if args.cache else cache_dir() / "clips"
+    torch.set_num_threads(1)  # layers this small run fastest on one thread (two were several times slower)
+    clips = []
+    with progress.stage("capture", total=len(sources)) as stage:
+        for source in sources:
+            clips.append(load_clip(source, encoder, cache_dir=cache))
+            stage.advance(1)
+    model, report = train_generic(clips, encoder, progress, args.folds, args.steps, args.seed)
+    save_generic(model, output, report, [f"{s.path.name}\t{s.speaker}" for s in sources])
+    return {"output": str(output), **{k: v for k, v in report.items() if k != "calibration"},
+            "cross_validation": report["cross_validation"]["summary"]}

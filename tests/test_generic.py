@@ -109,3 +109,15 @@ def test_gaze_shifts_more_while_speaking_and_both_eyes_move_together(generic):
     left = curves.weights[:, ARKIT_INDEX["eyeLookOutLeft"]] - curves.weights[:, ARKIT_INDEX["eyeLookInLeft"]]
     right = curves.weights[:, ARKIT_INDEX["eyeLookInRight"]] - curves.weights[:, ARKIT_INDEX["eyeLookOutRight"]]
     assert left.std() > 0.02 and np.corrcoef(left, right)[0, 1] > 0.8  # the model adds a little of its own per eye
+
+
+def test_long_speech_is_predicted_in_blocks_that_match_the_whole(generic, monkeypatch):
+    """Both model kinds predict a block at a time with the context their weights depend on: small blocks
+    give the same curves as one block over the whole speech."""
+    from engine.audio.features import SpeechFeatures
+    from engine.expression import predict
+    speech = SpeechFeatures(load_audio(shared_file("audio", "en_60s.wav"))[:16000 * 12])
+    whole = predict.predict_speech(generic.model, generic.encoder, speech, 25.0)
+    monkeypatch.setattr(predict, "FRAMES_AT_ONCE", 37)
+    blocks = predict.predict_speech(generic.model, generic.encoder, speech, 25.0)
+    assert np.abs(blocks - whole).max() < 1e-5

@@ -20,6 +20,11 @@ os.environ.setdefault("SYNCTALK_MODELS", str(SHARED / "models"))
 os.environ.setdefault("SYNCTALK_OFFLINE", "1")
 
 
+# The Python that runs engine children: the Blender 5.3 run's own venv has bpy but not the engine's packages
+# (tests/test_blender_53.py points SYNCTALK_PYTHON at .venv's).
+ENGINE_PYTHON = os.environ.get("SYNCTALK_PYTHON") or sys.executable
+
+
 def shared_file(*parts: str) -> Path:
     path = DATA.joinpath(*parts)
     if not path.is_file():
@@ -31,7 +36,7 @@ def run_engine(*argv) -> subprocess.CompletedProcess:
     """`python -m engine ARGV --progress jsonl` in a child process, its raw output kept (tests of what the
     child writes; engine.jobs.Job runs it as Blender and the demo do)."""
     from engine.jobs import child_environment
-    return subprocess.run([sys.executable, "-m", "engine", *map(str, argv), "--progress", "jsonl"], cwd=ROOT,
+    return subprocess.run([ENGINE_PYTHON, "-m", "engine", *map(str, argv), "--progress", "jsonl"], cwd=ROOT,
                           capture_output=True, text=True, env=child_environment())
 
 
@@ -57,8 +62,8 @@ def tiny_clip(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_subject(tiny_clip) -> Path:
     """The tiny clip preprocessed at 96 px, once per session. Tests copy it before changing it."""
-    from engine.preprocess.pipeline import preprocess
-    preprocess(tiny_clip, tiny_clip.parent / "subject", size=96)
+    proc = run_engine("preprocess", tiny_clip, "-o", tiny_clip.parent / "subject", "--size", "96")
+    assert proc.returncode == 0, proc.stderr
     return tiny_clip.parent / "subject"
 
 

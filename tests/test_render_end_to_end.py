@@ -70,7 +70,7 @@ def test_rendered_face_joins_the_frame_without_a_seam(subject):
     features = subject_speech(subject).windows(get_encoder(head.audio_encoder), subject.fps, head.audio_window,
                                                n_frames=subject.n_frames)
     # Training cached the subject's features in the subject folder, keyed by its audio's checksum.
-    from engine.models import sha256_of
+    from engine.files import sha256_of
     cached = list(subject.cache_dir.glob(f"features-v*-mel-*-{sha256_of(subject.audio_path)[:24]}.safetensors"))
     assert len(cached) == 1
     pasted, source = 0.0, 0.0

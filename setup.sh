@@ -28,6 +28,8 @@ fi
 # torch==2.13.0: on a machine without a GPU, point pip at a CPU build (the project's machines
 # keep one in their local wheel folder); the CUDA build works too but is several GB.
 .venv/bin/python -m pip install --disable-pip-version-check -q -r requirements.txt
+# The project itself, editable (pyproject.toml): scripts/ and the tests import `engine` from this checkout.
+.venv/bin/python -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 
 # Blender 4.5 LTS as a second bpy module in its own venv, for the tests of the extension's 4.2-4.5
 # code paths (tests/test_blender_45.py): about 1 minute and 1 GB. SYNCTALK_SKIP_BPY45=1 skips it.

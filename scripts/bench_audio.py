@@ -16,13 +16,11 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 os.environ.setdefault("SYNCTALK_MODELS", str(SHARED / "models"))
 

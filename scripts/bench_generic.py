@@ -26,12 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 os.environ.setdefault("SYNCTALK_MODELS", str(SHARED / "models"))
 

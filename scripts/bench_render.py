@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.audio.features import subject_speech  # noqa: E402
 from engine.portrait.composite import face_layer, over_frame, paste_back  # noqa: E402

@@ -12,12 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("SYNCTALK_MODELS", str(ROOT.parent / "shared" / "models"))
 
 import numpy as np  # noqa: E402

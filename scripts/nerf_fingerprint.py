@@ -18,14 +18,12 @@ import dataclasses
 import hashlib
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.cpu_count = lambda: 1  # choose_cpu_threads measures 1 thread only (it still draws what it draws)
 
 from engine.nerf.checkpoint import load_weights  # noqa: E402

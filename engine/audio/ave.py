@@ -1,6 +1,6 @@
 """The `ave` audio encoder: SyncTalk's audio-visual encoder, audio branch, trained SyncNet-style.
 
-Audio branch (REFERENCE.md): a 16-mel-frame window (0.2 s of SyncTalk's log-mel, 80 mels) through a
+Audio branch (../shared/REFERENCE.md): a 16-mel-frame window (0.2 s of SyncTalk's log-mel, 80 mels) through a
 Conv2d stack (SyncNet's audio branch shape: conv + batch norm + ReLU blocks, some residual) to a 512-d
 vector. The face branch sees the mouth (5 grey lower-face crops, 0.2 s) and is only used to train
 the audio branch and to score audio-video sync (engine.audio.ave_training).

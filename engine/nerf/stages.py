@@ -1,4 +1,4 @@
-"""The NeRF's training stages (REFERENCE.md "Model"): what each one optimises and its losses for a step.
+"""The NeRF's training stages (../shared/REFERENCE.md "Model"): what each one optimises and its losses for a step.
 
 head   rays inside each frame's head box (more of them in the lip and eye boxes), rendered over the
        frame's torso plate; uncertainty-weighted L1, the head's opacity outside its mask, region

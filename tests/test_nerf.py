@@ -214,6 +214,23 @@ def trained(subject_dir):
     return interrupted, [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
+def test_rare_face_states_are_drawn_more_often_than_uniformly(subject_dir):
+    """Blinks and wide-open mouths (rare in talking footage) get more draws than a typical frame, bounded."""
+    from engine.arkit import ARKIT_INDEX
+    from engine.nerf.dataset import MAX_DRAW_BOOST, SubjectData
+    from engine.subject.format import Subject
+    subject = Subject(subject_dir)
+    data = SubjectData(subject, np.zeros((subject.meta.frames, 4), np.float32), size=32)
+    weights = data.frame_weights
+    assert weights.shape == (data.n_train,) and abs(weights.sum() - 1) < 1e-9
+    assert weights.max() <= MAX_DRAW_BOOST / data.n_train * 1.001
+    curves = subject.tracks["blendshapes"][data.train_frames]
+    for names in (["jawOpen"], ["eyeBlinkLeft", "eyeBlinkRight"]):
+        value = curves[:, [ARKIT_INDEX[n] for n in names]].mean(axis=1)
+        top = value >= np.percentile(value, 90)
+        assert weights[top].sum() > 1.3 * top.mean(), names  # the top tenth gets well over a tenth of the draws
+
+
 def test_ctrl_c_stops_cleanly_with_a_checkpoint(trained):
     interrupted, _ = trained
     assert interrupted["returncode"] == 130, interrupted["stderr"]

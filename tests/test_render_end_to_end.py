@@ -9,7 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+from engine.arkit import ARKIT_INDEX
 from engine.cli import main
+from engine.evaluation.heldout import scoring_window
 from engine.media.ffmpeg import probe
 from engine.files import atomic_write_json
 from engine.subject.format import Subject, read_meta
@@ -135,7 +137,7 @@ def test_evaluate_writes_report_grid_and_plot(subject, tmp_path):
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     summary = report["summary"]
     assert summary["frames"] == 3 and len(report["frames"]) == 3
-    assert report["frames"][0]["index"] == int(subject.split("test")[0])
+    assert [f["index"] for f in report["frames"]] == scoring_window(subject, subject.split("test"), 3).tolist()
     for region in ("face", "portrait", "raw"):
         assert 5 < summary[region]["psnr"] < 60 and 0 < summary[region]["ssim"] <= 1
     # Pasting onto the truth copies everything outside the face: it can only score higher than the raw render.
@@ -143,6 +145,17 @@ def test_evaluate_writes_report_grid_and_plot(subject, tmp_path):
     grid = read_png(tmp_path / "report" / "comparison.png")
     assert grid.shape[1] == 3 * 96 and grid.shape[0] > 2 * 96
     assert read_png(tmp_path / "report" / "mouth_opening.png").shape[2] in (3, 4)
+
+
+def test_the_scored_window_holds_the_deepest_blink_of_the_held_out_frames(subject):
+    held_out = subject.split("test")
+    closure = subject.tracks["blendshapes"][held_out][:, [ARKIT_INDEX["eyeBlinkLeft"], ARKIT_INDEX["eyeBlinkRight"]]]
+    deepest = int(held_out[np.argmax(closure.mean(axis=1))])
+    for count in (3, len(held_out) - 2):
+        window = scoring_window(subject, held_out, count)
+        assert len(window) == count and np.all(np.diff(window) == 1) and set(window) <= set(held_out)
+        assert deepest in window
+    assert scoring_window(subject, held_out, len(held_out) + 5).tolist() == held_out.tolist()
 
 
 def test_a_range_of_a_long_speech_drives_from_only_the_speech_it_needs(subject, tmp_path):
@@ -212,6 +225,5 @@ def test_render_command_writes_the_edits_frame_rate(subject, speech, tmp_path):
     assert sorted(p.name for p in (tmp_path / "end").iterdir()) == [f"{n - 2:06d}.png", f"{n - 1:06d}.png"]
     with pytest.raises(SystemExit):  # argparse refuses text; a rate out of range is one clear message
         run_engine("render", subject.root, "--audio", speech, "--fps", "fast", "-o", tmp_path / "x")
-    from engine.cli import main
     assert main(["render", str(subject.root), "--audio", str(speech), "--fps", "0", "-o", str(tmp_path / "x"),
                  "--progress", "quiet"]) == 2

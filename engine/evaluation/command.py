@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import EngineError
 from ..render.driving import drive_frames
 from ..subject.format import Subject
-from .heldout import evaluate
+from .heldout import evaluate, scoring_window
 from .report import write_report
 
 
@@ -24,7 +24,8 @@ def configure(parser) -> None:
     parser.add_argument("subject", type=Path, help="subject folder with a trained model")
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for the report")
     parser.add_argument("--limit", type=int, default=None, metavar="N",
-                        help="score only the first N held-out frames (a quick look)")
+                        help="score N consecutive held-out frames (a quick look): those with the deepest blink "
+                             "in the tracked curves, so the eye figure has a blink to follow")
     parser.add_argument("--samples", type=int, default=4, help="frames shown in comparison.png")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
@@ -35,7 +36,7 @@ def run(args, progress) -> dict:
     subject = Subject(args.subject)
     held_out = subject.split("test")
     if args.limit is not None:
-        held_out = held_out[:max(args.limit, 1)]
+        held_out = scoring_window(subject, held_out, max(args.limit, 1))
     if len(held_out) == 0:
         raise EngineError(f"{subject.root}: the subject has no held-out frames to score",
                           "preprocess the clip again (the last 1/11 of the frames is held out)",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..arkit import ARKIT_INDEX
 from ..face.landmarker import FaceLandmarker
 from ..portrait.composite import as_float, face_layer, over_frame
 from ..render.driving import Driving
@@ -69,6 +70,20 @@ def _filled(series: np.ndarray) -> np.ndarray:
 def _mean(values) -> float | None:
     values = [v for v in values if v is not None and np.isfinite(v)]
     return float(np.mean(values)) if values else None
+
+
+def scoring_window(subject: Subject, held_out: np.ndarray, count: int) -> np.ndarray:
+    """`count` consecutive held-out frames centred on the frame whose tracked lids are most closed.
+
+    Blinks are a few frames every few seconds, so the first frames of the held-out stretch often hold
+    none, and an eye figure over open eyes only measures tracking noise. Chosen from the tracked curves,
+    never from a render."""
+    if count >= len(held_out):
+        return held_out
+    curves = subject.tracks["blendshapes"][held_out]
+    closure = curves[:, [ARKIT_INDEX["eyeBlinkLeft"], ARKIT_INDEX["eyeBlinkRight"]]].mean(axis=1)
+    start = int(np.clip(np.argmax(closure) - count // 2, 0, len(held_out) - count))
+    return held_out[start:start + count]
 
 
 def sample_positions(count: int, samples: int) -> set[int]:

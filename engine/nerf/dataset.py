@@ -19,6 +19,12 @@ EYE_LANDMARKS = [33, 133, 159, 145, 160, 144, 158, 153, 70, 105, 107,       # le
                  263, 362, 386, 374, 387, 373, 385, 380, 300, 334, 336]     # right eye and brow
 HEAD_MARGIN = 6  # pixels around the head mask where rays still learn "empty"
 MOUTH_MIN_STD = 0.01  # mouth curves that barely move in the clip carry no signal for the audio code
+# Frame draws: how a frame's state is binned (percentiles of the clip's own curves), and what share of
+# the draws goes by rarity of that state rather than uniformly (training_frame_weights).
+STATE_CURVES = (("jawOpen",), ("eyeBlinkLeft", "eyeBlinkRight"))
+STATE_PERCENTILES = (50, 75, 90, 97)
+RARE_STATE_SHARE = 0.5
+MAX_DRAW_BOOST = 8.0  # no frame drawn more than this many times as often as uniformly (a lone odd frame)
 
 
 def expression_indices(expression: str) -> list[int]:
@@ -127,6 +133,27 @@ class SubjectData:
             stage.close()
         self.row_of = {int(index): row for row, index in enumerate(self.frames)}
         self.n_train = len(self.train_frames)
+        self.frame_weights = self.training_frame_weights()
+
+    def training_frame_weights(self) -> np.ndarray:
+        """(n_train,) draw probabilities of the training frames.
+
+        A wide-open mouth and a closed eye are rare in talking footage (a blink is 2-4 % of the frames),
+        so uniform draws teach the field the average face: held-out renders then open the mouth half
+        way and never blink. Half of the draws go uniformly, half by rarity of the frame's state (its
+        jaw opening and lid closure, each binned at the clip's own percentiles): each occupied state
+        gets the same share, so blinks and wide vowels are seen several times more often (any one frame
+        at most MAX_DRAW_BOOST times)."""
+        curves = self.subject.tracks["blendshapes"][self.train_frames]
+        state = np.zeros(self.n_train, np.int64)
+        for names in STATE_CURVES:
+            value = curves[:, [ARKIT_NAMES.index(n) for n in names]].mean(axis=1)
+            edges = np.unique(np.percentile(value, STATE_PERCENTILES))
+            state = state * (len(STATE_PERCENTILES) + 1) + np.searchsorted(edges, value, side="right")
+        _, cell, counts = np.unique(state, return_inverse=True, return_counts=True)
+        rare = 1.0 / (counts[cell] * len(counts))
+        weights = np.minimum((1 - RARE_STATE_SHARE) / self.n_train + RARE_STATE_SHARE * rare, MAX_DRAW_BOOST / self.n_train)
+        return weights / weights.sum()
 
     def mouth_channels(self) -> list[int]:
         """ARKit indices of the mouth and jaw curves that move in the training frames."""

@@ -213,16 +213,19 @@ class Trainer:
             group["lr"] = base * scale * decay
 
     def frames(self, count: int) -> np.ndarray:
-        """`count` distinct random training rows (all of them when there are fewer)."""
-        return self.rng.choice(self.data.n_train, size=min(count, self.data.n_train), replace=False)
+        """`count` distinct random training rows (all of them when there are fewer), rare face states
+        (blinks, wide vowels) drawn more often (SubjectData.training_frame_weights)."""
+        return self.rng.choice(self.data.n_train, size=min(count, self.data.n_train), replace=False,
+                               p=self.data.frame_weights)
 
     def render_pixels(self, rows: np.ndarray, slot: np.ndarray, x: np.ndarray, y: np.ndarray, training: bool):
         """Head rendered over the torso plates for pixels (x, y) of frames rows[slot]; -> (output, pred, target, under).
 
-        In training, rays inside the frame's lip box see the mean per-frame latent, not the frame's own:
-        the latents are there to absorb lighting and exposure drift, and around the mouth a free 4-d code
-        per frame would absorb the mouth itself (held-out frames, which get the mean code, would then
-        render an average mouth); this way only the audio and expression codes can explain it.
+        In training, rays inside the frame's lip and eye boxes see the mean per-frame latent, not the
+        frame's own: the latents are there to absorb lighting and exposure drift, and around the mouth and
+        eyes a free 4-d code per frame would absorb the lips and the blinks themselves (held-out frames,
+        which get the mean code, would then render an average mouth and open eyes); this way only the
+        audio and expression codes can explain them.
         """
         data, device = self.data, self.device
         audio, expressions, poses = data.conditioning(rows, device)
@@ -233,10 +236,11 @@ class Trainer:
         origins, directions = pixel_rays(poses[slot_t], data.intrinsics, xf, yf)
         frame = slot_t
         if training:
-            in_lips = torch.from_numpy(data.inside(data.lip_box[rows[slot]], x, y)).to(device)
+            boxed = data.inside(data.lip_box[rows[slot]], x, y) | data.inside(data.eye_box[rows[slot]], x, y)
+            in_boxes = torch.from_numpy(boxed).to(device)
             mean = self.model.field.latents.weight.mean(dim=0, keepdim=True).expand_as(latents)
             codes, latents = torch.cat([codes, codes]), torch.cat([latents, mean])
-            frame = slot_t + len(rows) * in_lips.long()
+            frame = slot_t + len(rows) * in_boxes.long()
         out = self.model.render_head(Rays(origins, directions, frame), codes, latents, self.preset.samples,
                                      perturb=training, training=training)
         frame_rows = rows[slot]

@@ -6,7 +6,9 @@ For each clip (default: lieu_60s and four corpus clips of 10-97 s, three of them
 clip is preprocessed once, then for each condition a copy of the subject is trained with
 `python -m engine train --preset preview`, scored with `python -m engine evaluate --limit 45`, and
 100 frames of new speech are rendered full frame with `python -m engine render`. "busy" keeps one of
-the cores spinning in another process for the whole run of that condition. A table per clip is printed
+the cores spinning in another process for the whole run of that condition; "shared" starts no spinner
+of its own, for a run that shares the machine with other work (a second bench_lipsync on other clips,
+with its own --work: each then keeps a core busy for the other); the loads printed say how busy it was. A table per clip is printed
 with the issue's targets; everything is also written to WORK/results.json.
 
 The footage of ../shared is for research and evaluation; nothing trained here is shipped.
@@ -132,7 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("clips", nargs="*", type=Path, default=DEFAULT_CLIPS)
     parser.add_argument("--work", type=Path, default=ROOT / "out" / "bench_lipsync")
-    parser.add_argument("--conditions", default="quiet,busy")
+    parser.add_argument("--conditions", default="quiet,busy", help="of quiet, busy, shared")
     parser.add_argument("--expression", default="all", choices=("all", "upper"))
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)

@@ -87,6 +87,33 @@ def test_train_generic_scores_unseen_speakers_and_animate_uses_the_model(tmp_pat
     assert json.loads(out.out.strip().splitlines()[-1])["seed"] == 5
 
 
+def test_a_clip_whose_face_trails_its_sound_is_lined_up_and_one_out_of_sync_is_left_out(tmp_path):
+    """The sync check of train-generic on a real capture (may_5s): the clip's own captured jaw stands for a
+    perfect prediction; the same face 3 frames late is found 3 frames late and shifted back; another
+    person's face under that sound follows it at no lag and is left out."""
+    from dataclasses import replace
+    from engine.audio.features import DEFAULT_ENCODER, get_encoder
+    from engine.expression.corpus import ClipSource, load_clip
+    from engine.expression.generic import JAW as jaw, best_sync, shifted
+    encoder = get_encoder(DEFAULT_ENCODER)
+    may = load_clip(ClipSource(shared_file("video", "may_5s.mp4"), "may"), encoder, cache_dir=tmp_path)
+    aoc = load_clip(ClipSource(shared_file("video", "aoc_8s.mp4"), "aoc"), encoder, cache_dir=tmp_path)
+    predicted = may.blendshapes[:, jaw]
+    assert best_sync(predicted, may).lag == 0 and best_sync(predicted, may).r > 0.99
+    late = replace(may, blendshapes=np.roll(may.blendshapes, 3, axis=0), valid=np.roll(may.valid, 3))
+    check = best_sync(predicted, late)
+    assert check.lag == 3 and check.in_sync
+    lined_up = shifted(late, check.lag)
+    both = lined_up.valid & may.valid
+    assert both.sum() >= len(may.valid) - 10 and not lined_up.valid[-3:].any()
+    np.testing.assert_array_equal(lined_up.blendshapes[both], may.blendshapes[both])
+    early = replace(may, blendshapes=np.roll(may.blendshapes, -2, axis=0), valid=np.roll(may.valid, -2))
+    assert best_sync(predicted, early).lag == -2 and not shifted(early, -2).valid[:2].any()
+    n = min(len(may.valid), len(aoc.valid))
+    dubbed = replace(may, blendshapes=aoc.blendshapes[:n], valid=aoc.valid[:n])
+    assert not best_sync(predicted[:n], dubbed).in_sync
+
+
 def test_blinks_close_fully_vary_per_take_and_the_eyes_differ_now_and_then():
     model = BlinkModel()  # the generic model's: typical rate, lids closing fully
     first, second = blink_curves(model, 25 * 120, 25, seed=1), blink_curves(model, 25 * 120, 25, seed=2)

@@ -12,6 +12,14 @@ the model to mumble. Its output is then mapped to weights a rig expects:
   Face) capture of speech says what ARKit gives (ARKIT_SPEECH), which MediaPipe underestimates
   several-fold for the jaw and the closed lips.
 
+Footage of many sources is not always in sync: a clip's sound can lead or trail its picture by a few
+frames, and a dubbed or generated clip's mouth does not follow its sound at all. Before a model is
+fitted, each clip is checked by a model trained on the other half of the speakers (`check_sync`): its
+captured jaw is shifted by the lag at which it best follows that model's prediction (at most
+MAX_SYNC_LAG frames), and a clip whose jaw follows no shift of it (r < MIN_SYNC_R) is left out. A model
+of a handful of voices cannot judge another's sync: with fewer than MIN_SYNC_SPEAKERS speakers the
+clips are used as they are.
+
 Scores come from speaker-disjoint k-fold cross-validation (no speaker in both a training and a test
 fold), per speaker the model never heard; they are stored in the model file's metadata.
 """
@@ -19,7 +27,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +56,9 @@ JAW = ARKIT_INDEX["jawOpen"]
 _LOW, _HIGH = 5, 95      # percentiles that span a speaker's range
 _MIN_RANGE = 0.02        # a curve that moves less than this is not normalised up (it would be noise)
 _KNOTS = np.array([0, 1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99, 100], float)  # output map
+MAX_SYNC_LAG = 4         # frames (160 ms at 25 fps) a clip's sound may be off its picture
+MIN_SYNC_R = 0.2         # a clip whose jaw follows its audio less than this at every lag is left out
+MIN_SYNC_SPEAKERS = 20   # speakers needed for the check (each half's model hears 10 or more)
 _CHUNK = 48              # frames per training sequence (1.9 s at 25 fps)
 _BATCH = 16
 
@@ -136,6 +147,65 @@ def train_network(clips: list[TrainingClip], ranges: dict[str, SpeakerRange], co
     return model.eval()
 
 
+@dataclass
+class SyncCheck:
+    lag: int    # frames the clip's face trails its sound (negative: leads it)
+    r: float    # jawOpen r, prediction vs capture, at that lag
+
+    @property
+    def in_sync(self) -> bool:
+        return self.r >= MIN_SYNC_R
+
+
+def check_sync(clips: list[TrainingClip], config: ExpressionConfig, steps: int, seed: int = 0) -> list[SyncCheck]:
+    """Per clip, the lag at which its captured jaw best follows the jaw predicted from its audio by a model
+    trained on the other half of the speakers, and the r there."""
+    checks = [None] * len(clips)
+    for test in speaker_folds(clips, 2):
+        train = [c for c, t in zip(clips, test) if not t]
+        model = train_network(train, speaker_ranges(train), config, steps, seed)
+        for k in np.flatnonzero(test):
+            checks[k] = best_sync(normalised_output(model, clips[k])[:, JAW], clips[k])
+    return checks
+
+
+def best_sync(predicted: np.ndarray, clip: TrainingClip) -> SyncCheck:
+    m = MAX_SYNC_LAG
+    valid, truth = clip.valid[m:-m], clip.blendshapes[m:-m, JAW]
+    rs = [_r(np.roll(predicted, lag)[m:-m][valid], truth[valid]) for lag in range(-m, m + 1)]
+    return SyncCheck(int(np.argmax(rs)) - m, float(max(rs)))
+
+
+def shifted(clip: TrainingClip, lag: int) -> TrainingClip:
+    """The clip with its captured face moved `lag` frames earlier, so that it lines up with its sound."""
+    if lag == 0:
+        return clip
+    valid = np.roll(clip.valid, -lag)
+    if lag > 0:  # the frames rolled round from the other end
+        valid[-lag:] = False
+    else:
+        valid[:-lag] = False
+    return replace(clip, blendshapes=np.roll(clip.blendshapes, -lag, axis=0), valid=valid)
+
+
+def train_synchronised(clips: list[TrainingClip], ranges: dict[str, SpeakerRange], config: ExpressionConfig,
+                       steps: int, seed: int = 0, stage=None) -> tuple[TemporalNet, list[SyncCheck]]:
+    """A TemporalNet fitted to the clips that are in sync, each lined up with its sound (check_sync); the
+    checks are None where there are too few speakers to make them."""
+    if len({c.speaker for c in clips}) < MIN_SYNC_SPEAKERS:
+        return train_network(clips, ranges, config, steps, seed, stage), None
+    checks = check_sync(clips, config, steps, seed)
+    kept = [shifted(c, s.lag) for c, s in zip(clips, checks) if s.in_sync]
+    return train_network(kept, ranges, config, steps, seed, stage), checks
+
+
+def sync_report(clips: list[TrainingClip], checks: list[SyncCheck] | None) -> dict:
+    if checks is None:
+        return {"checked": False, "why": f"fewer than {MIN_SYNC_SPEAKERS} speakers: clips used as they are"}
+    return {"checked": True, "left_out": {c.name: round(s.r, 3) for c, s in zip(clips, checks) if not s.in_sync},
+            "lags": {c.name: s.lag for c, s in zip(clips, checks) if s.in_sync and s.lag}}
+
+
 def normalised_output(model: TemporalNet, clip: TrainingClip) -> np.ndarray:
     with torch.inference_mode():
         return model(torch.from_numpy(clip.inputs)[None])[0].numpy()
@@ -163,7 +233,7 @@ def cross_validate(clips: list[TrainingClip], config: ExpressionConfig, folds: i
     with progress.stage("cross-validation", total=folds * steps) as stage:
         for test in masks:
             train = [c for c, t in zip(clips, test) if not t]
-            models.append(train_network(train, speaker_ranges(train), config, steps, seed, stage))
+            models.append(train_synchronised(train, speaker_ranges(train), config, steps, seed, stage)[0])
             for k in np.flatnonzero(test):
                 outputs[k] = normalised_output(models[-1], clips[k])
     weights = [None] * len(clips)
@@ -277,11 +347,12 @@ def train_generic(clips: list[TrainingClip], encoder, progress, folds: int = 5, 
     ranges = speaker_ranges(clips)
     outputs, weights = cross_validate(clips, config, folds, steps, progress, seed)
     with progress.stage("final model", total=steps) as stage:
-        model = train_network(clips, ranges, config, steps, seed, stage)
+        model, checks = train_synchronised(clips, ranges, config, steps, seed, stage)
     mapping = calibration(clips, ranges, outputs)
     calibrate(model, mapping)
     per_speaker = score_speakers(clips, weights, ranges, mapping)
     report = {"cross_validation": {"folds": folds, "summary": summarise(per_speaker), "per_speaker": per_speaker},
+              "sync": sync_report(clips, checks),
               "calibration": {k: np.round(v, 4).tolist() for k, v in mapping.items()},
               "clips": len(clips), "speakers": len(speakers), "frames": int(sum(len(c.inputs) for c in clips)),
               "steps": steps,

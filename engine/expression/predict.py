@@ -3,7 +3,9 @@
 The model sees, per video frame, a window of audio features plus voice activity. Its output is
 then gated by that voice activity: in pauses the mouth and jaw go to the subject's rest pose
 (measured on its own silent frames), so a closed mouth in silence does not depend on the model
-having learnt it.
+having learnt it. The gate opens LIPS_LEAD_S before each onset of voice: the lips part and close
+for a first sound before it is heard (on the corpus' unseen speakers the jaw's r rose from 0.378 to
+0.395 with 2 frames of lead, with pauses still at a tenth of speech).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from ..audio.features import as_speech, frame_positions, interpolate, windows
 from ..audio.vad import voice_activity
 
 MOUTH_INDEX = np.array([ARKIT_NAMES.index(n) for n in MOUTH_AND_JAW])
+LIPS_LEAD_S = 0.08  # the mouth moves this long before the voice starts
 FRAMES_AT_ONCE = 1500  # frames predicted per step: their windows are about 25 MB with 512-d features
 
 
@@ -33,8 +36,16 @@ def model_windows(per_frame: np.ndarray, window: int, lead: int) -> np.ndarray:
     return np.ascontiguousarray(windows(per_frame, window, lead), dtype=np.float32)
 
 
+def gate_opening(activity: np.ndarray, fps: float) -> np.ndarray:
+    """Voice activity (per frame at fps) with each onset moved LIPS_LEAD_S earlier: how open the gate is."""
+    opening = activity.copy()
+    for k in range(1, int(round(LIPS_LEAD_S * fps)) + 1):
+        opening[:-k] = np.maximum(opening[:-k], activity[k:])
+    return opening
+
+
 def gate_silence(weights: np.ndarray, activity: np.ndarray, rest_pose: np.ndarray) -> np.ndarray:
-    """Mouth and jaw blended towards the rest pose where there is no voice."""
+    """Mouth and jaw blended towards the rest pose where the gate (gate_opening) is closed."""
     out = weights.copy()
     a = activity[:, None]
     out[:, MOUTH_INDEX] = a * weights[:, MOUTH_INDEX] + (1 - a) * rest_pose[MOUTH_INDEX]
@@ -43,7 +54,8 @@ def gate_silence(weights: np.ndarray, activity: np.ndarray, rest_pose: np.ndarra
 
 def predict_weights(model, per_frame: np.ndarray, activity: np.ndarray) -> np.ndarray:
     """(n_frames, 52) gated weights from `frame_inputs`' output."""
-    return gate_silence(model.frame_weights(per_frame), activity, model.rest_pose.numpy())
+    return gate_silence(model.frame_weights(per_frame), gate_opening(activity, model.config.fps),
+                        model.rest_pose.numpy())
 
 
 def predict_speech(model, encoder, speech, fps: float | None = None, start: int = 0, stop: int | None = None,
@@ -61,6 +73,7 @@ def predict_speech(model, encoder, speech, fps: float | None = None, start: int 
     positions = frame_positions(model_fps, fps, start, stop, n)  # where the asked frames fall among the model's
     first, last = int(np.floor(positions.min())), min(int(np.floor(positions.max())) + 2, n)
     activity = voice_activity(speech, model_fps, n)
+    opening = gate_opening(activity, model_fps)
     before, after = model.context
     weights = np.empty((last - first, len(ARKIT_NAMES)), np.float32)
     steps = range(first, last, FRAMES_AT_ONCE)
@@ -70,7 +83,7 @@ def predict_speech(model, encoder, speech, fps: float | None = None, start: int 
         lo, hi = max(0, step - before), min(n, end + after)
         per_frame = np.concatenate([speech.per_frame(encoder, model_fps, lo, hi), activity[lo:hi, None]], axis=1)
         raw = model.frame_weights(np.ascontiguousarray(per_frame, dtype=np.float32))[step - lo:end - lo]
-        weights[step - first:end - first] = gate_silence(raw, activity[step:end], model.rest_pose.numpy())
+        weights[step - first:end - first] = gate_silence(raw, opening[step:end], model.rest_pose.numpy())
         if stage:
             stage.advance()
     if stage:

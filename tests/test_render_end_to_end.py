@@ -147,6 +147,25 @@ def test_evaluate_writes_report_grid_and_plot(subject, tmp_path):
     assert read_png(tmp_path / "report" / "mouth_opening.png").shape[2] in (3, 4)
 
 
+def test_a_composited_frame_renders_only_the_face_and_looks_the_same(subject):
+    """Portrait-Sync keeps only the face of a render: rendering only the face's pixels changes nothing
+    in the composite, and leaves the hair and neck to the torso layer."""
+    from engine.nerf.talking_head import TalkingHead
+    from engine.portrait.composite import as_uint8, face_layer, over_frame
+    from engine.render.driving import drive_frames
+    from engine.render.pipeline import render_frame
+    head = TalkingHead.load(subject, device="cpu")
+    frames = subject.split("test")[:2]
+    driving = drive_frames(subject, frames, head.audio_encoder, head.audio_window)
+    for j, index in enumerate(frames):
+        mask = subject.face_mask(int(index))
+        whole, face_only = render_frame(head, driving, j), render_frame(head, driving, j, within=mask)
+        assert np.abs(whole - face_only).max() > 0.05  # something outside the face was left out
+        composites = [as_uint8(over_frame(face_layer(r, subject.frame(int(index)), mask), subject.frame(int(index))))
+                      for r in (whole, face_only)]
+        assert np.abs(composites[0].astype(int) - composites[1].astype(int)).max() <= 1
+
+
 def test_the_scored_window_holds_the_deepest_blink_of_the_held_out_frames(subject):
     held_out = subject.split("test")
     closure = subject.tracks["blendshapes"][held_out][:, [ARKIT_INDEX["eyeBlinkLeft"], ARKIT_INDEX["eyeBlinkRight"]]]

@@ -90,7 +90,11 @@ class TalkingHead:
 
     @torch.inference_mode()
     def render(self, frame_index: int, audio_window: np.ndarray, blendshapes: np.ndarray | None = None,
-               pose: np.ndarray | None = None, rgba: bool = False) -> np.ndarray:
+               pose: np.ndarray | None = None, rgba: bool = False, within: np.ndarray | None = None) -> np.ndarray:
+        """The head over the torso (or, rgba, over transparency), (S, S, 3|4) float in [0, 1].
+
+        within: an (S, S) mask; only the head pixels inside it are rendered (the rest shows the torso
+        layer). Portrait-Sync keeps only the face of a render, so a composited render needs no more."""
         tracks = self.subject.tracks
         if not 0 <= frame_index < self.subject.n_frames:
             raise EngineError(f"frame {frame_index} is outside the subject (0..{self.subject.n_frames - 1})",
@@ -116,6 +120,10 @@ class TalkingHead:
             import cv2
             seen = resize_square((self.subject.parsing(frame_index) == LABEL_HEAD).astype(np.uint8), w, nearest=True)
             pixels &= cv2.dilate(seen, np.ones((2 * HEAD_GROWTH + 1,) * 2, np.uint8)) > 0
+        if within is not None:  # one pixel more: upsampling to the subject's size reads the neighbours
+            import cv2
+            inside = resize_square((within > 0).astype(np.uint8), w, nearest=True)
+            pixels &= cv2.dilate(inside, np.ones((3, 3), np.uint8)) > 0
         ys, xs = np.nonzero(pixels)
         if len(xs):
             rgb, alpha = self._render_pixels(pose, xs, ys, window, blendshapes[self.expression_indices],

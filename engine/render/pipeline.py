@@ -66,9 +66,9 @@ class Framing:
             return self.canvas
         return crop_size, crop_size
 
-    def composite(self, render: np.ndarray, index: int) -> np.ndarray:
+    def composite(self, render: np.ndarray, index: int, face_mask: np.ndarray) -> np.ndarray:
         frame = self.subject.frame(index)
-        layer = face_layer(render, frame, self.subject.face_mask(index))
+        layer = face_layer(render, frame, face_mask)
         if self.source is not None:
             return paste_back(layer, self.source[index], self.box)
         return over_frame(layer, frame)
@@ -79,16 +79,21 @@ class Framing:
         return as_uint8(rgba)
 
 
-def render_frame(head, driving: Driving, j: int, rgba: bool = False) -> np.ndarray:
+def render_frame(head, driving: Driving, j: int, rgba: bool = False, within: np.ndarray | None = None) -> np.ndarray:
     return head.render(int(driving.frame_index[j]), driving.audio[j], blendshapes=driving.blendshapes[j],
-                       pose=driving.poses[j], rgba=rgba)
+                       pose=driving.poses[j], rgba=rgba, within=within)
 
 
 def frames(head, driving: Driving, framing: Framing, rgba: bool = False) -> Iterator[tuple[int, np.ndarray]]:
-    """(frame number in the whole render, uint8 image) for each frame of `driving`."""
+    """(frame number in the whole render, uint8 image) for each frame of `driving`.
+
+    A composited frame keeps only the face of the render (Portrait-Sync), so only the face is rendered:
+    the hair, ears and neck would be thrown away (on a 512-px subject about half the head's rays)."""
     for j in range(len(driving)):
-        image = render_frame(head, driving, j, rgba)
+        index = int(driving.frame_index[j])
         if rgba:
-            yield driving.first + j, framing.place_rgba(image)
+            yield driving.first + j, framing.place_rgba(render_frame(head, driving, j, rgba=True))
         else:
-            yield driving.first + j, framing.composite(image, int(driving.frame_index[j]))
+            face_mask = framing.subject.face_mask(index)
+            image = render_frame(head, driving, j, within=face_mask)
+            yield driving.first + j, framing.composite(image, index, face_mask)

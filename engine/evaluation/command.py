@@ -48,7 +48,7 @@ def run(args, progress) -> dict:
     from_speech = None
     if head.follows_mouth_curves:
         spoken = drive_frames(subject, held_out, head.audio_encoder, head.audio_window, mouth_from_speech=True)
-        from_speech = evaluate(subject, head, spoken, progress, samples=0).summary()
+        from_speech = evaluate(subject, head, spoken, progress, samples=0, face_only=True).summary()
     elapsed = time.monotonic() - started
     details = {"subject": str(subject.root), "size": subject.size, "fps": subject.fps,
                "held_out_frames": [int(held_out[0]), int(held_out[-1]) + 1], "audio_encoder": head.audio_encoder,
@@ -65,7 +65,8 @@ def run(args, progress) -> dict:
                                            "(positive: the render is late; 0 is in sync)",
                          "eye_open_correlation": "Pearson correlation of the eyelid gap, render vs truth",
                          "mouth_from_speech": "heads trained on the mouth curves: the same scores with the mouth "
-                                              "curves predicted from the audio instead of tracked"},
+                                              "curves predicted from the audio instead of tracked (only the face "
+                                              "rendered, as `render` does: no raw figures)"},
                "mouth_from_speech": from_speech}
     summary = write_report(args.output, evaluation, subject.fps, details)
     return {"report": str(args.output / "report.json"), "face_psnr": summary["face"]["psnr"],

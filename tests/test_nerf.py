@@ -198,7 +198,8 @@ def trained(subject_dir):
     for line in process.stdout:
         event = json.loads(line)
         events.append(event)
-        if event.get("stage") == "train head" and event.get("done", 0) >= 25:
+        # Early in the head stage (of 40 steps): the child runs on while this reads its events.
+        if event.get("stage") == "train head" and event.get("done", 0) >= 5:
             process.send_signal(signal.SIGINT)
             break
     rest, errors = process.communicate(timeout=120)
@@ -242,7 +243,7 @@ def test_ctrl_c_stops_cleanly_with_a_checkpoint(trained):
 def test_resume_finishes_and_records_the_model(trained, subject_dir):
     interrupted, events = trained
     infos = [e["message"] for e in events if e["event"] == "info"]
-    assert any(m.startswith("resuming at head step") and int(m.split()[-1]) >= 20 for m in infos)
+    assert any(m.startswith("resuming at head step") and int(m.split()[-1]) >= 5 for m in infos)
     # Training reduces the loss: first head steps of the interrupted run vs the last of the resumed one.
     head_losses = lambda run: [e["metrics"]["loss"] for e in run  # noqa: E731
                                if e["event"] == "progress" and e["stage"] == "train head" and "loss" in e["metrics"]]

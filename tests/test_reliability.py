@@ -287,7 +287,9 @@ def test_a_second_render_to_one_output_is_refused_and_a_killed_ones_files_remove
 
 def test_an_interrupted_render_leaves_no_temporary_file(tiny_trained, tmp_path):
     out = tmp_path / "out.mp4"
-    render = engine_child("render", tiny_trained, "--audio", tiny_trained / "audio.wav", "-o", out, "--frames", "0:60")
+    from conftest import shared_file
+    # A minute of speech: the render cannot be over before the signal comes.
+    render = engine_child("render", tiny_trained, "--audio", shared_file("audio", "en_60s.wav"), "-o", out)
     wait_for_stage(render, "render")
     render.send_signal(signal.SIGINT)
     render.communicate(timeout=120)

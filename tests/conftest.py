@@ -25,6 +25,14 @@ os.environ.setdefault("SYNCTALK_OFFLINE", "1")
 ENGINE_PYTHON = os.environ.get("SYNCTALK_PYTHON") or sys.executable
 
 
+def interruptible() -> None:
+    """Popen's preexec_fn for a child that a test stops with Ctrl-C (SIGINT): a shell without job control
+    starts background commands (a CI script run with `&`) with SIGINT ignored, their children inherit that,
+    and Python then leaves it ignored; a terminal's foreground job, which these tests stand for, has it."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def shared_file(*parts: str) -> Path:
     path = DATA.joinpath(*parts)
     if not path.is_file():

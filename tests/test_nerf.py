@@ -180,9 +180,11 @@ TRAIN_ARGS = ["--preset", "tiny", "--audio-encoder", "mel", "--stages", "head,li
 
 
 def _train_process(subject):
+    from conftest import interruptible
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.Popen([sys.executable, "-m", "engine", "train", str(subject), *TRAIN_ARGS, "--progress", "jsonl"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+                            preexec_fn=interruptible)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, events, run_engine
+from conftest import ROOT, events, interruptible, run_engine
 from engine.curves import Curves
 from engine.errors import EngineError
 from engine.jobs import ERROR, STAGE, child_environment, decode
@@ -56,7 +56,8 @@ def source_temp_folders(pid: int) -> list[Path]:
 def engine_child(*argv) -> subprocess.Popen:
     """A raw child (these tests kill it); engine.jobs.Job is the runner the product uses."""
     return subprocess.Popen([sys.executable, "-m", "engine", *map(str, argv), "--progress", "jsonl"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_environment())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_environment(),
+                            preexec_fn=interruptible)
 
 
 def wait_for_stage(process: subprocess.Popen, stage: str) -> None:

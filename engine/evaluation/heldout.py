@@ -90,12 +90,15 @@ def sample_positions(count: int, samples: int) -> set[int]:
     return set(np.linspace(0, count - 1, min(samples, count)).round().astype(int).tolist())
 
 
-def score_frame(render: np.ndarray, truth: np.ndarray, face_mask: np.ndarray) -> tuple[dict, np.ndarray]:
-    """Image scores of one render (float [0, 1]) against its truth (uint8), with the portrait paste."""
+def score_frame(render: np.ndarray, truth: np.ndarray, face_mask: np.ndarray,
+                raw: bool = True) -> tuple[dict, np.ndarray]:
+    """Image scores of one render (float [0, 1]) against its truth (uint8), with the portrait paste;
+    raw=False: the render is only the face, and the raw render's scores are None."""
     portrait = over_frame(face_layer(render, truth, face_mask), truth)
     truth_f = as_float(truth)
     scores = {"portrait": metrics.image_scores(as_float(portrait), truth_f),
-              "raw": metrics.image_scores(np.clip(render, 0, 1), truth_f)}
+              "raw": metrics.image_scores(np.clip(render, 0, 1), truth_f) if raw
+              else {name: None for name in IMAGE_METRICS}}
     box = metrics.mask_box(face_mask)
     if box is None:
         scores["face"] = {name: None for name in IMAGE_METRICS}
@@ -121,9 +124,7 @@ def evaluate(subject: Subject, head, driving: Driving, progress, samples: int = 
             face_mask = subject.face_mask(index)
             render = render_frame(head, driving, j, within=face_mask if face_only else None)
             truth = subject.frame(index)
-            scores, portrait = score_frame(render, truth, face_mask)
-            if face_only:
-                scores["raw"] = {name: None for name in IMAGE_METRICS}
+            scores, portrait = score_frame(render, truth, face_mask, raw=not face_only)
             timestamp = int(round(j * 1000 / subject.fps))
             seen_truth = marks_truth.analyse(truth, timestamp)
             seen_render = marks_render.analyse(portrait, timestamp)

@@ -44,10 +44,10 @@ def gate_opening(activity: np.ndarray, fps: float) -> np.ndarray:
     return opening
 
 
-def gate_silence(weights: np.ndarray, activity: np.ndarray, rest_pose: np.ndarray) -> np.ndarray:
+def gate_silence(weights: np.ndarray, opening: np.ndarray, rest_pose: np.ndarray) -> np.ndarray:
     """Mouth and jaw blended towards the rest pose where the gate (gate_opening) is closed."""
     out = weights.copy()
-    a = activity[:, None]
+    a = opening[:, None]
     out[:, MOUTH_INDEX] = a * weights[:, MOUTH_INDEX] + (1 - a) * rest_pose[MOUTH_INDEX]
     return out
 

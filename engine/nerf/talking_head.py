@@ -109,6 +109,7 @@ class TalkingHead:
                               f"({self.audio_window}, {self.config.audio_dim}) from the '{self.audio_encoder}' encoder",
                               "compute the features with engine.audio.features.get_encoder(head.audio_encoder)")
 
+        import cv2
         from .dataset import resize_square
         w = self.work_size
         head_rgb = np.zeros((w, w, 3), np.float32)
@@ -117,11 +118,9 @@ class TalkingHead:
         if exact_pose:
             # At the frame's own pose the head can only be where the parsing saw it (grown for a mouth
             # that opens wider than in the frame); everywhere else the torso plate is already right.
-            import cv2
             seen = resize_square((self.subject.parsing(frame_index) == LABEL_HEAD).astype(np.uint8), w, nearest=True)
             pixels &= cv2.dilate(seen, np.ones((2 * HEAD_GROWTH + 1,) * 2, np.uint8)) > 0
         if within is not None:  # one pixel more: upsampling to the subject's size reads the neighbours
-            import cv2
             inside = resize_square((within > 0).astype(np.uint8), w, nearest=True)
             pixels &= cv2.dilate(inside, np.ones((3, 3), np.uint8)) > 0
         ys, xs = np.nonzero(pixels)

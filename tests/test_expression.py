@@ -94,6 +94,22 @@ def test_fitted_mouth_moves_with_the_full_spread_on_unseen_frames():
     assert 0.85 < predicted.std() / new_targets[:, JAW].std() < 1.25
 
 
+def test_fitted_mouth_never_moves_more_than_the_person_on_a_short_clip():
+    """On a few seconds the cross-validation's fold models say little and their spread is no guide: the
+    gain is bounded so that the model moves no more than the person on the speech it was fitted to."""
+    from engine.expression.model import ExpressionConfig
+    from engine.expression.training import fit
+    rng = np.random.default_rng(1)
+    config = ExpressionConfig(encoder="test", dim=16, window=8)
+    inputs = rng.standard_normal((250, config.window, config.dim + 1)).astype(np.float32)  # 10 s at 25 fps
+    targets = np.full((250, len(ARKIT_NAMES)), 0.05, np.float32)
+    targets[:, JAW] = 0.3 + 0.1 * (inputs[:, 4, 0] + rng.standard_normal(250))
+    model = fit(inputs, targets, np.arange(250), config, Progress("quiet"))
+    predicted = model.predict(inputs)[:, JAW]
+    assert predicted.std() <= targets[:, JAW].std() * 1.01
+    assert np.corrcoef(predicted, targets[:, JAW])[0, 1] > 0.5
+
+
 def test_animate_cli_writes_live_link_csv_at_any_fps(trained, tmp_path, capsys):
     subject, _ = trained
     out = tmp_path / "fr.csv"

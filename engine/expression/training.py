@@ -86,9 +86,13 @@ def fit(inputs: np.ndarray, targets: np.ndarray, train: np.ndarray, config: Expr
         # Ridge regression predicts the mean of what a sound could mean, so on speech it has not heard its
         # mouth moves with a fraction of the person's spread (a mumbled render). Scaling each mouth curve by
         # its spread over the spread of the out-of-fold predictions gives the mouth back its range; a
-        # correlation is unchanged by it.
-        gain = np.clip(y[:, MOUTH_INDEX].std(0) / np.maximum(unseen[best].std(0), 1e-6), 1.0, MAX_MOUTH_GAIN)
-        w[:, MOUTH_INDEX] *= gain
+        # correlation is unchanged by it. On a short clip the fold models, each fitted on a few seconds,
+        # say little and the gain overshoots: it is bounded so that the model never moves more than the
+        # person on the speech it was fitted to.
+        spread = y[:, MOUTH_INDEX].std(0)
+        fitted = (a @ w)[:, MOUTH_INDEX].std(0)
+        gain = np.minimum(spread / np.maximum(unseen[best].std(0), 1e-6), spread / np.maximum(fitted, 1e-6))
+        w[:, MOUTH_INDEX] *= np.clip(gain, 1.0, MAX_MOUTH_GAIN)
     model.config.ridge = ridges[best]
     with torch.no_grad():
         model.window.weight.copy_(torch.from_numpy(w.T.astype(np.float32)))

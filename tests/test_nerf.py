@@ -280,6 +280,38 @@ def test_audio_code_carries_the_mouth_curves(trained, subject_dir):
     assert not head.follows_mouth_curves  # the default expression set is SyncTalk's upper face
 
 
+def test_a_head_trained_on_the_mouth_curves_follows_them(trained, subject_dir, tmp_path):
+    """--expression all: on a share of its training frames the field sees the neutral audio code (that of
+    standardised features of 0), so the curves, not the frame's audio code, have to shape the mouth."""
+    import shutil
+    from engine.arkit import ARKIT_INDEX
+    from engine.nerf.talking_head import TalkingHead
+    from engine.subject.format import Subject
+    folder = tmp_path / "curves"
+    shutil.copytree(subject_dir, folder, ignore=shutil.ignore_patterns("model"))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "engine", "train", str(folder), "--preset", "tiny",
+                           "--audio-encoder", "mel", "--expression", "all"], capture_output=True, text=True,
+                          cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stderr
+    head = TalkingHead.load(Subject(folder), device="cpu")
+    assert head.follows_mouth_curves
+    model = head.model
+    windows = torch.randn(2, 8, model.config.audio_dim) * 3 + model.audio_mean
+    curves = torch.rand(2, 52)
+    with torch.no_grad():
+        own = model.frame_codes(windows, curves)
+        mixed = model.frame_codes(windows, curves, torch.tensor([True, False]))
+        neutral = model.frame_codes(model.audio_mean.expand(2, 8, -1), curves)
+    torch.testing.assert_close(mixed[0], neutral[0])
+    torch.testing.assert_close(mixed[1], own[1])
+    frame_curves = Subject(folder).tracks["blendshapes"][3].copy()
+    opened = frame_curves.copy()
+    opened[ARKIT_INDEX["jawOpen"]] += 0.5
+    window = np.random.default_rng(0).uniform(-4, 4, (8, 80)).astype(np.float32)
+    assert np.abs(head.render(3, window, blendshapes=opened) - head.render(3, window, blendshapes=frame_curves)).max() > 1e-3
+
+
 def test_talking_head_renders_frames(trained, subject_dir):
     from engine.nerf.talking_head import TalkingHead
     from engine.subject.format import Subject

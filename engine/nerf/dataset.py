@@ -36,6 +36,11 @@ def expression_indices(expression: str) -> list[int]:
     raise EngineError(f"unknown expression set '{expression}'", "use 'upper' or 'all'")
 
 
+def follows_mouth_curves(indices) -> bool:
+    """Whether an expression set (ARKit indices) holds the mouth curves: such a head's mouth follows them."""
+    return any(ARKIT_NAMES.index(name) in indices for name in MOUTH_AND_JAW)
+
+
 def audio_features(subject: Subject, encoder_name: str) -> np.ndarray:
     """(n_frames, dim) features of SUBJECT/audio.wav aligned to the subject's frames (cached in the subject)."""
     from ..audio.features import get_encoder, subject_speech

@@ -41,9 +41,14 @@ class HeadModel(nn.Module):
         self.register_buffer("expression_mean", torch.zeros(n_expression))
         self.register_buffer("expression_std", torch.ones(n_expression))
 
-    def frame_codes(self, audio_windows: torch.Tensor, expressions: torch.Tensor) -> torch.Tensor:
-        return self.field.frame_codes((audio_windows - self.audio_mean) / self.audio_std,
-                                      (expressions - self.expression_mean) / self.expression_std)
+    def frame_codes(self, audio_windows: torch.Tensor, expressions: torch.Tensor,
+                    neutral_audio: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-frame conditioning; `neutral_audio` (B,) bool: frames given the neutral audio code (that of
+        the clip's mean audio, standardised features of 0) instead of their own (training's dropout)."""
+        audio = (audio_windows - self.audio_mean) / self.audio_std
+        if neutral_audio is not None:
+            audio = torch.where(neutral_audio[:, None, None], torch.zeros_like(audio), audio)
+        return self.field.frame_codes(audio, (expressions - self.expression_mean) / self.expression_std)
 
     def load_weights(self, tensors: dict) -> None:
         """load_state_dict, with identity expression scaling for heads saved before it existed."""

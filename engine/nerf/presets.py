@@ -38,6 +38,12 @@ class TrainingConfig:
     lr_decay: float = 0.1               # learning rates fall exponentially to this fraction over a stage
     lip_lr_scale: float = 0.2           # the lip stage fine-tunes the head at this fraction of its learning rates
     lip_min_patch: int = 16             # the lip stage's random patches: size // 8 pixels, at least this
+    # Heads trained on the mouth curves (--expression all): the share of training frames whose field sees
+    # the neutral audio code instead of their own. A frame's own audio code nearly identifies the frame,
+    # so a field that always has it learns each training mouth by heart through it, renders held-out
+    # mouths half open and hardly follows the curves (a rig's hand edits would not show); on these
+    # frames the mouth has to come from the curves. Rendering always uses the frame's own code.
+    audio_code_dropout: float = 0.5
     expression_min_std: float = 0.02    # curves that barely move stay small after standardising (tracking noise ~0.005)
 
 

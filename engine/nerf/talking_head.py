@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..arkit import ARKIT_INDEX, MOUTH_AND_JAW
 from ..errors import EngineError
 from ..subject.format import LABEL_HEAD
 from .config import TrainingRecord
+from .dataset import follows_mouth_curves
 from .device import choose_cpu_threads, pick_device
 from .model import HeadModel
 from .raymarch import Rays, pixel_rays, project
@@ -37,7 +37,7 @@ class TalkingHead:
         self.latent_row = {f: row for row, f in enumerate(config.train_frames)}
         self.expression_indices = list(config.expression_indices)
         # Trained on the mouth curves (--expression all): they, not only the audio, shape the mouth.
-        self.follows_mouth_curves = any(ARKIT_INDEX[n] in self.expression_indices for n in MOUTH_AND_JAW)
+        self.follows_mouth_curves = follows_mouth_curves(self.expression_indices)
         self.reference_pose = np.asarray(config.reference_pose, np.float32)
         self.torso_trained = "torso" in training.stages_done
         self._background = None

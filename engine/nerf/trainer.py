@@ -24,7 +24,7 @@ from ..subject.schema import HeadRecord
 from . import losses
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
 from .config import BOX_HI, BOX_LO, EncodingConfig, HeadConfig, TrainingRecord, parse_head, read_head_json, write_head_json
-from .dataset import SubjectData, audio_features, expression_indices, working_size
+from .dataset import SubjectData, audio_features, expression_indices, follows_mouth_curves, working_size
 from .device import choose_cpu_threads, pick_device
 from .encoding import tcnn_available
 from .model import HeadModel
@@ -229,7 +229,11 @@ class Trainer:
         """
         data, device = self.data, self.device
         audio, expressions, poses = data.conditioning(rows, device)
-        codes = self.model.frame_codes(audio, expressions)
+        neutral = None
+        if training and follows_mouth_curves(self.model.config.expression_indices):
+            # TrainingConfig.audio_code_dropout: these frames' mouths must come from their curves.
+            neutral = torch.from_numpy(self.rng.random(len(rows)) < self.preset.training.audio_code_dropout).to(device)
+        codes = self.model.frame_codes(audio, expressions, neutral)
         latents = self.model.latents_for(torch.from_numpy(rows).to(device))
         slot_t = torch.from_numpy(slot).to(device)
         xf, yf = (torch.from_numpy(v.astype(np.float32)).to(device) for v in (x, y))

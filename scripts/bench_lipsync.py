@@ -42,6 +42,7 @@ TARGETS = [
      lambda v: 0.75 <= v <= 1.25),
     ("mouth best lag, frames (tracked / audio)", "lags", "0", None),
     ("eye-opening r", "eye_open_correlation", ">= 0.6", lambda v: v >= 0.6),
+    ("deepest tracked blink in the scored frames (0-1)", "deepest_blink", "", None),
     ("face-region PSNR, dB", "face_psnr", ">= 29", lambda v: v >= 29),
     ("LMD, px at 512", "lmd", "", None),
     ("training wall time, min", "train_minutes", "<= 40", lambda v: v <= 40),

@@ -11,7 +11,7 @@ import pytest
 
 from engine.arkit import ARKIT_INDEX
 from engine.cli import main
-from engine.evaluation.heldout import scoring_window
+from engine.evaluation.heldout import lid_closure, scoring_window
 from engine.media.ffmpeg import probe
 from engine.files import atomic_write_json
 from engine.subject.format import Subject, read_meta
@@ -137,7 +137,9 @@ def test_evaluate_writes_report_grid_and_plot(subject, tmp_path):
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     summary = report["summary"]
     assert summary["frames"] == 3 and len(report["frames"]) == 3
-    assert [f["index"] for f in report["frames"]] == scoring_window(subject, subject.split("test"), 3).tolist()
+    scored = scoring_window(subject, subject.split("test"), 3)
+    assert [f["index"] for f in report["frames"]] == scored.tolist()
+    assert report["deepest_blink"] == round(float(lid_closure(subject, scored).max()), 3)
     for region in ("face", "portrait", "raw"):
         assert 5 < summary[region]["psnr"] < 60 and 0 < summary[region]["ssim"] <= 1
     # Pasting onto the truth copies everything outside the face: it can only score higher than the raw render.
@@ -166,14 +168,20 @@ def test_a_composited_frame_renders_only_the_face_and_looks_the_same(subject):
         assert np.abs(composites[0].astype(int) - composites[1].astype(int)).max() <= 1
 
 
-def test_the_scored_window_holds_the_deepest_blink_of_the_held_out_frames(subject):
+def test_the_scored_window_holds_a_blink_and_the_most_speech_of_the_held_out_frames(subject):
     held_out = subject.split("test")
-    closure = subject.tracks["blendshapes"][held_out][:, [ARKIT_INDEX["eyeBlinkLeft"], ARKIT_INDEX["eyeBlinkRight"]]]
-    deepest = int(held_out[np.argmax(closure.mean(axis=1))])
+    curves = subject.tracks["blendshapes"][held_out]
+    closure = curves[:, [ARKIT_INDEX["eyeBlinkLeft"], ARKIT_INDEX["eyeBlinkRight"]]].mean(axis=1)
+    jaw = curves[:, ARKIT_INDEX["jawOpen"]]
+    half_deep = closure.min() + 0.5 * (closure.max() - closure.min())
     for count in (3, len(held_out) - 2):
         window = scoring_window(subject, held_out, count)
         assert len(window) == count and np.all(np.diff(window) == 1) and set(window) <= set(held_out)
-        assert deepest in window
+        inside = np.isin(held_out, window)
+        assert closure[inside].max() >= half_deep
+        for start in range(len(held_out) - count + 1):  # no other window with such a blink moves the jaw more
+            if closure[start:start + count].max() >= half_deep:
+                assert jaw[start:start + count].std() <= jaw[inside].std() + 1e-9
     assert scoring_window(subject, held_out, len(held_out) + 5).tolist() == held_out.tolist()
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import EngineError
 from ..render.driving import drive_frames
 from ..subject.format import Subject
-from .heldout import evaluate, scoring_window
+from .heldout import evaluate, lid_closure, scoring_window
 from .report import write_report
 
 
@@ -24,8 +24,9 @@ def configure(parser) -> None:
     parser.add_argument("subject", type=Path, help="subject folder with a trained model")
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for the report")
     parser.add_argument("--limit", type=int, default=None, metavar="N",
-                        help="score N consecutive held-out frames (a quick look): those with the deepest blink "
-                             "in the tracked curves, so the eye figure has a blink to follow")
+                        help="score N consecutive held-out frames (a quick look): of the windows holding a blink "
+                             "(at least half as deep as the deepest in the tracked curves), the one whose "
+                             "tracked jaw moves most")
     parser.add_argument("--samples", type=int, default=4, help="frames shown in comparison.png")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
@@ -52,6 +53,7 @@ def run(args, progress) -> dict:
     elapsed = time.monotonic() - started
     details = {"subject": str(subject.root), "size": subject.size, "fps": subject.fps,
                "held_out_frames": [int(held_out[0]), int(held_out[-1]) + 1], "audio_encoder": head.audio_encoder,
+               "deepest_blink": round(float(lid_closure(subject, held_out).max()), 3),
                "models": subject.meta.to_dict()["models"], "seconds": round(elapsed, 1),
                "notes": {"face": "render vs truth over the face only: PSNR on face-mask pixels, "
                                  "SSIM/MS-SSIM on the face box (the honest figure)",
@@ -64,6 +66,9 @@ def run(args, progress) -> dict:
                          "mouth_best_lag": "shift in frames at which the rendered gap best follows the truth's "
                                            "(positive: the render is late; 0 is in sync)",
                          "eye_open_correlation": "Pearson correlation of the eyelid gap, render vs truth",
+                         "deepest_blink": "the most closed the tracked lids get in the scored frames (0 open, 1 "
+                                          "shut): under about 0.4 they hold no blink, and the eye figures "
+                                          "measure tracking noise",
                          "mouth_from_speech": "heads trained on the mouth curves: the same scores with the mouth "
                                               "curves predicted from the audio instead of tracked (only the face "
                                               "rendered, as `render` does: no raw figures)"},
@@ -75,7 +80,7 @@ def run(args, progress) -> dict:
             "lmd": summary["lmd"], "mouth_open_correlation": summary["mouth_open_correlation"],
             "mouth_amplitude_ratio": summary["mouth_amplitude_ratio"], "mouth_best_lag": summary["mouth_best_lag"],
             "eye_open_correlation": summary["eye_open_correlation"],
-            "eye_amplitude_ratio": summary["eye_amplitude_ratio"],
+            "eye_amplitude_ratio": summary["eye_amplitude_ratio"], "deepest_blink": details["deepest_blink"],
             "frames": summary["frames"],
             "speech_mouth_open_correlation": from_speech["mouth_open_correlation"] if from_speech else None,
             "speech_mouth_amplitude_ratio": from_speech["mouth_amplitude_ratio"] if from_speech else None,

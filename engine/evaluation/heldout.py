@@ -72,17 +72,27 @@ def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def lid_closure(subject: Subject, frames: np.ndarray) -> np.ndarray:
+    """Tracked closure of the lids (mean of eyeBlinkLeft and eyeBlinkRight, 0 open to 1 shut) of `frames`."""
+    curves = subject.tracks["blendshapes"][frames]
+    return curves[:, [ARKIT_INDEX["eyeBlinkLeft"], ARKIT_INDEX["eyeBlinkRight"]]].mean(axis=1)
+
+
 def scoring_window(subject: Subject, held_out: np.ndarray, count: int) -> np.ndarray:
-    """`count` consecutive held-out frames centred on the frame whose tracked lids are most closed.
+    """`count` consecutive held-out frames that hold a blink and the most speech.
 
     Blinks are a few frames every few seconds, so the first frames of the held-out stretch often hold
-    none, and an eye figure over open eyes only measures tracking noise. Chosen from the tracked curves,
-    never from a render."""
+    none, and an eye figure over open eyes only measures tracking noise; a stretch of closed mouth makes
+    the mouth figures measure noise the same way. Of the windows that hold a blink at least half as deep as
+    the stretch's deepest, the one whose tracked jaw moves most. Chosen from the tracked curves, never
+    from a render."""
     if count >= len(held_out):
         return held_out
-    curves = subject.tracks["blendshapes"][held_out]
-    closure = curves[:, [ARKIT_INDEX["eyeBlinkLeft"], ARKIT_INDEX["eyeBlinkRight"]]].mean(axis=1)
-    start = int(np.clip(np.argmax(closure) - count // 2, 0, len(held_out) - count))
+    closure = lid_closure(subject, held_out)
+    jaw = subject.tracks["blendshapes"][held_out][:, ARKIT_INDEX["jawOpen"]]
+    blink = closure >= closure.min() + 0.5 * (closure.max() - closure.min())
+    starts = [s for s in range(len(held_out) - count + 1) if blink[s:s + count].any()]
+    start = max(starts, key=lambda s: float(jaw[s:s + count].std()))
     return held_out[start:start + count]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..arkit import ARKIT_NAMES, MOUTH_AND_JAW, UPPER_FACE
+from ..arkit import ARKIT_INDEX, ARKIT_NAMES, MOUTH_AND_JAW, UPPER_FACE
 from ..errors import EngineError
 from ..subject.format import LABEL_HEAD, Subject
 
@@ -38,7 +38,7 @@ def expression_indices(expression: str) -> list[int]:
 
 def follows_mouth_curves(indices) -> bool:
     """Whether an expression set (ARKit indices) holds the mouth curves: such a head's mouth follows them."""
-    return any(ARKIT_NAMES.index(name) in indices for name in MOUTH_AND_JAW)
+    return any(ARKIT_INDEX[name] in indices for name in MOUTH_AND_JAW)
 
 
 def audio_features(subject: Subject, encoder_name: str) -> np.ndarray:

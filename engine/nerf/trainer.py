@@ -76,6 +76,9 @@ class Trainer:
         self.model = HeadModel(config, use_tcnn=config.use_tcnn).to(self.device)
         self.stages = {stage.name: stage(self) for stage in STAGE_TYPES}
         self.optimizers = self._optimizers()
+        # TrainingConfig.audio_code_dropout applies to heads whose mouth follows the curves.
+        self.audio_code_dropout = (preset.training.audio_code_dropout
+                                   if follows_mouth_curves(config.expression_indices) else 0.0)
         self.stages_done: list[str] = []
         self.stage, self.step = STAGES[0], 0
         self.metrics: dict = {}
@@ -230,9 +233,8 @@ class Trainer:
         data, device = self.data, self.device
         audio, expressions, poses = data.conditioning(rows, device)
         neutral = None
-        if training and follows_mouth_curves(self.model.config.expression_indices):
-            # TrainingConfig.audio_code_dropout: these frames' mouths must come from their curves.
-            neutral = torch.from_numpy(self.rng.random(len(rows)) < self.preset.training.audio_code_dropout).to(device)
+        if training and self.audio_code_dropout:  # these frames' mouths must come from their curves
+            neutral = torch.from_numpy(self.rng.random(len(rows)) < self.audio_code_dropout).to(device)
         codes = self.model.frame_codes(audio, expressions, neutral)
         latents = self.model.latents_for(torch.from_numpy(rows).to(device))
         slot_t = torch.from_numpy(slot).to(device)

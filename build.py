@@ -5,7 +5,7 @@ An extension's wheels are built for one Python, and Blender changed its Python: 
 5.1 and later run 3.13. So there is one zip per Blender line and platform, and each zip's manifest
 keeps it off the other line (`blender_version_min` / `blender_version_max`).
 
-1. Downloads each platform's wheels (torch, mediapipe, OpenCV, librosa, ... and their dependencies)
+1. Downloads each platform's wheels (torch, mediapipe, OpenCV, ... and their dependencies)
    with `pip download --only-binary=:all: --platform ... --python-version 3.11|3.13` into
    wheels/PYTHON-PLATFORM-VARIANT/. numpy is left out: Blender bundles it (and its version must stay
    the one Blender ships).

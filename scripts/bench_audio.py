@@ -95,7 +95,7 @@ def speed(subject_root: Path) -> dict:
     animator = Animator(Subject(subject_root), encoder="whisper")
     load_s = time.monotonic() - started
     samples = load_audio(SHARED / "data" / "audio" / "en_60s.wav")
-    animator(samples[:16000 * 5], 25)  # first-call costs (librosa's FFT plans) are part of loading
+    animator(samples[:16000 * 5], 25)  # first-call costs are part of loading
     load_s = time.monotonic() - started
     runs, cpu = [], []
     for _ in range(2):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import shared_file
+from engine.audio import spectrum
 from engine.audio.features import MelEncoder, SpeechFeatures, frame_count, get_encoder, windows
 from engine.audio.vad import SpeechBandEnergy, voice_activity
 from engine.media.audio import CHUNK_SECONDS, Audio, load_audio
@@ -20,6 +21,31 @@ def speech():
 class SmallBlocks(MelEncoder):
     """The mel encoder cut into 7-s blocks, so that a minute of speech crosses eight block edges."""
     block = 7 * 16000
+
+
+@pytest.mark.parametrize("n_fft, hop, pad_mode", [(400, 160, "reflect"), (512, 160, "constant"), (800, 200, "constant")])
+def test_stft_equals_torch_stft(speech, n_fft, hop, pad_mode):
+    import torch
+    clip = speech[:16000 * 3]
+    ours = spectrum.stft(clip, n_fft, hop, pad_mode)
+    theirs = torch.stft(torch.from_numpy(clip).double(), n_fft, hop, window=torch.hann_window(n_fft, dtype=torch.float64),
+                        center=True, pad_mode=pad_mode, return_complex=True).numpy()
+    assert ours.shape == theirs.shape == (n_fft // 2 + 1, 1 + len(clip) // hop)
+    np.testing.assert_allclose(ours, theirs, atol=1e-4 * np.abs(theirs).max())
+
+
+def test_mel_filters_follow_the_slaney_scale_with_unit_area():
+    assert spectrum.hz_to_mel(1000.0) == pytest.approx(15.0)
+    assert spectrum.hz_to_mel(6400.0) == pytest.approx(15.0 + 27.0)  # 27 mels per factor 6.4 above 1 kHz
+    hz = np.array([0.0, 200.0, 999.0, 1000.0, 3000.0, 8000.0])
+    np.testing.assert_allclose(spectrum.mel_to_hz(spectrum.hz_to_mel(hz)), hz, atol=1e-9)
+    n_fft, sample_rate = 4096, 16000  # fine bins, so a sum over them measures each triangle's area
+    filters = spectrum.mel_filters(sample_rate, n_fft, 40, fmin=55, fmax=7600)
+    bin_hz = sample_rate / n_fft
+    np.testing.assert_allclose(filters.sum(axis=1) * bin_hz, 1.0, rtol=0.05)
+    peaks = spectrum.fft_frequencies(sample_rate, n_fft)[filters.argmax(axis=1)]
+    centres = spectrum.mel_to_hz(np.linspace(spectrum.hz_to_mel(55), spectrum.hz_to_mel(7600), 42))[1:-1]
+    np.testing.assert_allclose(peaks, centres, atol=bin_hz)
 
 
 @pytest.mark.parametrize("encoder", [SmallBlocks(), SpeechBandEnergy()], ids=["mel", "speech-band"])

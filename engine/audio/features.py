@@ -15,7 +15,6 @@ keyed by the audio file's checksum, the encoder and the frame rate.
 from __future__ import annotations
 
 import os
-import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol
@@ -24,6 +23,7 @@ import numpy as np
 
 from ..errors import EngineError
 from ..media.audio import SAMPLE_RATE, Audio, as_audio, open_audio
+from .spectrum import mel_filters, stft
 
 CACHE_VERSION = 1         # bump when the features of an encoder change, so old caches are not read
 CACHE_FILES = 8           # whole-speech feature files kept per subject (the oldest go first)
@@ -56,10 +56,9 @@ class MelEncoder:
     context = 600  # the 800-sample FFT window (centred) and the pre-emphasis's previous sample
 
     def encode(self, samples: np.ndarray) -> np.ndarray:
-        import librosa
         emphasised = np.append(samples[0], samples[1:] - 0.97 * samples[:-1])
-        spec = np.abs(librosa.stft(emphasised, n_fft=800, hop_length=200, win_length=800))
-        mel = librosa.feature.melspectrogram(S=spec, sr=SAMPLE_RATE, n_mels=80, fmin=55, fmax=7600)
+        spec = np.abs(stft(emphasised, 800, 200))
+        mel = mel_filters(SAMPLE_RATE, 800, 80, fmin=55, fmax=7600) @ spec
         db = 20 * np.log10(np.maximum(1e-5, mel)) - 20
         normalised = np.clip(8 * (db + 100) / 100 - 4, -4, 4)
         return normalised.T.astype(np.float32)
@@ -248,9 +247,7 @@ class SpeechFeatures:
         lo = max(0, b * encoder.block - encoder.context)
         hi = min(len(self.audio), (b + 1) * encoder.block + encoder.context)
         skip = int(round((b * encoder.block - lo) * encoder.rate / SAMPLE_RATE))
-        with warnings.catch_warnings():  # the last block can be a few samples: librosa warns, the result is right
-            warnings.filterwarnings("ignore", "n_fft=.* is too large", UserWarning)
-            return encoder.encode(self.audio.read(lo, hi))[skip: skip + per_block]
+        return encoder.encode(self.audio.read(lo, hi))[skip: skip + per_block]
 
     def _keep(self, key, features: np.ndarray) -> None:
         self._blocks[key] = features

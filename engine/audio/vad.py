@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..media.audio import SAMPLE_RATE
+from .spectrum import fft_frequencies, stft
 
 _HOP = 160          # 10 ms analysis frames
 _FFT = 512
@@ -33,9 +34,8 @@ class SpeechBandEnergy:
     context = 2 * _HOP  # the 512-sample FFT window, centred
 
     def encode(self, samples: np.ndarray) -> np.ndarray:
-        import librosa
-        spec = np.abs(librosa.stft(samples.astype(np.float32), n_fft=_FFT, hop_length=_HOP, center=True)) ** 2
-        freqs = librosa.fft_frequencies(sr=SAMPLE_RATE, n_fft=_FFT)
+        spec = np.abs(stft(samples, _FFT, _HOP)) ** 2
+        freqs = fft_frequencies(SAMPLE_RATE, _FFT)
         band = (freqs >= 300) & (freqs <= 3400)
         return (10 * np.log10(spec[band].sum(axis=0) + 1e-10))[:, None].astype(np.float32)
 

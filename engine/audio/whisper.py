@@ -14,6 +14,7 @@ import numpy as np
 
 from ..media.audio import SAMPLE_RATE
 from ..models import find_model
+from .spectrum import mel_filters, stft
 
 N_FFT = 400
 HOP = 160                      # 100 mel frames per second
@@ -27,10 +28,8 @@ BATCH_WINDOWS = 2              # windows encoded together: 1 minute, a few MB
 
 def whisper_log_mel(samples: np.ndarray) -> np.ndarray:
     """(80, T) log-mel exactly as Whisper computes it (its `log_mel_spectrogram`), T = len/160."""
-    import librosa
-    spec = librosa.stft(samples.astype(np.float32), n_fft=N_FFT, hop_length=HOP, window="hann",
-                        center=True, pad_mode="reflect")[:, :-1]
-    filters = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS)
+    spec = stft(samples, N_FFT, HOP, pad_mode="reflect")[:, :-1]
+    filters = mel_filters(SAMPLE_RATE, N_FFT, N_MELS)
     log_spec = np.log10(np.maximum(filters @ (np.abs(spec) ** 2), 1e-10))
     log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
     return ((log_spec + 4.0) / 4.0).astype(np.float32)
@@ -48,9 +47,6 @@ class WhisperEncoder:
 
     def __init__(self, models_dir=None, threads: int | None = None):
         import ctranslate2
-        # librosa loads its submodules lazily, seconds on first use: load them with the model, not mid-encode.
-        import librosa.core.spectrum  # noqa: F401
-        import librosa.filters  # noqa: F401
         self.model_path = find_model("whisper-base", models_dir)
         threads = threads or min(4, os.cpu_count() or 1)
         self._model = ctranslate2.models.Whisper(str(self.model_path), device="cpu", compute_type="int8",

@@ -41,6 +41,7 @@ TARGETS = [
     ("inner-lip gap amplitude ratio (audio)", "speech_mouth_amplitude_ratio", "0.75-1.25",
      lambda v: 0.75 <= v <= 1.25),
     ("mouth best lag, frames (tracked / audio)", "lags", "0", None),
+    ("truth's inner-lip gap spread in the scored frames, px at 512", "mouth_truth_spread", "", None),
     ("eye-opening r", "eye_open_correlation", ">= 0.6", lambda v: v >= 0.6),
     ("deepest tracked blink in the scored frames (0-1)", "deepest_blink", "", None),
     ("face-region PSNR, dB", "face_psnr", ">= 29", lambda v: v >= 29),

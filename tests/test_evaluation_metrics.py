@@ -126,3 +126,15 @@ def test_amplitude_ratio_and_best_lag_of_a_late_half_size_mouth():
     early = np.concatenate([truth[3:], truth[-3:]])
     assert metrics.best_lag(early, truth) == -3
     assert metrics.amplitude_ratio(truth, np.ones(10)) is None
+
+
+def test_the_summary_says_how_far_the_truth_mouth_moves():
+    """The amplitude ratio divides by the truth's spread: the summary gives that spread (frames where
+    either face is missing left out), so a ratio over a mouth that hardly moves can be read as noise."""
+    from engine.evaluation.heldout import Evaluation
+    truth = [10.0, 14.0, float("nan"), 6.0, 12.0]
+    render = [9.0, 13.0, 11.0, float("nan"), 10.0]
+    summary = Evaluation(mouth_truth=truth, mouth_render=render, eyes_truth=truth, eyes_render=render).summary()
+    assert summary["mouth_truth_spread"] == pytest.approx(np.std([10.0, 14.0, 12.0]))
+    assert summary["mouth_amplitude_ratio"] == pytest.approx(np.std([9.0, 13.0, 10.0]) / np.std([10.0, 14.0, 12.0]))
+    assert Evaluation().summary()["mouth_truth_spread"] is None

@@ -63,6 +63,9 @@ def run(args, progress) -> dict:
                          "mouth_open_correlation": "Pearson correlation of the inner-lip gap, render vs truth",
                          "mouth_amplitude_ratio": "spread of the rendered inner-lip gap over the truth's "
                                                   "(1 = the mouth opens as far as the person's)",
+                         "mouth_truth_spread": "standard deviation of the truth's inner-lip gap in the scored "
+                                               "frames, pixels of a 512-px frame: under about 3 the mouth "
+                                               "hardly moves there, and the amplitude ratio divides by noise",
                          "mouth_best_lag": "shift in frames at which the rendered gap best follows the truth's "
                                            "(positive: the render is late; 0 is in sync)",
                          "eye_open_correlation": "Pearson correlation of the eyelid gap, render vs truth",
@@ -79,7 +82,7 @@ def run(args, progress) -> dict:
             "portrait_psnr": summary["portrait"]["psnr"], "raw_psnr": summary["raw"]["psnr"],
             "lmd": summary["lmd"], "mouth_open_correlation": summary["mouth_open_correlation"],
             "mouth_amplitude_ratio": summary["mouth_amplitude_ratio"], "mouth_best_lag": summary["mouth_best_lag"],
-            "eye_open_correlation": summary["eye_open_correlation"],
+            "mouth_truth_spread": summary["mouth_truth_spread"], "eye_open_correlation": summary["eye_open_correlation"],
             "eye_amplitude_ratio": summary["eye_amplitude_ratio"], "deepest_blink": details["deepest_blink"],
             "frames": summary["frames"],
             "speech_mouth_open_correlation": from_speech["mouth_open_correlation"] if from_speech else None,

@@ -47,6 +47,7 @@ class Evaluation:
         both = np.isfinite(truth) & np.isfinite(render)
         out["mouth_open_correlation"] = metrics.correlation(render[both], truth[both])
         out["mouth_amplitude_ratio"] = metrics.amplitude_ratio(render[both], truth[both])
+        out["mouth_truth_spread"] = float(truth[both].std()) if both.any() else None
         # The lag needs an unbroken series: frames without a face are filled from their neighbours.
         out["mouth_best_lag"] = metrics.best_lag(_filled(render), _filled(truth)) if both.sum() > 2 else None
         eyes_truth, eyes_render = np.array(self.eyes_truth), np.array(self.eyes_render)

@@ -46,10 +46,10 @@ PEER_JAW = {"aa": 1.0, "oh": 0.7, "ih": 0.4, "ee": 0.4, "ou": 0.4}
 
 
 def load_clips(cache: Path):
-    from engine.audio.features import DEFAULT_ENCODER, get_encoder
+    from engine.audio.features import get_encoder
     from engine.expression.corpus import find_clips, load_clip
-    from engine.expression.generic import usable
-    encoder = get_encoder(DEFAULT_ENCODER)
+    from engine.expression.generic import GENERIC_ENCODER, usable
+    encoder = get_encoder(GENERIC_ENCODER)
     sources = find_clips([SHARED / "data" / "corpus", SHARED / "data" / "video"])
     started = time.monotonic()
     clips = [load_clip(s, encoder, cache_dir=cache) for s in sources]

@@ -93,6 +93,37 @@ def test_whisper_encoder_windows_and_trims_padding():
     assert long[1500:].std(0).mean() > 0.5 * long[:1500].std(0).mean()
 
 
+@pytest.mark.slow
+def test_whisper_mid_is_whispers_encoder_run_in_torch():
+    """All six layers in torch (from model.bin's float16 weights) give what CTranslate2 gives (int8), so
+    the reader and the layers are right; `whisper-mid` stops after the third."""
+    from engine.audio.whisper import ENCODER_LAYERS, WhisperLayerEncoder
+    speech = load_audio(shared_file("audio", "zh_8s.wav"))
+    reference = get_encoder("whisper").encode(speech)
+    whole = WhisperLayerEncoder(layers=ENCODER_LAYERS).encode(speech)
+    assert whole.shape == reference.shape
+    assert np.corrcoef(whole.ravel(), reference.ravel())[0, 1] > 0.99
+    mid = get_encoder("whisper-mid").encode(speech)
+    assert mid.shape == reference.shape and np.isfinite(mid).all()
+    assert abs(np.corrcoef(mid.ravel(), reference.ravel())[0, 1]) < 0.9  # another layer's features
+
+
+def test_a_damaged_ctranslate2_file_is_refused_with_its_name(tmp_path):
+    from engine.audio.ct2_weights import read_tensors
+    from engine.models import find_model
+    with open(find_model("whisper-base") / "model.bin", "rb") as f:
+        head = f.read(300_000)  # the header and the first tensors, cut inside one
+    damaged = tmp_path / "model.bin"
+    damaged.write_bytes(head)
+    with pytest.raises(EngineError) as info:
+        read_tensors(damaged, "encoder/")
+    assert str(damaged) in info.value.message and "CTranslate2" in info.value.message
+    foreign = tmp_path / "foreign.bin"
+    foreign.write_bytes(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(EngineError):
+        read_tensors(foreign, "encoder/")
+
+
 def test_mel_encoder_and_alignment_to_any_fps():
     encoder = get_encoder("mel")
     features = encoder.encode(load_audio(shared_file("audio", "zh_8s.wav")))

@@ -66,7 +66,12 @@ def test_train_generic_scores_unseen_speakers_and_animate_uses_the_model(tmp_pat
     assert result["speakers"] == 6 and result["clips"] == 6
     assert result["cross_validation"]["speakers"] == 6
     assert result["cross_validation"]["jaw_open_r_mean"] > 0.25
-    assert len(list(cache.glob("*.npz"))) == 6  # captured once, reused by the next run
+    # Each face captured once (reused by the next run, whatever its encoder), the sound's features apart.
+    assert len(list(cache.glob("*-face-*.npz"))) == 6 and len(list(cache.glob("*-whisper-base-layer3-*.npz"))) == 6
+    code = main(["train-generic", *map(str, clips), "-o", str(model), "--cache", str(cache), "--progress", "jsonl"])
+    out = capsys.readouterr()
+    error = json.loads(out.out.strip().splitlines()[-1])
+    assert code != 0 and error["path"] == str(model) and "--replace" in error["hint"]  # the model is kept
     from engine.expression.model import load_model
     loaded = load_model(model)
     assert loaded.config.arch == "temporal" and "research" in loaded.metadata["use"]

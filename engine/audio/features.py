@@ -89,6 +89,11 @@ def _whisper(models_dir):
     return WhisperEncoder(models_dir)
 
 
+def _whisper_mid(models_dir):
+    from .whisper import WhisperLayerEncoder
+    return WhisperLayerEncoder(models_dir)
+
+
 def _ave(models_dir):
     from .ave import AveEncoder
     return AveEncoder.find(models_dir)
@@ -97,6 +102,7 @@ def _ave(models_dir):
 # The first is the default: chosen by scripts/bench_audio.py (held-out jawOpen correlation on lieu_60s).
 _ENCODERS = {
     "whisper": _whisper,
+    "whisper-mid": _whisper_mid,
     "ave": _ave,
     "mel": lambda models_dir: MelEncoder(),
 }

@@ -3,8 +3,8 @@
 A clip gives two aligned per-frame sequences at the model's frame rate: the audio features the model
 reads (engine.expression.predict.frame_inputs: encoder features + voice activity) and the 52
 blendshapes MediaPipe's FaceLandmarker captures from the video (Savitzky-Golay 5/3 smoothed, as
-preprocessing does). Capturing costs about as long as the clip plays, so each clip's pair is cached
-once (keyed by the file's size and modification time, the encoder and the frame rate) in a cache folder.
+preprocessing does). Capturing costs about as long as the clip plays, so each clip's capture is cached
+once in a cache folder (keyed by the file's content and the frame rate), and its features per encoder.
 
 Speakers: a folder's MANIFEST.tsv (columns `file` and `speaker`, as ../shared/data/corpus has) says who
 speaks in each file; without one, every file is its own speaker. Cross-validation folds keep a
@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import EngineError
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".mpg", ".avi")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 @dataclass
@@ -77,43 +77,69 @@ def _manifest_speakers(folder: Path) -> dict[str, str]:
 
 
 def load_clip(source: ClipSource, encoder, fps: float = 25.0, cache_dir: Path | None = None) -> TrainingClip:
-    """The clip's features and captured blendshapes, from the cache when it holds them."""
-    cached = _cache_path(source.path, encoder.name, fps, cache_dir) if cache_dir else None
-    if cached is not None and cached.is_file():
-        with np.load(cached) as data:
-            return TrainingClip(source.path.stem, source.speaker, data["inputs"], data["blendshapes"],
-                                data["valid"], fps)
-    clip = capture_clip(source, encoder, fps)
-    if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.stem}.partial.npz")
-        np.savez(tmp, inputs=clip.inputs, blendshapes=clip.blendshapes, valid=clip.valid)
-        os.replace(tmp, cached)
-    return clip
+    """The clip's features and captured blendshapes, from the cache where it holds them.
+
+    The capture (slow: about as long as the clip plays) and the audio features (seconds) are cached apart,
+    both keyed by the file's content, so that trying another encoder, or the same files at another path or
+    after a copy, does not capture the faces again."""
+    key = _content_key(source.path, fps) if cache_dir else None
+    face = _cached(cache_dir, f"{source.path.stem}-face-{key}", lambda: capture_face(source.path, fps))
+    n_frames = len(face["blendshapes"])
+    features = _cached(cache_dir, f"{source.path.stem}-{encoder.key}-{key}",
+                       lambda: {"inputs": clip_inputs(source.path, encoder, fps, n_frames)})
+    return TrainingClip(source.path.stem, source.speaker, features["inputs"], face["blendshapes"], face["valid"], fps)
 
 
 def capture_clip(source: ClipSource, encoder, fps: float = 25.0) -> TrainingClip:
     """Blendshapes from every frame (FaceLandmarker) and the audio features for the same frames."""
+    face = capture_face(source.path, fps)
+    return TrainingClip(source.path.stem, source.speaker, clip_inputs(source.path, encoder, fps, len(face["valid"])),
+                        face["blendshapes"], face["valid"], fps)
+
+
+def capture_face(path: Path, fps: float) -> dict[str, np.ndarray]:
+    """{"blendshapes": (N, 52) smoothed as preprocessing smooths them, "valid": (N,) exactly one face seen}."""
     from scipy.signal import savgol_filter
     from ..face.landmarker import FaceLandmarker
-    from ..media.audio import load_audio
     from ..media.video import read_frames
-    from .predict import frame_inputs
     weights, valid = [], []
     with FaceLandmarker() as landmarker:
-        for k, rgb in enumerate(read_frames(source.path, fps)):
+        for k, rgb in enumerate(read_frames(path, fps)):
             seen = landmarker.analyse(rgb, int(round(k * 1000 / fps)))
             weights.append(seen.blendshapes)
             valid.append(seen.faces == 1)
     weights = np.array(weights, np.float32)
     if len(weights) >= 5:
         weights = np.clip(savgol_filter(weights, 5, 3, axis=0), 0, 1).astype(np.float32)
-    inputs, _ = frame_inputs(load_audio(source.path), encoder, fps, len(weights))
-    return TrainingClip(source.path.stem, source.speaker, inputs.astype(np.float32), weights,
-                        np.array(valid, bool), fps)
+    return {"blendshapes": weights, "valid": np.array(valid, bool)}
 
 
-def _cache_path(path: Path, encoder: str, fps: float, cache_dir: Path) -> Path:
-    stat = path.stat()
-    key = f"{_CACHE_VERSION}|{path.name}|{stat.st_size}|{stat.st_mtime_ns}|{encoder}|{fps}"
-    return Path(cache_dir) / f"{path.stem}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
+def clip_inputs(path: Path, encoder, fps: float, n_frames: int) -> np.ndarray:
+    """(n_frames, dim + 1) the model's per-frame inputs from the clip's sound."""
+    from ..media.audio import load_audio
+    from .predict import frame_inputs
+    return frame_inputs(load_audio(path), encoder, fps, n_frames)[0].astype(np.float32)
+
+
+def _cached(cache_dir: Path | None, name: str, compute) -> dict[str, np.ndarray]:
+    """The arrays saved under cache_dir/name.npz, else computed (and saved whole, never half-written)."""
+    if cache_dir is None:
+        return compute()
+    path = Path(cache_dir) / f"{name}.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError):  # a damaged cache file is computed again, never trusted
+            pass
+    arrays = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.partial.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return arrays
+
+
+def _content_key(path: Path, fps: float) -> str:
+    from ..files import sha256_of
+    return hashlib.sha1(f"{_CACHE_VERSION}|{sha256_of(path)}|{fps}".encode()).hexdigest()[:12]

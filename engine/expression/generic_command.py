@@ -18,26 +18,30 @@ def configure(parser) -> None:
                              "the capture (default: the engine's cache folder)")
     parser.add_argument("--folds", type=int, default=5, help="speaker-disjoint cross-validation folds (default 5)")
     parser.add_argument("--steps", type=int, default=1000, help="training steps per model (default 1000)")
-    parser.add_argument("--encoder", default=None, help="audio encoder (default: the engine's default, whisper)")
+    parser.add_argument("--encoder", default=None, help="audio encoder (default: whisper-mid, Whisper's middle layers)")
+    parser.add_argument("--replace", action="store_true", help="replace OUTPUT if it exists (else it is kept)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", default=None, help="folder with the pretrained models (else $SYNCTALK_MODELS)")
 
 
 def run(args, progress) -> dict:
     import torch
-    from ..audio.features import DEFAULT_ENCODER, get_encoder
+    from ..audio.features import get_encoder
     from ..errors import EngineError
     from ..models import cache_dir
     from .corpus import find_clips, load_clip
-    from .generic import save_generic, train_generic
+    from .generic import GENERIC_ENCODER, save_generic, train_generic
     output = Path(args.output)
     if output.suffix != ".safetensors":
         raise EngineError(f"{output}: the output must be a .safetensors file", "name it e.g. studio.safetensors",
                           path=str(output))
+    if output.exists() and not args.replace:
+        raise EngineError(f"{output}: a model is already there", "choose another name, or pass --replace",
+                          path=str(output))
     if args.folds < 2 or args.steps < 100:
         raise EngineError("--folds must be at least 2 and --steps at least 100", "use e.g. --folds 5 --steps 1000")
     sources = find_clips(args.clips)
-    encoder = get_encoder(args.encoder or DEFAULT_ENCODER, args.models)
+    encoder = get_encoder(args.encoder or GENERIC_ENCODER, args.models)
     cache = Path(args.cache) if args.cache else cache_dir() / "clips"
     torch.set_num_threads(1)  # layers this small run fastest on one thread (two were several times slower)
     clips = []

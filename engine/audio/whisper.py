@@ -118,7 +118,8 @@ class WhisperLayerEncoder(_WhisperWindows):
             batch, length, dim = x.shape
             for i in range(self.layers):
                 p = f"encoder/layer_{i}/"
-                h = layer_norm(x, (dim,), w[p + "self_attention/layer_norm/gamma"], w[p + "self_attention/layer_norm/beta"])
+                h = layer_norm(x, (dim,), w[p + "self_attention/layer_norm/gamma"],
+                               w[p + "self_attention/layer_norm/beta"])
                 qkv = linear(h, w[p + "self_attention/linear_0/weight"], w[p + "self_attention/linear_0/bias"])
                 q, k, v = qkv.view(batch, length, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
                 attended = scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, length, dim)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import EngineError
+from ..files import atomic_output, sha256_of
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".mpg", ".avi")
 _CACHE_VERSION = 2
@@ -130,16 +131,14 @@ def _cached(cache_dir: Path | None, name: str, compute) -> dict[str, np.ndarray]
         try:
             with np.load(path) as data:
                 return {k: data[k] for k in data.files}
-        except (OSError, ValueError, EOFError):  # a damaged cache file is computed again, never trusted
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # a damaged cache file is computed again
             pass
     arrays = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        np.savez(tmp, **arrays)
     return arrays
 
 
 def _content_key(path: Path, fps: float) -> str:
-    from ..files import sha256_of
     return hashlib.sha1(f"{_CACHE_VERSION}|{sha256_of(path)}|{fps}".encode()).hexdigest()[:12]

@@ -108,6 +108,14 @@ def test_a_clip_whose_face_trails_its_sound_is_lined_up_and_one_out_of_sync_is_l
     late = replace(may, blendshapes=np.roll(may.blendshapes, 3, axis=0), valid=np.roll(may.valid, 3))
     check = best_sync(predicted, late)
     assert check.lag == 3 and check.in_sync
+    # The cross-validation's scores say so too: per speaker the lag of the best r, and the in-sync mean.
+    from engine.expression.generic import score_speakers, speaker_ranges, summarise
+    named = [replace(may, speaker="in sync"), replace(late, speaker="3 frames late")]
+    identity = {"offset": np.zeros(52), "scale": np.ones(52)}
+    scores = score_speakers(named, [may.blendshapes] * 2, speaker_ranges(named), identity)
+    assert scores["in sync"]["jaw_best_lag"] == 0 and scores["3 frames late"]["jaw_best_lag"] == 3
+    summary = summarise(scores)
+    assert summary["in_sync_speakers"] == 1 and summary["jaw_open_r_in_sync_mean"] > 0.99
     lined_up = shifted(late, check.lag)
     both = lined_up.valid & may.valid
     assert both.sum() >= len(may.valid) - 10 and not lined_up.valid[-3:].any()

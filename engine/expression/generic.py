@@ -210,8 +210,7 @@ def sync_report(clips: list[TrainingClip], checks: list[SyncCheck] | None) -> di
 
 
 def normalised_output(model: TemporalNet, clip: TrainingClip) -> np.ndarray:
-    with torch.inference_mode():
-        return model(torch.from_numpy(clip.inputs)[None])[0].numpy()
+    return model.normalised(clip.inputs)
 
 
 def speaker_folds(clips: list[TrainingClip], folds: int) -> list[np.ndarray]:
@@ -291,7 +290,8 @@ def score_speakers(clips: list[TrainingClip], weights: list[np.ndarray], ranges,
                    min_motion: float = 0.02) -> dict:
     """Per speaker, weights (as shipped) against the captured blendshapes, on the frames with a face.
 
-    jaw_open_r: Pearson r at lag 0; jaw_open_r_best_lag: the best r within +-4 frames; jaw_spread:
+    jaw_open_r: Pearson r at lag 0; jaw_open_r_best_lag: the best r within +-4 frames, jaw_best_lag: where
+    (negative: the capture leads the prediction; footage a few frames out of sync shows here); jaw_spread:
     standard deviation of the predicted jawOpen / that of the capture mapped to the same ARKit scale
     (the speaker's range -> `mapping`'s offset and scale); mouth_r: mean r over the mouth and jaw
     curves that move in the capture (standard deviation > min_motion).
@@ -301,9 +301,10 @@ def score_speakers(clips: list[TrainingClip], weights: list[np.ndarray], ranges,
     for speaker, (truth, predicted, raw) in _per_speaker(clips, weights, ranges).items():
         arkit = np.clip(offset + scale * truth, 0, 1)
         mouth = [i for i in MOUTH if raw[:, i].std() > min_motion]
+        by_lag = [_r(np.roll(predicted[:, JAW], lag)[4:-4], raw[4:-4, JAW]) for lag in range(-4, 5)]
         out[speaker] = {
             "jaw_open_r": _r(predicted[:, JAW], raw[:, JAW]),
-            "jaw_open_r_best_lag": max(_r(np.roll(predicted[:, JAW], s)[4:-4], raw[4:-4, JAW]) for s in range(-4, 5)),
+            "jaw_open_r_best_lag": max(by_lag), "jaw_best_lag": int(np.argmax(by_lag)) - 4,
             "jaw_spread": float(predicted[:, JAW].std() / max(arkit[:, JAW].std(), 1e-6)),
             "mouth_r": float(np.mean([_r(predicted[:, i], raw[:, i]) for i in mouth])) if mouth else float("nan"),
             "mouth_curves": len(mouth), "frames": int(len(raw))}
@@ -311,8 +312,12 @@ def score_speakers(clips: list[TrainingClip], weights: list[np.ndarray], ranges,
 
 
 def summarise(per_speaker: dict) -> dict:
+    """Means over speakers; in_sync: the speakers whose jaw follows the prediction best within a frame of lag 0
+    (chosen by the same prediction, so a flattering selection: it shows how much the others' footage costs)."""
     rows = list(per_speaker.values())
-    return {"speakers": len(rows),
+    in_sync = [r["jaw_open_r"] for r in rows if abs(r["jaw_best_lag"]) <= 1]
+    return {"speakers": len(rows), "in_sync_speakers": len(in_sync),
+            "jaw_open_r_in_sync_mean": round(float(np.mean(in_sync)), 3) if in_sync else float("nan"),
             "jaw_open_r_mean": round(float(np.mean([r["jaw_open_r"] for r in rows])), 3),
             "jaw_open_r_best_lag_mean": round(float(np.mean([r["jaw_open_r_best_lag"] for r in rows])), 3),
             "jaw_spread_median": round(float(np.median([r["jaw_spread"] for r in rows])), 3),

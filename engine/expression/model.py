@@ -141,10 +141,14 @@ class TemporalNet(nn.Module):
         reach = sum(d * (self._KERNEL - 1) // 2 for d in self._DILATIONS)
         return reach, reach
 
+    def normalised(self, per_frame: np.ndarray) -> np.ndarray:
+        """(n_frames, 52) per-speaker normalised weights (the output before the map) from (n_frames, dim + 1)."""
+        with torch.inference_mode():
+            return self(torch.from_numpy(np.ascontiguousarray(per_frame, np.float32))[None])[0].numpy()
+
     def frame_weights(self, per_frame: np.ndarray) -> np.ndarray:
         """(n_frames, 52) ARKit weights in [0, 1] from per-frame inputs (n_frames, dim + 1)."""
-        with torch.inference_mode():
-            normalised = self(torch.from_numpy(np.ascontiguousarray(per_frame, np.float32))[None])[0].numpy()
+        normalised = self.normalised(per_frame)
         knots_in, knots_out = self.output_knots_in.numpy(), self.output_knots_out.numpy()
         return np.stack([np.interp(normalised[:, c], knots_in[c], knots_out[c]) for c in range(N_OUT)],
                         axis=1).astype(np.float32)

@@ -374,10 +374,12 @@ def preprocess_argv(clip, subject, fps: float | None = None, size: int | None = 
 
 
 def train_argv(subject, preset: str | None = None, device: str | None = None, expression: str | None = None,
-               resume: bool = False, audio_encoder: str | None = None, stages: str | None = None) -> list[str]:
+               resume: bool = False, audio_encoder: str | None = None, stages: str | None = None,
+               generic_model=None) -> list[str]:
     argv = ["train", str(subject)]
     for option, value in (("--preset", preset), ("--device", device), ("--expression", expression),
-                          ("--audio-encoder", audio_encoder), ("--stages", stages)):
+                          ("--audio-encoder", audio_encoder), ("--stages", stages),
+                          ("--generic-model", generic_model and str(generic_model))):
         if value:
             argv += [option, value]
     return argv + (["--resume"] if resume else [])

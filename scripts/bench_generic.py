@@ -19,6 +19,10 @@ blendshapes and audio features cached in --cache (made on first use, about as lo
    this script only, `pip install --no-deps --target DIR pylipsync==0.2.1` and put DIR on PYTHONPATH),
    jawOpen = its vowel weights (aa 1, oh 0.7, ih/ee/ou 0.4), scored like ours on the same clips.
 5. Speed: 60 s of speech (../shared/data/audio/en_60s.wav) to curves with `--model`, load apart.
+6. The generic model as a subject's prior (engine.expression.training): on each clip of 10 s or more, a
+   subject's model fitted on its first 80 % and scored on the rest, without and with the prior (the
+   cross-validation's output for that clip, from a model that never heard the speaker): jawOpen r and
+   the mean r of the mouth curves that move, mean over the clips.
 Timings are wall clock on whatever machine runs it; say how loaded it was when you quote them.
 """
 from __future__ import annotations
@@ -58,7 +62,7 @@ def load_clips(cache: Path):
     return encoder, sources, usable(clips)
 
 
-def cross_validation(clips, encoder, folds: int, steps: int) -> tuple[dict, list]:
+def cross_validation(clips, encoder, folds: int, steps: int) -> tuple[dict, list, list]:
     from engine.expression.generic import calibration, cross_validate, score_speakers, speaker_ranges, summarise
     from engine.expression.model import ExpressionConfig
     config = ExpressionConfig(encoder=encoder.name, dim=encoder.dim, fps=clips[0].fps, window=0, lead=0,
@@ -72,7 +76,46 @@ def cross_validation(clips, encoder, folds: int, steps: int) -> tuple[dict, list
     summary["seconds"] = round(time.monotonic() - started, 1)
     summary.update(lip_curves(clips, weights))
     summary["raw"] = scale_free_scores(clips, outputs)
-    return summary, weights
+    return summary, weights, outputs
+
+
+def subject_prior(clips, outputs, sources, cache: Path, min_frames: int = 250) -> dict:
+    """Subjects' own models (the product's fit) on their first 80 %, scored on the rest, without and with
+    the prior; each clip's prior is its cross-validation output, read as late as its picture trails."""
+    from dataclasses import asdict
+    from engine.audio.features import DEFAULT_ENCODER, get_encoder
+    from engine.expression.corpus import load_clip
+    from engine.expression.generic import MOUTH, best_sync, load_generic_model
+    from engine.expression.model import ExpressionConfig
+    from engine.expression.predict import model_windows, predict_weights
+    from engine.expression.training import fit
+    encoder = get_encoder(DEFAULT_ENCODER)
+    prior = asdict(load_generic_model().config)
+    by_name = {s.path.stem: s for s in sources}
+    rows = {"own": [], "prior": []}
+    for clip, output in zip(clips, outputs):
+        n = len(clip.inputs)
+        if n < min_frames:
+            continue
+        own = load_clip(by_name[clip.name], encoder, cache_dir=cache).inputs  # the subject model's encoder
+        truth, cut = clip.blendshapes, int(n * 0.8)
+        train, test = np.flatnonzero(clip.valid[:cut]), cut + np.flatnonzero(clip.valid[cut:])
+        fitted = np.zeros(n, bool)
+        fitted[train] = True
+        lag = best_sync(output[:, JAW], truth[:, JAW], fitted).lag
+        late = output[np.clip(np.arange(n) - lag, 0, n - 1)]
+        for name, per_frame, config in (
+                ("own", own, ExpressionConfig(encoder=encoder.name, dim=encoder.dim)),
+                ("prior", np.concatenate([own[:, :-1], late, own[:, -1:]], axis=1),
+                 ExpressionConfig(encoder=encoder.name, dim=encoder.dim, prior=prior, prior_lag=lag))):
+            per_frame = per_frame.astype(np.float32)
+            model = fit(model_windows(per_frame, config.window, config.lead), truth, train, config, Progress("quiet"))
+            predicted, captured = predict_weights(model, per_frame, clip.activity)[test], truth[test]
+            moving = [i for i in MOUTH if captured[:, i].std() > 0.02]
+            rows[name].append((_r(predicted[:, JAW], captured[:, JAW]),
+                               np.mean([_r(predicted[:, i], captured[:, i]) for i in moving])))
+    return {name: {"clips": len(values), "jaw_open_r_mean": round(float(np.mean([v[0] for v in values])), 3),
+                   "mouth_r_mean": round(float(np.mean([v[1] for v in values])), 3)} for name, values in rows.items()}
 
 
 def lip_curves(clips, weights) -> dict:
@@ -211,7 +254,8 @@ def main() -> None:
     torch.set_num_threads(1)  # layers this small run fastest on one thread (two were several times slower)
     figures = {}
     encoder, sources, clips = load_clips(args.cache)
-    figures["cross_validation"], weights = cross_validation(clips, encoder, args.folds, args.steps)
+    figures["cross_validation"], weights, outputs = cross_validation(clips, encoder, args.folds, args.steps)
+    figures["subject_prior"] = subject_prior(clips, outputs, sources, args.cache)
     figures["pauses"] = pauses(clips, weights)
     if args.linear:
         figures["linear"] = linear_baseline(clips, encoder, args.folds)
@@ -239,6 +283,10 @@ def main() -> None:
         peer_r = figures["pylipsync"]["jaw_open_r_mean"]
         ratio = f"{cv['jaw_open_r_mean'] / peer_r:.1f}x" if peer_r > 0 else "peer r <= 0"
         print(f"| ours / pylipsync jawOpen r, same clips | >= 3x | {ratio} ({cv['jaw_open_r_mean']:.3f} / {peer_r:.3f}) |")
+    sp = figures["subject_prior"]
+    print(f"| a subject's own model, last 20 % of {sp['own']['clips']} clips of 10 s or more: jawOpen r / mouth r, "
+          f"without / with the prior | | {sp['own']['jaw_open_r_mean']:.3f} / {sp['own']['mouth_r_mean']:.3f} -> "
+          f"{sp['prior']['jaw_open_r_mean']:.3f} / {sp['prior']['mouth_r_mean']:.3f} |")
     raw = cv["raw"]
     print(f"| raw output (no gate, no map), same folds: jawOpen r / mouth r | | temporal {raw['jaw_open_r_mean']:.3f} / "
           f"{raw['mouth_r_mean']:.3f}" + (f"; linear window {figures['linear']['jaw_open_r_mean']:.3f} / "

@@ -217,8 +217,10 @@ class _EngineJobOperator:
 
 def train_arguments(subject: Path, s, resume: bool = False) -> list[str]:
     """The engine's `train` command for the scene settings `s`."""
+    generic = _existing_file(Path(bpy.path.abspath(s.model_file)), "model file") if s.model_file else None
     return engine_jobs.train_argv(subject, preset=s.preset, device=preferences().device,
-                                  expression="all" if s.rig_drives_mouth else None, resume=resume)
+                                  expression="all" if s.rig_drives_mouth else None, resume=resume,
+                                  generic_model=generic)
 
 
 class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):

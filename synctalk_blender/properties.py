@@ -120,6 +120,7 @@ class SyncTalkSceneSettings(bpy.types.PropertyGroup):
                           description="Use the model that works for any voice instead of the subject's own")
     model_file: StringProperty(name="Model File", subtype="FILE_PATH",
                                description="A generic model retrained with `train-generic` (.safetensors); "
+                                           "Train Subject also builds the subject's speech model on it; "
                                            "empty: the bundled one")
     mapping: EnumProperty(name="Names", items=PRESETS, default="AUTO",
                           description="How ARKit names are matched to shape keys")

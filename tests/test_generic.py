@@ -104,9 +104,9 @@ def test_a_clip_whose_face_trails_its_sound_is_lined_up_and_one_out_of_sync_is_l
     may = load_clip(ClipSource(shared_file("video", "may_5s.mp4"), "may"), encoder, cache_dir=tmp_path)
     aoc = load_clip(ClipSource(shared_file("video", "aoc_8s.mp4"), "aoc"), encoder, cache_dir=tmp_path)
     predicted = may.blendshapes[:, jaw]
-    assert best_sync(predicted, may).lag == 0 and best_sync(predicted, may).r > 0.99
+    assert best_sync(predicted, may.blendshapes[:, jaw], may.valid).lag == 0 and best_sync(predicted, may.blendshapes[:, jaw], may.valid).r > 0.99
     late = replace(may, blendshapes=np.roll(may.blendshapes, 3, axis=0), valid=np.roll(may.valid, 3))
-    check = best_sync(predicted, late)
+    check = best_sync(predicted, late.blendshapes[:, jaw], late.valid)
     assert check.lag == 3 and check.in_sync
     # The cross-validation's scores say so too: per speaker the lag of the best r, and the in-sync mean.
     from engine.expression.generic import score_speakers, speaker_ranges, summarise
@@ -121,10 +121,10 @@ def test_a_clip_whose_face_trails_its_sound_is_lined_up_and_one_out_of_sync_is_l
     assert both.sum() >= len(may.valid) - 10 and not lined_up.valid[-3:].any()
     np.testing.assert_array_equal(lined_up.blendshapes[both], may.blendshapes[both])
     early = replace(may, blendshapes=np.roll(may.blendshapes, -2, axis=0), valid=np.roll(may.valid, -2))
-    assert best_sync(predicted, early).lag == -2 and not shifted(early, -2).valid[:2].any()
+    assert best_sync(predicted, early.blendshapes[:, jaw], early.valid).lag == -2 and not shifted(early, -2).valid[:2].any()
     n = min(len(may.valid), len(aoc.valid))
     dubbed = replace(may, blendshapes=aoc.blendshapes[:n], valid=aoc.valid[:n])
-    assert not best_sync(predicted[:n], dubbed).in_sync
+    assert not best_sync(predicted[:n], dubbed.blendshapes[:, jaw], dubbed.valid).in_sync
 
 
 def test_blinks_close_fully_vary_per_take_and_the_eyes_differ_now_and_then():
@@ -157,7 +157,7 @@ def test_long_speech_is_predicted_in_blocks_that_match_the_whole(generic, monkey
     from engine.audio.features import SpeechFeatures
     from engine.expression import predict
     speech = SpeechFeatures(load_audio(shared_file("audio", "en_60s.wav"))[:16000 * 12])
-    whole = predict.predict_speech(generic.model, generic.encoder, speech, 25.0)
+    whole = predict.predict_speech(generic.model, generic.inputs, speech, 25.0)
     monkeypatch.setattr(predict, "FRAMES_AT_ONCE", 37)
-    blocks = predict.predict_speech(generic.model, generic.encoder, speech, 25.0)
+    blocks = predict.predict_speech(generic.model, generic.inputs, speech, 25.0)
     assert np.abs(blocks - whole).max() < 1e-5

@@ -130,10 +130,11 @@ def test_argument_builders_speak_each_commands_own_parser(tmp_path):
     assert defaults.fps == 25.0 and defaults.size is None
 
     args = _parsed(jobs.train_argv("s", preset="tiny", device="cpu", expression="all", resume=True,
-                                   audio_encoder="mel", stages="head,lip"))
-    assert (args.subject, args.preset, args.device, args.expression, args.resume, args.audio_encoder, args.stages) == \
-        ("s", "tiny", "cpu", "all", True, "mel", "head,lip")
-    assert not _parsed(jobs.train_argv("s")).resume
+                                   audio_encoder="mel", stages="head,lip", generic_model=tmp_path / "studio.safetensors"))
+    assert (args.subject, args.preset, args.device, args.expression, args.resume, args.audio_encoder, args.stages,
+            args.generic_model) == ("s", "tiny", "cpu", "all", True, "mel", "head,lip", str(tmp_path / "studio.safetensors"))
+    defaults = _parsed(jobs.train_argv("s"))
+    assert not defaults.resume and defaults.generic_model is None
 
     from engine.expression.animate import parse_intensity
     args = _parsed(jobs.animate_argv("speech.wav", "c.stcurves", subject="s", fps=24, seed=7, smooth=1.5,

@@ -1,6 +1,6 @@
 """Speech -> Curves: the expression model's face, generated blinks and gaze shifts, head motion, smoothing, intensity.
 
-`Animator` holds what loading costs (the audio encoder and the expression model, the subject's blink
+`Animator` holds what loading costs (the audio encoders and the expression model, the subject's blink
 and head statistics) so that several files can be animated after one load; `animate` is the one-call form.
 The model runs at the frame rate it was trained at and its curves are resampled to the asked fps.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..arkit import ARKIT_NAMES
-from ..audio.features import as_speech, get_encoder
+from ..audio.features import as_speech
 from ..audio.vad import voice_activity
 from ..curves import Curves
 from ..errors import EngineError
@@ -21,7 +21,7 @@ from .blinks import BLINK_CHANNELS, BlinkModel, apply_blinks
 from .gaze import apply_gaze
 from .headmotion import HEAD_MODES, MotionStats, generate, replay, subject_head_motion
 from .model import ExpressionNet
-from .predict import predict_speech
+from .predict import ModelInputs, predict_speech
 
 # --intensity regions: which blendshapes each name scales (around the rest pose); "head" scales head motion.
 REGIONS = {
@@ -65,7 +65,7 @@ class Animator:
             self.model = ExpressionNet.load(expression_model_path(subject, encoder))
             blink = subject.tracks["blendshapes"][:, list(BLINK_CHANNELS)]
             self.blinks = BlinkModel.from_curves(blink, subject.fps)
-        self.encoder = get_encoder(self.model.config.encoder, models_dir)
+        self.inputs = ModelInputs.of(self.model, models_dir)
         self._head = None  # the subject's recorded head motion, read on first use
 
     def __call__(self, speech, fps: float = 25.0, smooth: float = 0.0, intensity: dict | None = None,
@@ -82,7 +82,7 @@ class Animator:
             raise EngineError(f"unknown head mode '{head}'", f"choose one of {', '.join(HEAD_MODES)}")
         speech = as_speech(speech)
         n_frames = speech.n_frames(fps) if n_frames is None else n_frames
-        weights = predict_speech(self.model, self.encoder, speech, fps, 0, n_frames, progress)
+        weights = predict_speech(self.model, self.inputs, speech, fps, 0, n_frames, progress)
         activity = voice_activity(speech, fps, n_frames)
         blinks = self.blinks
         if blink_rate is not None:

@@ -118,8 +118,8 @@ def capture_face(path: Path, fps: float) -> dict[str, np.ndarray]:
 def clip_inputs(path: Path, encoder, fps: float, n_frames: int) -> np.ndarray:
     """(n_frames, dim + 1) the model's per-frame inputs from the clip's sound."""
     from ..media.audio import load_audio
-    from .predict import frame_inputs
-    return frame_inputs(load_audio(path), encoder, fps, n_frames)[0].astype(np.float32)
+    from .predict import ModelInputs, frame_inputs
+    return frame_inputs(load_audio(path), ModelInputs(encoder), fps, n_frames)[0]
 
 
 def _cached(cache_dir: Path | None, name: str, compute) -> dict[str, np.ndarray]:

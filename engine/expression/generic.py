@@ -168,13 +168,16 @@ def check_sync(clips: list[TrainingClip], config: ExpressionConfig, steps: int, 
         train = [c for c, t in zip(clips, test) if not t]
         model = train_network(train, speaker_ranges(train), config, steps, seed)
         for k in np.flatnonzero(test):
-            checks[k] = best_sync(normalised_output(model, clips[k])[:, JAW], clips[k])
+            checks[k] = best_sync(normalised_output(model, clips[k])[:, JAW], clips[k].blendshapes[:, JAW],
+                                  clips[k].valid)
     return checks
 
 
-def best_sync(predicted: np.ndarray, clip: TrainingClip) -> SyncCheck:
+def best_sync(predicted: np.ndarray, captured: np.ndarray, valid: np.ndarray) -> SyncCheck:
+    """The lag within MAX_SYNC_LAG at which a captured curve best follows a predicted one (both per frame),
+    on the frames where `valid`."""
     m = MAX_SYNC_LAG
-    valid, truth = clip.valid[m:-m], clip.blendshapes[m:-m, JAW]
+    valid, truth = valid[m:-m], captured[m:-m]
     rs = [_r(np.roll(predicted, lag)[m:-m][valid], truth[valid]) for lag in range(-m, m + 1)]
     return SyncCheck(int(np.argmax(rs)) - m, float(max(rs)))
 

@@ -7,7 +7,9 @@ Two architectures share one file format and one interface (`frame_weights`, `res
 fitted in closed form by ridge regression (engine.expression.training). On one subject's minute of
 frames this beats small MLP and conv nets trained by gradient descent on held-out frames (they
 memorise: lieu_60s held-out jawOpen r 0.66 for the best of them against 0.75 for this), fits in about
-a second, and is deterministic.
+a second, and is deterministic. A subject's model can carry a prior: a copy of the generic model, whose
+52 weights per frame it reads beside its encoder's features (engine.expression.training says why). The
+copy lives in the subject's model file, so a later generic model does not change a trained subject.
 
 `TemporalNet` (arch "temporal", the generic model, engine.expression.generic): a small stack of dilated
 1D convolutions over the whole feature sequence (about 0.6 s of context, ~100k parameters), trained by
@@ -45,20 +47,29 @@ class ExpressionConfig:
     ridge: float = 0.0   # the regularisation it was fitted with (chosen by cross-validation)
     arch: str = "linear"  # "linear" (ExpressionNet) or "temporal" (TemporalNet)
     width: int = 64       # temporal: channels of the hidden layers
+    prior: dict | None = None  # linear: the config of the generic model whose weights it also reads
+    prior_gain: float = 0.0    # linear: how much the prior's columns were weighted up in the fit (0: left out)
+    prior_lag: int = 0         # linear: frames the subject's face trails the prior's output (its clip's offset)
+
+    @property
+    def inputs_per_frame(self) -> int:
+        """Features per frame: the encoder's, the prior's 52 weights if there is one, voice activity."""
+        return self.dim + (N_OUT if self.prior else 0) + 1
 
 
 class ExpressionNet(nn.Module):
     def __init__(self, config: ExpressionConfig):
         super().__init__()
         self.config = config
-        inputs = config.window * (config.dim + 1)  # +1: voice activity, so silence is learnt, not only gated
-        self.register_buffer("feature_mean", torch.zeros(config.dim + 1))
-        self.register_buffer("feature_std", torch.ones(config.dim + 1))
+        # voice activity is an input, so that silence is learnt, not only gated
+        self.register_buffer("feature_mean", torch.zeros(config.inputs_per_frame))
+        self.register_buffer("feature_std", torch.ones(config.inputs_per_frame))
         self.register_buffer("rest_pose", torch.zeros(N_OUT))
-        self.window = nn.Linear(inputs, N_OUT)  # its bias is the mean pose
+        self.window = nn.Linear(config.window * config.inputs_per_frame, N_OUT)  # its bias is the mean pose
+        self.prior = TemporalNet(ExpressionConfig(**config.prior)) if config.prior else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, window, dim + 1) -> (B, 52) weights in [0, 1]."""
+        """x: (B, window, inputs_per_frame) -> (B, 52) weights in [0, 1]."""
         z = (x - self.feature_mean) / self.feature_std
         return self.window(z.flatten(1)).clamp(0, 1)
 
@@ -70,17 +81,17 @@ class ExpressionNet(nn.Module):
         return window // 2, window - 1 - window // 2 + lead
 
     def frame_weights(self, per_frame: np.ndarray) -> np.ndarray:
-        """(n_frames, 52) weights from per-frame inputs (n_frames, dim + 1) (engine.expression.predict.frame_inputs)."""
+        """(n_frames, 52) weights from per-frame inputs (n_frames, inputs_per_frame) (engine.expression.predict)."""
         from .predict import model_windows
         return self.predict(model_windows(per_frame, self.config.window, self.config.lead))
 
     def standardised(self, x: np.ndarray) -> np.ndarray:
-        """(N, window * (dim + 1)): what the linear layer sees, for fitting."""
+        """(N, window * inputs_per_frame): what the linear layer sees, for fitting."""
         z = (x - self.feature_mean.numpy()) / self.feature_std.numpy()
         return z.reshape(len(x), -1)
 
     def predict(self, x: np.ndarray, batch: int = 2048) -> np.ndarray:
-        """(N, 52) weights from (N, window, dim + 1) inputs."""
+        """(N, 52) weights from (N, window, inputs_per_frame) inputs."""
         with torch.inference_mode():
             out = [self(torch.from_numpy(x[i:i + batch])) for i in range(0, len(x), batch)]
         return torch.cat(out).numpy() if out else np.zeros((0, N_OUT), np.float32)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..arkit import ARKIT_NAMES, MOUTH_AND_JAW
-from ..audio.features import as_speech, frame_positions, interpolate, windows
+from ..audio.features import as_speech, frame_positions, get_encoder, interpolate, windows
 from ..audio.vad import voice_activity
 
 MOUTH_INDEX = np.array([ARKIT_NAMES.index(n) for n in MOUTH_AND_JAW])
@@ -20,19 +20,48 @@ LIPS_LEAD_S = 0.08  # the mouth moves this long before the voice starts
 FRAMES_AT_ONCE = 1500  # frames predicted per step: their windows are about 25 MB with 512-d features
 
 
-def frame_inputs(speech, encoder, fps: float, n_frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-frame features (n_frames, dim + 1) (the last column is voice activity), and that activity (n_frames,).
+class ModelInputs:
+    """What an expression model reads per frame: its encoder's features, the weights of its prior where it
+    has one (a subject's model reading the generic model, engine.expression.training), and voice activity."""
+
+    def __init__(self, encoder, prior=None, prior_inputs: "ModelInputs | None" = None, prior_lag: int = 0):
+        self.encoder = encoder
+        self.prior, self.prior_inputs, self.prior_lag = prior, prior_inputs, prior_lag
+
+    @classmethod
+    def of(cls, model, models_dir=None) -> "ModelInputs":
+        encoder = get_encoder(model.config.encoder, models_dir)
+        prior = getattr(model, "prior", None)
+        if prior is None:
+            return cls(encoder)
+        return cls(encoder, prior, cls.of(prior, models_dir), model.config.prior_lag)
+
+    def prior_output(self, speech, fps: float, start: int, stop: int) -> np.ndarray:
+        """(stop - start, 52): the prior's output, prior_lag frames late (frame t reads its frame t - lag)."""
+        lag = self.prior_lag
+        return predict_speech(self.prior, self.prior_inputs, speech, fps, start - lag, stop - lag, normalised=True)
+
+    def per_frame(self, speech, fps: float, start: int, stop: int, activity: np.ndarray) -> np.ndarray:
+        """(stop - start, inputs_per_frame) float32 for frames start..stop-1 at fps; activity: all frames' at fps."""
+        parts = [speech.per_frame(self.encoder, fps, start, stop)]
+        if self.prior is not None:
+            parts.append(self.prior_output(speech, fps, start, stop))
+        parts.append(activity[start:stop, None])
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def frame_inputs(speech, inputs: ModelInputs, fps: float, n_frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame inputs (n_frames, inputs_per_frame) (the last column is voice activity), and that activity (n_frames,).
 
     speech: a SpeechFeatures, or 16 kHz samples."""
     speech = as_speech(speech)
     n_frames = speech.n_frames(fps) if n_frames is None else n_frames
-    per_frame = speech.per_frame(encoder, fps, 0, n_frames)
     activity = voice_activity(speech, fps, n_frames)
-    return np.concatenate([per_frame, activity[:, None]], axis=1), activity
+    return inputs.per_frame(speech, fps, 0, n_frames, activity), activity
 
 
 def model_windows(per_frame: np.ndarray, window: int, lead: int) -> np.ndarray:
-    """(n_frames, window, dim + 1) float32, the model's input: `window` frames centred `lead` frames ahead."""
+    """(n_frames, window, inputs_per_frame) float32, the model's input: `window` frames centred `lead` frames ahead."""
     return np.ascontiguousarray(windows(per_frame, window, lead), dtype=np.float32)
 
 
@@ -58,9 +87,11 @@ def predict_weights(model, per_frame: np.ndarray, activity: np.ndarray) -> np.nd
                         model.rest_pose.numpy())
 
 
-def predict_speech(model, encoder, speech, fps: float | None = None, start: int = 0, stop: int | None = None,
-                   progress=None) -> np.ndarray:
-    """(stop - start, 52) gated weights for frames start..stop-1 at fps (default: the model's own rate).
+def predict_speech(model, inputs: ModelInputs, speech, fps: float | None = None, start: int = 0, stop: int | None = None,
+                   progress=None, normalised: bool = False) -> np.ndarray:
+    """(stop - start, 52) gated weights for frames start..stop-1 at fps (default: the model's own rate);
+    normalised: a temporal model's output before its output map and the gate (what a subject's model reads
+    of its prior: on the corpus it predicts the subject better than the mapped, gated weights).
 
     The model runs at its own rate on the frames those need, a block at a time, each block with the
     context its weights depend on (`model.context`), from only the features it touches (memory stays
@@ -81,9 +112,12 @@ def predict_speech(model, encoder, speech, fps: float | None = None, start: int 
     for step in steps:
         end = min(step + FRAMES_AT_ONCE, last)
         lo, hi = max(0, step - before), min(n, end + after)
-        per_frame = np.concatenate([speech.per_frame(encoder, model_fps, lo, hi), activity[lo:hi, None]], axis=1)
-        raw = model.frame_weights(np.ascontiguousarray(per_frame, dtype=np.float32))[step - lo:end - lo]
-        weights[step - first:end - first] = gate_silence(raw, opening[step:end], model.rest_pose.numpy())
+        per_frame = inputs.per_frame(speech, model_fps, lo, hi, activity)
+        if normalised:
+            weights[step - first:end - first] = model.normalised(per_frame)[step - lo:end - lo]
+        else:
+            raw = model.frame_weights(per_frame)[step - lo:end - lo]
+            weights[step - first:end - first] = gate_silence(raw, opening[step:end], model.rest_pose.numpy())
         if stage:
             stage.advance()
     if stage:

@@ -1,7 +1,7 @@
 """`python -m engine train SUBJECT_DIR --preset preview|standard|paper`: train a subject's talking head.
 
 Runs the NeRF stages (head, lip, torso), then the subject's audio -> blendshape model
-(engine.expression.training). Ctrl-C or SIGTERM stops with a checkpoint; `--resume` continues, from
+(engine.expression.training, built on the generic model or --generic-model). Ctrl-C or SIGTERM stops with a checkpoint; `--resume` continues, from
 any stage (the checkpoint is kept until the last stage is done). Nothing trained is thrown away
 without being asked: an unfinished training is continued with --resume or dropped with --restart,
 and a stage subset (--stages lip) continues the trained head, keeping the stages it does not run.
@@ -30,6 +30,9 @@ def configure(parser) -> None:
     start.add_argument("--resume", action="store_true", help="continue the unfinished training from its checkpoint")
     start.add_argument("--restart", action="store_true",
                        help="drop the unfinished training's checkpoint and start over")
+    parser.add_argument("--generic-model", default=None,
+                        help="a generic model retrained with `train-generic`: the subject's speech -> face model "
+                             "builds on it (default: the bundled one); a copy is kept in the subject")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--stages", default=",".join(ALL_STAGES),
                         help=f"comma-separated subset of {','.join(ALL_STAGES)}; a subset on a trained subject "
@@ -81,7 +84,8 @@ def _train(subject, stages: list[str], args, progress) -> dict:
     if "expression" in stages:
         from ..expression.training import train_expression
         try:
-            result["expression"] = train_expression(subject, progress, encoder=encoder)
+            result["expression"] = train_expression(subject, progress, encoder=encoder,
+                                                    generic_model=args.generic_model)
         except KeyboardInterrupt:
             if checkpoint.is_file():
                 progress.info("stopped in the expression stage; the head is saved: continue with --resume")

@@ -80,7 +80,7 @@ def mouth_curves_from_speech(subject: Subject, speech: SpeechFeatures, fps: floa
     from ..expression.animate import Animator
     from ..expression.predict import predict_speech
     animator = Animator(subject, models_dir=models_dir)
-    return predict_speech(animator.model, animator.encoder, speech, fps, start, stop)[:, MOUTH_INDEX]
+    return predict_speech(animator.model, animator.inputs, speech, fps, start, stop)[:, MOUTH_INDEX]
 
 
 def with_mouth_from_speech(blendshapes: np.ndarray, mouth: np.ndarray) -> np.ndarray:

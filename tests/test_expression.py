@@ -169,6 +169,7 @@ def test_a_subjects_model_keeps_its_own_copy_of_the_generic_model(trained, tmp_p
     model = load_model(subject.root / subject.model("expression").file)
     generic = load_generic_model()
     assert model.prior is not None and model.config.prior == vars(generic.config)
+    assert "research" in model.metadata["prior_use"] and model.metadata["prior_sources"] == generic.metadata["sources"]
     for name, tensor in generic.state_dict().items():
         assert torch.equal(model.prior.state_dict()[name], tensor), name
     inputs = Animator(subject).inputs  # what animate and render feed the subject's model

@@ -87,8 +87,8 @@ def predict_weights(model, per_frame: np.ndarray, activity: np.ndarray) -> np.nd
                         model.rest_pose.numpy())
 
 
-def predict_speech(model, inputs: ModelInputs, speech, fps: float | None = None, start: int = 0, stop: int | None = None,
-                   progress=None, normalised: bool = False) -> np.ndarray:
+def predict_speech(model, inputs: ModelInputs, speech, fps: float | None = None, start: int = 0,
+                   stop: int | None = None, progress=None, normalised: bool = False) -> np.ndarray:
     """(stop - start, 52) gated weights for frames start..stop-1 at fps (default: the model's own rate);
     normalised: a temporal model's output before its output map and the gate (what a subject's model reads
     of its prior: on the corpus it predicts the subject better than the mapped, gated weights).

@@ -73,7 +73,8 @@ def train_expression(subject, progress: Progress, encoder: str | None = None, mo
 
     path = subject.expression_model_path(name)
     model.save(path, {"metrics": json.dumps(metrics), "trained_on": str(subject.root.name),
-                      "prior_sources": prior.metadata.get("sources", "[]")})
+                      "prior_sources": prior.metadata.get("sources", "[]"),
+                      "prior_use": prior.metadata.get("use", "")})
     subject.record_model("expression", ExpressionRecord(
         subject.relative(path), name, config.window, model.config.ridge, int(len(train)), int(len(test)), metrics,
         round(time.monotonic() - started, 1)))

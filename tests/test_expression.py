@@ -146,16 +146,16 @@ def test_the_prior_is_read_as_late_as_the_clips_picture_trails_its_sound():
     lines up with the face (real speech, the bundled generic model; the 'face' is its own jaw moved late)."""
     from engine.audio.features import SpeechFeatures
     from engine.expression.generic import load_generic_model
-    from engine.expression.predict import ModelInputs
+    from engine.expression.predict import ModelInputs, prior_output
     from engine.expression.training import clip_offset
     prior = load_generic_model()
-    inputs = ModelInputs(None, prior, ModelInputs.of(prior))
+    inputs = ModelInputs.of(prior)
     speech = SpeechFeatures(load_audio(shared_file("audio", "en_60s.wav"))[16000 * 20: 16000 * 30])
-    on_time = inputs.prior_output(speech, 25.0, 0, 250)
+    on_time = prior_output(prior, inputs, speech, 25.0, 0, 250)
     face = np.zeros((250, len(ARKIT_NAMES)), np.float32)
     face[2:, JAW] = on_time[:-2, JAW]
-    assert clip_offset(prior, inputs.prior_inputs, speech, face, np.arange(10, 240), 25.0) == 2
-    late = ModelInputs(None, prior, inputs.prior_inputs, prior_lag=2).prior_output(speech, 25.0, 0, 250)
+    assert clip_offset(prior, inputs, speech, face, np.arange(10, 240), 25.0) == 2
+    late = prior_output(prior, inputs, speech, 25.0, 0, 250, lag=2)
     np.testing.assert_allclose(late[10:240, JAW], face[10:240, JAW], atol=1e-5)
 
 

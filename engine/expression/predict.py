@@ -36,18 +36,18 @@ class ModelInputs:
             return cls(encoder)
         return cls(encoder, prior, cls.of(prior, models_dir), model.config.prior_lag)
 
-    def prior_output(self, speech, fps: float, start: int, stop: int) -> np.ndarray:
-        """(stop - start, 52): the prior's output, prior_lag frames late (frame t reads its frame t - lag)."""
-        lag = self.prior_lag
-        return predict_speech(self.prior, self.prior_inputs, speech, fps, start - lag, stop - lag, normalised=True)
-
     def per_frame(self, speech, fps: float, start: int, stop: int, activity: np.ndarray) -> np.ndarray:
         """(stop - start, inputs_per_frame) float32 for frames start..stop-1 at fps; activity: all frames' at fps."""
         parts = [speech.per_frame(self.encoder, fps, start, stop)]
         if self.prior is not None:
-            parts.append(self.prior_output(speech, fps, start, stop))
+            parts.append(prior_output(self.prior, self.prior_inputs, speech, fps, start, stop, self.prior_lag))
         parts.append(activity[start:stop, None])
         return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def prior_output(prior, inputs: ModelInputs, speech, fps: float, start: int, stop: int, lag: int = 0) -> np.ndarray:
+    """(stop - start, 52): a prior's output before its map and gate, `lag` frames late (frame t reads its t - lag)."""
+    return predict_speech(prior, inputs, speech, fps, start - lag, stop - lag, normalised=True)
 
 
 def frame_inputs(speech, inputs: ModelInputs, fps: float, n_frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:

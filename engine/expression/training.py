@@ -31,7 +31,7 @@ from ..errors import EngineError
 from ..progress import Progress
 from ..subject.schema import ExpressionRecord
 from .model import N_OUT, ExpressionConfig, ExpressionNet
-from .predict import MOUTH_INDEX, ModelInputs, frame_inputs, model_windows, predict_weights
+from .predict import MOUTH_INDEX, ModelInputs, frame_inputs, model_windows, predict_weights, prior_output
 
 
 JAW = ARKIT_INDEX["jawOpen"]
@@ -88,7 +88,7 @@ def clip_offset(prior, prior_inputs: ModelInputs, speech, targets: np.ndarray, t
     reads the prior that much late, so the prior lines up with the face it learns (on David_Cameron's clip,
     3 frames off, the prior read at lag 0 lowered the rendered mouth's r from the speech)."""
     from .generic import best_sync
-    predicted = ModelInputs(None, prior, prior_inputs).prior_output(speech, fps, 0, len(targets))
+    predicted = prior_output(prior, prior_inputs, speech, fps, 0, len(targets))
     used = np.zeros(len(targets), bool)
     used[train] = True
     return best_sync(predicted[:, JAW], targets[:, JAW], used).lag

@@ -78,9 +78,9 @@ def test_train_generic_scores_unseen_speakers_and_animate_uses_the_model(tmp_pat
     assert len(json.loads(loaded.metadata["sources"])) == 6
     # An unseen speaker: the model's jawOpen against the jawOpen FaceLandmarker captures from his video.
     from engine.audio.features import get_encoder
-    from engine.expression.corpus import ClipSource, capture_clip
+    from engine.expression.corpus import ClipSource, load_clip
     unseen = shared_file("corpus", "GRID_spkH_en_3s_LipNet.mpg")
-    held_out = capture_clip(ClipSource(unseen, "GRID_spkH"), get_encoder("whisper"))
+    held_out = load_clip(ClipSource(unseen, "GRID_spkH"), get_encoder("whisper"))
     curves = Animator(model_path=model)(load_audio(unseen), 25, seed=0)
     n = min(len(curves), len(held_out.blendshapes))
     r = np.corrcoef(curves.weights[:n, jaw], held_out.blendshapes[:n, jaw])[0, 1]

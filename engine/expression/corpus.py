@@ -78,7 +78,7 @@ def _manifest_speakers(folder: Path) -> dict[str, str]:
 
 
 def load_clip(source: ClipSource, encoder, fps: float = 25.0, cache_dir: Path | None = None) -> TrainingClip:
-    """The clip's features and captured blendshapes, from the cache where it holds them.
+    """The clip's features and captured blendshapes, from the cache where it holds them (none: captured now).
 
     The capture (slow: about as long as the clip plays) and the audio features (seconds) are cached apart,
     both keyed by the file's content, so that trying another encoder, or the same files at another path or
@@ -89,13 +89,6 @@ def load_clip(source: ClipSource, encoder, fps: float = 25.0, cache_dir: Path | 
     features = _cached(cache_dir, f"{source.path.stem}-{encoder.key}-{key}",
                        lambda: {"inputs": clip_inputs(source.path, encoder, fps, n_frames)})
     return TrainingClip(source.path.stem, source.speaker, features["inputs"], face["blendshapes"], face["valid"], fps)
-
-
-def capture_clip(source: ClipSource, encoder, fps: float = 25.0) -> TrainingClip:
-    """Blendshapes from every frame (FaceLandmarker) and the audio features for the same frames."""
-    face = capture_face(source.path, fps)
-    return TrainingClip(source.path.stem, source.speaker, clip_inputs(source.path, encoder, fps, len(face["valid"])),
-                        face["blendshapes"], face["valid"], fps)
 
 
 def capture_face(path: Path, fps: float) -> dict[str, np.ndarray]:

@@ -168,7 +168,7 @@ def check_sync(clips: list[TrainingClip], config: ExpressionConfig, steps: int, 
         train = [c for c, t in zip(clips, test) if not t]
         model = train_network(train, speaker_ranges(train), config, steps, seed)
         for k in np.flatnonzero(test):
-            checks[k] = best_sync(normalised_output(model, clips[k])[:, JAW], clips[k].blendshapes[:, JAW],
+            checks[k] = best_sync(model.normalised(clips[k].inputs)[:, JAW], clips[k].blendshapes[:, JAW],
                                   clips[k].valid)
     return checks
 
@@ -212,10 +212,6 @@ def sync_report(clips: list[TrainingClip], checks: list[SyncCheck] | None) -> di
             "lags": {c.name: s.lag for c, s in zip(clips, checks) if s.in_sync and s.lag}}
 
 
-def normalised_output(model: TemporalNet, clip: TrainingClip) -> np.ndarray:
-    return model.normalised(clip.inputs)
-
-
 def speaker_folds(clips: list[TrainingClip], folds: int) -> list[np.ndarray]:
     """Speaker-disjoint folds: each speaker's clips go to one fold, folds balanced by frame count."""
     totals = {}
@@ -240,7 +236,7 @@ def cross_validate(clips: list[TrainingClip], config: ExpressionConfig, folds: i
             train = [c for c, t in zip(clips, test) if not t]
             models.append(train_synchronised(train, speaker_ranges(train), config, steps, seed, stage)[0])
             for k in np.flatnonzero(test):
-                outputs[k] = normalised_output(models[-1], clips[k])
+                outputs[k] = models[-1].normalised(clips[k].inputs)
     weights = [None] * len(clips)
     for model, test in zip(models, masks):
         others = np.flatnonzero(~test)

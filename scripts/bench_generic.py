@@ -15,8 +15,12 @@ blendshapes and audio features cached in --cache (made on first use, about as lo
 2. Pauses: mean jawOpen where the voice-activity detector finds no voice / where it finds voice.
 3. Room tone: 3 s of noise at -60 dBFS RMS (white, and pink) through `--model` (default: the bundled
    model): the largest jawOpen.
-4. Peer: pylipsync (uLipSync's MFCC vowel templates; not a dependency of the engine: install it for
-   this script only, `pip install --no-deps --target DIR pylipsync==0.2.1` and put DIR on PYTHONPATH),
+4. Peer: pylipsync (uLipSync's MFCC vowel templates; not a dependency of the engine: install it and
+   librosa, which it reads audio with, for this script only, into a folder of their own so that they
+   leave the venv's numpy alone, and put that folder on PYTHONPATH:
+   `.venv/bin/python -m pip install --no-deps --target DIR pylipsync==0.2.1 librosa==0.10.2.post1
+   lazy_loader==0.4 audioread==3.0.1 decorator==5.1.1 joblib==1.4.2 numba==0.60.0 llvmlite==0.43.0
+   pooch==1.8.2 msgpack==1.1.0 platformdirs==4.3.6 scikit-learn==1.5.2 threadpoolctl==3.5.0`),
    jawOpen = its vowel weights (aa 1, oh 0.7, ih/ee/ou 0.4), scored like ours on the same clips.
 5. Speed: 60 s of speech (../shared/data/audio/en_60s.wav) to curves with `--model`, load apart.
 6. The generic model as a subject's prior (engine.expression.training): on each clip of 10 s or more, a
@@ -250,6 +254,12 @@ def main() -> None:
     parser.add_argument("--no-pylipsync", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if not args.no_pylipsync:
+        try:  # checked first: the peer runs after minutes of cross-validation
+            import pylipsync  # noqa: F401
+        except ImportError as error:
+            raise SystemExit(f"the peer needs pylipsync ({error}): install it as this script's docstring says, "
+                             "or pass --no-pylipsync")
     import torch
     torch.set_num_threads(1)  # layers this small run fastest on one thread (two were several times slower)
     figures = {}

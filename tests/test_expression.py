@@ -222,6 +222,37 @@ def test_generic_model_closes_the_mouth_in_pauses():
     assert jaw[:100].mean() > pause.mean() + 0.01
 
 
+def test_the_silence_gate_holds_into_a_pause_only_when_asked_and_never_before_the_first_voice():
+    from engine.expression.predict import PAUSE_CLOSE_S, gate_opening
+    fps = 25.0
+    activity = np.concatenate([np.zeros(30), np.ones(50), np.zeros(60), np.ones(10)]).astype(np.float32)
+    shut = gate_opening(activity, fps)
+    assert shut[82:125].max() == 0 and shut[:20].max() == 0             # a pause shuts at once
+    held = gate_opening(activity, fps, hold_s=0.4)
+    assert held[:20].max() == 0                                          # silence before any voice: shut
+    assert held[80:90].min() == 1                                        # 0.4 s into the pause: still open
+    closing = held[90:90 + int(PAUSE_CLOSE_S * fps)]
+    assert np.all(np.diff(closing) < 0) and held[80 + int((0.4 + PAUSE_CLOSE_S) * fps):138].max() == 0
+    assert held[138:].min() == 1                                         # open before the next voice (the lead)
+
+
+def test_a_subjects_model_holds_its_mouth_into_a_pause_and_keeps_room_tone_shut(trained):
+    """A subject's model learnt what the person's mouth does in a pause, so its gate holds for a while
+    (pause_hold_s); long silence and room tone still give the rest pose."""
+    from engine.expression.predict import PAUSE_CLOSE_S
+    subject, _ = trained
+    animator = Animator(subject=subject)
+    rest = animator.model.rest_pose.numpy()[JAW]
+    rng = np.random.default_rng(0)
+    tone = rng.standard_normal(16000 * 3).astype(np.float32) * 10 ** (-60 / 20)
+    assert np.abs(animator(tone, 25, seed=0).weights[:, JAW] - rest).max() < 1e-4
+    speech = load_audio(shared_file("audio", "en_60s.wav"))[16000 * 20: 16000 * 24]
+    jaw = animator(np.concatenate([speech, tone]), 25, seed=0).weights[:, JAW]
+    shut_after = 100 + int((0.2 + animator.model.pause_hold_s + PAUSE_CLOSE_S) * 25) + 2  # hangover, hold, close
+    assert np.abs(jaw[shut_after:] - rest).max() < 1e-4
+    assert jaw[:100].std() > 0.01
+
+
 def test_animate_errors_are_clear(trained, tmp_path, capsys):
     subject, _ = trained
     code, _, stderr = _engine(capsys, "animate", str(tmp_path / "none.wav"), "--generic", "-o", str(tmp_path / "x.csv"))

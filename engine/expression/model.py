@@ -58,6 +58,9 @@ class ExpressionConfig:
 
 
 class ExpressionNet(nn.Module):
+    # It learnt the person's pauses: its silence gate holds this long into one (engine.expression.predict).
+    pause_hold_s = 0.5
+
     def __init__(self, config: ExpressionConfig):
         super().__init__()
         self.config = config
@@ -116,6 +119,7 @@ class TemporalNet(nn.Module):
     _KNOTS = 17  # points of the output map per curve (engine.expression.generic._KNOTS)
     _INPUT_DROPOUT = 0.7
     _HIDDEN_DROPOUT = 0.3
+    pause_hold_s = 0.0  # any voice: the mouth rests as soon as a pause starts (engine.expression.predict)
 
     def __init__(self, config: ExpressionConfig):
         super().__init__()

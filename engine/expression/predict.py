@@ -13,10 +13,10 @@ subject's own model has: it reads voice activity and learnt from the person's fo
 does in a pause (a news anchor's stays parted between sentences), so its gate holds for a while and
 then closes, which keeps long silences shut; silence before the first voice is shut from the start (a
 linear model fitted on speech and its short pauses knows nothing of room tone: Trump's opened its jaw
-to 0.23 in it). On nine corpus clips of 10-97 s (first
-80 % fitted, the rest scored) shutting at once gave jawOpen r 0.552 and mouth r 0.458, with the
-mouth in pauses at 0.18 of speech where the people's own was at 0.74; holding 0.5 s and closing over
-the next 0.5 s gave 0.618 and 0.485, pauses at 0.72.
+to 0.23 in it). On nine corpus clips of 10-97 s (first 80 % fitted, the rest scored) shutting at
+once gave jawOpen r 0.552 and mouth r 0.458, with the mouth in pauses at 0.18 of speech where the
+people's own was at 0.74; holding 0.5 s and closing over the next 0.5 s gave 0.618 and 0.485, pauses
+at 0.72.
 """
 from __future__ import annotations
 

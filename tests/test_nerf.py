@@ -310,6 +310,16 @@ def test_a_head_trained_on_the_mouth_curves_follows_them(trained, subject_dir, t
     opened[ARKIT_INDEX["jawOpen"]] += 0.5
     window = np.random.default_rng(0).uniform(-4, 4, (8, 80)).astype(np.float32)
     assert np.abs(head.render(3, window, blendshapes=opened) - head.render(3, window, blendshapes=frame_curves)).max() > 1e-3
+    # Beyond the range of its training frames (a hand-keyed jawOpen of 1, a rare expression) the face holds
+    # the widest pose it learnt instead of extrapolating the field.
+    trained_jaw = Subject(folder).tracks["blendshapes"][list(head.config.train_frames), ARKIT_INDEX["jawOpen"]]
+    widest, beyond = frame_curves.copy(), frame_curves.copy()
+    widest[ARKIT_INDEX["jawOpen"]] = trained_jaw.max()
+    beyond[ARKIT_INDEX["jawOpen"]] = trained_jaw.max() + 1.0
+    np.testing.assert_array_equal(head.render(3, window, blendshapes=beyond), head.render(3, window, blendshapes=widest))
+    below = frame_curves.copy()
+    below[ARKIT_INDEX["jawOpen"]] = trained_jaw.min() + 0.5 * (trained_jaw.max() - trained_jaw.min())
+    assert np.abs(head.render(3, window, blendshapes=below) - head.render(3, window, blendshapes=widest)).max() > 1e-4
 
 
 def test_talking_head_renders_frames(trained, subject_dir):

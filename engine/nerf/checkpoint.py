@@ -49,7 +49,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizers: dict, header
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizers: dict, device) -> dict:
     tensors, header = load_weights(path, device)
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    model.load_weights({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     for name, optimizer in optimizers.items():
         state: dict = {}
         prefix = f"optim.{name}."

@@ -40,6 +40,12 @@ class HeadModel(nn.Module):
         n_expression = len(config.expression_indices)
         self.register_buffer("expression_mean", torch.zeros(n_expression))
         self.register_buffer("expression_std", torch.ones(n_expression))
+        # ... and are held inside the range the training clip showed: a curve at rest in most frames
+        # (mouthShrugUpper, a hand-keyed jawOpen of 1) can be 8-11 training deviations out, where the field
+        # was never fitted; it extrapolated there into a washed-out face with holes (cnn2_anchor's held-out
+        # chin raise). Beyond the range the face holds the widest pose it learnt.
+        self.register_buffer("expression_low", torch.full((n_expression,), -torch.inf))
+        self.register_buffer("expression_high", torch.full((n_expression,), torch.inf))
 
     def frame_codes(self, audio_windows: torch.Tensor, expressions: torch.Tensor,
                     neutral_audio: torch.Tensor | None = None) -> torch.Tensor:
@@ -48,13 +54,27 @@ class HeadModel(nn.Module):
         audio = (audio_windows - self.audio_mean) / self.audio_std
         if neutral_audio is not None:
             audio = torch.where(neutral_audio[:, None, None], torch.zeros_like(audio), audio)
-        return self.field.frame_codes(audio, (expressions - self.expression_mean) / self.expression_std)
+        return self.field.frame_codes(audio, self.standardised_expressions(expressions))
+
+    def standardised_expressions(self, expressions: torch.Tensor) -> torch.Tensor:
+        z = (expressions - self.expression_mean) / self.expression_std
+        return torch.clamp(z, self.expression_low, self.expression_high)
+
+    def set_expression_scale(self, train_expressions: torch.Tensor, min_std: float) -> None:
+        """Standardise the blendshapes over the training frames' (n, E), held to the range those show."""
+        self.expression_mean.copy_(train_expressions.mean(0))
+        self.expression_std.copy_(train_expressions.std(0).clamp(min=min_std))
+        z = (train_expressions - self.expression_mean) / self.expression_std
+        self.expression_low.copy_(z.min(0).values)
+        self.expression_high.copy_(z.max(0).values)
 
     def load_weights(self, tensors: dict) -> None:
-        """load_state_dict, with identity expression scaling for heads saved before it existed."""
+        """load_state_dict, with identity expression scaling (and no range) for heads saved before they existed."""
         tensors = dict(tensors)
         tensors.setdefault("expression_mean", torch.zeros_like(self.expression_mean))
         tensors.setdefault("expression_std", torch.ones_like(self.expression_std))
+        tensors.setdefault("expression_low", torch.full_like(self.expression_low, -torch.inf))
+        tensors.setdefault("expression_high", torch.full_like(self.expression_high, torch.inf))
         self.load_state_dict(tensors)
 
     def mouth_from_audio(self, audio_windows: torch.Tensor) -> torch.Tensor:

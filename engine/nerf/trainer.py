@@ -101,8 +101,7 @@ class Trainer:
             self.model.audio_mean.copy_(train_audio.mean(0))
             self.model.audio_std.copy_(train_audio.std(0).clamp(min=1e-3))
             train_expressions = torch.from_numpy(self.data.expressions[self.data.train_frames])
-            self.model.expression_mean.copy_(train_expressions.mean(0))
-            self.model.expression_std.copy_(train_expressions.std(0).clamp(min=preset.training.expression_min_std))
+            self.model.set_expression_scale(train_expressions, preset.training.expression_min_std)
             with progress.stage("carving the head's space", 1) as stage:
                 self.model.grid.carve(self.data.carve(self.model.grid))
                 stage.advance()

@@ -320,6 +320,14 @@ def test_a_head_trained_on_the_mouth_curves_follows_them(trained, subject_dir, t
     below = frame_curves.copy()
     below[ARKIT_INDEX["jawOpen"]] = trained_jaw.min() + 0.5 * (trained_jaw.max() - trained_jaw.min())
     assert np.abs(head.render(3, window, blendshapes=below) - head.render(3, window, blendshapes=widest)).max() > 1e-4
+    # A head saved before heads kept that range gets it from its subject's tracks.
+    from engine.nerf.checkpoint import load_weights, save_weights
+    tensors, header = load_weights(Subject(folder).head_weights_path)
+    save_weights(Subject(folder).head_weights_path,
+                 {k: v for k, v in tensors.items() if k not in ("expression_low", "expression_high")}, header)
+    older = TalkingHead.load(Subject(folder), device="cpu").model
+    torch.testing.assert_close(older.expression_low, model.expression_low)
+    torch.testing.assert_close(older.expression_high, model.expression_high)
 
 
 def test_talking_head_renders_frames(trained, subject_dir):

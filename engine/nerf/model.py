@@ -64,9 +64,15 @@ class HeadModel(nn.Module):
         """Standardise the blendshapes over the training frames' (n, E), held to the range those show."""
         self.expression_mean.copy_(train_expressions.mean(0))
         self.expression_std.copy_(train_expressions.std(0).clamp(min=min_std))
+        self.set_expression_range(train_expressions)
+
+    def set_expression_range(self, train_expressions: torch.Tensor) -> None:
         z = (train_expressions - self.expression_mean) / self.expression_std
         self.expression_low.copy_(z.min(0).values)
         self.expression_high.copy_(z.max(0).values)
+
+    def has_expression_range(self) -> bool:
+        return bool(torch.isfinite(self.expression_high).all())
 
     def load_weights(self, tensors: dict) -> None:
         """load_state_dict, with identity expression scaling (and no range) for heads saved before they existed."""

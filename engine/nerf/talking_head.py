@@ -58,6 +58,9 @@ class TalkingHead:
         model = HeadModel(config, use_tcnn=False)
         tensors, _ = load_weights(weights, torch_device)
         model.load_weights(tensors)
+        if not model.has_expression_range():  # a head trained before heads kept it: its subject's tracks give it
+            train = subject.tracks["blendshapes"][list(config.train_frames)][:, list(config.expression_indices)]
+            model.set_expression_range(torch.from_numpy(train.astype(np.float32)))
         model.to(torch_device).eval()
         return cls(subject, model, training, torch_device)
 

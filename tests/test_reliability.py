@@ -384,6 +384,26 @@ def test_a_truncated_clip_is_called_truncated(tmp_path):
     assert any("of the clip's 5.0 s could be decoded: the file looks truncated" in w for w in warnings), warnings
 
 
+def test_a_phones_upright_clip_decodes_upright(tmp_path):
+    """A phone filming upright stores sideways frames and a rotation to show them by (Display Matrix);
+    every frame the engine reads must be the picture a player shows, at that size."""
+    from conftest import shared_file
+    from engine.media.ffmpeg import ffmpeg_exe
+    from engine.media.video import open_clip, read_frames
+    source = shared_file("corpus", "speech_coach_man_en_46s_satyaDub.mp4")  # 406x720, upright
+    upright, sideways, phone = tmp_path / "upright.mp4", tmp_path / "sideways.mp4", tmp_path / "phone.mp4"
+    encode = [ffmpeg_exe(), "-v", "error", "-i", str(source), "-t", "0.4", "-c:v", "libx264", "-crf", "12"]
+    subprocess.run([*encode, str(upright)], check=True)
+    subprocess.run([*encode, "-vf", "transpose=1", str(sideways)], check=True)  # turned a quarter clockwise
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-display_rotation", "90", "-i", str(sideways), "-c", "copy",
+                    str(phone)], check=True)  # ... and shown turned back
+    info = open_clip(phone)
+    assert (info.width, info.height) == (406, 720)
+    shown, expected = next(read_frames(phone, 25.0, info)), next(read_frames(upright, 25.0))
+    assert shown.shape == expected.shape == (720, 406, 3)
+    assert np.abs(shown.astype(float) - expected).mean() < 3
+
+
 @pytest.mark.slow
 def test_a_half_second_clip_is_called_short(tmp_path):
     from conftest import shared_file

@@ -38,6 +38,7 @@ _CONTAINER = re.compile(r"Input #0, ([\w,]+), from")
 _DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
 _VIDEO = re.compile(r"Stream #\S+.*?: Video: (\w+).*?, (\d{2,5})x(\d{2,5})")
 _FPS = re.compile(r"([\d.]+)(k?) (?:fps|tbr)")
+_ROTATION = re.compile(r"Display Matrix: rotation of (-?[\d.]+) degrees")
 _AUDIO = re.compile(r"Stream #\S+.*?: Audio: (\w+).*?(\d+) Hz")
 
 
@@ -61,15 +62,23 @@ def probe(path: str | Path) -> MediaInfo:
     if m := _DURATION.search(report):
         h, mnt, s = m.groups()
         info.duration = int(h) * 3600 + int(mnt) * 60 + float(s)
+    in_video = False  # lines of the video stream's block: its side data says how a player turns it
     for line in report.splitlines():
         if (m := _VIDEO.search(line)) and not info.has_video and "attached pic" not in line:
-            info.has_video = True
+            info.has_video = in_video = True
             info.video_codec, info.width, info.height = m.group(1), int(m.group(2)), int(m.group(3))
             if f := _FPS.search(line):
                 info.fps = float(f.group(1)) * (1000 if f.group(2) else 1)
-        elif (m := _AUDIO.search(line)) and not info.has_audio:
+            continue
+        if "Stream #" in line:
+            in_video = False
+        if (m := _AUDIO.search(line)) and not info.has_audio:
             info.has_audio = True
             info.audio_codec, info.sample_rate = m.group(1), int(m.group(2))
+        elif in_video and (m := _ROTATION.search(line)) and round(float(m.group(1))) % 180 == 90:
+            # A phone filming upright stores its frames sideways and a rotation to show them by; ffmpeg
+            # decodes them turned (every command here reads frames through it), so they are this size.
+            info.width, info.height = info.height, info.width
     return info
 
 

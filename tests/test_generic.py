@@ -49,6 +49,25 @@ def test_generic_output_is_on_the_arkit_capture_scale(generic):
     assert curves.weights.min() >= 0 and curves.weights.max() <= 1
 
 
+def test_only_the_arkit_calibrated_curves_are_reshaped_the_others_map_by_a_straight_line(generic):
+    """jawOpen, mouthClose and mouthFunnel take the shape of a real ARKit capture of speech (quantile to
+    quantile); the other curves, which mostly rest and peak now and then, keep their correlation with a
+    straight line that gives them the capture's mean and spread (the model's knots, where not clipped)."""
+    from engine.expression.generic import ARKIT_SPEECH
+    knots_in, knots_out = generic.model.output_knots_in.numpy(), generic.model.output_knots_out.numpy()
+
+    def slopes(name):
+        i = ARKIT_INDEX[name]
+        inside = (knots_out[i] > 1e-4) & (knots_out[i] < 1 - 1e-4)
+        return np.diff(knots_out[i][inside]) / np.diff(knots_in[i][inside])
+    for name in ("mouthPucker", "mouthPressLeft", "mouthUpperUpLeft", "mouthSmileRight", "mouthLowerDownLeft"):
+        s = slopes(name)
+        assert len(s) >= 3 and s.min() > 0 and s.max() - s.min() <= 0.05 * np.median(s), name
+    for name in ARKIT_SPEECH:
+        s = slopes(name)
+        assert s.max() > 1.5 * s.min(), name
+
+
 def test_train_generic_scores_unseen_speakers_and_animate_uses_the_model(tmp_path, capsys):
     """train-generic on six real speakers (speakers from the corpus MANIFEST), speaker-disjoint folds;
     the model then follows a seventh speaker's jaw, captured from that speaker's own video (one recorded

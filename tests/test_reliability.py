@@ -404,6 +404,27 @@ def test_a_phones_upright_clip_decodes_upright(tmp_path):
     assert np.abs(shown.astype(float) - expected).mean() < 3
 
 
+def test_a_clip_of_non_square_pixels_decodes_at_the_shape_it_is_shown(tmp_path):
+    """Anamorphic footage (DV, HDV, some broadcast) stores narrow pixels and a sample aspect ratio; the
+    engine reads it stretched to square pixels, as a player shows it, also when it is turned."""
+    from conftest import shared_file
+    from engine.media.ffmpeg import ffmpeg_exe
+    from engine.media.video import open_clip, read_frames
+    source = shared_file("video", "may_5s.mp4")  # 512x512, square pixels
+    square, narrow, turned = tmp_path / "square.mp4", tmp_path / "narrow.mp4", tmp_path / "turned.mp4"
+    encode = [ffmpeg_exe(), "-v", "error", "-i", str(source), "-t", "0.4", "-c:v", "libx264", "-crf", "12"]
+    subprocess.run([*encode, str(square)], check=True)
+    subprocess.run([*encode, "-vf", "scale=384:512,setsar=4/3", str(narrow)], check=True)  # shown 512x512
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-display_rotation", "90", "-i", str(narrow), "-c", "copy",
+                    str(turned)], check=True)
+    info = open_clip(narrow)
+    assert (info.width, info.height) == (512, 512)
+    shown, expected = next(read_frames(narrow, 25.0, info)), next(read_frames(square, 25.0))
+    assert shown.shape == expected.shape and np.abs(shown.astype(float) - expected).mean() < 3
+    info = open_clip(turned)
+    assert info.width == info.height and next(read_frames(turned, 25.0, info)).shape == (info.height, info.width, 3)
+
+
 @pytest.mark.slow
 def test_a_half_second_clip_is_called_short(tmp_path):
     from conftest import shared_file

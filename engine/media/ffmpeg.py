@@ -27,6 +27,7 @@ class MediaInfo:
     audio_codec: str = ""
     sample_rate: int = 0
     container: str = ""
+    pixel_aspect: tuple[int, int] = (1, 1)  # the video's sample aspect ratio (SAR) where its pixels are not square
 
     @property
     def still_image(self) -> bool:
@@ -39,6 +40,10 @@ _DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
 _VIDEO = re.compile(r"Stream #\S+.*?: Video: (\w+).*?, (\d{2,5})x(\d{2,5})")
 _FPS = re.compile(r"([\d.]+)(k?) (?:fps|tbr)")
 _ROTATION = re.compile(r"Display Matrix: rotation of (-?[\d.]+) degrees")
+_SAR = re.compile(r"\[SAR (\d+):(\d+) DAR")
+# Frames of a clip whose pixels are not square are stretched to square ones as they are decoded; this
+# width follows from ffmpeg's input width (iw) and sample aspect ratio (sar), as the filter computes it.
+SQUARE_PIXELS = "scale=trunc(iw*sar/2)*2:ih,setsar=1"
 _AUDIO = re.compile(r"Stream #\S+.*?: Audio: (\w+).*?(\d+) Hz")
 
 
@@ -69,6 +74,8 @@ def probe(path: str | Path) -> MediaInfo:
             info.video_codec, info.width, info.height = m.group(1), int(m.group(2)), int(m.group(3))
             if f := _FPS.search(line):
                 info.fps = float(f.group(1)) * (1000 if f.group(2) else 1)
+            if (a := _SAR.search(line)) and a.group(1) != a.group(2) and int(a.group(1)) and int(a.group(2)):
+                info.pixel_aspect = (int(a.group(1)), int(a.group(2)))
             continue
         if "Stream #" in line:
             in_video = False
@@ -79,6 +86,10 @@ def probe(path: str | Path) -> MediaInfo:
             # A phone filming upright stores its frames sideways and a rotation to show them by; ffmpeg
             # decodes them turned (every command here reads frames through it), so they are this size.
             info.width, info.height = info.height, info.width
+            info.pixel_aspect = info.pixel_aspect[::-1]
+    if info.pixel_aspect != (1, 1):  # the size SQUARE_PIXELS gives
+        num, den = info.pixel_aspect
+        info.width = int(info.width * (num / den) / 2) * 2
     return info
 
 

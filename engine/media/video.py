@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import EngineError
 from ..files import disk_full, partial_path
-from .ffmpeg import MediaInfo, ffmpeg_exe, probe
+from .ffmpeg import SQUARE_PIXELS, MediaInfo, ffmpeg_exe, probe
 
 
 def open_clip(path: str | Path) -> MediaInfo:
@@ -28,8 +28,9 @@ def read_frames(path: str | Path, fps: float, info: MediaInfo | None = None) -> 
     """Yield (H, W, 3) uint8 RGB frames resampled to a constant `fps` (frames dropped or repeated)."""
     info = info or open_clip(path)
     w, h = info.width, info.height
+    filters = f"fps={fps}" + (f",{SQUARE_PIXELS}" if info.pixel_aspect != (1, 1) else "")
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-i", str(path),
-           "-map", "0:v:0", "-vf", f"fps={fps}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+           "-map", "0:v:0", "-vf", filters, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     frame_bytes = w * h * 3
     count = 0

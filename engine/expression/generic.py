@@ -276,7 +276,7 @@ def calibration(clips: list[TrainingClip], ranges: dict[str, SpeakerRange], outp
     captured = np.percentile(voiced, _KNOTS, axis=0).T
     # The other curves rest in most frames and peak now and then; mapping the output's quantiles onto that
     # shape stretches the output's least certain, highest values and cost their r (cross-validated mouth r
-    # 0.312 against 0.325). They get the capture's mean and spread in speech by a straight line instead.
+    # 0.311 against 0.325). They get the capture's mean and spread in speech by a straight line instead.
     linear = np.setdiff1d(np.arange(N_OUT), [ARKIT_INDEX[name] for name in ARKIT_SPEECH])
     gain = voiced[:, linear].std(0) / np.maximum(predicted[:, linear].std(0), 1e-6)
     captured[linear] = (voiced[:, linear].mean(0) + gain * (knots_in[linear].T - predicted[:, linear].mean(0))).T

@@ -1,6 +1,7 @@
 """Running the ffmpeg that imageio-ffmpeg ships: argument lists only, never a shell string."""
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 from dataclasses import dataclass
@@ -74,8 +75,10 @@ def probe(path: str | Path) -> MediaInfo:
             info.video_codec, info.width, info.height = m.group(1), int(m.group(2)), int(m.group(3))
             if f := _FPS.search(line):
                 info.fps = float(f.group(1)) * (1000 if f.group(2) else 1)
-            if (a := _SAR.search(line)) and a.group(1) != a.group(2) and int(a.group(1)) and int(a.group(2)):
-                info.pixel_aspect = (int(a.group(1)), int(a.group(2)))
+            if a := _SAR.search(line):
+                num, den = int(a.group(1)), int(a.group(2))
+                if num and den:  # 0:1 means unknown: square
+                    info.pixel_aspect = (num // math.gcd(num, den), den // math.gcd(num, den))
             continue
         if "Stream #" in line:
             in_video = False

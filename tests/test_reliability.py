@@ -384,19 +384,30 @@ def test_a_truncated_clip_is_called_truncated(tmp_path):
     assert any("of the clip's 5.0 s could be decoded: the file looks truncated" in w for w in warnings), warnings
 
 
+def _first_part_encoded(source, out, *options):
+    """0.4 s of `source` re-encoded to `out` (H.264), with extra ffmpeg output options."""
+    from engine.media.ffmpeg import ffmpeg_exe
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(source), "-t", "0.4", "-c:v", "libx264", "-crf", "12",
+                    *options, str(out)], check=True)
+
+
+def _turned_for_display(clip, out):
+    """`clip` with a Display Matrix that tells a player to turn it a quarter (the frames are not touched)."""
+    from engine.media.ffmpeg import ffmpeg_exe
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-display_rotation", "90", "-i", str(clip), "-c", "copy", str(out)],
+                   check=True)
+
+
 def test_a_phones_upright_clip_decodes_upright(tmp_path):
     """A phone filming upright stores sideways frames and a rotation to show them by (Display Matrix);
     every frame the engine reads must be the picture a player shows, at that size."""
     from conftest import shared_file
-    from engine.media.ffmpeg import ffmpeg_exe
     from engine.media.video import open_clip, read_frames
     source = shared_file("corpus", "speech_coach_man_en_46s_satyaDub.mp4")  # 406x720, upright
     upright, sideways, phone = tmp_path / "upright.mp4", tmp_path / "sideways.mp4", tmp_path / "phone.mp4"
-    encode = [ffmpeg_exe(), "-v", "error", "-i", str(source), "-t", "0.4", "-c:v", "libx264", "-crf", "12"]
-    subprocess.run([*encode, str(upright)], check=True)
-    subprocess.run([*encode, "-vf", "transpose=1", str(sideways)], check=True)  # turned a quarter clockwise
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-display_rotation", "90", "-i", str(sideways), "-c", "copy",
-                    str(phone)], check=True)  # ... and shown turned back
+    _first_part_encoded(source, upright)
+    _first_part_encoded(source, sideways, "-vf", "transpose=1")  # turned a quarter clockwise
+    _turned_for_display(sideways, phone)  # ... and shown turned back
     info = open_clip(phone)
     assert (info.width, info.height) == (406, 720)
     shown, expected = next(read_frames(phone, 25.0, info)), next(read_frames(upright, 25.0))
@@ -408,15 +419,12 @@ def test_a_clip_of_non_square_pixels_decodes_at_the_shape_it_is_shown(tmp_path):
     """Anamorphic footage (DV, HDV, some broadcast) stores narrow pixels and a sample aspect ratio; the
     engine reads it stretched to square pixels, as a player shows it, also when it is turned."""
     from conftest import shared_file
-    from engine.media.ffmpeg import ffmpeg_exe
     from engine.media.video import open_clip, read_frames
     source = shared_file("video", "may_5s.mp4")  # 512x512, square pixels
     square, narrow, turned = tmp_path / "square.mp4", tmp_path / "narrow.mp4", tmp_path / "turned.mp4"
-    encode = [ffmpeg_exe(), "-v", "error", "-i", str(source), "-t", "0.4", "-c:v", "libx264", "-crf", "12"]
-    subprocess.run([*encode, str(square)], check=True)
-    subprocess.run([*encode, "-vf", "scale=384:512,setsar=4/3", str(narrow)], check=True)  # shown 512x512
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-display_rotation", "90", "-i", str(narrow), "-c", "copy",
-                    str(turned)], check=True)
+    _first_part_encoded(source, square)
+    _first_part_encoded(source, narrow, "-vf", "scale=384:512,setsar=4/3")  # shown 512x512
+    _turned_for_display(narrow, turned)
     info = open_clip(narrow)
     assert (info.width, info.height) == (512, 512)
     shown, expected = next(read_frames(narrow, 25.0, info)), next(read_frames(square, 25.0))

@@ -388,6 +388,53 @@ def test_a_frame_not_trained_on_takes_the_appearance_of_its_neighbours_in_time(t
     np.testing.assert_allclose(alone, head.render(own, window), atol=1e-6)
 
 
+def test_a_frame_not_trained_on_takes_the_appearance_of_its_own_shot(trained, subject_dir):
+    """In an edited clip the neighbours that count are those of the frame's own shot."""
+    from engine.nerf import talking_head
+    from engine.subject.format import Subject
+    subject = Subject(subject_dir)
+    trained_frames = np.array(talking_head.TalkingHead.load(subject, device="cpu").config.train_frames)
+    subject.meta.shots = [0, int(trained_frames[-3])]  # a cut: the last 3 trained frames share the held-out shot
+    head = talking_head.TalkingHead.load(subject, device="cpu")
+    held_out = int(subject.split("test")[0])
+    window = np.random.default_rng(0).uniform(-4, 4, (8, 80)).astype(np.float32)
+    table = head.model.field.latents.weight
+    codes = torch.randn(2, table.shape[1], generator=torch.Generator().manual_seed(1)) * 2
+    rows = [head.latent_row[int(f)] for f in trained_frames[-3:]]
+
+    def render_with(shot_code, other_code):
+        with torch.no_grad():
+            table[:] = other_code
+            table[rows] = shot_code
+        return head.render(held_out, window)
+
+    np.testing.assert_allclose(render_with(codes[0], codes[1]), render_with(codes[0], codes[0]), atol=1e-6)
+
+
+def test_training_gives_the_lip_and_eye_rays_the_mean_code_of_the_frames_shot(subject_dir, tmp_path):
+    """Around the mouth and eyes a frame's own code would learn the lips and blinks; those rays get the mean
+    code of the frame's shot (not the clip's: an edited clip's shots differ in light)."""
+    import shutil
+    from engine.nerf.presets import get_preset
+    from engine.nerf.trainer import Trainer
+    from engine.progress import Progress
+    from engine.subject.format import Subject
+    folder = tmp_path / "shots"
+    shutil.copytree(subject_dir, folder, ignore=shutil.ignore_patterns("model"))
+    subject = Subject(folder)
+    train = np.array(subject.split("train"))
+    subject.meta.shots = [0, int(train[len(train) // 3])]
+    trainer = Trainer(subject, get_preset("tiny"), Progress("quiet"), audio_encoder="mel")
+    table = trainer.model.field.latents.weight
+    with torch.no_grad():
+        table.copy_(torch.randn(table.shape, generator=torch.Generator().manual_seed(0)))
+    shot = subject.shot_of(trainer.data.train_frames)
+    rows = np.array([0, len(shot) - 1])
+    expected = torch.stack([table[torch.from_numpy(shot == shot[r])].mean(0) for r in rows])
+    assert shot[rows[0]] != shot[rows[1]]
+    torch.testing.assert_close(trainer.shot_mean_latents(rows), expected)
+
+
 def test_loading_an_untrained_subject_names_the_fix(subject_dir, tmp_path):
     import shutil
     from engine.nerf.talking_head import TalkingHead

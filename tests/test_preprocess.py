@@ -159,6 +159,36 @@ def test_lost_face_short_gap_interpolated_long_gap_excluded(clips, tmp_path):
     assert np.isfinite(s.tracks["pose"]).all()
 
 
+def test_an_edited_clip_is_split_into_shots(tmp_path):
+    """Real footage edited as interviews and vlogs are: 2 s, a dip to white into a zoomed-in shot, then a jump
+    cut back. The cuts are found, the transition's frames excluded, and the head pose keeps its jump at the
+    cut instead of being smoothed across it."""
+    clip = tmp_path / "edited.mp4"
+    ffmpeg(*lieu(6.0), "-filter_complex",
+           "[0:v]split=3[a][b][c];"
+           "[a]trim=0:2,setpts=PTS-STARTPTS,fade=t=out:st=1.84:d=0.16:color=white[a1];"
+           "[b]trim=2:4,setpts=PTS-STARTPTS,scale=308:308,crop=256:256:26:26,fade=t=in:st=0:d=0.16:color=white[b1];"
+           "[c]trim=4:6,setpts=PTS-STARTPTS[c1];[a1][b1][c1]concat=n=3:v=1:a=0[v]",
+           "-map", "[v]", "-map", "0:a", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", clip)
+    progress = Progress("quiet")
+    preprocess(clip, tmp_path / "s", size=96, progress=progress)
+    s = Subject(tmp_path / "s")
+    assert len(s.meta.shots) == 3
+    assert 50 <= s.meta.shots[1] <= 54 and s.meta.shots[2] == 100
+    (transition,) = [g for g in s.meta.gaps if g["kind"] == "transition"]
+    assert 45 <= transition["start_frame"] < transition["end_frame"] == s.meta.shots[1]
+    fade = np.arange(transition["start_frame"], transition["end_frame"])
+    assert (s.tracks["valid"][fade] == 0).all() and set(fade) <= set(s.meta.split.excluded)
+    assert list(s.shot_of([0, 60, 120])) == [0, 1, 2]
+    assert any("cuts between 3 shots" in w for w in progress.warnings)
+    # The jump cut zooms out: the head steps back from one frame to the next, far more than it moves
+    # between two frames of one shot.
+    position = s.tracks["pose"][:, :3, 3]
+    steps = np.linalg.norm(np.diff(position, axis=0), axis=1)
+    within = np.delete(steps, [s.meta.shots[1] - 1, s.meta.shots[2] - 1] + list(fade - 1))
+    assert steps[s.meta.shots[2] - 1] > 8 * np.median(within)
+
+
 @pytest.mark.parametrize("name,words", [
     ("silent_track.mp4", "no audio track"),
     ("no_face.mp4", "no face"),

@@ -49,6 +49,36 @@ def test_bundle_adjustment_recovers_poses_points_and_focal():
     assert rms < 0.5  # 0.3 px noise per axis is 0.42 px RMS as a 2D error
 
 
+def test_the_pose_prior_does_not_smooth_across_a_cut():
+    """An edited clip jumps between shots: the head is somewhere else from one frame to the next. Told where
+    the cut is, the bundle adjustment keeps the jump; the smoothness prior would otherwise bend the poses
+    on both sides of it towards each other."""
+    rng = np.random.default_rng(1)
+    rotations, translations, points, focal = _synthetic_scene(rng, n_frames=80)
+    cut = 40
+    translations[cut:] += [0.25, -0.1, 0.4]   # the next shot: the head further right, lower, nearer
+    rotations[cut:, 1] += 0.3
+    n = len(rotations)
+    anchors = np.arange(12)
+    frames, ids = [np.repeat(np.arange(n), len(anchors))], [np.tile(anchors, n)]
+    for j in range(len(anchors), len(points)):  # keypoint tracks of 12 frames, none across the cut
+        start = rng.choice([rng.integers(0, cut - 12), rng.integers(cut, n - 12)])
+        frames.append(np.arange(start, start + 12))
+        ids.append(np.full(12, j))
+    frame, point = np.concatenate(frames), np.concatenate(ids)
+    uv, _ = project(rotations, translations, points, focal, 128.0, 128.0, frame, point)
+    observed = Observations(frame, point, uv + rng.normal(scale=0.3, size=uv.shape), np.ones(len(frame)))
+    settings = BundleSettings(refine_focal=False)  # the stabilizer's prior
+
+    def error_at_the_cut(breaks):
+        result = bundle_adjust(rotations, translations, points, focal, 128.0, 128.0, observed, anchors,
+                               points[anchors], settings, breaks=breaks)
+        return np.abs(result.translations - translations)[cut - 2:cut + 2].max()
+
+    assert error_at_the_cut([0, cut]) < 0.005
+    assert error_at_the_cut([0]) > 0.05  # 0.22 units (a tenth of the head's distance): the cut smoothed over
+
+
 def test_head_motion_round_trip_and_reference():
     rng = np.random.default_rng(1)
     n = 50

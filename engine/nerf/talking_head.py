@@ -42,6 +42,7 @@ class TalkingHead:
         self.intrinsics = dict(config.intrinsics)
         self.latent_row = {f: row for row, f in enumerate(config.train_frames)}
         self.train_frames = np.asarray(config.train_frames, np.int64)
+        self.train_shots = subject.shot_of(self.train_frames)
         self.neighbours = max(1, int(round(NEIGHBOUR_SECONDS * subject.fps)))
         self.expression_indices = list(config.expression_indices)
         # Trained on the mouth curves (--expression all): they, not only the audio, shape the mouth.
@@ -80,12 +81,18 @@ class TalkingHead:
 
     def _latent_rows(self, frame_index: int) -> torch.Tensor:
         """Rows of the latent tables whose mean is a frame's appearance: its own when it was trained on, else
-        those of the trained frames nearest it in time (NEIGHBOUR_SECONDS' worth)."""
+        those of the trained frames nearest it in time (NEIGHBOUR_SECONDS' worth), in its own shot where that
+        has any (an edited clip's shots differ in light)."""
         row = self.latent_row.get(int(frame_index))
         if row is not None:
             rows = np.array([row])
         else:
-            rows = np.argsort(np.abs(self.train_frames - int(frame_index)), kind="stable")[:self.neighbours]
+            distance = np.abs(self.train_frames - int(frame_index)).astype(np.float64)
+            same_shot = self.train_shots == self.subject.shot_of(int(frame_index))
+            if same_shot.any():
+                distance[~same_shot] = np.inf
+            nearest = np.argsort(distance, kind="stable")[:self.neighbours]
+            rows = nearest[np.isfinite(distance[nearest])]
         return torch.from_numpy(rows).to(self.device)
 
     def _torso_layer(self, frame_index: int, pose: np.ndarray, exact_pose: bool):

@@ -111,6 +111,7 @@ class Trainer:
         if self.lpips is None:
             progress.info("LPIPS weights not present: the lip stage uses L1 only")
         self.eval_row = self.data.n_train + len(self.data.test_frames) // 2
+        self.row_shot = torch.from_numpy(subject.shot_of(self.data.train_frames)).to(self.device)
         self.mouth = self.data.mouth_targets(list(self.model.config.audio_supervision))
 
     def _tcnn(self) -> bool:
@@ -223,11 +224,12 @@ class Trainer:
     def render_pixels(self, rows: np.ndarray, slot: np.ndarray, x: np.ndarray, y: np.ndarray, training: bool):
         """Head rendered over the torso plates for pixels (x, y) of frames rows[slot]; -> (output, pred, target, under).
 
-        In training, rays inside the frame's lip and eye boxes see the mean per-frame latent, not the
-        frame's own: the latents are there to absorb lighting and exposure drift, and around the mouth and
-        eyes a free 4-d code per frame would absorb the lips and the blinks themselves (held-out frames,
-        which get the mean code, would then render an average mouth and open eyes); this way only the
-        audio and expression codes can explain them.
+        In training, rays inside the frame's lip and eye boxes see the mean latent of the frame's shot, not
+        the frame's own: the latents are there to absorb lighting and exposure drift, and around the mouth
+        and eyes a free 4-d code per frame would absorb the lips and the blinks themselves (held-out frames,
+        which get their neighbours' mean code, would then render an average mouth and open eyes); this way
+        only the audio and expression codes can explain them. (The shot's mean, not the clip's: the shots
+        of an edited clip differ in light.)
         """
         data, device = self.data, self.device
         audio, expressions, poses = data.conditioning(rows, device)
@@ -243,8 +245,7 @@ class Trainer:
         if training:
             boxed = data.inside(data.lip_box[rows[slot]], x, y) | data.inside(data.eye_box[rows[slot]], x, y)
             in_boxes = torch.from_numpy(boxed).to(device)
-            mean = self.model.field.latents.weight.mean(dim=0, keepdim=True).expand_as(latents)
-            codes, latents = torch.cat([codes, codes]), torch.cat([latents, mean])
+            codes, latents = torch.cat([codes, codes]), torch.cat([latents, self.shot_mean_latents(rows)])
             frame = slot_t + len(rows) * in_boxes.long()
         out = self.model.render_head(Rays(origins, directions, frame), codes, latents, self.preset.samples,
                                      perturb=training, training=training)
@@ -253,6 +254,14 @@ class Trainer:
         under = torch.from_numpy(data.torso[frame_rows, y, x].astype(np.float32) / 255.0).to(device)
         pred = out.rgb + (1.0 - out.opacity[:, None]) * under
         return out, pred, target, frame_rows
+
+    def shot_mean_latents(self, rows: np.ndarray) -> torch.Tensor:
+        """(len(rows), latent_dim): the mean latent over the training frames of each row's shot."""
+        table = self.model.field.latents.weight
+        shots = int(self.row_shot.max()) + 1
+        sums = torch.zeros(shots, table.shape[1], device=table.device).index_add(0, self.row_shot, table)
+        counts = torch.bincount(self.row_shot, minlength=shots).clamp_min(1)
+        return (sums / counts[:, None])[self.row_shot[torch.from_numpy(rows).to(self.device)]]
 
     @torch.no_grad()
     def audio_mouth_correlation(self) -> float | None:

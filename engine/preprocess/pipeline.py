@@ -3,7 +3,8 @@
 Passes over the clip, each decoding it again (decoding is cheap; keeping full-resolution frames of a
 long clip in memory is not):
   1. locate      FaceLandmarker on every 3rd frame (at most 640 px): where the face is and how
-                 many faces -> the one-person check and one crop box for the whole clip
+                 many faces -> the one-person check and one crop box for the whole clip; every
+                 frame's thumbnail -> the cuts between shots of an edited clip (shots.py)
   2. plate       every 20th crop with its person mask -> the background plate
   3. analyse     every crop: FaceLandmarker again (so landmarks and transforms are those of the
                  crop's own camera), person mask, parsing, face mask, torso image; PNGs written
@@ -36,6 +37,7 @@ from ..lock import JobLock
 from ..subject.format import SubjectWriter, frame_name
 from ..subject.schema import MAX_FPS, CropBox, Source, Split, SubjectMeta
 from . import gaps
+from .shots import ShotDetector, Shots
 from .crop import choose_crop_box, default_size
 from .plates import PLATE_EVERY, BackgroundPlate, torso_image
 
@@ -57,6 +59,7 @@ class Located:
     face_boxes: np.ndarray   # (M, 4) x0, y0, x1, y1
     face_counts: np.ndarray  # (M,) int
     frames: int              # frames in the whole clip
+    shots: Shots
 
     @property
     def found(self) -> np.ndarray:
@@ -131,13 +134,20 @@ def _preprocess(clip: Path, info, destination: Path, fps: float, size: int | Non
         analysed = analyse_crops(clip, info, fps, box, size, plate, gray, root, models_dir, progress)
 
         valid, gap_list, gap_warnings = gaps.classify(analysed.found, fps, clip)
-        warnings += gap_warnings
+        warnings += gap_warnings + located.shots.warnings(fps)
+        for start, end in located.shots.transitions:
+            if (valid[start:end] == gaps.VALID_EXCLUDED).all():
+                continue  # the face is lost there already
+            valid[start:end] = gaps.VALID_EXCLUDED
+            gap_list.append({"start_frame": start, "end_frame": end, "start": round(start / fps, 3),
+                             "end": round(end / fps, 3), "kind": "transition"})
         landmarks = gaps.fill_lost(analysed.landmarks, analysed.found)
         transforms = gaps.fill_lost_transforms(analysed.transforms, analysed.found)
         blendshapes_raw = gaps.fill_lost(analysed.blendshapes, analysed.found)
         finish_lost_frames(analysed.lost_frames, landmarks, plate, root, models_dir, progress)
 
-        stabilised = stabilize(gray, landmarks, transforms, valid == gaps.VALID_SEEN, size, progress)
+        stabilised = stabilize(gray, landmarks, transforms, valid == gaps.VALID_SEEN, size, progress,
+                               shot_starts=located.shots.starts)
         del gray
         gray_path.unlink()
 
@@ -163,7 +173,7 @@ def _preprocess(clip: Path, info, destination: Path, fps: float, size: int | Non
             source=Source(str(clip.resolve()), sha256_of(clip), info.width, info.height, info.fps, info.duration),
             intrinsics=stabilised.intrinsics,
             split=Split((0, n_train), (n_train, n), np.flatnonzero(valid == gaps.VALID_EXCLUDED).tolist()),
-            gaps=gap_list, warnings=warnings,
+            gaps=sorted(gap_list, key=lambda g: g["start_frame"]), warnings=warnings, shots=located.shots.starts,
             stabilizer={"reprojection_rmse_px": stabilised.reprojection_rmse_px,
                         "keypoints": stabilised.keypoints, "jitter": stabilised.jitter})
         writer.write_meta(meta)
@@ -188,10 +198,12 @@ def locate_face(clip: Path, info, fps: float, models_dir, progress: Progress) ->
     scale = min(1.0, LOCATE_MAX_SIDE / max(info.width, info.height))
     small = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
     boxes, counts, frames = [], [], 0
+    cuts = ShotDetector()
     expected = int(info.duration * fps / LOCATE_EVERY) if info.duration else None
     with progress.stage("locate face", expected) as stage, FaceLandmarker(models_dir) as landmarker:
         for index, frame in enumerate(read_frames(clip, fps, info)):
             frames += 1
+            cuts.add(frame)
             if index % LOCATE_EVERY:
                 continue
             if scale < 1.0:
@@ -201,7 +213,7 @@ def locate_face(clip: Path, info, fps: float, models_dir, progress: Progress) ->
             boxes.append((*xy.min(axis=0), *xy.max(axis=0)))
             counts.append(observation.faces)
             stage.advance(faces=observation.faces)
-    return Located(np.array(boxes, np.float32), np.array(counts, np.int32), frames)
+    return Located(np.array(boxes, np.float32), np.array(counts, np.int32), frames, cuts.shots(fps))
 
 
 def build_plate(clip: Path, info, fps: float, box: CropBox, size: int, n: int, models_dir,

@@ -188,6 +188,10 @@ class Subject:
         frames = np.arange(start, end, dtype=np.int64)
         return frames[~np.isin(frames, self.meta.split.excluded)]
 
+    def shot_of(self, frames) -> np.ndarray:
+        """Which shot of the clip each of `frames` lies in (0 for a clip of one shot)."""
+        return np.searchsorted(np.asarray(self.meta.shots), np.asarray(frames), side="right") - 1
+
     # Files
     @property
     def audio_path(self) -> Path:

@@ -288,13 +288,15 @@ class SubjectMeta:
     models: dict = field(default_factory=dict)   # kind -> HeadRecord | ExpressionRecord (a dict for other kinds)
     version: int = VERSION
     extra: dict = field(default_factory=dict)
+    # First frame of each shot of an edited clip (engine.preprocess.shots); subjects made before: one shot.
+    shots: list[int] = field(default_factory=lambda: [0])
 
     def to_dict(self) -> dict:
         data = {"format": FORMAT, "version": self.version, "fps": self.fps, "frames": self.frames, "size": self.size,
                 "crop_box": self.crop_box.to_dict() if self.crop_box else None,
                 "source": self.source.to_dict() if self.source else None,
                 "intrinsics": self.intrinsics, "split": self.split.to_dict(), "gaps": self.gaps,
-                "warnings": self.warnings, "stabilizer": self.stabilizer,
+                "warnings": self.warnings, "stabilizer": self.stabilizer, "shots": self.shots,
                 "models": {kind: record.to_dict() if hasattr(record, "to_dict") else record
                            for kind, record in self.models.items()}}
         return {**{k: v for k, v in data.items() if v is not None}, **self.extra}
@@ -330,7 +332,11 @@ class SubjectMeta:
         for kind, record in (c.sub("models").data if c.data.get("models") else {}).items():
             # A kind this version does not know is kept as it is, for the version that wrote it.
             models[kind] = MODEL_RECORDS[kind].from_dict(record, path) if kind in MODEL_RECORDS else record
+        shots = c.listing("shots") or [0]
+        if not (all(isinstance(f, int) and 0 <= f < frames for f in shots) and shots[0] == 0
+                and all(a < b for a, b in zip(shots, shots[1:]))):
+            c.fail("shots", f"must list increasing first frames of shots, from 0, below {frames}")
         known = ("format", "version", "fps", "frames", "size", "crop_box", "source", "intrinsics", "split",
-                 "gaps", "warnings", "stabilizer", "models")
+                 "gaps", "warnings", "stabilizer", "models", "shots")
         return cls(fps, frames, size, Split.from_dict(c.sub("split").data, path, frames), box, source, intrinsics,
-                   c.listing("gaps"), warnings, stabilizer, models, VERSION, c.extra(known))
+                   c.listing("gaps"), warnings, stabilizer, models, VERSION, c.extra(known), shots)

@@ -10,7 +10,7 @@ Cameras are OpenGL-style (looking down -z, +y up): a camera-space point P lands 
 Cost: the reprojection error of each observation (times its weight) under a Huber loss, so that a
 track that slid or sat on something non-rigid cannot pull the poses; plus a small temporal prior on
 the second difference of rotations and translations (real head motion is smooth at 25 fps, tracking
-noise is not), small enough that real turns survive.
+noise is not), small enough that real turns survive, and not across a cut between two shots.
 
 Solver: Levenberg-Marquardt. Each step eliminates the keypoints (3x3 blocks) and solves the reduced
 system over poses, anchors and focal length with conjugate gradients. The reduced system is never
@@ -87,12 +87,18 @@ def _right_jacobian(r: np.ndarray) -> np.ndarray:
     return np.eye(3) - a * k + b * (k @ k)
 
 
-def _second_difference(n: int) -> scipy.sparse.csr_matrix:
+def _second_difference(n: int, breaks=()) -> scipy.sparse.csr_matrix:
+    """Second differences of frames i, i+1, i+2, but none that spans a break (a cut: frame b starts a shot)."""
     if n < 3:
         return scipy.sparse.csr_matrix((0, n))
-    rows = np.repeat(np.arange(n - 2), 3)
-    cols = (np.arange(n - 2)[:, None] + np.arange(3)).ravel()
-    return scipy.sparse.csr_matrix((np.tile([1.0, -2.0, 1.0], n - 2), (rows, cols)), shape=(n - 2, n))
+    first = np.arange(n - 2)
+    spans = np.zeros(n - 2, bool)
+    for b in breaks:
+        spans[max(0, b - 2):max(0, b)] = True  # i = b - 2 and b - 1 reach frame b from before it
+    first = first[~spans]
+    rows = np.repeat(np.arange(len(first)), 3)
+    cols = (first[:, None] + np.arange(3)).ravel()
+    return scipy.sparse.csr_matrix((np.tile([1.0, -2.0, 1.0], len(first)), (rows, cols)), shape=(len(first), n))
 
 
 class _Summer:
@@ -119,7 +125,7 @@ class _Problem:
     """The cost, its normal equations and their solution. Observations sorted by (point, frame)."""
 
     def __init__(self, n_frames: int, n_points: int, anchors: np.ndarray, anchor_prior: np.ndarray,
-                 focal: float, cx: float, cy: float, obs: Observations, settings: BundleSettings):
+                 focal: float, cx: float, cy: float, obs: Observations, settings: BundleSettings, breaks=()):
         self.n_frames, self.n_points = n_frames, n_points
         self.cx, self.cy, self.obs, self.s = cx, cy, obs, settings
         self.anchors, self.anchor_prior = anchors, anchor_prior
@@ -133,7 +139,7 @@ class _Problem:
         self.slot[anchors] = np.arange(len(anchors))
         self.sum_by_frame = _Summer(obs.frame, n_frames)
         self.sum_by_point = _Summer(obs.point, n_points)
-        self.second = _second_difference(n_frames)
+        self.second = _second_difference(n_frames, breaks)
         # The temporal prior is quadratic: its normal matrix is constant and banded.
         # Translations are parametrised as tau = t / focal (see bundle_adjust); the prior on tau is
         # scaled by the initial focal length so that its weight is per world unit.
@@ -326,19 +332,21 @@ class _Problem:
 @threadpool_limits.wrap(limits=1, user_api="blas")
 def bundle_adjust(rotations: np.ndarray, translations: np.ndarray, points: np.ndarray, focal: float,
                   cx: float, cy: float, observations: Observations, anchors: np.ndarray,
-                  anchor_positions: np.ndarray, settings: BundleSettings = BundleSettings()) -> BundleResult:
+                  anchor_positions: np.ndarray, settings: BundleSettings = BundleSettings(),
+                  breaks=()) -> BundleResult:
     """Jointly refine poses, points and (optionally) the focal length from the values given.
 
     BLAS runs on one thread here: its calls are small (banded factors, 3x3 and 6x6 blocks), and
     threads only cost synchronisation (a banded Cholesky took 1 s on two busy cores, 2 ms on one).
 
     anchors: ids of the points held weakly at anchor_positions (fixes the world frame and scale).
+    breaks: frames that start a shot (a cut): the smoothness prior does not reach across them.
     """
     order = np.lexsort((observations.frame, observations.point))  # the preconditioner wants this order
     sorted_obs = Observations(*(np.asarray(a)[order] for a in (observations.frame, observations.point,
                                                                 observations.uv, observations.weight)))
     problem = _Problem(len(rotations), len(points), np.asarray(anchors, np.int64),
-                       np.asarray(anchor_positions, np.float64), focal, cx, cy, sorted_obs, settings)
+                       np.asarray(anchor_positions, np.float64), focal, cx, cy, sorted_obs, settings, breaks)
     # Translations as tau = t / f: a longer focal length with the head proportionally further away
     # gives nearly the same image, so in (tau, f) that near-ambiguity lies along the focal axis alone
     # and the solver can walk it in a few steps rather than zig-zag down a curved valley.

@@ -66,8 +66,9 @@ def rigid_region(landmarks: np.ndarray, size: int) -> np.ndarray:
 
 
 def track_keypoints(gray: np.ndarray, landmarks: np.ndarray, valid: np.ndarray, size: int,
-                    max_points: int = 100, stage=None) -> Tracks:
-    """Track rigid keypoints through (N, S, S) uint8 frames; invalid frames end every track."""
+                    max_points: int = 100, stage=None, shot_starts=(0,)) -> Tracks:
+    """Track rigid keypoints through (N, S, S) uint8 frames; invalid frames and the first frame of a shot
+    (a cut) end every track."""
     n = len(gray)
     spacing = max(3, size // 48)
     window = (max(15, size // 12) | 1,) * 2
@@ -79,7 +80,10 @@ def track_keypoints(gray: np.ndarray, landmarks: np.ndarray, valid: np.ndarray, 
     ids = np.zeros(0, np.int64)
     next_id = 0
     previous = None
+    cuts = set(int(f) for f in shot_starts)
     for t in range(n):
+        if t in cuts:
+            points, ids, previous = points[:0], ids[:0], None
         if not valid[t]:
             points, ids, previous = points[:0], ids[:0], None
             if stage is not None:

@@ -99,8 +99,12 @@ def _rms(errors: np.ndarray) -> float:
 
 
 def stabilize(gray_frames: np.ndarray, landmarks: np.ndarray, face_transform: np.ndarray, valid: np.ndarray,
-              size: int, progress: Progress, settings: BundleSettings | None = None) -> StabilizerResult:
-    """Stabilised camera poses and intrinsics for (N, S, S) uint8 crop frames; see engine.tracking."""
+              size: int, progress: Progress, settings: BundleSettings | None = None,
+              shot_starts=(0,)) -> StabilizerResult:
+    """Stabilised camera poses and intrinsics for (N, S, S) uint8 crop frames; see engine.tracking.
+
+    shot_starts: the first frame of each shot of an edited clip: no keypoint track and no smoothness
+    prior joins frames across a cut."""
     settings = settings or BundleSettings()
     gray_frames = np.asarray(gray_frames)
     landmarks = np.asarray(landmarks, np.float64)
@@ -124,7 +128,8 @@ def stabilize(gray_frames: np.ndarray, landmarks: np.ndarray, face_transform: np
 
     # 2. Rigid keypoints.
     with progress.stage("stabilise: keypoint tracking", n) as stage:
-        tracks = track_keypoints(gray_frames, landmarks, valid, size, stage=stage).segments(TRACK_SEGMENT_FRAMES)
+        tracks = track_keypoints(gray_frames, landmarks, valid, size, stage=stage,
+                                 shot_starts=shot_starts).segments(TRACK_SEGMENT_FRAMES)
     rigid = rigid_landmarks()
     landmark_points = canonical_face()[rigid] / CM_PER_WORLD_UNIT
 
@@ -138,7 +143,7 @@ def stabilize(gray_frames: np.ndarray, landmarks: np.ndarray, face_transform: np
             result = bundle_adjust(rotations, translations, np.r_[key_points, landmark_points], focal,
                                    camera["cx"], camera["cy"], observations,
                                    anchors=tracks.count + np.arange(len(rigid)), anchor_positions=landmark_points,
-                                   settings=settings)
+                                   settings=settings, breaks=shot_starts)
             rotations, translations, focal = result.rotations, result.translations, result.focal
             key_errors = result.residuals[:len(tracks.frame)]
             stage.advance(1, rmse_px=_rms(key_errors), keypoints=tracks.count, focal=focal)

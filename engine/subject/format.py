@@ -1,7 +1,8 @@
 """The subject folder, version 1 (subject.json's fields: engine/subject/schema.py).
 
     subject.json          format name and version, fps, crop size, crop box in the source clip,
-                          intrinsics, source checksum, split, gaps, warnings, which models exist
+                          intrinsics, source checksum, split, gaps, warnings, the first frame of
+                          each shot (an edited clip's cuts), which models exist
     audio.wav             the clip's speech, 16 kHz mono
     tracks.safetensors    per-frame arrays (N = frames):
                             landmarks       (N, 478, 3) float32, x and y in crop pixels

@@ -85,14 +85,36 @@ def test_rendered_face_joins_the_frame_without_a_seam(subject):
     assert pasted <= source * 1.02
 
 
+def test_an_edited_clip_is_replayed_and_measured_in_its_main_shot(subject, speech):
+    """After a cut the person is framed differently (a zoom: a larger head): a render replays the frames of one
+    shot, the one with the most frames, and the rig's head motion is measured from that shot's mean pose."""
+    from engine.expression.headmotion import main_shot, subject_head_motion, subject_reference_pose
+    from engine.media.audio import load_audio
+    from engine.render.driving import drive_speech
+    from engine.tracking.headpose import reference_pose
+    cut = int(subject.n_frames * 0.3)
+    subject.meta.shots = [0, cut]
+    try:
+        assert main_shot(subject) == (cut, subject.n_frames)
+        driven = drive_speech(subject, load_audio(speech), "mel", 8)
+        assert driven.frame_index.min() >= cut
+        rotation, _ = subject_head_motion(subject)
+        assert len(rotation) == subject.n_frames - cut
+        valid = subject.tracks["valid"][cut:] > 0
+        np.testing.assert_allclose(subject_reference_pose(subject), reference_pose(subject.tracks["pose"][cut:][valid]))
+    finally:
+        subject.meta.shots = [0]
+
+
 def test_curves_drive_blendshapes_and_poses(subject, speech, tmp_path):
     from engine.curves import Curves
     from engine.media.audio import load_audio
+    from engine.expression.headmotion import subject_reference_pose
     from engine.render.driving import drive_speech, ping_pong
-    from engine.tracking.headpose import head_motion_from_poses, reference_pose
+    from engine.tracking.headpose import head_motion_from_poses
     tracks = subject.tracks
     replay = ping_pong(200, subject.split("train"))
-    rotation, translation = head_motion_from_poses(tracks["pose"][replay], reference_pose(tracks["pose"]))
+    rotation, translation = head_motion_from_poses(tracks["pose"][replay], subject_reference_pose(subject))
     curves = Curves(subject.fps, tracks["blendshapes"][replay], rotation, translation)
     path = curves.save(tmp_path / "own.stcurves")
     samples = load_audio(speech)

@@ -33,16 +33,37 @@ class MotionStats:
         return cls(rotation.std(0), translation.std(0), _time_constant(rotation, fps))
 
 
+def main_shot(subject) -> tuple[int, int]:
+    """[start, end) frames of the subject's shot with the most frames where the face was found (the whole clip
+    for one shot). An edited clip's shots frame the person differently (after a zoom the head is larger and
+    lower): head motion is measured in one of them, and a render replays its frames under the rig's poses."""
+    valid = subject.tracks.get("valid", np.ones(subject.n_frames, np.uint8)) > 0
+    edges = list(subject.meta.shots) + [subject.n_frames]
+    counts = [int(valid[a:b].sum()) for a, b in zip(edges, edges[1:])]
+    k = int(np.argmax(counts))
+    return edges[k], edges[k + 1]
+
+
+def subject_reference_pose(subject, poses: np.ndarray | None = None) -> np.ndarray:
+    """The camera pose the rig's head motion is measured from: the mean over the main shot's valid frames."""
+    from ..tracking.headpose import reference_pose
+    poses = subject.tracks["pose"] if poses is None else poses
+    start, end = main_shot(subject)
+    valid = subject.tracks.get("valid", np.ones(len(poses), np.uint8))[start:end] > 0
+    return reference_pose(poses[start:end][valid])
+
+
 def subject_head_motion(subject) -> tuple[np.ndarray, np.ndarray]:
-    """(rotation, translation) per subject frame, from the stabilised poses (raw ones if not stabilised)."""
-    from ..tracking.headpose import head_motion_from_poses, reference_pose
+    """(rotation, translation) per frame of the subject's main shot, from the stabilised poses (raw ones if not
+    stabilised)."""
+    from ..tracking.headpose import head_motion_from_poses
     tracks = subject.tracks
     poses = tracks.get("pose", tracks.get("pose_raw"))
     if poses is None:
         raise EngineError(f"{subject.root}: the subject has no head poses", "preprocess the clip again, "
                           "or use --head generate", path=str(subject.root))
-    valid = tracks.get("valid", np.ones(len(poses), np.uint8)) > 0
-    rotation, translation = head_motion_from_poses(poses, reference_pose(poses[valid]))
+    start, end = main_shot(subject)
+    rotation, translation = head_motion_from_poses(poses[start:end], subject_reference_pose(subject, poses))
     return rotation.astype(np.float32), translation.astype(np.float32)
 
 

@@ -2,8 +2,9 @@
 frame whose latent code, torso, background and face mask are used.
 
 The speech sets the length. Without curves, poses and blendshapes are replayed from the subject's
-training frames, walked forward and back (0, 1, ..., n-1, n-1, ..., 0, 0, 1, ...) as the original does,
-so a long speech never jumps from the last frame back to the first. With curves, blendshapes and
+training frames (of its main shot, engine.expression.headmotion.main_shot, for an edited clip), walked
+forward and back (0, 1, ..., n-1, n-1, ..., 0, 0, 1, ...) as the original does, so a long speech never
+jumps from the last frame back to the first. With curves, blendshapes and
 head motion come from the curves (what an animator edited on the rig); the subject frame still
 ping-pongs, for the torso and background. A head trained on the mouth curves (`--expression all`)
 gets them from the speech through the subject's audio -> blendshape model when no curves are given:
@@ -26,6 +27,7 @@ import numpy as np
 
 from ..audio.features import SpeechFeatures, as_speech, get_encoder, resample, subject_speech
 from ..errors import EngineError
+from ..expression.headmotion import main_shot, subject_reference_pose
 from ..expression.predict import MOUTH_INDEX
 from ..subject.format import Subject
 
@@ -106,8 +108,12 @@ def drive_speech(subject: Subject, speech, encoder_name: str, window: int, curve
     if len(train) == 0:
         raise EngineError(f"{subject.root}: the subject has no training frames", "preprocess the clip again",
                           path=str(subject.root))
-    # The replay walks at the subject's own rate: each frame takes the subject frame its centre falls in.
-    frame_index = ping_pong(np.floor((np.arange(start, stop) + 0.5) / fps * subject.fps).astype(np.int64), train)
+    # The replay walks the training frames of the main shot (an edited clip's other shots frame the person
+    # differently) at the subject's own rate: each frame takes the subject frame its centre falls in.
+    first, end = main_shot(subject)
+    in_shot = train[(train >= first) & (train < end)]
+    replayed = in_shot if len(in_shot) else train
+    frame_index = ping_pong(np.floor((np.arange(start, stop) + 0.5) / fps * subject.fps).astype(np.int64), replayed)
     audio = speech.windows(get_encoder(encoder_name, models_dir), subject.fps, window, start, stop, video_fps=fps)
     if curves is None:
         blendshapes = subject.tracks["blendshapes"][frame_index]
@@ -116,9 +122,9 @@ def drive_speech(subject: Subject, speech, encoder_name: str, window: int, curve
             mouth = mouth_curves_from_speech(subject, speech, fps, start, stop, models_dir)
             blendshapes = with_mouth_from_speech(blendshapes, mouth)
     else:
-        from ..tracking.headpose import poses_from_head_motion, reference_pose
+        from ..tracking.headpose import poses_from_head_motion
         blendshapes, rotation, translation = resample_curves(curves, fps, n, progress, curves_path, start, stop)
-        poses = poses_from_head_motion(rotation, translation, reference_pose(subject.tracks["pose"]))
+        poses = poses_from_head_motion(rotation, translation, subject_reference_pose(subject))
     return Driving(fps, frame_index.astype(np.int64), audio.astype(np.float32),
                    np.asarray(blendshapes, np.float32), np.asarray(poses, np.float32), start)
 

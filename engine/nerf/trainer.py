@@ -112,6 +112,7 @@ class Trainer:
             progress.info("LPIPS weights not present: the lip stage uses L1 only")
         self.eval_row = self.data.n_train + len(self.data.test_frames) // 2
         self.row_shot = torch.from_numpy(subject.shot_of(self.data.train_frames)).to(self.device)
+        self.shot_sizes = torch.bincount(self.row_shot).clamp_min(1)  # training frames per shot
         self.mouth = self.data.mouth_targets(list(self.model.config.audio_supervision))
 
     def _tcnn(self) -> bool:
@@ -258,10 +259,8 @@ class Trainer:
     def shot_mean_latents(self, rows: np.ndarray) -> torch.Tensor:
         """(len(rows), latent_dim): the mean latent over the training frames of each row's shot."""
         table = self.model.field.latents.weight
-        shots = int(self.row_shot.max()) + 1
-        sums = torch.zeros(shots, table.shape[1], device=table.device).index_add(0, self.row_shot, table)
-        counts = torch.bincount(self.row_shot, minlength=shots).clamp_min(1)
-        return (sums / counts[:, None])[self.row_shot[torch.from_numpy(rows).to(self.device)]]
+        sums = table.new_zeros(len(self.shot_sizes), table.shape[1]).index_add(0, self.row_shot, table)
+        return (sums / self.shot_sizes[:, None])[self.row_shot[torch.from_numpy(rows).to(self.device)]]
 
     @torch.no_grad()
     def audio_mouth_correlation(self) -> float | None:

@@ -66,9 +66,7 @@ def classify(found: np.ndarray, fps: float, path) -> tuple[np.ndarray, list[dict
         short = inner and end - start <= max_short
         if short:
             valid[start:end] = VALID_INTERPOLATED
-        kind = "interpolated" if short else "excluded"
-        gaps.append({"start_frame": start, "end_frame": end, "start": round(start / fps, 3),
-                     "end": round(end / fps, 3), "kind": kind})
+        gaps.append(gap_record(start, end, fps, "interpolated" if short else "excluded"))
     interpolated = [g for g in gaps if g["kind"] == "interpolated"]
     excluded = [g for g in gaps if g["kind"] == "excluded"]
     if interpolated:
@@ -88,6 +86,12 @@ def classify(found: np.ndarray, fps: float, path) -> tuple[np.ndarray, list[dict
             "use a clip where the person's face stays in the picture; trim the parts without it",
             path=str(path))
     return valid, gaps, warnings
+
+
+def gap_record(start: int, end: int, fps: float, kind: str) -> dict:
+    """subject.json's record of frames start..end-1 set apart (kind: interpolated, excluded, transition)."""
+    return {"start_frame": start, "end_frame": end, "start": round(start / fps, 3), "end": round(end / fps, 3),
+            "kind": kind}
 
 
 def _listing(gaps: list[dict], fps: float, most: int = 6) -> str:

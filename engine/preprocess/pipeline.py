@@ -139,8 +139,7 @@ def _preprocess(clip: Path, info, destination: Path, fps: float, size: int | Non
             if (valid[start:end] == gaps.VALID_EXCLUDED).all():
                 continue  # the face is lost there already
             valid[start:end] = gaps.VALID_EXCLUDED
-            gap_list.append({"start_frame": start, "end_frame": end, "start": round(start / fps, 3),
-                             "end": round(end / fps, 3), "kind": "transition"})
+            gap_list.append(gaps.gap_record(start, end, fps, "transition"))
         landmarks = gaps.fill_lost(analysed.landmarks, analysed.found)
         transforms = gaps.fill_lost_transforms(analysed.transforms, analysed.found)
         blendshapes_raw = gaps.fill_lost(analysed.blendshapes, analysed.found)

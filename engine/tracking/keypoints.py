@@ -82,10 +82,9 @@ def track_keypoints(gray: np.ndarray, landmarks: np.ndarray, valid: np.ndarray, 
     previous = None
     cuts = set(int(f) for f in shot_starts)
     for t in range(n):
-        if t in cuts:
+        if t in cuts or not valid[t]:
             points, ids, previous = points[:0], ids[:0], None
         if not valid[t]:
-            points, ids, previous = points[:0], ids[:0], None
             if stage is not None:
                 stage.advance(1)
             continue

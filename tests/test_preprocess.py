@@ -16,10 +16,11 @@ from engine.errors import EngineError
 from engine.preprocess import preprocess
 from engine.preprocess.crop import choose_crop_box
 from engine.preprocess.pipeline import smooth_blendshapes
+from engine.preprocess.shots import held_out_stretch
 from engine.progress import Progress
 from engine.subject import Subject
 from engine.subject.format import LABEL_HEAD, LABEL_NECK, LABEL_TORSO
-from engine.subject.schema import CropBox, SubjectMeta
+from engine.subject.schema import CropBox, Split, SubjectMeta
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -187,6 +188,27 @@ def test_an_edited_clip_is_split_into_shots(tmp_path):
     steps = np.linalg.norm(np.diff(position, axis=0), axis=1)
     within = np.delete(steps, [s.meta.shots[1] - 1, s.meta.shots[2] - 1] + list(fade - 1))
     assert steps[s.meta.shots[2] - 1] > 8 * np.median(within)
+
+
+def test_the_held_out_frames_lie_in_a_shot_the_head_trains_on():
+    """SyncTalk holds out the clip's last 1/11; when an edited clip's last shot is too short to also train on
+    (a second take in another shirt), the held-out stretch ends the latest shot that is long enough, and the
+    frames after it train. The shots are speech_coach_man's, as preprocess finds them."""
+    starts = [0, 62, 215, 298, 411, 452, 481, 582, 606, 788, 953, 1009, 1075]
+    start, end = held_out_stretch(1149, starts, 25.0)
+    assert (start, end) == (849, 953) and end - start == 1149 - round(1149 * 10 / 11)
+    split = Split((0, 1149), (start, end))
+    train = split.frames("train")
+    assert not np.isin(train, np.arange(start, end)).any() and len(train) == 1149 - (end - start)
+    assert (np.array(starts[-3:]) >= end).all() and np.isin(starts[-3:], train).all()  # the last shots train
+    # One shot, or a last shot with a second of its own left to train on: the clip's end, as SyncTalk's.
+    assert held_out_stretch(1149, [0], 25.0) == (1045, 1149)
+    assert held_out_stretch(150, [0, 52, 100], 25.0) == (136, 150)
+    # No shot long enough: the end all the same.
+    assert held_out_stretch(300, list(range(0, 300, 30)), 25.0) == (273, 300)
+    # A subject written before the held-out stretch could lie inside the training range reads as it did.
+    old = Split((0, 45), (45, 50), [3])
+    assert list(old.frames("test")) == list(range(45, 50)) and list(old.frames("train")) == [0, 1, 2] + list(range(4, 45))
 
 
 @pytest.mark.parametrize("name,words", [

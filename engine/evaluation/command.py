@@ -40,7 +40,7 @@ def run(args, progress) -> dict:
         held_out = scoring_window(subject, held_out, max(args.limit, 1))
     if len(held_out) == 0:
         raise EngineError(f"{subject.root}: the subject has no held-out frames to score",
-                          "preprocess the clip again (the last 1/11 of the frames is held out)",
+                          "preprocess the clip again (1/11 of its frames are held out)",
                           path=str(subject.root))
     head = TalkingHead.load(subject, device=args.device)
     driving = drive_frames(subject, held_out, head.audio_encoder, head.audio_window)

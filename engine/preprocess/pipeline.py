@@ -37,7 +37,7 @@ from ..lock import JobLock
 from ..subject.format import SubjectWriter, frame_name
 from ..subject.schema import MAX_FPS, CropBox, Source, Split, SubjectMeta
 from . import gaps
-from .shots import ShotDetector, Shots
+from .shots import ShotDetector, Shots, held_out_stretch
 from .crop import choose_crop_box, default_size
 from .plates import PLATE_EVERY, BackgroundPlate, torso_image
 
@@ -166,12 +166,14 @@ def _preprocess(clip: Path, info, destination: Path, fps: float, size: int | Non
             "pose": stabilised.pose.astype(np.float32),
             "valid": valid,
         })
-        n_train = int(round(n * 10 / 11))
+        held_out = held_out_stretch(n, located.shots.starts, fps)
+        split = Split((0, held_out[0] if held_out[1] == n else n), held_out,
+                      np.flatnonzero(valid == gaps.VALID_EXCLUDED).tolist())
         meta = SubjectMeta(
             fps=fps, frames=n, size=size, crop_box=box,
             source=Source(str(clip.resolve()), sha256_of(clip), info.width, info.height, info.fps, info.duration),
             intrinsics=stabilised.intrinsics,
-            split=Split((0, n_train), (n_train, n), np.flatnonzero(valid == gaps.VALID_EXCLUDED).tolist()),
+            split=split,
             gaps=sorted(gap_list, key=lambda g: g["start_frame"]), warnings=warnings, shots=located.shots.starts,
             stabilizer={"reprojection_rmse_px": stabilised.reprojection_rmse_px,
                         "keypoints": stabilised.keypoints, "jitter": stabilised.jitter})
@@ -185,7 +187,7 @@ def _preprocess(clip: Path, info, destination: Path, fps: float, size: int | Non
         destination = writer.commit()
 
     return {"subject": str(destination), "frames": n, "size": size, "fps": fps,
-            "train_frames": int(n_train - np.sum(valid[:n_train] == 0)),
+            "train_frames": int(np.sum(valid[split.frames("train")] > 0)),
             "excluded_frames": len(meta.split.excluded), "warnings": len(warnings),
             "reprojection_rmse_px": round(float(stabilised.reprojection_rmse_px), 3),
             "jitter_raw": stabilised.jitter["raw"], "jitter_stabilised": stabilised.jitter["stabilised"]}

@@ -6,7 +6,8 @@ light and the shirt. Three of the four long corpus clips the benchmark trains on
 zoom, speech_coach twelve jump cuts and a second take, David_Cameron dips to white). What follows a
 cut must not be joined to what precedes it: keypoint tracks end there (optical flow across a cut pairs
 different points of the face), the head-pose prior does not smooth across it, a frame's appearance code is
-read from its own shot, and the frames of a transition are excluded.
+read from its own shot, the frames of a transition are excluded, and the held-out frames lie in a shot the
+head also trains on (`held_out_stretch`).
 
 A cut is a frame that differs from the one before far more than the frames around it differ from theirs
 (CUT_RATIO times the median over CONTEXT frames either side) and by much in itself (CUT_LEVEL grey levels,
@@ -35,6 +36,8 @@ CUT_RATIO = 6.0
 CONTEXT = 12
 FADE_STEP_S = 0.12
 MAX_TRANSITION_S = 0.5
+HELD_OUT_FRACTION = 1 / 11   # SyncTalk's: the last 1/11 of the frames are held out
+MIN_TRAIN_S = 1.0            # a shot with held-out frames keeps at least this much of itself to train on
 
 
 @dataclass
@@ -107,3 +110,24 @@ def find_shots(thumbs: np.ndarray, fps: float) -> Shots:
         else:
             starts.append(start)
     return Shots(starts or [0], sorted(transitions))
+
+
+def held_out_stretch(n_frames: int, shot_starts: list[int], fps: float) -> tuple[int, int]:
+    """[start, end) frames to hold out: HELD_OUT_FRACTION of the clip, at its end as SyncTalk does, unless a shot
+    there would then have (almost) no frame to train on. A held-out frame in a shot the head never saw scores the
+    head on light and clothes it could not know (speech_coach's last shot, a second take in another shirt, began
+    30 frames into its held-out tail), and the render replays trained frames. Then the stretch ends the latest
+    shot long enough to hold it and keep MIN_TRAIN_S of its frames for training (the frames after it train)."""
+    count = n_frames - int(round(n_frames * (1 - HELD_OUT_FRACTION)))
+    keep = int(round(MIN_TRAIN_S * fps))
+    bounds = list(zip(shot_starts, list(shot_starts[1:]) + [n_frames]))
+
+    def trains_enough(start: int, end: int) -> bool:
+        return all((b - a) - (min(b, end) - max(a, start)) >= keep for a, b in bounds if a < end and b > start)
+
+    if count == 0 or trains_enough(n_frames - count, n_frames):
+        return n_frames - count, n_frames
+    for a, b in reversed(bounds):
+        if b - a - count >= keep:
+            return b - count, b
+    return n_frames - count, n_frames  # no shot is long enough: the clip's end, as for a single shot

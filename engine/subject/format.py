@@ -185,9 +185,7 @@ class Subject:
 
     def split(self, name: str) -> np.ndarray:
         """Frame indices of 'train' or 'test', without the excluded frames."""
-        start, end = getattr(self.meta.split, name)
-        frames = np.arange(start, end, dtype=np.int64)
-        return frames[~np.isin(frames, self.meta.split.excluded)]
+        return self.meta.split.frames(name)
 
     def shot_of(self, frames) -> np.ndarray:
         """Which shot of the clip each of `frames` lies in (0 for a clip of one shot)."""

@@ -178,10 +178,20 @@ class Source:
 
 @dataclass
 class Split:
-    """Frames [train_start, train_end) train, [test_start, test_end) are held out; `excluded` are in neither."""
+    """Frames [test_start, test_end) are held out; the others in [train_start, train_end) train; `excluded`
+    are in neither. The held-out stretch is the clip's end, or inside the training range where the end of an
+    edited clip is a shot too short to train on (engine.preprocess.shots.held_out_stretch)."""
     train: tuple[int, int]
     test: tuple[int, int]
     excluded: list[int] = field(default_factory=list)
+
+    def frames(self, name: str) -> np.ndarray:
+        """Frame indices of 'train' or 'test', without the excluded frames."""
+        start, end = getattr(self, name)
+        frames = np.arange(start, end, dtype=np.int64)
+        if name == "train":
+            frames = frames[(frames < self.test[0]) | (frames >= self.test[1])]
+        return frames[~np.isin(frames, self.excluded)]
 
     def to_dict(self) -> dict:
         return {"train": list(self.train), "test": list(self.test), "excluded": list(self.excluded)}

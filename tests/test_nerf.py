@@ -218,7 +218,8 @@ def trained(subject_dir):
 
 
 def test_rare_face_states_are_drawn_more_often_than_uniformly(subject_dir):
-    """Blinks and wide-open mouths (rare in talking footage) get more draws than a typical frame, bounded."""
+    """Blinks, wide-open mouths and raised brows (rare in talking footage) get more draws than a typical frame,
+    bounded."""
     from engine.arkit import ARKIT_INDEX
     from engine.nerf.dataset import MAX_DRAW_BOOST, SubjectData
     from engine.subject.format import Subject
@@ -228,7 +229,7 @@ def test_rare_face_states_are_drawn_more_often_than_uniformly(subject_dir):
     assert weights.shape == (data.n_train,) and abs(weights.sum() - 1) < 1e-9
     assert weights.max() <= MAX_DRAW_BOOST / data.n_train * 1.001
     curves = subject.tracks["blendshapes"][data.train_frames]
-    for names in (["jawOpen"], ["eyeBlinkLeft", "eyeBlinkRight"]):
+    for names in (["jawOpen"], ["eyeBlinkLeft", "eyeBlinkRight"], ["browInnerUp", "browOuterUpLeft", "browOuterUpRight"]):
         value = curves[:, [ARKIT_INDEX[n] for n in names]].mean(axis=1)
         top = value >= np.percentile(value, 90)
         assert weights[top].sum() > 1.3 * top.mean(), names  # the top tenth gets well over a tenth of the draws

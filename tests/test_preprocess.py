@@ -16,7 +16,7 @@ from engine.errors import EngineError
 from engine.preprocess import preprocess
 from engine.preprocess.crop import choose_crop_box
 from engine.preprocess.pipeline import smooth_blendshapes
-from engine.preprocess.shots import held_out_stretch
+from engine.preprocess.shots import ShotDetector, held_out_stretch
 from engine.progress import Progress
 from engine.subject import Subject
 from engine.subject.format import LABEL_HEAD, LABEL_NECK, LABEL_TORSO
@@ -188,6 +188,31 @@ def test_an_edited_clip_is_split_into_shots(tmp_path):
     steps = np.linalg.norm(np.diff(position, axis=0), axis=1)
     within = np.delete(steps, [s.meta.shots[1] - 1, s.meta.shots[2] - 1] + list(fade - 1))
     assert steps[s.meta.shots[2] - 1] > 8 * np.median(within)
+
+
+def test_a_jump_cut_between_takes_in_the_same_framing_is_found_by_the_face(tmp_path):
+    """A vlog cut between takes against one wall changes the picture little (speech_coach at 00:34.7 and
+    00:35.5: 8.2 and 7.4 grey levels, under CUT_LEVEL), but the head jumps: the face's landmarks tell the cut,
+    and the head pose is not smoothed across it."""
+    clip = tmp_path / "takes.mp4"
+    ffmpeg("-ss", 34.0, "-t", 2.4, "-i", shared_file("corpus", "speech_coach_man_en_46s_satyaDub.mp4"),
+           "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", clip)
+    from engine.media.video import read_frames
+    thumbs = ShotDetector()
+    for frame in read_frames(clip, 25.0):
+        thumbs.add(frame)
+    assert thumbs.shots(25.0).starts == [0]  # the picture alone finds neither cut
+    preprocess(clip, tmp_path / "s", size=96, progress=Progress("quiet"))
+    s = Subject(tmp_path / "s")
+    assert len(s.meta.shots) == 3 and abs(s.meta.shots[1] - 18) <= 1 and abs(s.meta.shots[2] - 38) <= 1
+    rotation = s.tracks["pose"][:, :3, :3]
+    steps = np.linalg.norm(np.diff(rotation, axis=0), axis=(1, 2))
+    cut = s.meta.shots[1] - 1
+    within = np.delete(steps, [cut - 1, cut, cut + 1, s.meta.shots[2] - 1])
+    assert steps[cut] > 8 * np.median(within)
+    # The frame before the cut keeps its own take's pose, not one pulled towards the next take.
+    raw = s.tracks["pose_raw"][:, :3, :3]
+    assert np.linalg.norm(rotation[cut] - raw[cut]) < np.linalg.norm(rotation[cut] - raw[cut + 1]) / 4
 
 
 def test_the_held_out_frames_lie_in_a_shot_the_head_trains_on():

@@ -4,12 +4,13 @@ Passes over the clip, each decoding it again (decoding is cheap; keeping full-re
 long clip in memory is not):
   1. locate      FaceLandmarker on every 3rd frame (at most 640 px): where the face is and how
                  many faces -> the one-person check and one crop box for the whole clip; every
-                 frame's thumbnail -> the cuts between shots of an edited clip (shots.py)
+                 frame's thumbnail, for the cuts between shots of an edited clip (shots.py)
   2. plate       every 20th crop with its person mask -> the background plate
   3. analyse     every crop: FaceLandmarker again (so landmarks and transforms are those of the
                  crop's own camera), person mask, parsing, face mask, torso image; PNGs written
                  by a thread pool while the next frame is analysed; the frames where the face
-                 is lost are found here (gaps.py)
+                 is lost are found here (gaps.py); the thumbnails and the face's steps from frame
+                 to frame -> the cuts
 then the tracks are filled over short gaps, the Head-Sync stabilizer runs on the grey crops, and
 subject.json, tracks and preview are written. Everything goes into a temporary folder that
 replaces the destination only at the end (SubjectWriter), so an error or a cancel leaves any
@@ -37,7 +38,7 @@ from ..lock import JobLock
 from ..subject.format import SubjectWriter, frame_name
 from ..subject.schema import MAX_FPS, CropBox, Source, Split, SubjectMeta
 from . import gaps
-from .shots import ShotDetector, Shots, held_out_stretch
+from .shots import ShotDetector, face_steps, held_out_stretch
 from .crop import choose_crop_box, default_size
 from .plates import PLATE_EVERY, BackgroundPlate, torso_image
 
@@ -59,7 +60,7 @@ class Located:
     face_boxes: np.ndarray   # (M, 4) x0, y0, x1, y1
     face_counts: np.ndarray  # (M,) int
     frames: int              # frames in the whole clip
-    shots: Shots
+    cuts: ShotDetector       # every frame's thumbnail; the shots are told once pass 3 has the face's steps
 
     @property
     def found(self) -> np.ndarray:
@@ -133,9 +134,10 @@ def _preprocess(clip: Path, info, destination: Path, fps: float, size: int | Non
         gray = preallocated_memmap(gray_path, np.uint8, (n, size, size))
         analysed = analyse_crops(clip, info, fps, box, size, plate, gray, root, models_dir, progress)
 
+        shots = located.cuts.shots(fps, face_steps(analysed.landmarks, analysed.found))
         valid, gap_list, gap_warnings = gaps.classify(analysed.found, fps, clip)
-        warnings += gap_warnings + located.shots.warnings(fps)
-        for start, end in located.shots.transitions:
+        warnings += gap_warnings + shots.warnings(fps)
+        for start, end in shots.transitions:
             if (valid[start:end] == gaps.VALID_EXCLUDED).all():
                 continue  # the face is lost there already
             valid[start:end] = gaps.VALID_EXCLUDED
@@ -146,7 +148,7 @@ def _preprocess(clip: Path, info, destination: Path, fps: float, size: int | Non
         finish_lost_frames(analysed.lost_frames, landmarks, plate, root, models_dir, progress)
 
         stabilised = stabilize(gray, landmarks, transforms, valid == gaps.VALID_SEEN, size, progress,
-                               shot_starts=located.shots.starts)
+                               shot_starts=shots.starts)
         del gray
         gray_path.unlink()
 
@@ -166,7 +168,7 @@ def _preprocess(clip: Path, info, destination: Path, fps: float, size: int | Non
             "pose": stabilised.pose.astype(np.float32),
             "valid": valid,
         })
-        held_out = held_out_stretch(n, located.shots.starts, fps)
+        held_out = held_out_stretch(n, shots.starts, fps)
         split = Split((0, held_out[0] if held_out[1] == n else n), held_out,
                       np.flatnonzero(valid == gaps.VALID_EXCLUDED).tolist())
         meta = SubjectMeta(
@@ -174,7 +176,7 @@ def _preprocess(clip: Path, info, destination: Path, fps: float, size: int | Non
             source=Source(str(clip.resolve()), sha256_of(clip), info.width, info.height, info.fps, info.duration),
             intrinsics=stabilised.intrinsics,
             split=split,
-            gaps=sorted(gap_list, key=lambda g: g["start_frame"]), warnings=warnings, shots=located.shots.starts,
+            gaps=sorted(gap_list, key=lambda g: g["start_frame"]), warnings=warnings, shots=shots.starts,
             stabilizer={"reprojection_rmse_px": stabilised.reprojection_rmse_px,
                         "keypoints": stabilised.keypoints, "jitter": stabilised.jitter})
         writer.write_meta(meta)
@@ -214,7 +216,7 @@ def locate_face(clip: Path, info, fps: float, models_dir, progress: Progress) ->
             boxes.append((*xy.min(axis=0), *xy.max(axis=0)))
             counts.append(observation.faces)
             stage.advance(faces=observation.faces)
-    return Located(np.array(boxes, np.float32), np.array(counts, np.int32), frames, cuts.shots(fps))
+    return Located(np.array(boxes, np.float32), np.array(counts, np.int32), frames, cuts)
 
 
 def build_plate(clip: Path, info, fps: float, box: CropBox, size: int, n: int, models_dir,

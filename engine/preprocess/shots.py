@@ -11,10 +11,15 @@ head also trains on (`held_out_stretch`).
 
 A cut is a frame that differs from the one before far more than the frames around it differ from theirs
 (CUT_RATIO times the median over CONTEXT frames either side) and by much in itself (CUT_LEVEL grey levels,
-the mean over a THUMB x THUMB thumbnail of the whole frame). Measured on the shared clips at 25 fps: in the
-83 single-shot ones no frame does both (those that differ by 12 levels or more do so by at most 5.5 times
-their surroundings; those 6 times their surroundings by at most 8.9 levels); the cuts in the others by
-12.5-59 levels and 6.8-59 times. Cuts at most FADE_STEP_S apart are one transition (each frame of a fade
+the mean over a THUMB x THUMB thumbnail of the whole frame). A jump cut in the same framing (a vlog cut
+between takes against one wall) changes the picture less, 6-12 levels, as fast motion can: there the face
+decides, a cut when its landmarks also jump, by FACE_JUMP of the face's size and FACE_JUMP_RATIO times
+their median step around it. Measured at 25 fps on the 87 clips of ../shared (thumbnails, and MediaPipe's
+landmarks on every frame): the picture alone finds the 12.5-59-level cuts; with the face it also finds 13
+jump cuts of 6.9-11.9 levels in speech_coach, 3 in cnn2_anchor and one each in latentsync_demo3 and
+dhlive_000001 (each seen in the frames: the take changes), whose faces jump 0.041-0.21 of their size and
+4.5-29 times their steps around; of the other frames that change by 6 levels and 6 times their surroundings,
+the face moves at most 0.028 of its size, or 0.035 at 3.7 times its steps around (David_Cameron's fade-in). Cuts at most FADE_STEP_S apart are one transition (each frame of a fade
 differs from the last), and so is a piece between cuts shorter than MAX_TRANSITION_S (a flash frame): their
 frames belong to no shot. A transition after which the picture differs from the one before by less than
 CUT_LEVEL (a few black frames, something passing the lens, a dip to white back to nearly the same framing:
@@ -33,6 +38,9 @@ from .gaps import span_text, timestamp
 THUMB = 32
 CUT_LEVEL = 12.0
 CUT_RATIO = 6.0
+FACE_CUT_LEVEL = 6.0     # from here to CUT_LEVEL a change of the picture is a cut only if the face jumps too
+FACE_JUMP = 0.035        # mean landmark step from one frame to the next, in face sizes
+FACE_JUMP_RATIO = 4.0
 CONTEXT = 12
 FADE_STEP_S = 0.12
 MAX_TRANSITION_S = 0.5
@@ -68,23 +76,51 @@ class ShotDetector:
         grey = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY)
         self._thumbs.append(cv2.resize(grey, (THUMB, THUMB), interpolation=cv2.INTER_AREA))
 
-    def shots(self, fps: float) -> Shots:
-        return find_shots(np.stack(self._thumbs) if self._thumbs else np.zeros((0, THUMB, THUMB), np.uint8), fps)
+    def shots(self, fps: float, face_steps: np.ndarray | None = None) -> Shots:
+        thumbs = np.stack(self._thumbs) if self._thumbs else np.zeros((0, THUMB, THUMB), np.uint8)
+        return find_shots(thumbs, fps, face_steps)
+
+
+def face_steps(landmarks: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """(n - 1,) how far the face moves from each frame to the next: the mean 2D step of its landmarks over
+    the face's size (the root of its box's area), NaN where either frame has no face."""
+    xy = landmarks[..., :2].astype(np.float32)
+    size = np.sqrt(np.ptp(xy[..., 0], axis=1) * np.ptp(xy[..., 1], axis=1))
+    steps = np.linalg.norm(xy[1:] - xy[:-1], axis=2).mean(axis=1) / np.maximum(size[:-1], 1.0)
+    steps[~(found[1:] & found[:-1])] = np.nan
+    return steps
 
 
 def _difference(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean())
 
 
-def find_shots(thumbs: np.ndarray, fps: float) -> Shots:
-    """Shots from the frames' THUMB x THUMB grey thumbnails (uint8, in order)."""
+def _around(values: np.ndarray, k: int) -> np.ndarray:
+    """The CONTEXT values either side of values[k], without it and without NaNs."""
+    around = np.r_[values[max(0, k - CONTEXT):k], values[k + 1:k + 1 + CONTEXT]]
+    return around[np.isfinite(around)]
+
+
+def _face_jumps(face_steps: np.ndarray | None, k: int) -> bool:
+    if face_steps is None or not np.isfinite(face_steps[k]):
+        return False
+    around = _around(face_steps, k)
+    typical = float(np.median(around)) if len(around) else 0.0
+    return bool(face_steps[k] >= FACE_JUMP and face_steps[k] >= FACE_JUMP_RATIO * typical)
+
+
+def find_shots(thumbs: np.ndarray, fps: float, face_steps: np.ndarray | None = None) -> Shots:
+    """Shots from the frames' THUMB x THUMB grey thumbnails (uint8, in order) and, where known, the face's
+    steps between them (`face_steps`)."""
     differences = np.array([_difference(a, b) for a, b in zip(thumbs[1:], thumbs[:-1])])  # [k]: k+1 vs k
     n = len(differences)
     cuts = []
     for k in range(n):
-        around = np.r_[differences[max(0, k - CONTEXT):k], differences[k + 1:k + 1 + CONTEXT]]
+        around = _around(differences, k)
         typical = max(float(np.median(around)), 1.0) if len(around) else 1.0
-        if differences[k] >= CUT_LEVEL and differences[k] >= CUT_RATIO * typical:
+        if differences[k] < CUT_RATIO * typical:
+            continue
+        if differences[k] >= CUT_LEVEL or (differences[k] >= FACE_CUT_LEVEL and _face_jumps(face_steps, k)):
             cuts.append(k + 1)
     step, gap = max(1, int(round(FADE_STEP_S * fps))), max(1, int(round(MAX_TRANSITION_S * fps)))
     pieces, transitions, start, k = [], [], 0, 0

@@ -126,6 +126,10 @@ def test_jitter_measures_second_differences():
     zigzag[:, 0, 3] += 0.01 * (-1) ** np.arange(n)  # camera x alternates: head moves 0.01 dm each way
     # |x+ - 2x- + x+| = 4 * 0.01 on the x axis, 0 on y and z; the mean runs over frames and axes.
     assert np.isclose(jitter(zigzag)["translation"], 0.04 / 3, rtol=1e-6)
+    # A cut of an edited clip: the head's jump there is no jitter.
+    cut = c2w.copy()
+    cut[15:, 0, 3] += 0.5
+    assert jitter(cut)["translation"] > 0.01 and jitter(cut, shot_starts=[0, 15])["translation"] < 1e-9
 
 
 @pytest.fixture(scope="module")

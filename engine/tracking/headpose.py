@@ -104,16 +104,20 @@ def poses_from_head_motion(rotation: np.ndarray, translation: np.ndarray, refere
     return (np.linalg.inv(motion) @ np.asarray(reference, np.float64)[None]).astype(np.float32)
 
 
-def jitter(c2w: np.ndarray) -> dict:
+def jitter(c2w: np.ndarray, shot_starts=(0,)) -> dict:
     """Mean absolute second difference over frames of the head rotation angles (degrees) and of the head
-    translation (decimetres, the world unit), both as seen from the mean camera pose."""
+    translation (decimetres, the world unit), both as seen from the mean camera pose. Within shots: the
+    head's jump at a cut of an edited clip is no jitter."""
     c2w = np.asarray(c2w, np.float64)
-    if len(c2w) < 3:
+    within = np.ones(max(len(c2w) - 2, 0), bool)  # [i]: frames i, i+1, i+2 lie in one shot
+    for start in shot_starts:
+        within[max(start - 2, 0):max(start, 0)] = False
+    if not within.any():
         return {"rotation_deg": 0.0, "translation": 0.0}
     rotation, translation = head_motion_from_poses(c2w, reference_pose(c2w))
-    return {"rotation_deg": _mean_abs_second_difference(np.degrees(rotation)),
-            "translation": _mean_abs_second_difference(translation * DM_PER_M)}
+    return {"rotation_deg": _mean_abs_second_difference(np.degrees(rotation), within),
+            "translation": _mean_abs_second_difference(translation * DM_PER_M, within)}
 
 
-def _mean_abs_second_difference(x: np.ndarray) -> float:
-    return float(np.abs(x[2:] - 2 * x[1:-1] + x[:-2]).mean())
+def _mean_abs_second_difference(x: np.ndarray, within: np.ndarray) -> float:
+    return float(np.abs(x[2:] - 2 * x[1:-1] + x[:-2])[within].mean())

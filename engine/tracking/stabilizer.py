@@ -168,5 +168,5 @@ def stabilize(gray_frames: np.ndarray, landmarks: np.ndarray, face_transform: np
     return StabilizerResult(
         pose=pose.astype(np.float32), pose_raw=pose_raw.astype(np.float32), intrinsics=intrinsics,
         reprojection_rmse_px=_rms(key_errors), keypoints=int(tracks.count),
-        jitter={"raw": jitter(pose_raw), "stabilised": jitter(pose)},
+        jitter={"raw": jitter(pose_raw, shot_starts), "stabilised": jitter(pose, shot_starts)},
         landmark_rmse_px=_rms(landmark_errors))

@@ -4,7 +4,7 @@
 
 For each clip (default: the 87 of ../shared/data/video and ../shared/data/corpus), every frame at 25 fps is
 reduced to the thumbnail preprocess keeps and analysed by MediaPipe's FaceLandmarker (at most 640 px); the
-shots are then told with `find_shots` without and with the face's steps. Prints the clips where any cut is
+shots are then told by `ShotDetector` without and with the face's steps. Prints the clips where any cut is
 found, and the cuts the face adds (about 3 minutes on 2 cores). The footage is for research and evaluation.
 """
 from __future__ import annotations
@@ -19,28 +19,27 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from engine.face.landmarker import FaceLandmarker  # noqa: E402
 from engine.media.video import open_clip, read_frames  # noqa: E402
-from engine.preprocess.shots import THUMB, face_steps, find_shots  # noqa: E402
+from engine.preprocess.shots import ShotDetector, face_steps  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 FPS = 25.0
 MAX_SIDE = 640
 
 
-def thumbnails_and_landmarks(clip: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def thumbnails_and_landmarks(clip: Path) -> tuple[ShotDetector, np.ndarray, np.ndarray]:
     info = open_clip(clip)
     scale = min(1.0, MAX_SIDE / max(info.width, info.height))
-    thumbs, landmarks, found = [], [], []
+    thumbs, landmarks, found = ShotDetector(), [], []
     with FaceLandmarker() as landmarker:
         for index, frame in enumerate(read_frames(clip, FPS, info)):
-            grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-            thumbs.append(cv2.resize(grey, (THUMB, THUMB), interpolation=cv2.INTER_AREA))
+            thumbs.add(frame)
             if scale < 1.0:
                 frame = cv2.resize(frame, (round(info.width * scale), round(info.height * scale)),
                                    interpolation=cv2.INTER_AREA)
             observation = landmarker.analyse(frame, timestamp_ms=round(index * 1000 / FPS))
             landmarks.append(observation.landmarks)
             found.append(observation.faces > 0)
-    return np.stack(thumbs), np.stack(landmarks), np.array(found)
+    return thumbs, np.stack(landmarks), np.array(found)
 
 
 def main() -> None:
@@ -49,8 +48,8 @@ def main() -> None:
     added = 0
     for clip in clips:
         thumbs, landmarks, found = thumbnails_and_landmarks(clip)
-        picture = find_shots(thumbs, FPS).starts
-        with_face = find_shots(thumbs, FPS, face_steps(landmarks, found)).starts
+        picture = thumbs.shots(FPS).starts
+        with_face = thumbs.shots(FPS, face_steps(landmarks, found)).starts
         if len(with_face) > 1:
             new = sorted(set(with_face) - set(picture))
             added += len(new)

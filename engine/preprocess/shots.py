@@ -18,9 +18,10 @@ their median step around it. Measured at 25 fps on the 87 clips of ../shared (th
 landmarks on every frame): the picture alone finds the 12.5-59-level cuts; with the face it also finds 13
 jump cuts of 6.9-11.9 levels in speech_coach, 3 in cnn2_anchor and one each in latentsync_demo3 and
 dhlive_000001 (each seen in the frames: the take changes), whose faces jump 0.041-0.21 of their size and
-4.5-29 times their steps around; of the other frames that change by 6 levels and 6 times their surroundings,
-the face moves at most 0.028 of its size, or 0.035 at 3.7 times its steps around (David_Cameron's fade-in). Cuts at most FADE_STEP_S apart are one transition (each frame of a fade
-differs from the last), and so is a piece between cuts shorter than MAX_TRANSITION_S (a flash frame): their
+4.5-29 times their steps around; of the other frames that change by 6 levels and 6 times their
+surroundings, the face moves at most 0.028 of its size, or 0.035 at 3.7 times its steps around
+(David_Cameron's fade-in). Cuts at most FADE_STEP_S apart are one transition (each frame of a fade differs
+from the last), and so is a piece between cuts shorter than MAX_TRANSITION_S (a flash frame): their
 frames belong to no shot. A transition after which the picture differs from the one before by less than
 CUT_LEVEL (a few black frames, something passing the lens, a dip to white back to nearly the same framing:
 David_Cameron's second, 6.6 levels) is no cut: its frames stay in their shot, and losing the face there is

@@ -111,7 +111,7 @@ def jitter(c2w: np.ndarray, shot_starts=(0,)) -> dict:
     c2w = np.asarray(c2w, np.float64)
     within = np.ones(max(len(c2w) - 2, 0), bool)  # [i]: frames i, i+1, i+2 lie in one shot
     for start in shot_starts:
-        within[max(start - 2, 0):max(start, 0)] = False
+        within[max(start - 2, 0):start] = False
     if not within.any():
         return {"rotation_deg": 0.0, "translation": 0.0}
     rotation, translation = head_motion_from_poses(c2w, reference_pose(c2w))

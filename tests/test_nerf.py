@@ -217,6 +217,45 @@ def trained(subject_dir):
     return interrupted, [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
+def test_the_mouth_gain_is_where_the_rendered_mouth_opens_as_far_as_the_persons():
+    """mouth_gain.choose_gain: the gain at which the rendered inner-lip gap's spread over the truth's
+    reaches 1 (linear between the gains tried around it), the best tried when none reaches it."""
+    from engine.nerf.mouth_gain import choose_gain
+    assert choose_gain([1.0, 1.5, 2.0], [0.7, 0.9, 1.1]) == pytest.approx(1.75)
+    assert choose_gain([1.0, 1.5], [0.8, 1.0]) == pytest.approx(1.5)
+    assert choose_gain([1.0], [1.3]) == 1.0                      # already opens as far: left alone
+    assert choose_gain([1.0, 1.5, 2.0, 2.5], [0.6, 0.7, 0.8, 0.78]) == 2.0
+
+
+def test_the_mouth_gain_scales_the_mouth_curves_inside_the_training_range():
+    """HeadModel.expression_gain multiplies the standardised mouth and jaw curves, before they are held
+    inside the training frames' range; the other curves keep theirs."""
+    from engine.arkit import ARKIT_INDEX
+    from engine.nerf.config import EncodingConfig, HeadConfig
+    from engine.nerf.model import HeadModel
+    indices = (ARKIT_INDEX["eyeBlinkLeft"], ARKIT_INDEX["jawOpen"], ARKIT_INDEX["mouthFunnel"])
+    config = HeadConfig(audio_encoder="mel", audio_dim=4, audio_window=2, expression="all", expression_indices=indices,
+                        encoding=EncodingConfig(levels=2, base_resolution=4, finest_resolution=8, log2_table=8),
+                        grid_resolution=8, box_lo=(-1, -1, -1), box_hi=(1, 1, 1), samples=8, size=16,
+                        intrinsics={"fx": 16, "fy": 16, "cx": 8, "cy": 8}, n_latents=2, train_frames=(0, 1),
+                        reference_pose=tuple(tuple(float(i == j) for j in range(4)) for i in range(4)), preset="tiny")
+    model = HeadModel(config)
+    train = torch.tensor([[0.0, 0.0, 0.0], [0.2, 0.4, 0.1], [0.4, 0.8, 0.2]])
+    model.set_expression_scale(train, min_std=0.01)
+    middle = torch.tensor([[0.3, 0.6, 0.15]])      # half a deviation above the mean on every curve
+    before = model.standardised_expressions(middle)
+    model.set_mouth_gain(1.5)
+    after = model.standardised_expressions(middle)
+    torch.testing.assert_close(after[0, 0], before[0, 0])
+    torch.testing.assert_close(after[0, 1:], before[0, 1:] * 1.5)
+    widest = model.standardised_expressions(train[2:])
+    torch.testing.assert_close(widest, model.expression_high[None])  # held at the widest trained pose
+    tensors = {k: v for k, v in model.state_dict().items() if k != "expression_gain"}
+    older = HeadModel(config)
+    older.load_weights(tensors)                                       # a head saved before the gain: 1
+    torch.testing.assert_close(older.expression_gain, torch.ones(3))
+
+
 def test_rare_face_states_are_drawn_more_often_than_uniformly(subject_dir):
     """Blinks, wide-open mouths and raised brows (rare in talking footage) get more draws than a typical frame,
     bounded."""
@@ -285,7 +324,7 @@ def test_a_head_trained_on_the_mouth_curves_follows_them(trained, subject_dir, t
     """--expression all: on a share of its training frames the field sees the neutral audio code (that of
     standardised features of 0), so the curves, not the frame's audio code, have to shape the mouth."""
     import shutil
-    from engine.arkit import ARKIT_INDEX
+    from engine.arkit import ARKIT_INDEX, ARKIT_NAMES, MOUTH_AND_JAW
     from engine.nerf.talking_head import TalkingHead
     from engine.subject.format import Subject
     folder = tmp_path / "curves"
@@ -298,6 +337,14 @@ def test_a_head_trained_on_the_mouth_curves_follows_them(trained, subject_dir, t
     head = TalkingHead.load(Subject(folder), device="cpu")
     assert head.follows_mouth_curves
     model = head.model
+    # Its mouth's gain was measured on renders of its training frames (on this 96-px head MediaPipe may find
+    # no face, and the gain stays 1 with the reason recorded) and is kept with the weights, on the mouth and
+    # jaw curves only.
+    metrics = head.training.metrics
+    assert metrics["mouth_gain"] >= 1.0 and metrics["mouth_gain_measure"]
+    mouth = np.array([ARKIT_NAMES[i] in MOUTH_AND_JAW for i in model.config.expression_indices])
+    np.testing.assert_allclose(model.expression_gain.numpy()[mouth], metrics["mouth_gain"], rtol=1e-6)
+    np.testing.assert_array_equal(model.expression_gain.numpy()[~mouth], 1.0)
     windows = torch.randn(2, 8, model.config.audio_dim) * 3 + model.audio_mean
     curves = torch.rand(2, 52)
     with torch.no_grad():

@@ -121,7 +121,8 @@ def score_frame(render: np.ndarray, truth: np.ndarray, face_mask: np.ndarray,
     return scores, portrait
 
 
-def evaluate(subject: Subject, head, driving: Driving, progress, samples: int = 4, face_only: bool = False) -> Evaluation:
+def evaluate(subject: Subject, head, driving: Driving, progress, samples: int = 4, face_only: bool = False,
+             label: str = "evaluate") -> Evaluation:
     """Render and score every frame of `driving` (the subject's own held-out frames).
 
     face_only: render only the face (as `render` does for a composited frame): every figure but the raw
@@ -129,7 +130,7 @@ def evaluate(subject: Subject, head, driving: Driving, progress, samples: int = 
     result = Evaluation()
     keep = sample_positions(len(driving), samples)
     with FaceLandmarker() as marks_truth, FaceLandmarker() as marks_render, \
-            progress.stage("evaluate", len(driving)) as stage:
+            progress.stage(label, len(driving)) as stage:
         for j in range(len(driving)):
             index = int(driving.frame_index[j])
             face_mask = subject.face_mask(index)

@@ -10,6 +10,7 @@ from dataclasses import asdict
 import torch
 from torch import nn
 
+from ..arkit import ARKIT_NAMES, MOUTH_AND_JAW
 from .config import HeadConfig
 from .field import HeadField
 from .raymarch import OccupancyGrid, Rays, render_rays
@@ -46,6 +47,9 @@ class HeadModel(nn.Module):
         # chin raise). Beyond the range the face holds the widest pose it learnt.
         self.register_buffer("expression_low", torch.full((n_expression,), -torch.inf))
         self.register_buffer("expression_high", torch.full((n_expression,), torch.inf))
+        # The mouth and jaw curves' gain, measured once the head is trained (engine/nerf/mouth_gain.py
+        # says why); 1 elsewhere, and during training.
+        self.register_buffer("expression_gain", torch.ones(n_expression))
 
     def frame_codes(self, audio_windows: torch.Tensor, expressions: torch.Tensor,
                     neutral_audio: torch.Tensor | None = None) -> torch.Tensor:
@@ -57,8 +61,13 @@ class HeadModel(nn.Module):
         return self.field.frame_codes(audio, self.standardised_expressions(expressions))
 
     def standardised_expressions(self, expressions: torch.Tensor) -> torch.Tensor:
-        z = (expressions - self.expression_mean) / self.expression_std
+        z = (expressions - self.expression_mean) / self.expression_std * self.expression_gain
         return torch.clamp(z, self.expression_low, self.expression_high)
+
+    def set_mouth_gain(self, gain: float) -> None:
+        """The gain of the mouth and jaw curves among the head's blendshapes (the others keep 1)."""
+        mouth = torch.tensor([ARKIT_NAMES[i] in MOUTH_AND_JAW for i in self.config.expression_indices])
+        self.expression_gain.copy_(torch.where(mouth, float(gain), 1.0))
 
     def set_expression_scale(self, train_expressions: torch.Tensor, min_std: float) -> None:
         """Standardise the blendshapes over the training frames' (n, E), held to the range those show."""
@@ -75,12 +84,13 @@ class HeadModel(nn.Module):
         return bool(torch.isfinite(self.expression_high).all())
 
     def load_weights(self, tensors: dict) -> None:
-        """load_state_dict, with identity expression scaling (and no range) for heads saved before they existed."""
+        """load_state_dict, with identity expression scaling (no range, gain 1) for heads saved before they existed."""
         tensors = dict(tensors)
         tensors.setdefault("expression_mean", torch.zeros_like(self.expression_mean))
         tensors.setdefault("expression_std", torch.ones_like(self.expression_std))
         tensors.setdefault("expression_low", torch.full_like(self.expression_low, -torch.inf))
         tensors.setdefault("expression_high", torch.full_like(self.expression_high, torch.inf))
+        tensors.setdefault("expression_gain", torch.ones_like(self.expression_gain))
         self.load_state_dict(tensors)
 
     def mouth_from_audio(self, audio_windows: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,8 @@
 run by one loop that sums each step's named losses and steps the stage's optimizer.
 
 The trainer owns what the stages share: the subject's data, the model and its optimizers, the random
-frame draws, rendering pixels over the torso plates, the held-out figures, and the time budget.
+frame draws, rendering pixels over the torso plates, the held-out figures, and the time budget; once
+the stages are done, a head trained on the mouth curves has its mouth's gain measured (mouth_gain.py).
 Checkpoints (one safetensors file, atomic) every `checkpoint_every` steps, at each stage's end and
 on Ctrl-C/SIGTERM; `resume=True` continues from the last one.
 """
@@ -34,6 +35,7 @@ from .stages import STAGE_TYPES, STAGES
 
 ADAM = dict(betas=(0.9, 0.99), eps=1e-15)
 NET_WEIGHT_DECAY = 1e-6  # the networks' (the hash grids have none)
+MEASURED_AFTER = ("head", "lip")  # stages that change the face: the mouth's gain is measured after them
 
 
 class Trainer:
@@ -77,8 +79,8 @@ class Trainer:
         self.stages = {stage.name: stage(self) for stage in STAGE_TYPES}
         self.optimizers = self._optimizers()
         # TrainingConfig.audio_code_dropout applies to heads whose mouth follows the curves.
-        self.audio_code_dropout = (preset.training.audio_code_dropout
-                                   if follows_mouth_curves(config.expression_indices) else 0.0)
+        self.follows_mouth_curves = follows_mouth_curves(config.expression_indices)
+        self.audio_code_dropout = preset.training.audio_code_dropout if self.follows_mouth_curves else 0.0
         self.stages_done: list[str] = []
         self.stage, self.step = STAGES[0], 0
         self.metrics: dict = {}
@@ -152,6 +154,9 @@ class Trainer:
                     continue
                 if self.stage != name:
                     self.stage, self.step, self.stage_seconds = name, 0, 0.0
+                if name in MEASURED_AFTER:  # the field changes: its mouth's gain is measured again after
+                    self.model.set_mouth_gain(1.0)
+                    self.metrics.pop("mouth_gain", None)
                 total = stage.steps()
                 with self.progress.stage(f"train {name}", total) as bar:
                     if self.step:
@@ -188,11 +193,28 @@ class Trainer:
                     self.metrics[f"{name}_steps"] = self.step
                 self.stages_done.append(name)
                 self.save_checkpoint()
+            if self.follows_mouth_curves and "head" in self.stages_done and "mouth_gain" not in self.metrics:
+                self.measure_mouth_gain()
         except KeyboardInterrupt:
             self.save_checkpoint()
             self.progress.info(f"stopped: checkpoint saved at {self.stage} step {self.step}; continue with --resume")
             raise
         return self.finish()
+
+    def measure_mouth_gain(self) -> None:
+        """Set the trained head's mouth gain from renders of its training frames (engine/nerf/mouth_gain.py)."""
+        from .mouth_gain import measure_mouth_gain
+        from .talking_head import TalkingHead
+        self.model.eval()
+        record = TrainingRecord(tuple(self.stages_done), self.metrics, round(self.seconds, 1))
+        head = TalkingHead(self.subject, self.model, record, self.device)
+        measured = measure_mouth_gain(self.subject, head, self.data.audio_windows, self.data.train_frames, self.progress)
+        self.model.train()
+        self.metrics["mouth_gain"] = measured["gain"]
+        self.metrics["mouth_gain_measure"] = measured.get("tried") or measured.get("skipped")
+        self.progress.info(f"mouth gain {measured['gain']}: " + (
+            "; ".join(f"x{g}: opens {r} of the person's, face PSNR {p} dB" for g, r, p in measured["tried"])
+            if "tried" in measured else measured["skipped"]))
 
     # One step
     def _step(self, stage, done: float) -> float:

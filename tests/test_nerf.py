@@ -379,6 +379,24 @@ def test_a_head_trained_on_the_mouth_curves_follows_them(trained, subject_dir, t
     torch.testing.assert_close(older.expression_high, model.expression_high)
 
 
+def test_rendering_measures_the_faster_thread_count_again_as_it_goes(trained, subject_dir, monkeypatch):
+    """Another job may start or stop while frames render: on a CPU the thread count is chosen again every
+    THREADS_RECHECK_S seconds, not only when the head is loaded."""
+    from engine.nerf import talking_head
+    from engine.subject.format import Subject
+    head = talking_head.TalkingHead.load(Subject(subject_dir), device="cpu")
+    chosen = []
+    real = talking_head.choose_cpu_threads
+    monkeypatch.setattr(talking_head, "choose_cpu_threads", lambda: chosen.append(real()) or chosen[-1])
+    window = np.zeros((8, 80), np.float32)
+    head.render(3, window)
+    assert chosen == []                       # loaded a moment ago: no need yet
+    monkeypatch.setattr(talking_head, "THREADS_RECHECK_S", 0.0)
+    head.render(3, window)
+    head.render(4, window)
+    assert len(chosen) == 2 and all(1 <= n <= (os.cpu_count() or 1) for n in chosen)
+
+
 def test_talking_head_renders_frames(trained, subject_dir):
     from engine.nerf.talking_head import TalkingHead
     from engine.subject.format import Subject

@@ -6,6 +6,8 @@ torso (the frame's own torso plate at its own pose, else the torso network) and 
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -25,6 +27,10 @@ HEAD_GROWTH = 8      # pixels around the frame's parsed head that the rendered h
 # clip's mean code rendered the held-out face 15/255 too bright (face PSNR 26.62 dB; 28.25 with its
 # neighbours' codes; three other subjects within 0.04 dB).
 NEIGHBOUR_SECONDS = 4.0
+# On a CPU the faster thread count is measured again this often while frames are rendered: another job
+# that starts or stops meanwhile changes it. speech_coach's `evaluate` took 8.9 min instead of about 1 when
+# it had chosen 2 threads and a training that started 2 of its own shared the 2 cores.
+THREADS_RECHECK_S = 20.0
 
 
 class TalkingHead:
@@ -51,6 +57,7 @@ class TalkingHead:
         self.torso_trained = "torso" in training.stages_done
         self._background = None
         self._occupied = self._occupied_cells()  # the grid of a trained head does not change
+        self._threads_checked = time.monotonic()
 
     @classmethod
     def load(cls, subject, device: str = "auto") -> "TalkingHead":
@@ -119,6 +126,7 @@ class TalkingHead:
 
         within: an (S, S) mask; only the head pixels inside it are rendered (the rest shows the torso
         layer). Portrait-Sync keeps only the face of a render, so a composited render needs no more."""
+        self._keep_threads_fast()
         tracks = self.subject.tracks
         if not 0 <= frame_index < self.subject.n_frames:
             raise EngineError(f"frame {frame_index} is outside the subject (0..{self.subject.n_frames - 1})",
@@ -165,6 +173,11 @@ class TalkingHead:
             return np.concatenate([rgb, alpha[..., None]], axis=-1).clip(0, 1)
         under = torso_rgb if torso_alpha is None else torso_rgb + (1 - torso_alpha[..., None]) * self.background
         return (head_rgb + (1 - head_alpha[..., None]) * under).clip(0, 1)
+
+    def _keep_threads_fast(self) -> None:
+        if self.device.type == "cpu" and time.monotonic() - self._threads_checked > THREADS_RECHECK_S:
+            choose_cpu_threads()
+            self._threads_checked = time.monotonic()
 
     def _render_pixels(self, pose, xs, ys, window, expression, latent_rows):
         """Premultiplied head colour (P, 3) and opacity (P,) of pixels (xs, ys)."""

@@ -57,12 +57,12 @@ def measure_mouth_gain(subject, head, audio_windows: np.ndarray, train_frames: n
         summary = evaluate(subject, head, driving, progress, samples=0, face_only=True,
                            label=f"mouth gain x{gain}").summary()
         spread, ratio, psnr = summary["mouth_truth_spread"], summary["mouth_amplitude_ratio"], summary["face"]["psnr"]
-        if gain == GAINS[0] and (spread is None or spread < MIN_TRUTH_SPREAD or ratio is None or psnr is None):
-            head.model.set_mouth_gain(1.0)
-            why = "no face found in the renders" if spread is None or ratio is None or psnr is None \
+        unread = spread is None or ratio is None or psnr is None
+        if not tried and (unread or spread < MIN_TRUTH_SPREAD):  # at gain 1: nothing to calibrate on
+            why = "no face found in the renders" if unread \
                 else f"the mouth moves {spread:.1f} px in these frames (under {MIN_TRUTH_SPREAD})"
             return {"gain": 1.0, "skipped": why}
-        if tried and (ratio is None or psnr is None or psnr < tried[0][2] - MAX_PSNR_LOSS):
+        if tried and (unread or psnr < tried[0][2] - MAX_PSNR_LOSS):
             break
         tried.append([gain, round(ratio, 3), round(psnr, 2)])
         if ratio >= 1.0:

@@ -379,22 +379,47 @@ def test_a_head_trained_on_the_mouth_curves_follows_them(trained, subject_dir, t
     torch.testing.assert_close(older.expression_high, model.expression_high)
 
 
-def test_rendering_measures_the_faster_thread_count_again_as_it_goes(trained, subject_dir, monkeypatch):
-    """Another job may start or stop while frames render: on a CPU the thread count is chosen again every
-    THREADS_RECHECK_S seconds, not only when the head is loaded."""
+def test_thread_tuner_keeps_the_count_whose_work_runs_faster():
+    """The tuner judges thread counts by the rate of the real work it is told about: after retry_s seconds
+    it times trial_s more at the current count, then trial_s at the other, and keeps the faster."""
+    import torch
+    from engine.nerf.device import ThreadTuner
+    tuner = ThreadTuner(retry_s=10.0, trial_s=2.0, max_threads=2)
+    first = tuner.start()
+    other = 1 if first == 2 else 2
+    for _ in range(10):                       # 8 s of work, then the 2-s baseline at the same count
+        assert torch.get_num_threads() == first
+        tuner.done(1.0)
+    assert torch.get_num_threads() == other   # the trial runs the other count...
+    for _ in range(4):
+        tuner.done(0.5)                       # ...twice as fast: it is kept
+    assert (tuner.threads, torch.get_num_threads(), tuner.switches, tuner.trials) == (other, other, 1, 1)
+    for _ in range(20):                       # 8 + 2 s again, at the faster rate
+        tuner.done(0.5)
+    assert torch.get_num_threads() == first   # the next trial, of the first count...
+    for _ in range(2):
+        tuner.done(1.0)                       # ...half as fast: not kept
+    assert (tuner.threads, torch.get_num_threads(), tuner.switches, tuner.trials) == (other, other, 1, 2)
+    one_core = ThreadTuner(retry_s=0.0, trial_s=0.0, max_threads=1)
+    assert one_core.start() == 1
+    one_core.done(1.0)
+    assert torch.get_num_threads() == 1 and one_core.trials == 0
+
+
+def test_rendering_tries_the_other_thread_count_as_it_goes(trained, subject_dir, monkeypatch):
+    """Another job may start or stop while frames render: on a CPU a head times its frames and tries the
+    other thread count every THREADS_RETRY_S seconds, not only when it is loaded."""
     from engine.nerf import talking_head
     from engine.subject.format import Subject
+    monkeypatch.setattr(talking_head, "THREADS_RETRY_S", 0.02)
+    monkeypatch.setattr(talking_head, "THREADS_TRIAL_S", 0.01)
     head = talking_head.TalkingHead.load(Subject(subject_dir), device="cpu")
-    chosen = []
-    real = talking_head.choose_cpu_threads
-    monkeypatch.setattr(talking_head, "choose_cpu_threads", lambda: chosen.append(real()) or chosen[-1])
     window = np.zeros((8, 80), np.float32)
-    head.render(3, window)
-    assert chosen == []                       # loaded a moment ago: no need yet
-    monkeypatch.setattr(talking_head, "THREADS_RECHECK_S", 0.0)
-    head.render(3, window)
-    head.render(4, window)
-    assert len(chosen) == 2 and all(1 <= n <= (os.cpu_count() or 1) for n in chosen)
+    for frame in range(8):
+        assert np.isfinite(head.render(frame % 4, window)).all()
+    if (os.cpu_count() or 1) > 1:
+        assert head.threads.trials >= 2
+    assert 1 <= head.threads.threads <= (os.cpu_count() or 1)
 
 
 def test_talking_head_renders_frames(trained, subject_dir):
@@ -518,6 +543,7 @@ def test_head_json_reads_back_as_written_and_refuses_what_it_does_not_know(train
     written = json.loads((subject_dir / "model" / "head.json").read_text())
     config, record = read_head_json(subject_dir / "model" / "head.json")
     assert record.stages_done == ("head", "lip", "torso") and "heldout_psnr" in record.metrics
+    assert 1 <= record.metrics["cpu_threads"] <= (os.cpu_count() or 1) and record.metrics["cpu_thread_switches"] >= 0
     again = tmp_path / "head.json"
     write_head_json(again, config, record)
     assert json.loads(again.read_text()) == written

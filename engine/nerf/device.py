@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
 
 import torch
 
@@ -41,3 +42,68 @@ def choose_cpu_threads(max_threads: int | None = None) -> int:
             best, best_time = threads, elapsed
     torch.set_num_threads(best)
     return best
+
+
+@dataclass
+class ThreadTuner:
+    """Keeps torch on the faster CPU thread count for the work being done, judged by that work's own rate.
+
+    choose_cpu_threads' quick probe (a fraction of a second) can be fooled by another job that probes or
+    changes at the same moment: two trainings started together on the 2 cores both read 2 threads as
+    faster and then ran 4 threads on 2 cores, 2.6 steps/s each, where one thread each ran 5.5-6. So the
+    caller reports how long each unit of work took (a training step, a rendered frame), and every
+    retry_s seconds of work the tuner runs the other count for trial_s seconds and keeps it if its units
+    per second beat the trial_s seconds just before it by MARGIN. Two jobs doing this settle on the
+    counts that suit both: whichever tries one thread while the other holds two finds it faster, and
+    then so does the other."""
+
+    retry_s: float = 60.0
+    trial_s: float = 5.0
+    max_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    MARGIN = 0.05
+    threads: int = 0                   # the count in use (0: not chosen yet)
+    switches: int = 0                  # trials that changed it
+    trials: int = 0
+    _phase: str = "run"                # run -> baseline (the current count, timed) -> trial (the other count)
+    _seconds: float = 0.0              # work time in this phase
+    _units: float = 0.0
+    _baseline_rate: float = 0.0
+
+    def start(self) -> int:
+        """The first count, from the quick probe; returns it."""
+        self.threads = choose_cpu_threads(self.max_threads)
+        self._phase, self._seconds, self._units = "run", 0.0, 0.0
+        return self.threads
+
+    def new_work(self) -> None:
+        """The work changes (another training stage): its rate is not comparable with the one before."""
+        if self.threads:
+            self._enter("run", self.threads)
+
+    def done(self, seconds: float, units: float = 1.0) -> None:
+        """`units` of work took `seconds` at the current count."""
+        if self.max_threads <= 1:
+            return
+        if not self.threads:
+            self.start()
+            return
+        self._seconds += seconds
+        self._units += units
+        if self._phase == "run" and self._seconds >= self.retry_s - self.trial_s:
+            self._enter("baseline", self.threads)
+        elif self._phase == "baseline" and self._seconds >= self.trial_s:
+            self._baseline_rate = self._units / self._seconds
+            self._enter("trial", self._other())
+        elif self._phase == "trial" and self._seconds >= self.trial_s:
+            self.trials += 1
+            if self._units / self._seconds > self._baseline_rate * (1 + self.MARGIN):
+                self.threads, self.switches = self._other(), self.switches + 1
+            self._enter("run", self.threads)
+
+    def _other(self) -> int:
+        return 1 if self.threads > 1 else self.max_threads
+
+    def _enter(self, phase: str, threads: int) -> None:
+        self._phase, self._seconds, self._units = phase, 0.0, 0.0
+        torch.set_num_threads(threads)
+

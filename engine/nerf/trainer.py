@@ -26,7 +26,7 @@ from . import losses
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
 from .config import BOX_HI, BOX_LO, EncodingConfig, HeadConfig, TrainingRecord, parse_head, read_head_json, write_head_json
 from .dataset import SubjectData, audio_features, expression_indices, follows_mouth_curves, working_size
-from .device import choose_cpu_threads, pick_device
+from .device import ThreadTuner, pick_device
 from .encoding import tcnn_available
 from .model import HeadModel
 from .presets import Preset
@@ -143,8 +143,9 @@ class Trainer:
         return optimizers
 
     def _choose_threads(self) -> None:
-        if self.device.type == "cpu":
-            self.metrics["cpu_threads"] = choose_cpu_threads()
+        self.threads = ThreadTuner() if self.device.type == "cpu" else None
+        if self.threads:
+            self.metrics["cpu_threads"] = self.threads.start()
 
     # The loop
     def run(self, stages=STAGES) -> dict:
@@ -158,6 +159,8 @@ class Trainer:
                     self.model.set_mouth_gain(1.0)
                     self.metrics.pop("mouth_gain", None)
                 total = stage.steps()
+                if self.threads:
+                    self.threads.new_work()
                 with self.progress.stage(f"train {name}", total) as bar:
                     if self.step:
                         bar.advance(self.step)
@@ -173,7 +176,10 @@ class Trainer:
                         if done >= 1.0:
                             self.progress.info(f"{name}: time budget reached at step {self.step} of {total}")
                             break
+                        step_started = time.monotonic()
                         loss = self._step(stage, done)
+                        if self.threads:
+                            self.threads.done(time.monotonic() - step_started)
                         self.step += 1
                         elapsed = time.monotonic() - started
                         self.seconds = seconds_before + elapsed
@@ -186,10 +192,12 @@ class Trainer:
                         bar.advance(1, **metrics)
                         if self.step % self.preset.checkpoint_every == 0 and self.step < total:
                             self.save_checkpoint()
-                            self._choose_threads()  # the machine's load changes; re-measure
                     if "psnr" not in metrics and stage.heldout:
                         self.metrics["heldout_psnr"] = round(self.heldout_psnr(), 2)
                     self.metrics[f"{name}_steps_per_s"] = metrics.get("steps_per_s")
+                    if self.threads:  # the count it ended on, and how often a trial of the other changed it
+                        self.metrics["cpu_threads"] = self.threads.threads
+                        self.metrics["cpu_thread_switches"] = self.threads.switches
                     self.metrics[f"{name}_steps"] = self.step
                 self.stages_done.append(name)
                 self.save_checkpoint()

@@ -391,14 +391,12 @@ def test_thread_tuner_keeps_the_count_whose_work_runs_faster():
         assert torch.get_num_threads() == first
         tuner.done(1.0)
     assert torch.get_num_threads() == other   # the trial runs the other count...
-    for _ in range(4):
-        tuner.done(0.5)                       # ...twice as fast: it is kept
+    assert [tuner.done(0.5) for _ in range(4)] == [False, False, False, True]  # ...twice as fast: kept
     assert (tuner.threads, torch.get_num_threads(), tuner.switches, tuner.trials) == (other, other, 1, 1)
     for _ in range(20):                       # 8 + 2 s again, at the faster rate
         tuner.done(0.5)
     assert torch.get_num_threads() == first   # the next trial, of the first count...
-    for _ in range(2):
-        tuner.done(1.0)                       # ...half as fast: not kept
+    assert not any(tuner.done(1.0) for _ in range(2))  # ...half as fast: not kept
     assert (tuner.threads, torch.get_num_threads(), tuner.switches, tuner.trials) == (other, other, 1, 2)
     one_core = ThreadTuner(retry_s=0.0, trial_s=0.0, max_threads=1)
     assert one_core.start() == 1

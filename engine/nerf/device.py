@@ -66,13 +66,13 @@ class ThreadTuner:
     trials: int = 0
     _phase: str = "run"                # run -> baseline (the current count, timed) -> trial (the other count)
     _seconds: float = 0.0              # work time in this phase
-    _units: float = 0.0
+    _units: int = 0                    # units of work in this phase
     _baseline_rate: float = 0.0
 
     def start(self) -> int:
         """The first count, from the quick probe; returns it."""
         self.threads = choose_cpu_threads(self.max_threads)
-        self._phase, self._seconds, self._units = "run", 0.0, 0.0
+        self._phase, self._seconds, self._units = "run", 0.0, 0
         return self.threads
 
     def new_work(self) -> None:
@@ -80,15 +80,15 @@ class ThreadTuner:
         if self.threads:
             self._enter("run", self.threads)
 
-    def done(self, seconds: float, units: float = 1.0) -> None:
-        """`units` of work took `seconds` at the current count."""
+    def done(self, seconds: float) -> bool:
+        """One unit of work took `seconds` at the current count; -> whether a trial has just changed it."""
         if self.max_threads <= 1:
-            return
+            return False
         if not self.threads:
             self.start()
-            return
+            return False
         self._seconds += seconds
-        self._units += units
+        self._units += 1
         if self._phase == "run" and self._seconds >= self.retry_s - self.trial_s:
             self._enter("baseline", self.threads)
         elif self._phase == "baseline" and self._seconds >= self.trial_s:
@@ -96,14 +96,17 @@ class ThreadTuner:
             self._enter("trial", self._other())
         elif self._phase == "trial" and self._seconds >= self.trial_s:
             self.trials += 1
-            if self._units / self._seconds > self._baseline_rate * (1 + self.MARGIN):
+            faster = self._units / self._seconds > self._baseline_rate * (1 + self.MARGIN)
+            if faster:
                 self.threads, self.switches = self._other(), self.switches + 1
             self._enter("run", self.threads)
+            return faster
+        return False
 
     def _other(self) -> int:
         return 1 if self.threads > 1 else self.max_threads
 
     def _enter(self, phase: str, threads: int) -> None:
-        self._phase, self._seconds, self._units = phase, 0.0, 0.0
+        self._phase, self._seconds, self._units = phase, 0.0, 0
         torch.set_num_threads(threads)
 

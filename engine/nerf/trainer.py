@@ -178,8 +178,10 @@ class Trainer:
                             break
                         step_started = time.monotonic()
                         loss = self._step(stage, done)
-                        if self.threads:
-                            self.threads.done(time.monotonic() - step_started)
+                        if self.threads and self.threads.done(time.monotonic() - step_started):
+                            self.metrics["cpu_threads"] = self.threads.threads
+                            self.progress.info(f"{name} step {self.step}: {self.threads.threads} CPU thread(s) "
+                                               "from here (a trial of that count ran faster)")
                         self.step += 1
                         elapsed = time.monotonic() - started
                         self.seconds = seconds_before + elapsed

@@ -416,8 +416,8 @@ def test_rendering_tries_the_other_thread_count_as_it_goes(trained, subject_dir,
     for frame in range(8):
         assert np.isfinite(head.render(frame % 4, window)).all()
     if (os.cpu_count() or 1) > 1:
-        assert head.threads.trials >= 2
-    assert 1 <= head.threads.threads <= (os.cpu_count() or 1)
+        assert head.thread_tuner.trials >= 2
+    assert 1 <= head.thread_tuner.threads <= (os.cpu_count() or 1)
 
 
 def test_talking_head_renders_frames(trained, subject_dir):

@@ -59,9 +59,9 @@ class TalkingHead:
         self.torso_trained = "torso" in training.stages_done
         self._background = None
         self._occupied = self._occupied_cells()  # the grid of a trained head does not change
-        self.threads = ThreadTuner(THREADS_RETRY_S, THREADS_TRIAL_S) if device.type == "cpu" else None
-        if self.threads:
-            self.threads.start()
+        self.thread_tuner = ThreadTuner(THREADS_RETRY_S, THREADS_TRIAL_S) if device.type == "cpu" else None
+        if self.thread_tuner:
+            self.thread_tuner.start()
 
     @classmethod
     def load(cls, subject, device: str = "auto") -> "TalkingHead":
@@ -129,8 +129,8 @@ class TalkingHead:
         layer). Portrait-Sync keeps only the face of a render, so a composited render needs no more."""
         started = time.monotonic()
         image = self._render(frame_index, audio_window, blendshapes, pose, rgba, within)
-        if self.threads:
-            self.threads.done(time.monotonic() - started)
+        if self.thread_tuner:
+            self.thread_tuner.done(time.monotonic() - started)
         return image
 
     @torch.inference_mode()

@@ -143,9 +143,9 @@ class Trainer:
         return optimizers
 
     def _choose_threads(self) -> None:
-        self.threads = ThreadTuner() if self.device.type == "cpu" else None
-        if self.threads:
-            self.metrics["cpu_threads"] = self.threads.start()
+        self.thread_tuner = ThreadTuner() if self.device.type == "cpu" else None
+        if self.thread_tuner:
+            self.metrics["cpu_threads"] = self.thread_tuner.start()
 
     # The loop
     def run(self, stages=STAGES) -> dict:
@@ -159,8 +159,8 @@ class Trainer:
                     self.model.set_mouth_gain(1.0)
                     self.metrics.pop("mouth_gain", None)
                 total = stage.steps()
-                if self.threads:
-                    self.threads.new_work()
+                if self.thread_tuner:
+                    self.thread_tuner.new_work()
                 with self.progress.stage(f"train {name}", total) as bar:
                     if self.step:
                         bar.advance(self.step)
@@ -178,9 +178,9 @@ class Trainer:
                             break
                         step_started = time.monotonic()
                         loss = self._step(stage, done)
-                        if self.threads and self.threads.done(time.monotonic() - step_started):
-                            self.metrics["cpu_threads"] = self.threads.threads
-                            self.progress.info(f"{name} step {self.step}: {self.threads.threads} CPU thread(s) "
+                        if self.thread_tuner and self.thread_tuner.done(time.monotonic() - step_started):
+                            self.metrics["cpu_threads"] = self.thread_tuner.threads
+                            self.progress.info(f"{name} step {self.step}: {self.thread_tuner.threads} CPU thread(s) "
                                                "from here (a trial of that count ran faster)")
                         self.step += 1
                         elapsed = time.monotonic() - started
@@ -197,9 +197,9 @@ class Trainer:
                     if "psnr" not in metrics and stage.heldout:
                         self.metrics["heldout_psnr"] = round(self.heldout_psnr(), 2)
                     self.metrics[f"{name}_steps_per_s"] = metrics.get("steps_per_s")
-                    if self.threads:  # the count it ended on, and how often a trial of the other changed it
-                        self.metrics["cpu_threads"] = self.threads.threads
-                        self.metrics["cpu_thread_switches"] = self.threads.switches
+                    if self.thread_tuner:  # the count it ended on, and how often a trial of the other changed it
+                        self.metrics["cpu_threads"] = self.thread_tuner.threads
+                        self.metrics["cpu_thread_switches"] = self.thread_tuner.switches
                     self.metrics[f"{name}_steps"] = self.step
                 self.stages_done.append(name)
                 self.save_checkpoint()

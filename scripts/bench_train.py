@@ -13,6 +13,10 @@
         colours fitted to the truth (per channel gain and offset), and the mouth (the face mask's lowest
         38 %) apart from the rest. Training frames that score no better than held-out ones say the field
         is not fitted; a large gain from the shift says the poses, from the colour the appearance codes.
+    python scripts/bench_train.py gain SUBJECT
+        a trained head's mouth gain measured again (engine/nerf/mouth_gain.py, from gain 1, as `train` ends),
+        then `evaluate`'s 45 held-out frames scored with it, the mouth from the tracked curves and from the
+        speech: mouth r, amplitude ratio, face PSNR. The head on disk is not changed.
 
 The machine is shared: timings are inflated by other jobs; the load average is printed with them.
 """
@@ -111,6 +115,32 @@ def bench_face(subject_dir: str, train_frames: int) -> None:
               f"colours fitted {mean[2]:.2f}; mouth {mean[3]:.2f}, rest of the face {mean[4]:.2f} ({load()})")
 
 
+def bench_gain(subject_dir: str) -> None:
+    from engine.audio.features import windows
+    from engine.evaluation.heldout import evaluate, scoring_window
+    from engine.nerf.dataset import audio_features
+    from engine.nerf.mouth_gain import measure_mouth_gain
+    from engine.nerf.talking_head import TalkingHead
+    from engine.progress import Progress
+    from engine.render.driving import drive_frames
+    from engine.subject.format import Subject
+    subject = Subject(subject_dir)
+    head = TalkingHead.load(subject, device="auto")
+    progress = Progress("quiet")
+    audio = windows(audio_features(subject, head.audio_encoder).astype(np.float32), head.audio_window)
+    print(f"gain on disk: {float(head.model.expression_gain.max()):.3f}")
+    head.model.set_mouth_gain(1.0)
+    started = time.monotonic()
+    measured = measure_mouth_gain(subject, head, audio, np.asarray(head.config.train_frames), progress)
+    print(f"measured again: {measured} in {time.monotonic() - started:.0f} s ({load()})")
+    frames = scoring_window(subject, subject.split("test"), 45)
+    for name, from_speech in (("tracked curves", False), ("curves from the speech", True)):
+        driving = drive_frames(subject, frames, head.audio_encoder, head.audio_window, mouth_from_speech=from_speech)
+        summary = evaluate(subject, head, driving, progress, samples=0, face_only=True).summary()
+        print(f"held-out, {name}: mouth r {summary['mouth_open_correlation']:.3f}, amplitude "
+              f"{summary['mouth_amplitude_ratio']:.3f}, face PSNR {summary['face']['psnr']:.2f} dB")
+
+
 def _face_breakdown(subject, render_frame, head, driving, j: int, metrics) -> list[float]:
     index = int(driving.frame_index[j])
     mask = subject.face_mask(index) > 0.5
@@ -143,6 +173,7 @@ def main() -> None:
     p = sub.add_parser("face")
     p.add_argument("subject")
     p.add_argument("--train-frames", type=int, default=20)
+    sub.add_parser("gain").add_argument("subject")
     args = parser.parse_args()
     if args.what == "encoding":
         bench_encoding()
@@ -150,6 +181,8 @@ def main() -> None:
         bench_training(args.subject, args.run)
     elif args.what == "face":
         bench_face(args.subject, args.train_frames)
+    elif args.what == "gain":
+        bench_gain(args.subject)
     else:
         bench_render(args.subject, args.frames)
 

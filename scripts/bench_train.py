@@ -97,11 +97,9 @@ def bench_render(subject_dir: str, frames: int) -> None:
 
 
 def bench_face(subject_dir: str, train_frames: int) -> None:
-    from engine.evaluation import metrics
     from engine.evaluation.heldout import scoring_window
     from engine.nerf.talking_head import TalkingHead
     from engine.render.driving import drive_frames
-    from engine.render.pipeline import render_frame
     from engine.subject.format import Subject
     subject = Subject(subject_dir)
     head = TalkingHead.load(subject, device="auto")
@@ -109,7 +107,7 @@ def bench_face(subject_dir: str, train_frames: int) -> None:
     for name, frames in (("held-out (evaluate's 45)", scoring_window(subject, subject.split("test"), 45)),
                          ("training", trained[np.linspace(0, len(trained) - 1, train_frames).round().astype(int)])):
         driving = drive_frames(subject, frames, head.audio_encoder, head.audio_window)
-        rows = [_face_breakdown(subject, render_frame, head, driving, j, metrics) for j in range(len(driving))]
+        rows = [_face_breakdown(subject, head, driving, j) for j in range(len(driving))]
         mean = np.mean(rows, axis=0)
         print(f"{name}, {len(rows)} frames: face PSNR {mean[0]:.2f} dB; best shift <= 3 px {mean[1]:.2f}; "
               f"colours fitted {mean[2]:.2f}; mouth {mean[3]:.2f}, rest of the face {mean[4]:.2f} ({load()})")
@@ -141,7 +139,9 @@ def bench_gain(subject_dir: str) -> None:
               f"{summary['mouth_amplitude_ratio']:.3f}, face PSNR {summary['face']['psnr']:.2f} dB")
 
 
-def _face_breakdown(subject, render_frame, head, driving, j: int, metrics) -> list[float]:
+def _face_breakdown(subject, head, driving, j: int) -> list[float]:
+    from engine.evaluation import metrics
+    from engine.render.pipeline import render_frame
     index = int(driving.frame_index[j])
     mask = subject.face_mask(index) > 0.5
     render = np.clip(render_frame(head, driving, j, within=mask.astype(np.float32)), 0, 1)

@@ -61,7 +61,7 @@ class ThreadTuner:
     trial_s: float = 5.0
     max_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     MARGIN = 0.05
-    threads: int = 0                   # the count in use (0: not chosen yet)
+    threads: int = 0                   # the count in use (set by start)
     switches: int = 0                  # trials that changed it
     trials: int = 0
     _phase: str = "run"                # run -> baseline (the current count, timed) -> trial (the other count)
@@ -77,15 +77,11 @@ class ThreadTuner:
 
     def new_work(self) -> None:
         """The work changes (another training stage): its rate is not comparable with the one before."""
-        if self.threads:
-            self._enter("run", self.threads)
+        self._enter("run", self.threads)
 
     def done(self, seconds: float) -> bool:
-        """One unit of work took `seconds` at the current count; -> whether a trial has just changed it."""
+        """One unit of work took `seconds` at the current count (after start); -> whether a trial changed it."""
         if self.max_threads <= 1:
-            return False
-        if not self.threads:
-            self.start()
             return False
         self._seconds += seconds
         self._units += 1

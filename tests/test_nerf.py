@@ -227,6 +227,18 @@ def test_the_mouth_gain_is_where_the_rendered_mouth_opens_as_far_as_the_persons(
     assert choose_gain([1.0, 1.5, 2.0, 2.5], [0.6, 0.7, 0.8, 0.78]) == 2.0
 
 
+def test_the_mouth_gain_is_measured_inside_the_training_budget():
+    """On a slow or busy machine the measure takes fewer frames rather than running past the budget."""
+    from engine.nerf.mouth_gain import EXPECTED_GAINS, FRAMES, MIN_FRAMES, frames_that_fit
+    from engine.nerf.presets import PRESETS
+    assert frames_that_fit(1000.0, 0.1) == FRAMES                       # a fast machine: every frame
+    assert frames_that_fit(180.0, 0.7) == int(180 / (0.7 * EXPECTED_GAINS)) < FRAMES
+    assert frames_that_fit(10.0, 1.0) == MIN_FRAMES                     # never fewer than a spread
+    for preset in PRESETS.values():  # the stages and the gain share one budget: the whole of it, no more
+        t = preset.training
+        assert t.head_budget + t.lip_budget + t.torso_budget + t.mouth_gain_budget == pytest.approx(1.0)
+
+
 def test_the_mouth_gain_scales_the_mouth_curves_inside_the_training_range():
     """HeadModel.expression_gain multiplies the standardised mouth and jaw curves, before they are held
     inside the training frames' range; the other curves keep theirs."""

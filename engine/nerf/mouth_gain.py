@@ -16,6 +16,8 @@ training frames: the held-out ones are `evaluate`'s, and the measure must not ha
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from ..render.driving import Driving
@@ -27,6 +29,13 @@ GAINS = (1.0, 1.5, 2.0, 2.5)  # tried in turn, until the rendered mouth opens as
 # 1.23 of the truth's; 128 frames chose 1.33 there (1.12), and the same gains as 32 on cnn2_anchor and
 # speech_coach. About 30-60 s a gain on 2 cores.
 FRAMES = 128
+# With a time allowance (the train command's budget), a few frames are rendered first to time them, and
+# the measure takes as many frames as EXPECTED_GAINS passes fit in what is left, down to MIN_FRAMES; a
+# gain whose pass would run past the allowance is not tried. On a machine half as fast as the one above,
+# beside another training, 128 frames at four gains took 6 minutes and the train command 44 (target 40).
+TIMING_FRAMES = 8
+EXPECTED_GAINS = 3
+MIN_FRAMES = 32
 MIN_TRUTH_SPREAD = 3.0        # px at 512: a mouth that moves less than this gives a ratio of noise
 MAX_PSNR_LOSS = 0.5           # dB of face PSNR a gain may cost against gain 1 on the same frames
 
@@ -47,17 +56,38 @@ def calibration_frames(train_frames: np.ndarray, count: int = FRAMES) -> np.ndar
     return np.unique(train_frames[np.linspace(0, len(train_frames) - 1, min(count, len(train_frames))).astype(int)])
 
 
-def measure_mouth_gain(subject, head, audio_windows: np.ndarray, train_frames: np.ndarray, progress) -> dict:
-    """Render `train_frames`' spread at each of GAINS until the mouth opens as far as the person's; set the
-    chosen gain on head.model and return what was measured ({"gain", "tried": [[gain, ratio, psnr]...]},
-    or {"gain": 1.0, "skipped": why})."""
+def frames_that_fit(seconds: float, frame_seconds: float) -> int:
+    """Frames to measure on when EXPECTED_GAINS passes over them must fit in `seconds`."""
+    return max(MIN_FRAMES, min(FRAMES, int(seconds / (frame_seconds * EXPECTED_GAINS))))
+
+
+def measure_mouth_gain(subject, head, audio_windows: np.ndarray, train_frames: np.ndarray, progress,
+                       seconds: float | None = None) -> dict:
+    """Render `train_frames`' spread at each of GAINS until the mouth opens as far as the person's, within
+    `seconds` if given; set the chosen gain on head.model and return what was measured ({"gain", "frames",
+    "tried": [[gain, ratio, psnr]...]}, or {"gain": 1.0, "skipped": why})."""
     from ..evaluation.heldout import evaluate
-    frames = calibration_frames(train_frames)
     tracks = subject.tracks
-    driving = Driving(subject.fps, frames.astype(np.int64), audio_windows[frames].astype(np.float32),
-                      tracks["blendshapes"][frames].astype(np.float32), tracks["pose"][frames].astype(np.float32))
+
+    def driving_of(frames: np.ndarray) -> Driving:
+        return Driving(subject.fps, frames.astype(np.int64), audio_windows[frames].astype(np.float32),
+                       tracks["blendshapes"][frames].astype(np.float32), tracks["pose"][frames].astype(np.float32))
+
+    started = time.monotonic()
+    frames = calibration_frames(train_frames)
+    frame_seconds = 0.0
+    if seconds is not None:
+        head.model.set_mouth_gain(GAINS[0])
+        evaluate(subject, head, driving_of(calibration_frames(train_frames, TIMING_FRAMES)), progress, samples=0,
+                 face_only=True, label="mouth gain: timing the renders")
+        frame_seconds = (time.monotonic() - started) / TIMING_FRAMES
+        frames = calibration_frames(train_frames, frames_that_fit(seconds - (time.monotonic() - started), frame_seconds))
+    driving = driving_of(frames)
     tried = []
     for gain in GAINS:
+        if tried and seconds is not None and \
+                time.monotonic() - started + frame_seconds * len(frames) > seconds:
+            break
         head.model.set_mouth_gain(gain)
         summary = evaluate(subject, head, driving, progress, samples=0, face_only=True,
                            label=f"mouth gain x{gain}").summary()
@@ -74,4 +104,4 @@ def measure_mouth_gain(subject, head, audio_windows: np.ndarray, train_frames: n
             break
     gain = round(choose_gain([t[0] for t in tried], [t[1] for t in tried]), 3)
     head.model.set_mouth_gain(gain)
-    return {"gain": gain, "tried": tried}
+    return {"gain": gain, "frames": len(frames), "tried": tried}

@@ -32,9 +32,10 @@ class TrainingConfig:
     audio_warmup_steps: int = 500
     # Schedule
     grid_warmup_steps: int = 64         # every allowed cell stays occupied until the field has learnt something
-    head_budget: float = 0.70           # shares of Preset.time_budget_s
-    lip_budget: float = 0.22
-    torso_budget: float = 0.08
+    head_budget: float = 0.66           # shares of Preset.time_budget_s
+    lip_budget: float = 0.20
+    torso_budget: float = 0.06
+    mouth_gain_budget: float = 0.08     # the mouth's gain, measured after the stages (mouth_gain.py)
     lr_decay: float = 0.1               # learning rates fall exponentially to this fraction over a stage
     lip_lr_scale: float = 0.2           # the lip stage fine-tunes the head at this fraction of its learning rates
     lip_min_patch: int = 16             # the lip stage's random patches: size // 8 pixels, at least this

@@ -218,13 +218,17 @@ class Trainer:
         self.model.eval()
         record = TrainingRecord(tuple(self.stages_done), self.metrics, round(self.seconds, 1))
         head = TalkingHead(self.subject, self.model, record, self.device)
-        measured = measure_mouth_gain(self.subject, head, self.data.audio_windows, self.data.train_frames, self.progress)
+        budget = self.preset.time_budget_s
+        measured = measure_mouth_gain(self.subject, head, self.data.audio_windows, self.data.train_frames, self.progress,
+                                      budget * self.preset.training.mouth_gain_budget if budget else None)
         self.model.train()
         self.metrics["mouth_gain"] = measured["gain"]
         self.metrics["mouth_gain_measure"] = measured.get("tried") or measured.get("skipped")
+        if "frames" in measured:
+            self.metrics["mouth_gain_frames"] = measured["frames"]
         self.progress.info(f"mouth gain {measured['gain']}: " + (
             "; ".join(f"x{g}: opens {r} of the person's, face PSNR {p} dB" for g, r, p in measured["tried"])
-            if "tried" in measured else measured["skipped"]))
+            + f" ({measured['frames']} training frames)" if "tried" in measured else measured["skipped"]))
 
     # One step
     def _step(self, stage, done: float) -> float:

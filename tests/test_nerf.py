@@ -455,19 +455,6 @@ def test_talking_head_renders_frames(trained, subject_dir):
         head.render(3, np.zeros((8, 12), np.float32))
 
 
-def test_a_head_rendered_below_the_subjects_size_grows_without_overshooting_its_edge():
-    from engine.nerf.talking_head import _grown_layer
-    yy, xx = np.mgrid[0:64, 0:64]
-    alpha = (((yy - 32) ** 2 + (xx - 32) ** 2) < 20 ** 2).astype(np.float32)  # a hard silhouette
-    rgb = alpha[..., None] * np.array([0.9, 0.1, 0.5], np.float32)            # premultiplied
-    grown_rgb, grown_alpha = _grown_layer(rgb, alpha, 128)
-    assert grown_rgb.shape == (128, 128, 3) and grown_alpha.shape == (128, 128)
-    assert 0 <= grown_alpha.min() and grown_alpha.max() <= 1
-    assert (grown_rgb >= 0).all() and (grown_rgb <= grown_alpha[..., None] + 1e-6).all()
-    assert np.allclose(grown_rgb[64, 64], [0.9, 0.1, 0.5], atol=1e-3) and grown_alpha[64, 64] == pytest.approx(1)
-    assert grown_alpha[2, 2] == 0 and 0.05 < grown_alpha[64, 64 + 40] < 0.95  # outside stays clear, the edge soft
-
-
 def test_a_frame_not_trained_on_takes_the_appearance_of_its_neighbours_in_time(trained, subject_dir, monkeypatch):
     """A held-out frame's latent code is that of the trained frames nearest it, not the clip's mean: an edited
     clip's shots differ in light, and the clip's mean is the appearance of none of them."""

@@ -53,14 +53,11 @@ def working_size(subject_size: int, max_size: int | None) -> int:
 
 
 def resize_square(image: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
-    """A square image scaled to (size, size): area filter when shrinking, bicubic when growing.
-
-    Bicubic, not linear: a 512-px face brought down to the NeRF's 256 px and back keeps 41 dB of PSNR
-    against linear's 39. It overshoots at sharp edges: whoever grows an image clips it."""
+    """A square image scaled to (size, size): area filter when shrinking, linear when growing."""
     import cv2
     if image.shape[0] == size:
         return image
-    interpolation = cv2.INTER_NEAREST if nearest else (cv2.INTER_AREA if size < image.shape[0] else cv2.INTER_CUBIC)
+    interpolation = cv2.INTER_NEAREST if nearest else (cv2.INTER_AREA if size < image.shape[0] else cv2.INTER_LINEAR)
     return cv2.resize(image, (size, size), interpolation=interpolation)
 
 

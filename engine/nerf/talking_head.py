@@ -14,7 +14,7 @@ import torch
 from ..errors import EngineError
 from ..subject.format import LABEL_HEAD
 from .config import TrainingRecord
-from .dataset import follows_mouth_curves, resize_square
+from .dataset import follows_mouth_curves
 from .device import ThreadTuner, pick_device
 from .model import HeadModel
 from .raymarch import Rays, pixel_rays, project
@@ -110,7 +110,7 @@ class TalkingHead:
             # At the frame's own pose the preprocessed torso plate is exact: head removed, neck filled.
             torso = self.subject.torso(frame_index).astype(np.float32) / 255.0
             return torso, None
-        from .dataset import pose_vector
+        from .dataset import pose_vector, resize_square
         s = self.work_size
         ys, xs = np.mgrid[0:s, 0:s]
         uv = torch.from_numpy(np.stack([(xs.reshape(-1) + 0.5) / s, (ys.reshape(-1) + 0.5) / s], -1).astype(np.float32))
@@ -119,7 +119,7 @@ class TalkingHead:
         uv, pv = uv.to(self.device), pv.to(self.device)
         rgb, alpha = self.model.torso(uv, pv, latent.expand(len(uv), -1))
         rgb = (rgb * alpha[:, None]).reshape(s, s, 3).cpu().numpy()
-        return _grown_layer(rgb, alpha.reshape(s, s).cpu().numpy(), self.size)
+        return resize_square(rgb, self.size), resize_square(alpha.reshape(s, s).cpu().numpy(), self.size)
 
     def render(self, frame_index: int, audio_window: np.ndarray, blendshapes: np.ndarray | None = None,
                pose: np.ndarray | None = None, rgba: bool = False, within: np.ndarray | None = None) -> np.ndarray:
@@ -150,6 +150,7 @@ class TalkingHead:
                               "compute the features with engine.audio.features.get_encoder(head.audio_encoder)")
 
         import cv2
+        from .dataset import resize_square
         w = self.work_size
         head_rgb = np.zeros((w, w, 3), np.float32)
         head_alpha = np.zeros((w, w), np.float32)
@@ -159,16 +160,16 @@ class TalkingHead:
             # that opens wider than in the frame); everywhere else the torso plate is already right.
             seen = resize_square((self.subject.parsing(frame_index) == LABEL_HEAD).astype(np.uint8), w, nearest=True)
             pixels &= cv2.dilate(seen, np.ones((2 * HEAD_GROWTH + 1,) * 2, np.uint8)) > 0
-        if within is not None:  # two pixels more: bicubic upsampling to the subject's size reads them
+        if within is not None:  # one pixel more: upsampling to the subject's size reads the neighbours
             inside = resize_square((within > 0).astype(np.uint8), w, nearest=True)
-            pixels &= cv2.dilate(inside, np.ones((5, 5), np.uint8)) > 0
+            pixels &= cv2.dilate(inside, np.ones((3, 3), np.uint8)) > 0
         ys, xs = np.nonzero(pixels)
         if len(xs):
             rgb, alpha = self._render_pixels(pose, xs, ys, window, blendshapes[self.expression_indices],
                                              self._latent_rows(frame_index))
             head_rgb[ys, xs] = rgb
             head_alpha[ys, xs] = alpha
-        head_rgb, head_alpha = _grown_layer(head_rgb, head_alpha, self.size)
+        head_rgb, head_alpha = resize_square(head_rgb, self.size), resize_square(head_alpha, self.size)
 
         torso_rgb, torso_alpha = self._torso_layer(frame_index, pose, exact_pose)
         if rgba:
@@ -224,10 +225,3 @@ class TalkingHead:
         nearest = max(float(depth[front].min()), 1e-3) if front.any() else None
         reach = int(np.ceil(intrinsics["fx"] * cell * 0.87 / nearest)) + 1 if nearest else 1
         return cv2.dilate(covered, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)) > 0
-
-
-def _grown_layer(rgb: np.ndarray, alpha: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A premultiplied layer rendered at the working size, scaled to the subject's: bicubic overshoots
-    at the silhouette, so alpha is kept in [0, 1] and the colour in [0, alpha]."""
-    alpha = np.clip(resize_square(alpha, size), 0, 1)
-    return np.clip(resize_square(rgb, size), 0, alpha[..., None]), alpha

@@ -416,20 +416,35 @@ def test_thread_tuner_keeps_the_count_whose_work_runs_faster():
     assert torch.get_num_threads() == 1 and one_core.trials == 0
 
 
-def test_rendering_tries_the_other_thread_count_as_it_goes(trained, subject_dir, monkeypatch):
-    """Another job may start or stop while frames render: on a CPU a head times its frames and tries the
-    other thread count every THREADS_RETRY_S seconds, not only when it is loaded."""
-    from engine.nerf import talking_head
+def test_frames_render_several_at_once_in_the_order_asked(trained, subject_dir):
+    """On a CPU a render runs one frame per core, each on one torch thread: the frames come back in
+    order, the same as rendered one at a time, and torch gets its thread count back after."""
+    import torch
+    from engine.nerf.device import frames_at_once, in_order
+    from engine.nerf.talking_head import TalkingHead
+    from engine.render.driving import drive_frames
+    from engine.render.pipeline import head_renders, render_frame
     from engine.subject.format import Subject
-    monkeypatch.setattr(talking_head, "THREADS_RETRY_S", 0.02)
-    monkeypatch.setattr(talking_head, "THREADS_TRIAL_S", 0.01)
-    head = talking_head.TalkingHead.load(Subject(subject_dir), device="cpu")
-    window = np.zeros((8, 80), np.float32)
-    for frame in range(8):
-        assert np.isfinite(head.render(frame % 4, window)).all()
-    if (os.cpu_count() or 1) > 1:
-        assert head.thread_tuner.trials >= 2
-    assert 1 <= head.thread_tuner.threads <= (os.cpu_count() or 1)
+    subject = Subject(subject_dir)
+    head = TalkingHead.load(subject, device="cpu")
+    frames = np.array([3, 0, 2, 1, 3, 2, 0])
+    driving = drive_frames(subject, frames, head.audio_encoder, head.audio_window)
+    threads = torch.get_num_threads()
+    one_at_a_time = [render_frame(head, driving, j, within=subject.face_mask(int(f))) for j, f in enumerate(frames)]
+    renders = list(head_renders(head, driving))
+    assert torch.get_num_threads() == threads
+    assert [j for j, _, _ in renders] == list(range(len(frames)))
+    for (j, image, mask), alone in zip(renders, one_at_a_time):
+        np.testing.assert_array_equal(mask, subject.face_mask(int(frames[j])))
+        np.testing.assert_allclose(image, alone, atol=1e-5)
+    assert frames_at_once(torch.device("cpu")) == (os.cpu_count() or 1)
+    assert frames_at_once(torch.device("cuda")) == 1
+    # A consumer that stops early leaves the frames not yet started undone.
+    started = []
+    results = in_order(lambda j: started.append(j) or j * j, 100, workers=2)
+    assert [next(results) for _ in range(3)] == [0, 1, 4]
+    results.close()
+    assert len(started) <= 3 + 2 * 2 - 1  # the three taken and at most 2 * workers - 1 waiting
 
 
 def test_talking_head_renders_frames(trained, subject_dir):

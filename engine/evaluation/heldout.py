@@ -21,7 +21,7 @@ from ..arkit import ARKIT_INDEX
 from ..face.landmarker import FaceLandmarker
 from ..portrait.composite import as_float, face_layer, over_frame
 from ..render.driving import Driving
-from ..render.pipeline import render_frame
+from ..render.pipeline import head_renders
 from ..subject.format import Subject
 from . import metrics
 
@@ -131,10 +131,8 @@ def evaluate(subject: Subject, head, driving: Driving, progress, samples: int = 
     keep = sample_positions(len(driving), samples)
     with FaceLandmarker() as marks_truth, FaceLandmarker() as marks_render, \
             progress.stage(label, len(driving)) as stage:
-        for j in range(len(driving)):
+        for j, render, face_mask in head_renders(head, driving, face_only=face_only):
             index = int(driving.frame_index[j])
-            face_mask = subject.face_mask(index)
-            render = render_frame(head, driving, j, within=face_mask if face_only else None)
             truth = subject.frame(index)
             scores, portrait = score_frame(render, truth, face_mask, raw=not face_only)
             timestamp = int(round(j * 1000 / subject.fps))

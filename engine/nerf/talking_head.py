@@ -6,7 +6,6 @@ torso (the frame's own torso plate at its own pose, else the torso network) and 
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import torch
@@ -15,7 +14,7 @@ from ..errors import EngineError
 from ..subject.format import LABEL_HEAD
 from .config import TrainingRecord
 from .dataset import follows_mouth_curves
-from .device import ThreadTuner, pick_device
+from .device import pick_device
 from .model import HeadModel
 from .raymarch import Rays, pixel_rays, project
 
@@ -27,13 +26,6 @@ HEAD_GROWTH = 8      # pixels around the frame's parsed head that the rendered h
 # clip's mean code rendered the held-out face 15/255 too bright (face PSNR 26.62 dB; 28.25 with its
 # neighbours' codes; three other subjects within 0.04 dB).
 NEIGHBOUR_SECONDS = 4.0
-# On a CPU the faster thread count is tried again this often while frames are rendered (device.ThreadTuner,
-# timed on the frames themselves): another job that starts or stops meanwhile changes it. speech_coach's
-# `evaluate` took 8.9 min instead of about 1 when it had chosen 2 threads and a training that started 2 of
-# its own shared the 2 cores.
-THREADS_RETRY_S = 20.0
-THREADS_TRIAL_S = 3.0
-
 
 class TalkingHead:
     """A subject's trained head, ready to render frames."""
@@ -59,9 +51,6 @@ class TalkingHead:
         self.torso_trained = "torso" in training.stages_done
         self._background = None
         self._occupied = self._occupied_cells()  # the grid of a trained head does not change
-        self.thread_tuner = ThreadTuner(THREADS_RETRY_S, THREADS_TRIAL_S) if device.type == "cpu" else None
-        if self.thread_tuner:
-            self.thread_tuner.start()
 
     @classmethod
     def load(cls, subject, device: str = "auto") -> "TalkingHead":
@@ -121,20 +110,13 @@ class TalkingHead:
         rgb = (rgb * alpha[:, None]).reshape(s, s, 3).cpu().numpy()
         return resize_square(rgb, self.size), resize_square(alpha.reshape(s, s).cpu().numpy(), self.size)
 
+    @torch.inference_mode()
     def render(self, frame_index: int, audio_window: np.ndarray, blendshapes: np.ndarray | None = None,
                pose: np.ndarray | None = None, rgba: bool = False, within: np.ndarray | None = None) -> np.ndarray:
         """The head over the torso (or, rgba, over transparency), (S, S, 3|4) float in [0, 1].
 
         within: an (S, S) mask; only the head pixels inside it are rendered (the rest shows the torso
         layer). Portrait-Sync keeps only the face of a render, so a composited render needs no more."""
-        started = time.monotonic()
-        image = self._render(frame_index, audio_window, blendshapes, pose, rgba, within)
-        if self.thread_tuner:
-            self.thread_tuner.done(time.monotonic() - started)
-        return image
-
-    @torch.inference_mode()
-    def _render(self, frame_index, audio_window, blendshapes, pose, rgba, within) -> np.ndarray:
         tracks = self.subject.tracks
         if not 0 <= frame_index < self.subject.n_frames:
             raise EngineError(f"frame {frame_index} is outside the subject (0..{self.subject.n_frames - 1})",

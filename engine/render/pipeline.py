@@ -84,16 +84,29 @@ def render_frame(head, driving: Driving, j: int, rgba: bool = False, within: np.
                        pose=driving.poses[j], rgba=rgba, within=within)
 
 
+def head_renders(head, driving: Driving, face_only: bool = True,
+                 rgba: bool = False) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+    """(j, render, face mask) for each frame j of `driving`, in order, several frames at once on a CPU
+    (device.frames_at_once). face_only: only the face mask's pixels of the head are rendered; rgba:
+    head and torso over transparency, with no mask."""
+    from ..nerf.device import frames_at_once, in_order, one_thread_each
+    workers = frames_at_once(head.device)
+
+    def render(j: int):
+        face_mask = None if rgba else head.subject.face_mask(int(driving.frame_index[j]))
+        return j, render_frame(head, driving, j, rgba=rgba, within=face_mask if face_only else None), face_mask
+
+    with one_thread_each(workers):
+        yield from in_order(render, len(driving), workers)
+
+
 def frames(head, driving: Driving, framing: Framing, rgba: bool = False) -> Iterator[tuple[int, np.ndarray]]:
     """(frame number in the whole render, uint8 image) for each frame of `driving`.
 
     A composited frame keeps only the face of the render (Portrait-Sync), so only the face is rendered:
     the hair, ears and neck would be thrown away (on a 512-px subject about half the head's rays)."""
-    for j in range(len(driving)):
-        index = int(driving.frame_index[j])
+    for j, image, face_mask in head_renders(head, driving, rgba=rgba):
         if rgba:
-            yield driving.first + j, framing.place_rgba(render_frame(head, driving, j, rgba=True))
+            yield driving.first + j, framing.place_rgba(image)
         else:
-            face_mask = framing.subject.face_mask(index)
-            image = render_frame(head, driving, j, within=face_mask)
-            yield driving.first + j, framing.composite(image, index, face_mask)
+            yield driving.first + j, framing.composite(image, int(driving.frame_index[j]), face_mask)

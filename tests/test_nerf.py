@@ -418,7 +418,7 @@ def test_thread_tuner_keeps_the_count_whose_work_runs_faster():
 
 def test_frames_render_several_at_once_in_the_order_asked(trained, subject_dir):
     """On a CPU a render runs one frame per core, each on one torch thread: the frames come back in
-    order, the same as rendered one at a time, and torch gets its thread count back after."""
+    order, the same as rendered one at a time, and the caller's torch thread count is left as it was."""
     import torch
     from engine.nerf.device import frames_at_once, in_order
     from engine.nerf.talking_head import TalkingHead
@@ -439,7 +439,8 @@ def test_frames_render_several_at_once_in_the_order_asked(trained, subject_dir):
         np.testing.assert_allclose(image, alone, atol=1e-5)
     assert frames_at_once(torch.device("cpu")) == (os.cpu_count() or 1)
     assert frames_at_once(torch.device("cuda")) == 1
-    # A consumer that stops early leaves the frames not yet started undone.
+    # Each worker runs one torch thread; a consumer that stops early leaves the work not yet started undone.
+    assert set(in_order(lambda j: torch.get_num_threads(), 4, workers=2)) == {1}
     started = []
     results = in_order(lambda j: started.append(j) or j * j, 100, workers=2)
     assert [next(results) for _ in range(3)] == [0, 1, 4]

@@ -5,7 +5,6 @@ import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, TypeVar
 
@@ -30,36 +29,23 @@ def frames_at_once(device: torch.device) -> int:
 
     A frame's ops are small (tens of thousands of points), so torch's threads spend much of a frame
     waiting at each op's barrier; independent frames do not wait for each other. cnn2_anchor's head
-    (512 px), 12 frames on the 2-core project machine: 0.41-0.43 s a frame one at a time on 2 threads,
-    0.31-0.35 two at a time on 1 thread each; with another process spinning on one core, 0.66 (the
-    faster, 1 thread) against 0.55."""
+    (512 px), 12 frames on the 2-core project machine: 0.51 s a frame one at a time on 2 threads, 0.37
+    two at a time on 1 thread each (0.41 on 2 each); with another process spinning on one core, 1.40
+    against 0.61 (and 0.66 one at a time on 1 thread)."""
     return max(1, os.cpu_count() or 1) if device.type == "cpu" else 1
 
 
-@contextmanager
-def one_thread_each(workers: int):
-    """torch on one thread while `workers` threads each run their own work (restored after)."""
-    if workers <= 1:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def in_order(work: Callable[[int], Result], count: int, workers: int) -> Iterator[Result]:
-    """work(j) for j in 0..count-1, `workers` at a time on threads, yielded in order.
+    """work(j) for j in 0..count-1, `workers` at a time on threads of one torch thread each, yielded in order.
 
-    At most 2 * workers results wait at once, so memory stays bounded whatever `count` is; a consumer
-    that stops early cancels the work not yet started."""
+    torch's thread count is per thread (a new thread starts with one per core, whatever the caller set),
+    so each worker sets its own. At most 2 * workers results wait at once, so memory stays bounded
+    whatever `count` is; a consumer that stops early cancels the work not yet started."""
     if workers <= 1:
         for j in range(count):
             yield work(j)
         return
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="frame")
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="frame", initializer=torch.set_num_threads, initargs=(1,))
     pending = deque()
     try:
         for j in range(count):

@@ -89,15 +89,14 @@ def head_renders(head, driving: Driving, face_only: bool = True,
     """(j, render, face mask) for each frame j of `driving`, in order, several frames at once on a CPU
     (device.frames_at_once). face_only: only the face mask's pixels of the head are rendered; rgba:
     head and torso over transparency, with no mask."""
-    from ..nerf.device import frames_at_once, in_order, one_thread_each
+    from ..nerf.device import frames_at_once, in_order
     workers = frames_at_once(head.device)
 
     def render(j: int):
         face_mask = None if rgba else head.subject.face_mask(int(driving.frame_index[j]))
         return j, render_frame(head, driving, j, rgba=rgba, within=face_mask if face_only else None), face_mask
 
-    with one_thread_each(workers):
-        yield from in_order(render, len(driving), workers)
+    yield from in_order(render, len(driving), workers)
 
 
 def frames(head, driving: Driving, framing: Framing, rgba: bool = False) -> Iterator[tuple[int, np.ndarray]]:

@@ -5,7 +5,8 @@
 
 For each subject with a trained model it renders `--frames` frames driven by the subject's own audio
 and reports the NeRF's frames per second, the Portrait-Sync paste at crop size and the paste-back into
-the full-resolution source frame, and the whole pipeline. `--evaluate` runs the held-out evaluation
+the full-resolution source frame, and the whole pipeline; then the face-only renders a composited frame
+needs, one at a time and a frame per core at once (what `render` and `evaluate` do on a CPU). `--evaluate` runs the held-out evaluation
 (the `evaluate` command's work) and prints its summary. Timings depend on the machine's load.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ from engine.audio.features import subject_speech  # noqa: E402
 from engine.portrait.composite import face_layer, over_frame, paste_back  # noqa: E402
 from engine.progress import Progress  # noqa: E402
 from engine.render.driving import drive_speech  # noqa: E402
-from engine.render.pipeline import Framing, render_frame  # noqa: E402
+from engine.render.pipeline import Framing, head_renders, render_frame  # noqa: E402
 from engine.subject.format import Subject  # noqa: E402
 
 
@@ -58,9 +59,19 @@ def bench_subject(path: Path, frames: int, device: str) -> dict:
                 full_s += time.perf_counter() - started
         source_size = framing.size(subject.size)
     n = len(renders)
+    face = driving.slice(1, len(driving))
+    started = time.perf_counter()
+    for j in range(len(face)):
+        render_frame(head, face, j, within=subject.face_mask(int(face.frame_index[j])))
+    one_at_a_time_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in head_renders(head, face):
+        pass
+    at_once_s = time.perf_counter() - started
     result = {"subject": str(path), "size": subject.size, "device": device, "frames": n,
               "nerf_fps": n / nerf_s, "paste_crop_fps": n / crop_s,
-              "pipeline_crop_fps": n / (nerf_s + crop_s)}
+              "pipeline_crop_fps": n / (nerf_s + crop_s),
+              "face_one_at_a_time_fps": n / one_at_a_time_s, "face_at_once_fps": n / at_once_s}
     if full_s:
         result.update(source=f"{source_size[0]}x{source_size[1]}", paste_full_fps=n / full_s,
                       pipeline_full_fps=n / (nerf_s + full_s))
@@ -99,6 +110,8 @@ def main() -> None:
             line += (f"; paste-back into {r['source']} {r['paste_full_fps']:.1f} fps, "
                      f"NeRF+paste-back {r['pipeline_full_fps']:.2f} fps")
         print(line, flush=True)
+        print(f"face only: {r['face_one_at_a_time_fps']:.2f} fps one at a time, "
+              f"{r['face_at_once_fps']:.2f} fps a frame per core at once", flush=True)
         print(json.dumps(r), flush=True)
     for path in args.evaluate:
         r = bench_evaluation(path, args.device, args.limit)

@@ -446,6 +446,11 @@ def test_frames_render_several_at_once_in_the_order_asked(trained, subject_dir):
     assert [next(results) for _ in range(3)] == [0, 1, 4]
     results.close()
     assert len(started) <= 3 + 2 * 2 - 1  # the three taken and at most 2 * workers - 1 waiting
+    # A frame that fails raises in the caller, after the frames before it.
+    failing = in_order(lambda j: 1 // (3 - j), 6, workers=2)
+    assert [next(failing) for _ in range(3)] == [0, 0, 1]
+    with pytest.raises(ZeroDivisionError):
+        next(failing)
 
 
 def test_talking_head_renders_frames(trained, subject_dir):

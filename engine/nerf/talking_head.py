@@ -6,7 +6,6 @@ torso (the frame's own torso plate at its own pose, else the torso network) and 
 """
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
@@ -26,6 +25,7 @@ HEAD_GROWTH = 8      # pixels around the frame's parsed head that the rendered h
 # clip's mean code rendered the held-out face 15/255 too bright (face PSNR 26.62 dB; 28.25 with its
 # neighbours' codes; three other subjects within 0.04 dB).
 NEIGHBOUR_SECONDS = 4.0
+
 
 class TalkingHead:
     """A subject's trained head, ready to render frames."""

@@ -6,8 +6,9 @@
 For each subject with a trained model it renders `--frames` frames driven by the subject's own audio
 and reports the NeRF's frames per second, the Portrait-Sync paste at crop size and the paste-back into
 the full-resolution source frame, and the whole pipeline; then the face-only renders a composited frame
-needs, one at a time and a frame per core at once (what `render` and `evaluate` do on a CPU). `--evaluate` runs the held-out evaluation
-(the `evaluate` command's work) and prints its summary. Timings depend on the machine's load.
+needs, one at a time and a frame per core at once (what `render` and `evaluate` do on a CPU).
+`--evaluate` runs the held-out evaluation (the `evaluate` command's work) and prints its summary.
+Timings depend on the machine's load.
 """
 from __future__ import annotations
 

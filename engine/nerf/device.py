@@ -90,9 +90,9 @@ class ThreadTuner:
     choose_cpu_threads' quick probe (a fraction of a second) can be fooled by another job that probes or
     changes at the same moment: two trainings started together on the 2 cores both read 2 threads as
     faster and then ran 4 threads on 2 cores, 2.6 steps/s each, where one thread each ran 5.5-6. So the
-    caller reports how long each unit of work took (a training step, a rendered frame), and every
-    retry_s seconds of work the tuner runs the other count for trial_s seconds and keeps it if its units
-    per second beat the trial_s seconds just before it by MARGIN. Two jobs doing this settle on the
+    caller reports how long each unit of work took (a training step; rendering needs no tuner, it runs a
+    frame per core, frames_at_once), and every retry_s seconds of work the tuner runs the other count for
+    trial_s seconds and keeps it if its units per second beat the trial_s seconds just before it by MARGIN. Two jobs doing this settle on the
     counts that suit both: whichever tries one thread while the other holds two finds it faster, and
     then so does the other."""
 

@@ -92,9 +92,9 @@ class ThreadTuner:
     faster and then ran 4 threads on 2 cores, 2.6 steps/s each, where one thread each ran 5.5-6. So the
     caller reports how long each unit of work took (a training step; rendering needs no tuner, it runs a
     frame per core, frames_at_once), and every retry_s seconds of work the tuner runs the other count for
-    trial_s seconds and keeps it if its units per second beat the trial_s seconds just before it by MARGIN. Two jobs doing this settle on the
-    counts that suit both: whichever tries one thread while the other holds two finds it faster, and
-    then so does the other."""
+    trial_s seconds and keeps it if its units per second beat the trial_s seconds just before it by
+    MARGIN. Two jobs doing this settle on the counts that suit both: whichever tries one thread while the
+    other holds two finds it faster, and then so does the other."""
 
     retry_s: float = 60.0
     trial_s: float = 5.0

@@ -41,16 +41,22 @@ def read_png(path):
     return image
 
 
-def test_split_render_equals_whole_render(subject, speech, tmp_path):
+def test_split_render_equals_whole_render(subject, speech, tmp_path, monkeypatch):
+    import engine.render.command
     turn = len(subject.split("train"))  # the ping-pong turns at the last training frame: straddle it
     for folder, frames in (("whole", f"{turn - 1}:{turn + 2}"), ("pieces", f"{turn - 1}:{turn}"),
                            ("pieces", f"{turn}:{turn + 2}")):
         run_engine("render", subject.root, "--audio", speech, "-o", tmp_path / folder, "--frames", frames)
+    # One command that drives its frames two at a time (a long speech's audio windows are never all in memory).
+    monkeypatch.setattr(engine.render.command, "PIECE_FRAMES", 2)
+    run_engine("render", subject.root, "--audio", speech, "-o", tmp_path / "driven",
+               "--frames", f"{turn - 1}:{turn + 2}")
     whole = sorted(p.name for p in (tmp_path / "whole").iterdir())
     assert whole == [f"{i:06d}.png" for i in range(turn - 1, turn + 2)]
-    assert sorted(p.name for p in (tmp_path / "pieces").iterdir()) == whole
-    for name in whole:
-        assert np.array_equal(read_png(tmp_path / "whole" / name), read_png(tmp_path / "pieces" / name)), name
+    for folder in ("pieces", "driven"):
+        assert sorted(p.name for p in (tmp_path / folder).iterdir()) == whole
+        for name in whole:
+            assert np.array_equal(read_png(tmp_path / "whole" / name), read_png(tmp_path / folder / name)), name
     # Full frame by default: the 512-px source frame, with only the face changed.
     assert read_png(tmp_path / "whole" / whole[0]).shape == (512, 512, 3)
 

@@ -15,13 +15,14 @@ import numpy as np
 from ..audio.features import SpeechFeatures
 from ..errors import EngineError
 from ..subject.format import Subject
-from .driving import drive_speech, parse_range
+from .driving import drive_speech, parse_range, replayed_frames
 from .output import FORMATS, choose_format, open_output
 from .pipeline import Framing, frames
 
 # A lower bound of the output's size per pixel, to refuse a render the disk cannot hold before it starts:
 # PNG of a rendered face compresses to about half of its raw RGB(A); H.264 at crf 18 to far less.
 OUTPUT_BYTES_PER_PIXEL = {"png": 1.0, "rgba": 1.0, "mp4": 0.01}
+PIECE_FRAMES = 1500  # frames driven at once (1 minute at 25 fps: about 25 MB of `whisper` audio windows)
 
 
 def configure(parser) -> None:
@@ -75,23 +76,33 @@ def _render(subject: Subject, fmt: str, fps: float, args, progress) -> dict:
     progress.info(f"audio features: {head.audio_encoder}")
     total = speech.n_frames(fps)
     start, stop = parse_range(args.frames, total)
-    driving = drive_speech(subject, speech, head.audio_encoder, head.audio_window, curves,
-                           curves_path=args.curves, progress=progress,
-                           mouth_from_speech=head.follows_mouth_curves, fps=fps, start=start, stop=stop)
+    count = stop - start
     rgba = fmt == "rgba"
 
+    def driving_of(first: int, end: int):
+        return drive_speech(subject, speech, head.audio_encoder, head.audio_window, curves,
+                            curves_path=args.curves, progress=progress,
+                            mouth_from_speech=head.follows_mouth_curves, fps=fps, start=first, stop=end)
+
     with ExitStack() as stack:
-        framing = Framing(subject, args.full_frame, np.unique(driving.frame_index), progress, stack, rgba=rgba)
+        framing = Framing(subject, args.full_frame, np.unique(replayed_frames(subject, fps, start, stop)), progress,
+                          stack, rgba=rgba)
         width, height = framing.size(head.size)
-        require_free_space(args.output.parent, len(driving) * width * height * OUTPUT_BYTES_PER_PIXEL[fmt],
-                           f"rendering {len(driving)} frames of {width}x{height}")
-        output = open_output(fmt, args.output, width, height, fps, args.audio, start, len(driving))
+        require_free_space(args.output.parent, count * width * height * OUTPUT_BYTES_PER_PIXEL[fmt],
+                           f"rendering {count} frames of {width}x{height}")
+        output = open_output(fmt, args.output, width, height, fps, args.audio, start, count)
         started = time.monotonic()
         try:
-            with progress.stage("render", len(driving)) as stage:
-                for done, (number, image) in enumerate(frames(head, driving, framing, rgba), 1):
-                    output.write(number, image)
-                    stage.advance(fps=done / max(time.monotonic() - started, 1e-9))
+            with progress.stage("render", count) as stage:
+                # Driven a piece at a time: a frame's audio window is kilobytes, a 3-hour speech's are gigabytes.
+                # A piece's frames get exactly the inputs they get in a whole render (drive_speech's range).
+                done = 0
+                for first in range(start, stop, PIECE_FRAMES):
+                    for number, image in frames(head, driving_of(first, min(first + PIECE_FRAMES, stop)),
+                                                framing, rgba):
+                        output.write(number, image)
+                        done += 1
+                        stage.advance(fps=done / max(time.monotonic() - started, 1e-9))
         except BaseException:
             output.abort()
             raise
@@ -99,4 +110,4 @@ def _render(subject: Subject, fmt: str, fps: float, args, progress) -> dict:
     elapsed = time.monotonic() - started
     return {"output": str(path), "format": fmt, "frames": [start, stop], "total_frames": total,
             "width": width, "height": height, "full_frame": framing.full, "fps": fps,
-            "render_fps": round(len(driving) / max(elapsed, 1e-9), 3)}
+            "render_fps": round(count / max(elapsed, 1e-9), 3)}

@@ -91,6 +91,21 @@ def with_mouth_from_speech(blendshapes: np.ndarray, mouth: np.ndarray) -> np.nda
     return blendshapes
 
 
+def replayed_frames(subject: Subject, fps: float, start: int, stop: int) -> np.ndarray:
+    """(stop - start,) int64: the subject frame that frames start..stop-1 at fps take their latent code,
+    torso, background and face mask from (and, without curves, their expression and pose)."""
+    train = subject.split("train")
+    if len(train) == 0:
+        raise EngineError(f"{subject.root}: the subject has no training frames", "preprocess the clip again",
+                          path=str(subject.root))
+    # The replay walks the training frames of the main shot (an edited clip's other shots frame the person
+    # differently) at the subject's own rate: each frame takes the subject frame its centre falls in.
+    first, end = main_shot(subject)
+    in_shot = train[(train >= first) & (train < end)]
+    replayed = in_shot if len(in_shot) else train
+    return ping_pong(np.floor((np.arange(start, stop) + 0.5) / fps * subject.fps).astype(np.int64), replayed)
+
+
 def drive_speech(subject: Subject, speech, encoder_name: str, window: int, curves=None,
                  curves_path=None, progress=None, models_dir=None, mouth_from_speech: bool = False,
                  fps: float | None = None, start: int = 0, stop: int | None = None) -> Driving:
@@ -104,16 +119,7 @@ def drive_speech(subject: Subject, speech, encoder_name: str, window: int, curve
     fps = subject.fps if fps is None else fps
     n = speech.n_frames(fps)
     stop = n if stop is None else stop
-    train = subject.split("train")
-    if len(train) == 0:
-        raise EngineError(f"{subject.root}: the subject has no training frames", "preprocess the clip again",
-                          path=str(subject.root))
-    # The replay walks the training frames of the main shot (an edited clip's other shots frame the person
-    # differently) at the subject's own rate: each frame takes the subject frame its centre falls in.
-    first, end = main_shot(subject)
-    in_shot = train[(train >= first) & (train < end)]
-    replayed = in_shot if len(in_shot) else train
-    frame_index = ping_pong(np.floor((np.arange(start, stop) + 0.5) / fps * subject.fps).astype(np.int64), replayed)
+    frame_index = replayed_frames(subject, fps, start, stop)
     audio = speech.windows(get_encoder(encoder_name, models_dir), subject.fps, window, start, stop, video_fps=fps)
     if curves is None:
         blendshapes = subject.tracks["blendshapes"][frame_index]

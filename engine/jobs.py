@@ -387,9 +387,10 @@ def train_argv(subject, preset: str | None = None, device: str | None = None, ex
 
 def animate_argv(speech, curves, subject=None, generic: bool = False, model=None, fps: float | None = None,
                  seed: int | None = None, smooth: float = 0.0, intensity: dict | None = None,
-                 blink_rate: float | None = None) -> list[str]:
+                 blink_rate: float | None = None, lead: float = 0.0) -> list[str]:
     """Exactly one of subject (its own model), generic (the bundled one) and model (a file). intensity:
-    {region: scale}, 1 for unchanged; blink_rate: blinks a minute, 0 or None for the model's own."""
+    {region: scale}, 1 for unchanged; blink_rate: blinks a minute, 0 or None for the model's own; lead:
+    frames the mouth moves ahead of the sound."""
     if (subject is not None) + generic + (model is not None) != 1:
         raise ValueError("animate needs exactly one of subject, generic and model")
     who = ["--subject", str(subject)] if subject is not None else ["--model", str(model)] if model else ["--generic"]
@@ -403,6 +404,8 @@ def animate_argv(speech, curves, subject=None, generic: bool = False, model=None
         argv += ["--intensity", changed]
     if blink_rate:
         argv += ["--blink-rate", repr(float(blink_rate))]
+    if lead:
+        argv += ["--lead", repr(float(lead))]
     return argv
 
 

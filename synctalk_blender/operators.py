@@ -259,10 +259,12 @@ INTENSITY_REGIONS = ("mouth", "jaw", "brows", "eyes", "cheeks", "nose", "tongue"
 
 
 def animation_arguments(s, seed: int) -> dict:
-    """Smoothing, per-region intensity and head motion, seed and blink rate: engine_jobs.animate_argv's options."""
+    """Smoothing, per-region intensity and head motion, seed, blink rate and mouth lead: engine_jobs.animate_argv's
+    options."""
     intensity = {region: getattr(s, f"intensity_{region}") for region in INTENSITY_REGIONS}
     intensity["head"] = s.head_motion
-    return {"seed": seed, "smooth": s.smooth, "intensity": intensity, "blink_rate": s.blink_rate}
+    return {"seed": seed, "smooth": s.smooth, "intensity": intensity, "blink_rate": s.blink_rate,
+            "lead": s.mouth_lead}
 
 
 class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):

@@ -169,6 +169,7 @@ class SYNCTALK_PT_audio_to_rig_animation(_AudioToRigPanel, bpy.types.Panel):
             col.prop(s, f"intensity_{region}")
         layout.prop(s, "head_motion")
         layout.prop(s, "smooth")
+        layout.prop(s, "mouth_lead")
         row = layout.row(align=True)
         row.prop(s, "seed")
         row.prop(s, "new_seed", text="", icon="FILE_REFRESH")

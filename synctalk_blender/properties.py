@@ -148,6 +148,9 @@ class SyncTalkSceneSettings(bpy.types.PropertyGroup):
                                description="Scale of the head's movement (0: still)")
     smooth: FloatProperty(name="Smoothing", default=0.0, min=0.0, soft_max=4.0,
                           description="Gaussian smoothing of the curves, sigma in frames (0: off)")
+    mouth_lead: FloatProperty(name="Mouth Lead", default=0.0, min=-12.0, max=12.0, soft_min=-3.0, soft_max=3.0,
+                              description="Frames the mouth and jaw move ahead of the sound (negative: behind); "
+                                          "animators often lead by 1 or 2")
     seed: IntProperty(name="Seed", default=0, min=0,
                       description="Seed of the blink timing and the generated head motion")
     new_seed: BoolProperty(name="New Seed Each Take", default=True,

@@ -270,8 +270,14 @@ def test_a_retrained_model_file_drives_the_keys_like_the_model_it_holds(scene, t
     assert len(s.takes) == 0 and face.data.shape_keys.animation_data is None
     s.model_file = ""
     assert bpy.ops.synctalk.audio_to_rig() == {"FINISHED"}
-    bundled = _points(face.data.shape_keys, "jawOpen")
+    bundled, blinks = _points(face.data.shape_keys, "jawOpen"), _points(face.data.shape_keys, "eyeBlinkLeft")
     s.model_file = str(shutil.copy(GENERIC_MODEL, tmp_path / "studio.safetensors"))
     assert bpy.ops.synctalk.audio_to_rig() == {"FINISHED"}
     assert s.takes[-1].source == "studio.safetensors" and s.takes[-1].name == f"{strip.name} take 2"
     np.testing.assert_allclose(_points(face.data.shape_keys, "jawOpen"), bundled, atol=1e-6)
+    s.mouth_lead = 2.0  # the panel's Mouth Lead: the jaw two frames ahead of the sound, the blinks where they were
+    assert bpy.ops.synctalk.audio_to_rig() == {"FINISHED"}
+    ahead = _points(face.data.shape_keys, "jawOpen")
+    np.testing.assert_array_equal(ahead[:, 0], bundled[:, 0])
+    np.testing.assert_allclose(ahead[:-2, 1], bundled[2:, 1], atol=1e-6)
+    np.testing.assert_allclose(_points(face.data.shape_keys, "eyeBlinkLeft"), blinks, atol=1e-6)

@@ -212,6 +212,21 @@ def test_animate_stcurves_head_modes_and_seed(trained, tmp_path):
     np.testing.assert_array_equal(loaded.head_translation, first.head_translation)
 
 
+def test_mouth_lead_moves_only_the_mouth_and_jaw_keys(trained):
+    subject, _ = trained
+    animator = Animator(subject)
+    speech = load_audio(shared_file("audio", "zh_8s.wav"))
+    on_time = animator(speech, 24, head="none", seed=3)
+    ahead = animator(speech, 24, head="none", seed=3, lead=2)
+    jaw, blink = ARKIT_INDEX["jawOpen"], BLINK_CHANNELS[0]
+    assert np.ptp(on_time.weights[:, jaw]) > 0.05
+    np.testing.assert_allclose(ahead.weights[:-2, jaw], on_time.weights[2:, jaw], atol=1e-6)
+    np.testing.assert_array_equal(ahead.weights[:, blink], on_time.weights[:, blink])
+    behind = animator(speech, 24, head="none", seed=3, lead=-0.5)   # half a frame: interpolated
+    np.testing.assert_allclose(behind.weights[1:, jaw], (on_time.weights[1:, jaw] + on_time.weights[:-1, jaw]) / 2,
+                               atol=1e-6)
+
+
 def test_generic_model_closes_the_mouth_in_pauses():
     speech = load_audio(shared_file("audio", "en_60s.wav"))[16000 * 20: 16000 * 24]
     audio = np.concatenate([speech, np.zeros(32000, np.float32), speech])
@@ -260,6 +275,9 @@ def test_animate_errors_are_clear(trained, tmp_path, capsys):
     code, _, stderr = _engine(capsys, "animate", str(shared_file("audio", "zh_8s.wav")), "--subject",
                               str(subject.root), "--encoder", "mel", "-o", str(tmp_path / "x.csv"))
     assert code == 2 and "no expression model for the 'mel' encoder" in stderr
+    code, _, stderr = _engine(capsys, "animate", str(shared_file("audio", "zh_8s.wav")), "--subject",
+                              str(subject.root), "--lead", "40", "-o", str(tmp_path / "x.csv"))
+    assert code == 2 and "a mouth lead of 40 frames is out of range" in stderr
     assert not (tmp_path / "x.csv").exists()
     with pytest.raises(EngineError):
         parse_intensity("mouth=loud")

@@ -138,12 +138,12 @@ def test_argument_builders_speak_each_commands_own_parser(tmp_path):
 
     from engine.expression.animate import parse_intensity
     args = _parsed(jobs.animate_argv("speech.wav", "c.stcurves", subject="s", fps=24, seed=7, smooth=1.5,
-                                     intensity={"mouth": 1.2, "jaw": 1.0, "head": 0.5}, blink_rate=20))
+                                     intensity={"mouth": 1.2, "jaw": 1.0, "head": 0.5}, blink_rate=20, lead=1.5))
     assert (args.speech, args.subject, args.generic, args.output, args.fps, args.seed, args.smooth,
-            args.blink_rate) == ("speech.wav", "s", False, "c.stcurves", 24.0, 7, 1.5, 20.0)
+            args.blink_rate, args.lead) == ("speech.wav", "s", False, "c.stcurves", 24.0, 7, 1.5, 20.0, 1.5)
     assert parse_intensity(args.intensity) == {"mouth": 1.2, "head": 0.5}   # unchanged regions left out
     args = _parsed(jobs.animate_argv("speech.wav", "c.csv", generic=True, blink_rate=0))
-    assert args.generic and args.blink_rate is None and args.intensity == "" and args.smooth == 0.0
+    assert args.generic and args.blink_rate is None and args.intensity == "" and args.smooth == 0.0 and args.lead == 0
     assert _parsed(jobs.animate_argv("speech.wav", "c.csv", model="m.safetensors")).model == "m.safetensors"
     with pytest.raises(ValueError):
         jobs.animate_argv("speech.wav", "c.csv", subject="s", generic=True)

@@ -16,18 +16,18 @@ from ..audio.features import as_speech
 from ..audio.vad import voice_activity
 from ..curves import Curves
 from ..errors import EngineError
-from ..media.audio import open_audio
 from .blinks import BLINK_CHANNELS, BlinkModel, apply_blinks
 from .gaze import apply_gaze
 from .headmotion import HEAD_MODES, MotionStats, generate, replay, subject_head_motion
 from .model import ExpressionNet
-from .predict import ModelInputs, predict_speech
+from .predict import MOUTH_INDEX, ModelInputs, predict_speech
 
 # --intensity regions: which blendshapes each name scales (around the rest pose); "head" scales head motion.
 REGIONS = {
     "mouth": ("mouth",), "jaw": ("jaw",), "brows": ("brow",), "eyes": ("eye",),
     "cheeks": ("cheek",), "nose": ("nose",), "tongue": ("tongue",),
 }
+MAX_LEAD_FRAMES = 12  # half a second at 24 fps: further off, the mouth says another syllable
 
 
 def expression_model_path(subject, encoder: str | None = None) -> Path:
@@ -70,11 +70,11 @@ class Animator:
 
     def __call__(self, speech, fps: float = 25.0, smooth: float = 0.0, intensity: dict | None = None,
                  head: str | None = None, seed: int = 0, blink_rate: float | None = None,
-                 n_frames: int | None = None, progress=None) -> Curves:
+                 n_frames: int | None = None, progress=None, lead: float = 0.0) -> Curves:
         """Curves at fps for speech (16 kHz samples, an opened file or a SpeechFeatures), n_frames long
         (default: the frames the speech covers). seed: this take's blinks, gaze and generated motion;
         blink_rate: blinks a minute (default: the subject's, or a typical 17); intensity["head"] scales
-        the head motion."""
+        the head motion; lead: frames the mouth and jaw move ahead of the sound (lead_mouth)."""
         if fps <= 0 or fps > 240:
             raise EngineError(f"frame rate {fps} is out of range", "use a frame rate such as 24, 25, 30 or 29.97")
         head = head or ("replay" if self.subject is not None else "generate")
@@ -82,7 +82,10 @@ class Animator:
             raise EngineError(f"unknown head mode '{head}'", f"choose one of {', '.join(HEAD_MODES)}")
         speech = as_speech(speech)
         n_frames = speech.n_frames(fps) if n_frames is None else n_frames
-        weights = predict_speech(self.model, self.inputs, speech, fps, 0, n_frames, progress)
+        if not abs(lead) <= MAX_LEAD_FRAMES:  # NaN too
+            raise EngineError(f"a mouth lead of {lead:g} frames is out of range",
+                              f"use -{MAX_LEAD_FRAMES} to {MAX_LEAD_FRAMES} frames (animators lead by 1 or 2)")
+        weights = lead_mouth(predict_speech(self.model, self.inputs, speech, fps, 0, n_frames, progress), lead)
         activity = voice_activity(speech, fps, n_frames)
         blinks = self.blinks
         if blink_rate is not None:
@@ -112,6 +115,20 @@ class Animator:
         return generate(MotionStats.measure(rotation, translation, self.subject.fps), n_frames, fps, seed)
 
 
+def lead_mouth(weights: np.ndarray, frames: float) -> np.ndarray:
+    """The mouth and jaw curves moved `frames` earlier (negative: later), linearly interpolated and held at the
+    ends. A mouth a frame or two ahead of its sound reads as in sync on screen, as animators key it; and where
+    sound and picture meet is not one number (the footage the models learnt from disagrees by a few frames,
+    README), so the take's timing is the animator's to set."""
+    if frames == 0:
+        return weights
+    out = weights.copy()
+    frame = np.arange(len(weights), dtype=np.float64)
+    for i in MOUTH_INDEX:
+        out[:, i] = np.interp(frame + frames, frame, weights[:, i])
+    return out
+
+
 def scale_regions(weights, rotation, translation, rest_pose, intensity: dict):
     """Scale each named region's movement away from the rest pose (weights) or from still (head)."""
     weights = weights.copy()
@@ -138,10 +155,3 @@ def parse_intensity(text: str | None) -> dict:
             raise EngineError(f"bad --intensity item '{item}'", "write it as region=factor, e.g. mouth=1.2") from None
     return out
 
-
-def animate(audio_path, subject=None, fps: float = 25.0, generic: bool = False, encoder: str | None = None,
-            smooth: float = 0.0, intensity: dict | None = None, head: str | None = None, seed: int = 0,
-            models_dir=None, model_path=None, blink_rate: float | None = None) -> Curves:
-    """Curves for the speech in `audio_path`, driven by the subject's expression model or a generic one."""
-    animator = Animator(subject, generic, encoder, models_dir, model_path)
-    return animator(open_audio(audio_path), fps, smooth, intensity, head, seed, blink_rate)

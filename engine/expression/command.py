@@ -34,6 +34,9 @@ def configure(parser) -> None:
                              "run, printed in the result so the take can be made again)")
     parser.add_argument("--blink-rate", type=float, default=None,
                         help="blinks a minute (default: the subject's own rate, or 17)")
+    parser.add_argument("--lead", type=float, default=0.0, metavar="FRAMES",
+                        help="move the mouth and jaw this many frames ahead of the sound (negative: behind; "
+                             "default 0; animators often lead by 1 or 2)")
     parser.add_argument("--models", default=None, help="folder with the pretrained models (else $SYNCTALK_MODELS)")
 
 
@@ -51,10 +54,11 @@ def run(args, progress) -> dict:
     loaded = time.monotonic()
     speech = SpeechFeatures(args.speech, progress=progress)
     seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2 ** 31)
-    curves = animator(speech, args.fps, args.smooth, intensity, args.head, seed, args.blink_rate, progress=progress)
+    curves = animator(speech, args.fps, args.smooth, intensity, args.head, seed, args.blink_rate, progress=progress,
+                      lead=args.lead)
     curves.save(output)
     return {"output": str(output), "frames": len(curves), "fps": curves.fps,
             "seconds_audio": round(speech.audio.seconds, 2), "encoder": animator.model.config.encoder,
-            "seed": seed, "blinks": animator.blinks.as_dict(), "load_s": round(loaded - started, 2),
+            "seed": seed, "lead": args.lead, "blinks": animator.blinks.as_dict(), "load_s": round(loaded - started, 2),
             "animate_s": round(time.monotonic() - loaded, 2)}
 

@@ -74,8 +74,7 @@ class Stage:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        if self.reporter._followed is self:
-            self.reporter._followed = None
+        self.reporter._unfollow(self)
 
     def __enter__(self):
         return self
@@ -103,7 +102,8 @@ class Progress:
         self.log_stream = log_stream
         self.log_interval_s = log_interval_s
         self.warnings: list[str] = []
-        self._followed: Stage | None = None   # the log mode's current stage
+        self._followed: Stage | None = None   # the log mode's current stage: the innermost open one
+        self._open: list[Stage] = []          # the log mode's open stages, outermost first
         self._last_line = 0.0
         self._heartbeat: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -119,11 +119,19 @@ class Progress:
 
     def _follow(self, stage: Stage) -> None:
         """Log mode: a line now, then at least one every `log_interval_s` while the stage is current."""
+        self._open.append(stage)
         self._followed = stage
         self._log_line(stage)
         if self._heartbeat is None or not self._heartbeat.is_alive():
             self._heartbeat = threading.Thread(target=self._beat, daemon=True, name="progress heartbeat")
             self._heartbeat.start()
+
+    def _unfollow(self, stage: Stage) -> None:
+        """A stage ended: the one it ran inside (training's head stage around its audio warm-up) is current again,
+        so the log keeps speaking through the rest of it."""
+        if stage in self._open:
+            self._open.remove(stage)
+            self._followed = self._open[-1] if self._open else None
 
     def _beat(self) -> None:
         tick = min(1.0, self.log_interval_s / 4)
@@ -137,6 +145,7 @@ class Progress:
 
     def close(self) -> None:
         """Stop the log mode's heartbeat (the command is over)."""
+        self._open.clear()
         self._followed = None
 
     def emit(self, kind, **fields) -> None:

@@ -34,6 +34,20 @@ def test_log_mode_speaks_through_a_step_that_never_advances():
     assert re.fullmatch(r"train head: 4/4 done in 0m0\ds, psnr 21.5", lines[-1])
 
 
+def test_log_mode_speaks_through_the_rest_of_a_stage_after_a_stage_inside_it():
+    out = io.StringIO()
+    progress = Progress("log", log_stream=out, log_interval_s=0.1)
+    with progress.stage("train head", 4) as head:
+        with progress.stage("audio code", 2) as warm_up:   # training's warm-up inside its head stage
+            warm_up.advance(2)
+        head.advance(1)
+        time.sleep(0.5)                        # the head stage's long steps: the heartbeat speaks for it again
+        after = out.getvalue().splitlines()
+        head.advance(3)
+    assert "audio code: 2/2 done in 0m00s" in after
+    assert sum(line.startswith("train head: 1/4 (25 %), ETA ") for line in after) >= 2
+
+
 def test_warnings_are_printed_in_every_mode():
     for mode in ("bar", "log", "quiet"):
         out = io.StringIO()

@@ -93,7 +93,9 @@ class HeadStage(Stage):
                 pick = torch.randint(len(codes), (len(points01),), device=trainer.device)
                 return trainer.model.field.density_at(points01.to(trainer.device), codes[pick])
 
-            fraction = 1.0 if step < 2 * self.config.grid_warmup_steps else 0.25
+            # After the warm-up an eighth of the cells a time: a quarter cost 18 % of a CPU head step, and
+            # an eighth trained 15-24 % more steps in the same time, its held-out figures level or better (README).
+            fraction = 1.0 if step < 2 * self.config.grid_warmup_steps else 0.125
             trainer.model.grid.update(density, fraction=fraction)
 
     def audio_loss(self) -> torch.Tensor:

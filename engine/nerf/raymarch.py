@@ -97,7 +97,7 @@ class OccupancyGrid(torch.nn.Module):
         self.occupied.copy_(self.allowed & (self.density > torch.clamp(mean, max=self.cap)))
 
     @torch.no_grad()
-    def update(self, density_fn, fraction: float = 0.25, generator: torch.Generator | None = None) -> None:
+    def update(self, density_fn, fraction: float, generator: torch.Generator | None = None) -> None:
         """Re-measure a random `fraction` of the allowed cells at a jittered point inside each."""
         cells = self.allowed.nonzero()[:, 0]
         if len(cells) == 0:

@@ -19,12 +19,25 @@ EYE_LANDMARKS = [33, 133, 159, 145, 160, 144, 158, 153, 70, 105, 107,       # le
                  263, 362, 386, 374, 387, 373, 385, 380, 300, 334, 336]     # right eye and brow
 HEAD_MARGIN = 6  # pixels around the head mask where rays still learn "empty"
 MOUTH_MIN_STD = 0.01  # mouth curves that barely move in the clip carry no signal for the audio code
-# Frame draws: how a frame's state is binned (percentiles of the clip's own curves), and what share of
-# the draws goes by rarity of that state rather than uniformly (training_frame_weights).
+# Frame draws (training_frame_weights): a frame's state is binned at percentiles of the clip's own curves;
+# a share of the draws goes by rarity of that state rather than uniformly. Jaw, lids and brows are binned
+# jointly (a blink during a wide vowel is its own state); the lips' other shapes each on their own (joined
+# with the first three they would leave one bin per frame), with half of the rare draws.
 STATE_CURVES = (("jawOpen",), ("eyeBlinkLeft", "eyeBlinkRight"), ("browInnerUp", "browOuterUpLeft", "browOuterUpRight"))
+LIP_SHAPE_CURVES = (("mouthShrugLower", "mouthShrugUpper"),                                # pushed up (a pout)
+                    ("mouthPucker", "mouthFunnel"),                                        # rounded
+                    ("mouthPressLeft", "mouthPressRight", "mouthRollLower", "mouthRollUpper"),  # pressed, rolled in
+                    ("mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight"))  # spread
 STATE_PERCENTILES = (50, 75, 90, 97)
-RARE_STATE_SHARE = 0.5
+RARE_STATE_SHARE = 0.6
+LIP_SHAPE_SHARE = 0.5  # of the rare draws
 MAX_DRAW_BOOST = 8.0  # no frame drawn more than this many times as often as uniformly (a lone odd frame)
+
+
+def _rarity(state: np.ndarray) -> np.ndarray:
+    """(frames,) draw probability giving each occupied state the same share, split among its frames."""
+    _, cell, counts = np.unique(state, return_inverse=True, return_counts=True)
+    return 1.0 / (counts[cell] * len(counts))
 
 
 def expression_indices(expression: str) -> list[int]:
@@ -143,24 +156,32 @@ class SubjectData:
     def training_frame_weights(self) -> np.ndarray:
         """(n_train,) draw probabilities of the training frames.
 
-        A wide-open mouth, a closed eye and raised brows are rare in talking footage (a blink is 2-4 % of
-        the frames), so uniform draws teach the field the average face: held-out renders then open the
+        A wide-open mouth, a closed eye, raised brows or a pout are rare in talking footage (a blink is 2-4 %
+        of the frames), so uniform draws teach the field the average face: held-out renders then open the
         mouth half way, never blink, and keep the brows down where the person raises them (speech_coach's
         held-out stretch: browInnerUp 0.85 against 0.24 in training, 26 dB against 28.3 on its shot's
-        training frames). Half of the draws go uniformly, half by rarity of the frame's state (its jaw
-        opening, lid closure and brow raise, each binned at the clip's own percentiles): each occupied state
-        gets the same share, so blinks and wide vowels are seen several times more often (any one frame
-        at most MAX_DRAW_BOOST times)."""
+        training frames). Part of the draws go uniformly, the rest by rarity of the frame's state: each
+        occupied bin gets the same share, so blinks and wide vowels are seen several times more often (any
+        one frame at most MAX_DRAW_BOOST times). The lips' other shapes have their own half of the rare
+        draws: binned by jaw, lids and brows alone, cnn2_anchor's pouts (mouthShrugLower above its 99th
+        percentile, and 0.84 through 19 of its 45 scored held-out frames, rendered at 25 dB against 31 for
+        the rest) fell in common bins and were drawn 0.63 times as often as uniformly; now 1.7 times (a quiet
+        `preview` training: those frames 25.3 -> 26.7 dB, the whole window 28.44 -> 29.08)."""
         curves = self.subject.tracks["blendshapes"][self.train_frames]
-        state = np.zeros(self.n_train, np.int64)
+        joint = np.zeros(self.n_train, np.int64)
         for names in STATE_CURVES:
-            value = curves[:, [ARKIT_NAMES.index(n) for n in names]].mean(axis=1)
-            edges = np.unique(np.percentile(value, STATE_PERCENTILES))
-            state = state * (len(STATE_PERCENTILES) + 1) + np.searchsorted(edges, value, side="right")
-        _, cell, counts = np.unique(state, return_inverse=True, return_counts=True)
-        rare = 1.0 / (counts[cell] * len(counts))
-        weights = np.minimum((1 - RARE_STATE_SHARE) / self.n_train + RARE_STATE_SHARE * rare, MAX_DRAW_BOOST / self.n_train)
+            joint = joint * (len(STATE_PERCENTILES) + 1) + self._state_bins(curves, names)
+        lip_shapes = np.mean([_rarity(self._state_bins(curves, names)) for names in LIP_SHAPE_CURVES], axis=0)
+        rare = (1 - LIP_SHAPE_SHARE) * _rarity(joint) + LIP_SHAPE_SHARE * lip_shapes
+        weights = np.minimum((1 - RARE_STATE_SHARE) / self.n_train + RARE_STATE_SHARE * rare,
+                             MAX_DRAW_BOOST / self.n_train)
         return weights / weights.sum()
+
+    @staticmethod
+    def _state_bins(curves: np.ndarray, names) -> np.ndarray:
+        """(frames,) bin of the mean of the named curves, at STATE_PERCENTILES of the frames' own values."""
+        value = curves[:, [ARKIT_NAMES.index(n) for n in names]].mean(axis=1)
+        return np.searchsorted(np.unique(np.percentile(value, STATE_PERCENTILES)), value, side="right")
 
     def mouth_channels(self) -> list[int]:
         """ARKit indices of the mouth and jaw curves that move in the training frames."""

@@ -254,7 +254,7 @@ class Trainer:
 
     def frames(self, count: int) -> np.ndarray:
         """`count` distinct random training rows (all of them when there are fewer), rare face states
-        (blinks, wide vowels) drawn more often (SubjectData.training_frame_weights)."""
+        (blinks, wide vowels, pouts) drawn more often (SubjectData.training_frame_weights)."""
         return self.rng.choice(self.data.n_train, size=min(count, self.data.n_train), replace=False,
                                p=self.data.frame_weights)
 

@@ -122,7 +122,6 @@ def test_foreign_file_is_not_taken_for_curves(tmp_path):
         Curves.load(bogus)
 
 
-
 ALLOCATION_CHURN = """
 import ctypes, resource, sys
 from engine.allocator import keep_freed_memory

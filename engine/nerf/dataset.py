@@ -34,6 +34,12 @@ LIP_SHAPE_SHARE = 0.5  # of the rare draws
 MAX_DRAW_BOOST = 8.0  # no frame drawn more than this many times as often as uniformly (a lone odd frame)
 
 
+def _state_bins(curves: np.ndarray, names) -> np.ndarray:
+    """(frames,) bin of the mean of the named curves, at STATE_PERCENTILES of the frames' own values."""
+    value = curves[:, [ARKIT_NAMES.index(n) for n in names]].mean(axis=1)
+    return np.searchsorted(np.unique(np.percentile(value, STATE_PERCENTILES)), value, side="right")
+
+
 def _rarity(state: np.ndarray) -> np.ndarray:
     """(frames,) draw probability giving each occupied state the same share, split among its frames."""
     _, cell, counts = np.unique(state, return_inverse=True, return_counts=True)
@@ -170,18 +176,12 @@ class SubjectData:
         curves = self.subject.tracks["blendshapes"][self.train_frames]
         joint = np.zeros(self.n_train, np.int64)
         for names in STATE_CURVES:
-            joint = joint * (len(STATE_PERCENTILES) + 1) + self._state_bins(curves, names)
-        lip_shapes = np.mean([_rarity(self._state_bins(curves, names)) for names in LIP_SHAPE_CURVES], axis=0)
+            joint = joint * (len(STATE_PERCENTILES) + 1) + _state_bins(curves, names)
+        lip_shapes = np.mean([_rarity(_state_bins(curves, names)) for names in LIP_SHAPE_CURVES], axis=0)
         rare = (1 - LIP_SHAPE_SHARE) * _rarity(joint) + LIP_SHAPE_SHARE * lip_shapes
         weights = np.minimum((1 - RARE_STATE_SHARE) / self.n_train + RARE_STATE_SHARE * rare,
                              MAX_DRAW_BOOST / self.n_train)
         return weights / weights.sum()
-
-    @staticmethod
-    def _state_bins(curves: np.ndarray, names) -> np.ndarray:
-        """(frames,) bin of the mean of the named curves, at STATE_PERCENTILES of the frames' own values."""
-        value = curves[:, [ARKIT_NAMES.index(n) for n in names]].mean(axis=1)
-        return np.searchsorted(np.unique(np.percentile(value, STATE_PERCENTILES)), value, side="right")
 
     def mouth_channels(self) -> list[int]:
         """ARKit indices of the mouth and jaw curves that move in the training frames."""

@@ -18,7 +18,7 @@ import torch
 from engine.errors import EngineError
 from engine.nerf.encoding import HashGrids2D, TriPlaneEncoding, tcnn_available
 from engine.nerf.field import FieldSample
-from engine.nerf.raymarch import OccupancyGrid, Rays, render_rays
+from engine.nerf.raymarch import OccupancyGrid, Rays, composite, march, render_rays
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -164,6 +164,32 @@ def test_raymarch_renders_a_known_density(training):
     # Depth: the weighted mean distance lies inside the sphere, nearer than its centre (3.0 away).
     depth = out.depth[hit] / out.opacity[hit]
     assert ((depth > 3.0 - 0.5) & (depth < 3.0)).all()
+
+
+@pytest.mark.parametrize("block", [1, 3, 4, 8])
+def test_march_in_blocks_gives_the_weights_of_compositing_every_sample(block):
+    """Whatever the depth block, marching a sparse set of candidates in (ray, sample) order weighs each as
+    compositing the whole ray does; with a stopping threshold, only the points behind the stop get 0."""
+    generator = torch.Generator().manual_seed(3)
+    n_rays, samples = 37, 23
+    density = torch.rand((n_rays, samples), generator=generator) * 4
+    density[torch.rand((n_rays, samples), generator=generator) < 0.6] = 0  # empty cells: not candidates
+    dt = torch.rand(n_rays, generator=generator) * 0.3 + 0.05
+    ray_id, sample_id = (density > 0).nonzero(as_tuple=True)
+    alpha = 1 - torch.exp(-density * dt[:, None])
+    expected = composite(alpha)[ray_id, sample_id]
+
+    def evaluate(index):
+        return density[ray_id[index], sample_id[index]]
+
+    exact = march(evaluate, ray_id, sample_id, dt, n_rays, samples, block, min_transmittance=0.0)
+    assert torch.allclose(exact, expected, atol=1e-6)
+    stopped = march(evaluate, ray_id, sample_id, dt, n_rays, samples, block, min_transmittance=0.05)
+    reached = stopped > 0
+    assert torch.allclose(stopped[reached], expected[reached], atol=1e-6)
+    # A point is skipped only where less than 5 % of the light reaches its block.
+    transmittance_before = 1 - torch.cumsum(composite(alpha), dim=1) + composite(alpha)
+    assert (transmittance_before[ray_id, sample_id][~reached] < 0.05 + 1e-6).all()
 
 
 # Training and rendering on a real subject

@@ -20,6 +20,13 @@ MIN_WEIGHT = 1e-4  # points that weigh less are not coloured; training rays marc
 # Rendering stops a ray once less than this much light gets through, so a pixel can be off by at most
 # 1 %: on lieu_60s, 20 % fewer field evaluations, largest change 1.5/255, mean 0.02/255 (5 held-out frames).
 RENDER_MIN_TRANSMITTANCE = 1e-2
+# Depth slots marched at a time: a ray is found opaque only at a block's end, so the points after its
+# surface in that block are evaluated for nothing, but each block has its own fixed cost. Rendering stops
+# rays early and evaluates only: on cnn2_anchor's head (40 slots) blocks of 4 evaluate 20 % fewer points a
+# frame than 8 (70,400 against 88,200) and render it 11 % faster. Training marches to a thousand times less
+# light, through more blocks: there 4 was 5 % slower a step than 8.
+TRAINING_MARCH_BLOCK = 8
+RENDER_MARCH_BLOCK = 4
 
 
 @dataclass
@@ -144,18 +151,23 @@ def composite(alpha: torch.Tensor):
 
 
 def march(evaluate, ray_id: torch.Tensor, sample_id: torch.Tensor, dt: torch.Tensor, n_rays: int, samples: int,
-          block: int = 8, min_transmittance: float = MIN_WEIGHT):
+          block: int = TRAINING_MARCH_BLOCK, min_transmittance: float = MIN_WEIGHT):
     """Front-to-back marching in depth blocks, without gradients; rays stop once opaque.
 
-    `evaluate(indices)` returns the density of candidates `indices`. Candidates come in
-    (ray, sample) order. Returns each candidate's compositing weight (0 where never reached).
+    `evaluate(indices)` returns the density of candidates `indices`. Returns each candidate's
+    compositing weight (0 where never reached).
     """
     device = dt.device
     transmittance = torch.ones(n_rays, device=device)
     weights = torch.zeros(len(ray_id), device=device)
-    for start in range(0, samples, block):
-        selected = (sample_id >= start) & (sample_id < start + block) & (transmittance[ray_id] > min_transmittance)
-        index = selected.nonzero()[:, 0]
+    # The candidates sorted by depth slot: each block is one slice, so a block looks only at its own
+    # candidates (scanning them all in every block cost as much as the evaluations saved by small blocks).
+    by_depth = torch.argsort(sample_id, stable=True)
+    starts = torch.arange(0, samples + block, block, device=device)
+    bounds = torch.searchsorted(sample_id[by_depth], starts).tolist()
+    for k, start in enumerate(range(0, samples, block)):
+        index = by_depth[bounds[k]:bounds[k + 1]]
+        index = index[transmittance[ray_id[index]] > min_transmittance]
         if len(index) == 0:
             continue
         rows, cols = ray_id[index], sample_id[index] - start
@@ -208,7 +220,7 @@ def render_rays(field: RadianceField, grid: OccupancyGrid, rays: Rays, codes: to
             feature_parts.append(feature)
             return density
 
-        weight = march(evaluate, ray_id, sample_id, dt, n_rays, samples, min_transmittance=RENDER_MIN_TRANSMITTANCE)
+        weight = march(evaluate, ray_id, sample_id, dt, n_rays, samples, RENDER_MARCH_BLOCK, RENDER_MIN_TRANSMITTANCE)
         evaluated = torch.cat(evaluated_parts) if evaluated_parts else torch.zeros(0, dtype=torch.long, device=device)
         keep = weight[evaluated] > MIN_WEIGHT
         index = evaluated[keep]

@@ -166,6 +166,19 @@ def test_raymarch_renders_a_known_density(training):
     assert ((depth > 3.0 - 0.5) & (depth < 3.0)).all()
 
 
+def test_the_density_alone_is_the_density_of_the_whole_geometry():
+    """density_at skips the geometry outputs (training's marching pass); it must give the same density."""
+    from engine.nerf.field import HeadField
+    torch.manual_seed(0)
+    field = HeadField(audio_dim=16, n_latents=3, expression_dim=5)
+    for parameter in field.parameters():  # away from the initial values, so every output row matters
+        torch.nn.init.normal_(parameter, std=0.3)
+    points, codes = torch.rand(500, 3), torch.randn(500, 32 + 5)
+    with torch.no_grad():
+        density, _ = field.geometry_at(points, codes)
+        assert torch.allclose(field.density_at(points, codes), density, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("block", [1, 3, 4, 8])
 def test_march_in_blocks_gives_the_weights_of_compositing_every_sample(block):
     """Whatever the depth block, marching a sparse set of candidates in (ray, sample) order weighs each as

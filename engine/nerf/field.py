@@ -95,6 +95,10 @@ class TruncExp(torch.autograd.Function):
         return grad * torch.exp(x.clamp(-15, 15))
 
 
+def _activated_density(raw: torch.Tensor) -> torch.Tensor:
+    return TruncExp.apply(raw - 1.0)  # start a little below 1 so empty space empties fast
+
+
 class AudioAttention(nn.Module):
     """A window of per-frame audio features (B, W, dim) -> one code (B, code_dim).
 
@@ -147,12 +151,16 @@ class HeadField(nn.Module):
         """(B, W, dim) -> (B, mouth_outputs): the mouth curves the audio code carries (training signal)."""
         return self.mouth_readout(self.audio(audio_windows))
 
+    def _hidden(self, spatial: torch.Tensor, codes: torch.Tensor):
+        """The density MLP's last hidden layer (N, hidden) and the region attention (N, code + E)."""
+        attention = torch.sigmoid(self.region_attention(spatial))
+        return self.density[:-1](torch.cat([spatial, codes * attention], dim=-1)), attention
+
     def geometry(self, spatial: torch.Tensor, codes: torch.Tensor):
         """spatial (N, S), codes (N, code + E) -> density (N,), geometry feature (N, G), attention (N, code+E)."""
-        attention = torch.sigmoid(self.region_attention(spatial))
-        h = self.density(torch.cat([spatial, codes * attention], dim=-1))
-        density = TruncExp.apply(h[:, 0] - 1.0)  # start a little below 1 so empty space empties fast
-        return density, h[:, 1:], attention
+        hidden, attention = self._hidden(spatial, codes)
+        h = self.density[-1](hidden)
+        return _activated_density(h[:, 0]), h[:, 1:], attention
 
     def forward(self, xyz01: torch.Tensor, directions: torch.Tensor, codes: torch.Tensor,
                 latents: torch.Tensor) -> FieldSample:
@@ -169,7 +177,11 @@ class HeadField(nn.Module):
         return F.softplus(self.uncertainty(spatial)[:, 0])
 
     def density_at(self, xyz01: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        return self.geometry(self.encoding(xyz01), codes)[0]
+        """Density alone (training's marching pass, the occupancy grid): the last layer's geometry outputs,
+        a fifth of the MLPs' work a point, are not computed."""
+        hidden, _ = self._hidden(self.encoding(xyz01), codes)
+        last = self.density[-1]
+        return _activated_density(F.linear(hidden, last.weight[:1], last.bias[:1])[:, 0])
 
     def geometry_at(self, xyz01: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         density, feature, _ = self.geometry(self.encoding(xyz01), codes)

@@ -348,7 +348,7 @@ def test_frames_whose_moving_parts_render_badly_are_drawn_more_often(subject_dir
     others = np.arange(len(p)) != odd
     assert np.all(p[others] > 0.5 * trainer.draws.fixed[others])
     # Frames not yet measured count as the typical frame; one measurement moves a frame halfway.
-    draws = FrameDraws(np.ones(4), MAX_DRAW_BOOST)
+    draws = FrameDraws(np.ones(4), MAX_DRAW_BOOST, 0.4)
     draws.record(np.array([0, 1]), np.array([1.0, 3.0]))
     draws.record(np.array([1]), np.array([1.0]))
     assert draws.error[1] == 2.0 and np.isnan(draws.error[2])

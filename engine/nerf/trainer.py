@@ -25,7 +25,8 @@ from ..subject.schema import HeadRecord
 from . import losses
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
 from .config import BOX_HI, BOX_LO, EncodingConfig, HeadConfig, TrainingRecord, parse_head, read_head_json, write_head_json
-from .dataset import MAX_DRAW_BOOST, SubjectData, audio_features, expression_indices, follows_mouth_curves, working_size
+from .dataset import (MAX_DRAW_BOOST, RARE_STATE_SHARE, SubjectData, audio_features, expression_indices,
+                      follows_mouth_curves, working_size)
 from .device import ThreadTuner, pick_device
 from .draws import FrameDraws
 from .encoding import tcnn_available
@@ -110,7 +111,8 @@ class Trainer:
                 stage.advance()
         self._choose_threads()
         self.rng = np.random.default_rng(seed + self.step + 100_000 * len(self.stages_done))
-        self.draws = FrameDraws(self.data.frame_weights, MAX_DRAW_BOOST)  # a resumed training measures afresh
+        # A resumed training measures the frames' errors afresh.
+        self.draws = FrameDraws(self.data.frame_weights, MAX_DRAW_BOOST, 1 - RARE_STATE_SHARE)
         self.lpips = losses.load_lpips(self.device)
         if self.lpips is None:
             progress.info("LPIPS weights not present: the lip stage uses L1 only")

@@ -331,6 +331,43 @@ def test_rare_face_states_are_drawn_more_often_than_uniformly(subject_dir):
     assert pouting[least].sum() > 1.4 * weights[least].sum()
 
 
+def test_frames_whose_moving_parts_render_badly_are_drawn_more_often(subject_dir, tmp_path):
+    """The head stage measures each drawn frame's error on its lip and eye rays; a frame the field cannot draw
+    (here its lip box painted over, as a pout no curve bin foresaw would look to the field) soon gets more
+    draws than its fixed weight, the others keep about theirs, and no frame passes the boost cap."""
+    import shutil
+    from engine.nerf.dataset import MAX_DRAW_BOOST
+    from engine.nerf.draws import FrameDraws
+    from engine.nerf.presets import get_preset
+    from engine.nerf.trainer import Trainer
+    from engine.progress import Progress
+    from engine.subject.format import Subject
+    folder = tmp_path / "odd_frame"
+    shutil.copytree(subject_dir, folder, ignore=shutil.ignore_patterns("model"))
+    trainer = Trainer(Subject(folder), get_preset("tiny"), Progress("quiet"), audio_encoder="mel")
+    data, odd = trainer.data, 5
+    x0, y0, x1, y1 = data.lip_box[odd]
+    data.rgb[odd, y0:y1, x0:x1] = 255 - data.rgb[odd, y0:y1, x0:x1]
+    stage, optimizer = trainer.stages["head"], trainer.optimizers["head"]
+    trainer.set_lr(optimizer, 0.0)
+    for step in range(1, 41):
+        trainer.optimise(optimizer, stage.losses(step))
+    measured = np.isfinite(trainer.draws.error)
+    assert measured.sum() >= len(measured) - 1 and measured[odd]
+    assert trainer.draws.error[odd] > 3 * np.nanmedian(trainer.draws.error)
+    p = trainer.draws.probabilities()
+    assert abs(p.sum() - 1) < 1e-9 and p.max() <= MAX_DRAW_BOOST / len(p) * 1.001
+    assert p[odd] > 1.5 * trainer.draws.fixed[odd]
+    others = np.arange(len(p)) != odd
+    assert np.all(p[others] > 0.5 * trainer.draws.fixed[others])
+    # Frames not yet measured count as the typical frame; one measurement moves a frame halfway.
+    draws = FrameDraws(np.ones(4), MAX_DRAW_BOOST, 0.4)
+    draws.record(np.array([0, 1]), np.array([1.0, 3.0]))
+    draws.record(np.array([1]), np.array([1.0]))
+    assert draws.error[1] == 2.0 and np.isnan(draws.error[2])
+    assert np.isclose(draws.probabilities()[2], draws.probabilities()[3])
+
+
 def test_ctrl_c_stops_cleanly_with_a_checkpoint(trained):
     interrupted, _ = trained
     assert interrupted["returncode"] == 130, interrupted["stderr"]

@@ -74,6 +74,8 @@ class HeadStage(Stage):
         parts = [data.pixels_in_boxes(rows, getattr(data, box), count, trainer.rng) for box, count in counts.items()]
         slot, x, y = (np.concatenate(arrays) for arrays in zip(*parts))
         out, pred, target, frame_rows = trainer.render_pixels(rows, slot, x, y, training=True)
+        moving = sum(len(part[0]) for part in parts[:2])  # the lip- and eye-box rays come first
+        trainer.record_errors(rows, slot[:moving], pred[:moving], target[:moving])
         outside = torch.from_numpy(~data.head_mask[frame_rows, y, x]).to(trainer.device).float()
         terms = {"photometric": losses.uncertainty_weighted_l1(pred, target, out.uncertainty),
                  "outside_opacity": config.outside_opacity * (out.opacity * outside).mean()}
@@ -154,7 +156,10 @@ class LipStage(HeadStage):
             y0 = int(trainer.rng.integers(hy0, max(hy0 + 1, hy1 - patch)))
             box = (x0, y0, min(data.size, x0 + patch), min(data.size, y0 + patch))
         x, y = data.box_pixels(box)
-        out, pred, target, _ = trainer.render_pixels(row, np.zeros(len(x), np.int64), x, y, training=True)
+        slot = np.zeros(len(x), np.int64)
+        out, pred, target, _ = trainer.render_pixels(row, slot, x, y, training=True)
+        if turn is not None:
+            trainer.record_errors(row, slot, pred, target)
         terms = {"l1": losses.l1(pred, target)}
         if trainer.lpips is not None:
             shape = (1, int(box[3] - box[1]), int(box[2] - box[0]), 3)

@@ -25,8 +25,10 @@ from ..subject.schema import HeadRecord
 from . import losses
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
 from .config import BOX_HI, BOX_LO, EncodingConfig, HeadConfig, TrainingRecord, parse_head, read_head_json, write_head_json
-from .dataset import SubjectData, audio_features, expression_indices, follows_mouth_curves, working_size
+from .dataset import (MAX_DRAW_BOOST, RARE_STATE_SHARE, SubjectData, audio_features, expression_indices,
+                      follows_mouth_curves, working_size)
 from .device import ThreadTuner, pick_device
+from .draws import FrameDraws
 from .encoding import tcnn_available
 from .model import HeadModel
 from .presets import Preset
@@ -109,6 +111,8 @@ class Trainer:
                 stage.advance()
         self._choose_threads()
         self.rng = np.random.default_rng(seed + self.step + 100_000 * len(self.stages_done))
+        # A resumed training measures the frames' errors afresh.
+        self.draws = FrameDraws(self.data.frame_weights, MAX_DRAW_BOOST, 1 - RARE_STATE_SHARE)
         self.lpips = losses.load_lpips(self.device)
         if self.lpips is None:
             progress.info("LPIPS weights not present: the lip stage uses L1 only")
@@ -253,10 +257,15 @@ class Trainer:
             group["lr"] = base * scale * decay
 
     def frames(self, count: int) -> np.ndarray:
-        """`count` distinct random training rows (all of them when there are fewer), rare face states
-        (blinks, wide vowels, pouts) drawn more often (SubjectData.training_frame_weights)."""
-        return self.rng.choice(self.data.n_train, size=min(count, self.data.n_train), replace=False,
-                               p=self.data.frame_weights)
+        """`count` distinct random training rows (all of them when there are fewer), rare face states and
+        frames whose moving parts the field still draws badly drawn more often (engine/nerf/draws.py)."""
+        return self.draws.draw(self.rng, count)
+
+    def record_errors(self, rows: np.ndarray, slot: np.ndarray, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Tell the draws how badly rays of frames rows[slot], lying on their moving parts, were drawn."""
+        squared = ((pred.detach() - target) ** 2).mean(dim=1).cpu().numpy()
+        seen, errors = FrameDraws.per_frame_errors(slot, squared, len(rows))
+        self.draws.record(rows[seen], errors)
 
     def render_pixels(self, rows: np.ndarray, slot: np.ndarray, x: np.ndarray, y: np.ndarray, training: bool):
         """Head rendered over the torso plates for pixels (x, y) of frames rows[slot]; -> (output, pred, target, under).

@@ -51,7 +51,7 @@ class FrameDraws:
             return self.fixed
         n = len(self)
         weights = np.maximum(self.fixed - self.error_share / n, 0.0) + self.error_share * error / total
-        weights = np.minimum(weights, self.max_boost / len(self))
+        weights = np.minimum(weights, self.max_boost / n)
         return weights / weights.sum()
 
     def draw(self, rng: np.random.Generator, count: int) -> np.ndarray:

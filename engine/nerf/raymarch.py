@@ -163,10 +163,10 @@ def march(evaluate, ray_id: torch.Tensor, sample_id: torch.Tensor, dt: torch.Ten
     # The candidates sorted by depth slot: each block is one slice, so a block looks only at its own
     # candidates (scanning them all in every block cost as much as the evaluations saved by small blocks).
     by_depth = torch.argsort(sample_id, stable=True)
-    starts = torch.arange(0, samples + block, block, device=device)
-    bounds = torch.searchsorted(sample_id[by_depth], starts).tolist()
-    for k, start in enumerate(range(0, samples, block)):
-        index = by_depth[bounds[k]:bounds[k + 1]]
+    starts = range(0, samples, block)
+    bounds = torch.searchsorted(sample_id[by_depth], torch.tensor([*starts, samples], device=device)).tolist()
+    for start, first, end in zip(starts, bounds, bounds[1:]):
+        index = by_depth[first:end]
         index = index[transmittance[ray_id[index]] > min_transmittance]
         if len(index) == 0:
             continue

@@ -639,6 +639,39 @@ def test_training_gives_the_lip_and_eye_rays_the_mean_code_of_the_frames_shot(su
     torch.testing.assert_close(trainer.shot_mean_latents(rows), expected)
 
 
+def test_training_frames_are_conditioned_on_their_curves_with_tracking_noise(subject_dir, tmp_path):
+    """On the exact tracked curves the field learns each training frame by heart through them; training adds
+    TrainingConfig.expression_noise to the curves a frame is conditioned on, and the held-out figures and
+    renders use the exact ones."""
+    import shutil
+    from engine.nerf.presets import get_preset
+    from engine.nerf.trainer import Trainer
+    from engine.progress import Progress
+    from engine.subject.format import Subject
+    folder = tmp_path / "noise"
+    shutil.copytree(subject_dir, folder, ignore=shutil.ignore_patterns("model"))
+    preset = get_preset("tiny")
+    trainer = Trainer(Subject(folder), preset, Progress("quiet"), audio_encoder="mel")
+    seen = []
+    frame_codes = trainer.model.frame_codes
+
+    def recording(audio, expressions, neutral=None):
+        seen.append(expressions.clone())
+        return frame_codes(audio, expressions, neutral)
+
+    trainer.model.frame_codes = recording
+    rows = np.arange(trainer.data.n_train)
+    exact = torch.from_numpy(trainer.data.expressions[trainer.data.frames[rows]])
+    pixels = np.zeros(len(rows), np.int64), np.full(len(rows), 16), np.full(len(rows), 16)
+    with torch.no_grad():
+        trainer.render_pixels(rows, *pixels, training=True)
+        trainer.render_pixels(rows, *pixels, training=False)
+    noise = seen[0] - exact
+    assert abs(float(noise.std()) / preset.training.expression_noise - 1) < 0.25
+    assert abs(float(noise.mean())) < 0.35 * preset.training.expression_noise
+    torch.testing.assert_close(seen[1], exact)
+
+
 def test_loading_an_untrained_subject_names_the_fix(subject_dir, tmp_path):
     import shutil
     from engine.nerf.talking_head import TalkingHead

@@ -280,6 +280,10 @@ class Trainer:
         data, device = self.data, self.device
         audio, expressions, poses = data.conditioning(rows, device)
         neutral = None
+        noise = self.preset.training.expression_noise
+        if training and noise:  # TrainingConfig.expression_noise says why
+            expressions = expressions + torch.from_numpy(
+                self.rng.normal(0.0, noise, tuple(expressions.shape)).astype(np.float32)).to(device)
         if training and self.audio_code_dropout:  # these frames' mouths must come from their curves
             neutral = torch.from_numpy(self.rng.random(len(rows)) < self.audio_code_dropout).to(device)
         codes = self.model.frame_codes(audio, expressions, neutral)

@@ -23,6 +23,22 @@ from engine.nerf.raymarch import OccupancyGrid, Rays, composite, march, render_r
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def untrained_copy(subject_dir: Path, folder: Path):
+    """A copy of the session's subject in `folder`, without its trained model."""
+    import shutil
+    from engine.subject.format import Subject
+    shutil.copytree(subject_dir, folder, ignore=shutil.ignore_patterns("model"))
+    return Subject(folder)
+
+
+def tiny_trainer(subject):
+    """A Trainer of the `tiny` preset on mel features, before its first step."""
+    from engine.nerf.presets import get_preset
+    from engine.nerf.trainer import Trainer
+    from engine.progress import Progress
+    return Trainer(subject, get_preset("tiny"), Progress("quiet"), audio_encoder="mel")
+
+
 # Encoding
 def test_custom_backward_matches_autograd_of_naive_gather():
     torch.manual_seed(0)
@@ -335,16 +351,9 @@ def test_frames_whose_moving_parts_render_badly_are_drawn_more_often(subject_dir
     """The head stage measures each drawn frame's error on its lip and eye rays; a frame the field cannot draw
     (here its lip box painted over, as a pout no curve bin foresaw would look to the field) soon gets more
     draws than its fixed weight, the others keep about theirs, and no frame passes the boost cap."""
-    import shutil
     from engine.nerf.dataset import MAX_DRAW_BOOST
     from engine.nerf.draws import FrameDraws
-    from engine.nerf.presets import get_preset
-    from engine.nerf.trainer import Trainer
-    from engine.progress import Progress
-    from engine.subject.format import Subject
-    folder = tmp_path / "odd_frame"
-    shutil.copytree(subject_dir, folder, ignore=shutil.ignore_patterns("model"))
-    trainer = Trainer(Subject(folder), get_preset("tiny"), Progress("quiet"), audio_encoder="mel")
+    trainer = tiny_trainer(untrained_copy(subject_dir, tmp_path / "odd_frame"))
     data, odd = trainer.data, 5
     x0, y0, x1, y1 = data.lip_box[odd]
     data.rgb[odd, y0:y1, x0:x1] = 255 - data.rgb[odd, y0:y1, x0:x1]
@@ -417,12 +426,11 @@ def test_audio_code_carries_the_mouth_curves(trained, subject_dir):
 def test_a_head_trained_on_the_mouth_curves_follows_them(trained, subject_dir, tmp_path):
     """--expression all: on a share of its training frames the field sees the neutral audio code (that of
     standardised features of 0), so the curves, not the frame's audio code, have to shape the mouth."""
-    import shutil
     from engine.arkit import ARKIT_INDEX, ARKIT_NAMES, MOUTH_AND_JAW
     from engine.nerf.talking_head import TalkingHead
     from engine.subject.format import Subject
     folder = tmp_path / "curves"
-    shutil.copytree(subject_dir, folder, ignore=shutil.ignore_patterns("model"))
+    untrained_copy(subject_dir, folder)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run([sys.executable, "-m", "engine", "train", str(folder), "--preset", "tiny",
                            "--audio-encoder", "mel", "--expression", "all"], capture_output=True, text=True,
@@ -618,17 +626,10 @@ def test_a_frame_not_trained_on_takes_the_appearance_of_its_own_shot(trained, su
 def test_training_gives_the_lip_and_eye_rays_the_mean_code_of_the_frames_shot(subject_dir, tmp_path):
     """Around the mouth and eyes a frame's own code would learn the lips and blinks; those rays get the mean
     code of the frame's shot (not the clip's: an edited clip's shots differ in light)."""
-    import shutil
-    from engine.nerf.presets import get_preset
-    from engine.nerf.trainer import Trainer
-    from engine.progress import Progress
-    from engine.subject.format import Subject
-    folder = tmp_path / "shots"
-    shutil.copytree(subject_dir, folder, ignore=shutil.ignore_patterns("model"))
-    subject = Subject(folder)
+    subject = untrained_copy(subject_dir, tmp_path / "shots")
     train = np.array(subject.split("train"))
     subject.meta.shots = [0, int(train[len(train) // 3])]
-    trainer = Trainer(subject, get_preset("tiny"), Progress("quiet"), audio_encoder="mel")
+    trainer = tiny_trainer(subject)
     table = trainer.model.field.latents.weight
     with torch.no_grad():
         table.copy_(torch.randn(table.shape, generator=torch.Generator().manual_seed(0)))
@@ -643,15 +644,8 @@ def test_training_frames_are_conditioned_on_their_curves_with_tracking_noise(sub
     """On the exact tracked curves the field learns each training frame by heart through them; training adds
     TrainingConfig.expression_noise to the curves a frame is conditioned on, and the held-out figures and
     renders use the exact ones."""
-    import shutil
-    from engine.nerf.presets import get_preset
-    from engine.nerf.trainer import Trainer
-    from engine.progress import Progress
-    from engine.subject.format import Subject
-    folder = tmp_path / "noise"
-    shutil.copytree(subject_dir, folder, ignore=shutil.ignore_patterns("model"))
-    preset = get_preset("tiny")
-    trainer = Trainer(Subject(folder), preset, Progress("quiet"), audio_encoder="mel")
+    trainer = tiny_trainer(untrained_copy(subject_dir, tmp_path / "noise"))
+    preset = trainer.preset
     seen = []
     frame_codes = trainer.model.frame_codes
 
@@ -673,13 +667,9 @@ def test_training_frames_are_conditioned_on_their_curves_with_tracking_noise(sub
 
 
 def test_loading_an_untrained_subject_names_the_fix(subject_dir, tmp_path):
-    import shutil
     from engine.nerf.talking_head import TalkingHead
-    from engine.subject.format import Subject
-    bare = tmp_path / "bare"
-    shutil.copytree(subject_dir, bare, ignore=shutil.ignore_patterns("model"))
     with pytest.raises(EngineError, match="no trained talking-head model"):
-        TalkingHead.load(Subject(bare))
+        TalkingHead.load(untrained_copy(subject_dir, tmp_path / "bare"))
 
 
 def test_head_json_reads_back_as_written_and_refuses_what_it_does_not_know(trained, subject_dir, tmp_path):

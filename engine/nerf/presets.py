@@ -1,7 +1,7 @@
 """Training presets: the trade-off between time and quality, by device.
 
-Measured costs (README.md has the table): `tiny` seconds (tests), `preview` under 45 minutes
-on a 2-core CPU for lieu_60s (256x256), `standard` and `paper` for a GPU (`paper` = SyncTalk's
+Measured costs (README.md has the table): `tiny` seconds (tests), `preview` at most 38 minutes
+of NeRF stages on a 2-core CPU (its time budget), `standard` and `paper` for a GPU (`paper` = SyncTalk's
 schedule: 65,536 rays a step, ~60k head steps, lip fine-tuning to ~100k).
 """
 from __future__ import annotations
@@ -99,8 +99,11 @@ PRESETS = {
                    samples=32, torso_rays=2048, grid_resolution=64, checkpoint_every=500, eval_every=250,
                    encoding=dict(levels=10, features=1, base_resolution=16, finest_resolution=256, log2_table=14),
                    time_budget_s=150, max_size=128),
+    # preview's head steps: a quiet 2-core machine does them in about 20-25 minutes; a busy one stops at
+    # the budget. 7,000 left a quiet machine idle for a third of the budget and the face soft (speech_coach
+    # quiet: 27.83 -> 28.46 dB face PSNR, eye r 0.72 -> 0.94 with 12,000).
     "preview": Preset("preview", "Made for a CPU: at most 38 minutes, a rough likeness",
-                      head_steps=7000, lip_steps=2500, torso_steps=800, rays_per_step=1536,
+                      head_steps=12000, lip_steps=2500, torso_steps=800, rays_per_step=1536,
                       frames_per_step=4, samples=40, torso_rays=4096, eval_every=200, time_budget_s=38 * 60,
                       max_size=256),
     "standard": Preset("standard", "For a GPU: about half an hour",

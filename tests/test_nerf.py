@@ -294,9 +294,10 @@ def test_the_mouth_gain_is_measured_inside_the_training_budget():
         assert t.head_budget + t.lip_budget + t.torso_budget + t.mouth_gain_budget == pytest.approx(1.0)
 
 
-def test_the_mouth_gain_scales_the_mouth_curves_inside_the_training_range():
-    """HeadModel.expression_gain multiplies the standardised mouth and jaw curves, before they are held
-    inside the training frames' range; the other curves keep theirs."""
+def test_the_mouth_gain_scales_the_mouth_curves_held_in_the_training_range():
+    """HeadModel.expression_gain multiplies the standardised mouth and jaw curves after they are held
+    inside the training frames' range (so it can open the mouth past the widest pose the field draws);
+    the other curves keep theirs."""
     from engine.arkit import ARKIT_INDEX
     from engine.nerf.config import EncodingConfig, HeadConfig
     from engine.nerf.model import HeadModel
@@ -315,8 +316,8 @@ def test_the_mouth_gain_scales_the_mouth_curves_inside_the_training_range():
     after = model.standardised_expressions(middle)
     torch.testing.assert_close(after[0, 0], before[0, 0])
     torch.testing.assert_close(after[0, 1:], before[0, 1:] * 1.5)
-    widest = model.standardised_expressions(train[2:])
-    torch.testing.assert_close(widest, model.expression_high[None])  # held at the widest trained pose
+    beyond = model.standardised_expressions(train[2:] + 1.0)          # far past the widest trained pose
+    torch.testing.assert_close(beyond, model.expression_high[None] * torch.tensor([1.0, 1.5, 1.5]))
     tensors = {k: v for k, v in model.state_dict().items() if k != "expression_gain"}
     older = HeadModel(config)
     older.load_weights(tensors)                                       # a head saved before the gain: 1

@@ -12,8 +12,8 @@ So once the head is trained it renders a spread of its own training frames at a 
 MediaPipe reads the rendered and the true inner-lip gap (as `evaluate` does), and the gain at which
 the rendered spread reaches the truth's is kept (HeadModel.expression_gain, on the mouth and jaw
 curves only, applied after they are held inside the range the training frames showed, so that the gain
-can take the mouth past the widest pose the field draws; the face PSNR the gain may cost is bounded). The frames are
-training frames: the held-out ones are `evaluate`'s, and the measure must not have seen them.
+can take the mouth past the widest pose the field draws; the face PSNR the gain may cost is bounded). The
+frames are training frames: the held-out ones are `evaluate`'s, and the measure must not have seen them.
 """
 from __future__ import annotations
 

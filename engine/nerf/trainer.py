@@ -226,13 +226,20 @@ class Trainer:
         measured = measure_mouth_gain(self.subject, head, self.data.audio_windows, self.data.train_frames, self.progress,
                                       budget * self.preset.training.mouth_gain_budget if budget else None)
         self.model.train()
+        for stale in ("mouth_gain_frames", "mouth_gain_out_of_time"):  # from a measure before a resumed stage
+            self.metrics.pop(stale, None)
         self.metrics["mouth_gain"] = measured["gain"]
         self.metrics["mouth_gain_measure"] = measured.get("tried") or measured.get("skipped")
-        if "frames" in measured:
-            self.metrics["mouth_gain_frames"] = measured["frames"]
-        self.progress.info(f"mouth gain {measured['gain']}: " + (
-            "; ".join(f"x{g}: opens {r} of the person's, face PSNR {p} dB" for g, r, p in measured["tried"])
-            + f" ({measured['frames']} training frames)" if "tried" in measured else measured["skipped"]))
+        if "skipped" in measured:
+            self.progress.info(f"mouth gain 1.0: {measured['skipped']}")
+            return
+        self.metrics["mouth_gain_frames"] = measured["frames"]
+        if measured.get("out_of_time"):
+            self.metrics["mouth_gain_out_of_time"] = True
+        self.progress.info(f"mouth gain {measured['gain']}: " + "; ".join(
+            f"x{g}: opens {r} of the person's, face PSNR {p} dB" for g, r, p in measured["tried"])
+            + f" ({measured['frames']} training frames"
+            + ("; no time for the next gain, extrapolated from the last two)" if measured.get("out_of_time") else ")"))
 
     # One step
     def _step(self, stage, done: float) -> float:

@@ -48,6 +48,7 @@ TARGETS = [
     ("LMD, px at 512", "lmd", "", None),
     ("training wall time, min", "train_minutes", "<= 40", lambda v: v <= 40),
     ("head / lip / torso steps done", "steps", "", None),
+    ("mouth gain: kept; [gain, training frames' amplitude, face PSNR] tried", "mouth_gain", "", None),
     ("evaluate, 45 frames, min", "evaluate_minutes", "<= 3", lambda v: v <= 3),
     ("render full frame, frames/s", "render_fps", ">= 2", lambda v: v >= 2),
 ]
@@ -98,6 +99,9 @@ def run_condition(base: Path, condition: str, expression: str, work: Path) -> di
     trained, seconds = engine("train", str(subject), "--preset", "preview", "--expression", expression)
     figures["train_minutes"] = round(seconds / 60, 1)
     figures["steps"] = " / ".join(str(trained.get(f"{stage}_steps", "?")) for stage in ("head", "lip", "torso"))
+    figures["mouth_gain"] = f"{trained.get('mouth_gain')}; {trained.get('mouth_gain_measure')}" + (
+        f" on {trained['mouth_gain_frames']} frames" if "mouth_gain_frames" in trained else "") + (
+        ", no time for the next gain (extrapolated)" if trained.get("mouth_gain_out_of_time") else "")
     figures["load_training"] = load()
     scores, seconds = engine("evaluate", str(subject), "-o", str(work / f"{subject.name}-report"), "--limit", "45")
     figures.update(scores)

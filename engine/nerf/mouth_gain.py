@@ -63,8 +63,7 @@ def extrapolated_gain(tried, next_gain: float) -> float:
     measure stopped by its time before any gain reached it: no further than the next gain it would have
     tried, nor than where the same line through their PSNR loses MAX_PSNR_LOSS against the first gain.
     With under two gains, or a ratio that did not grow, the tried gain with the largest ratio."""
-    ratios = [t[1] for t in tried]
-    best = float(tried[int(np.argmax(ratios))][0])
+    best = choose_gain([t[0] for t in tried], [t[1] for t in tried])  # none reached 1: the largest ratio's
     if len(tried) < 2:
         return best
     (g0, r0, p0), (g1, r1, p1) = tried[-2], tried[-1]

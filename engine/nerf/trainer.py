@@ -161,7 +161,8 @@ class Trainer:
                     self.stage, self.step, self.stage_seconds = name, 0, 0.0
                 if name in MEASURED_AFTER:  # the field changes: its mouth's gain is measured again after
                     self.model.set_mouth_gain(1.0)
-                    self.metrics.pop("mouth_gain", None)
+                    for key in [k for k in self.metrics if k.startswith("mouth_gain")]:
+                        del self.metrics[key]
                 total = stage.steps()
                 if self.thread_tuner:
                     self.thread_tuner.new_work()
@@ -226,8 +227,6 @@ class Trainer:
         measured = measure_mouth_gain(self.subject, head, self.data.audio_windows, self.data.train_frames, self.progress,
                                       budget * self.preset.training.mouth_gain_budget if budget else None)
         self.model.train()
-        for stale in ("mouth_gain_frames", "mouth_gain_out_of_time"):  # from a measure before a resumed stage
-            self.metrics.pop(stale, None)
         self.metrics["mouth_gain"] = measured["gain"]
         self.metrics["mouth_gain_measure"] = measured.get("tried") or measured.get("skipped")
         if "skipped" in measured:

@@ -251,6 +251,26 @@ def test_the_silence_gate_holds_into_a_pause_only_when_asked_and_never_before_th
     assert held[138:].min() == 1                                         # open before the next voice (the lead)
 
 
+def test_the_mouth_does_not_shut_between_words_and_the_lips_posture_relaxes_only_in_a_long_silence():
+    from engine.expression.predict import OPENING_INDEX, POSTURE_INDEX, gate_silence, silence_gates
+    fps = 25.0
+    # voice, a 0.2 s gap between words, voice, a 1.2 s pause, voice, 3 s of silence, voice
+    pieces = [(0, 10), (1, 25), (0, 5), (1, 25), (0, 30), (1, 25), (0, 75), (1, 10)]
+    activity = np.concatenate([np.full(n, v, np.float32) for v, n in pieces])
+    gates = silence_gates(activity, fps)
+    gap, pause, silence = slice(35, 40), slice(65, 93), slice(120, 193)  # each up to the next lead
+    assert gates[:8].max() == 0                                     # before the first voice: shut
+    assert gates[gap].min() == 1                                    # a gap between words: both open
+    assert gates[pause, 0].max() == 0 and gates[pause, 1].min() == 1  # a pause: the mouth shuts, the posture holds
+    assert gates[silence].max() == 0                                # a long silence: both rest
+    weights = np.full((len(activity), len(ARKIT_NAMES)), 0.5, np.float32)
+    rest = np.full(len(ARKIT_NAMES), 0.1, np.float32)
+    gated = gate_silence(weights, gates, rest)
+    assert np.all(gated[pause][:, OPENING_INDEX] == 0.1) and np.all(gated[pause][:, POSTURE_INDEX] == 0.5)
+    assert np.all(gated[silence][:, POSTURE_INDEX] == 0.1)
+    assert np.all(gated[:, ARKIT_INDEX["eyeBlinkLeft"]] == 0.5)    # only the mouth and jaw are gated
+
+
 def test_a_subjects_model_holds_its_mouth_into_a_pause_and_keeps_room_tone_shut(trained):
     """A subject's model learnt what the person's mouth does in a pause, so its gate holds for a while
     (pause_hold_s); long silence and room tone still give the rest pose."""

@@ -30,6 +30,9 @@ def test_room_tone_gives_a_closed_relaxed_mouth(generic):
     curves = generic(_noise(3, -60), 25, seed=0)
     rest = generic.model.rest_pose.numpy()
     assert curves.weights[:, JAW].max() <= 0.02
+    # The lips rest as the corpus' speakers' lips rest in their pauses: a little pressed, not smiling.
+    for side in ("Left", "Right"):
+        assert 0.02 <= rest[ARKIT_INDEX[f"mouthPress{side}"]] <= 0.2 and rest[ARKIT_INDEX[f"mouthSmile{side}"]] <= 0.05
     np.testing.assert_allclose(curves.weights[:, MOUTH], np.broadcast_to(rest[MOUTH], (len(curves), len(MOUTH))),
                                atol=0.02)
     # Speech, then the same room tone: the mouth moves, then closes once the hangover is over.

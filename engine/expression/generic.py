@@ -38,7 +38,7 @@ from ..arkit import ARKIT_INDEX, ARKIT_NAMES
 from ..errors import EngineError
 from .corpus import TrainingClip
 from .model import N_OUT, ExpressionConfig, TemporalNet, load_model
-from .predict import MOUTH_INDEX
+from .predict import MOUTH_INDEX, POSTURE_INDEX
 
 GENERIC_MODEL = Path(__file__).with_name("generic.safetensors")
 # Whisper's middle layers (engine.audio.whisper): on unseen speakers they predict the mouth better than its
@@ -253,7 +253,9 @@ def calibration(clips: list[TrainingClip], ranges: dict[str, SpeakerRange], outp
     them when their speakers were held out (`outputs`), per curve: the output in speech goes to the capture's
     (so the curve moves as much as the real face does: quantile to quantile for the curves ARKIT_SPEECH
     calibrates, the same mean and spread for the others), and the capture's normalised range to the rig's
-    (ARKIT_SPEECH, else a typical speaker's MediaPipe range)."""
+    (ARKIT_SPEECH, else a typical speaker's MediaPipe range). Also the rest pose silence gives: the typical
+    speaker's low end, except the lips' posture (engine.expression.predict), which rests where the
+    speakers' lips are in their pauses (a little pressed and rolled in, not at their least)."""
     low = np.median([r.low for r in ranges.values()], axis=0)
     span = np.median([r.span for r in ranges.values()], axis=0)
     offset, scale = low.astype(np.float64), span.astype(np.float64)  # a typical speaker's MediaPipe range
@@ -282,16 +284,21 @@ def calibration(clips: list[TrainingClip], ranges: dict[str, SpeakerRange], outp
     captured[linear] = (voiced[:, linear].mean(0) + gain * (knots_in[linear].T - predicted[:, linear].mean(0))).T
     knots_out = np.clip(offset[:, None] + scale[:, None] * captured, 0, 1)
     knots_out[GAZE] = 0.0
+    rest = offset.copy()
+    paused = np.concatenate([ranges[c.speaker].normalise(c.blendshapes)[c.valid & (c.activity < 0.01)] for c in clips])
+    if len(paused):
+        rest[POSTURE_INDEX] = offset[POSTURE_INDEX] + scale[POSTURE_INDEX] * np.median(paused[:, POSTURE_INDEX], axis=0)
     return {"offset": offset.astype(np.float32), "scale": scale.astype(np.float32),
+            "rest": np.clip(rest, 0, 1).astype(np.float32),
             "knots_in": knots_in.astype(np.float32), "knots_out": knots_out.astype(np.float32)}
 
 
 def calibrate(model: TemporalNet, mapping: dict) -> None:
-    """Set the model's output map, and its rest pose (what silence shows: the typical speaker's low end)."""
+    """Set the model's output map, and its rest pose (what silence shows, `calibration`)."""
     with torch.no_grad():
         model.output_knots_in.copy_(torch.from_numpy(mapping["knots_in"]))
         model.output_knots_out.copy_(torch.from_numpy(mapping["knots_out"]))
-        model.rest_pose.copy_(torch.from_numpy(np.clip(mapping["offset"], 0, 1)))
+        model.rest_pose.copy_(torch.from_numpy(mapping["rest"]))
 
 
 def score_speakers(clips: list[TrainingClip], weights: list[np.ndarray], ranges, mapping: dict,

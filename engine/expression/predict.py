@@ -14,7 +14,7 @@ is what a face holds through the pauses of a passage and relaxes in a silence (P
 in long silence and room tone, where a model's output is meaningless (the generic model smiles at
 0.6 at -60 dBFS noise). On the corpus' unseen speakers (speaker-disjoint folds, the generic model)
 the two gates raised jawOpen r from 0.446 to 0.457 and the mouth curves' r from 0.319 to 0.336, with
-the mouth in pauses at 0.12 of speech (0.06 before; the people's own at 0.66).
+the mouth in pauses at 0.15 of speech (0.06 before; the people's own at 0.66).
 
 How long the gate waits into a pause is the model's `pause_hold_s`. The generic model shuts the mouth
 at once: it has not heard this voice's pauses, and a rig's mouth should rest when the sound stops. A

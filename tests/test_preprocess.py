@@ -12,7 +12,9 @@ import pytest
 
 from conftest import shared_file
 from engine.arkit import ARKIT_NAMES
+from engine.audio.vad import voice_activity
 from engine.errors import EngineError
+from engine.media.audio import SAMPLE_RATE, load_audio
 from engine.preprocess import preprocess
 from engine.preprocess.crop import choose_crop_box
 from engine.preprocess.pipeline import smooth_blendshapes
@@ -234,6 +236,32 @@ def test_the_held_out_frames_lie_in_a_shot_the_head_trains_on():
     # A subject written before the held-out stretch could lie inside the training range reads as it did.
     old = Split((0, 45), (45, 50), [3])
     assert list(old.frames("test")) == list(range(45, 50)) and list(old.frames("train")) == [0, 1, 2] + list(range(4, 45))
+
+
+def test_the_held_out_frames_hold_speech():
+    """A clip often ends after its speaker has stopped: this phone clip's last 1/11 (1.2 s) is a closed mouth in
+    silence, where lip sync cannot be scored. The held-out stretch moves back to the latest stretch that holds
+    speech; a clip whose end is voiced keeps SyncTalk's; shots still bound it."""
+    fps = 30.0
+    samples = load_audio(shared_file("corpus", "humanomni_zh_speaker_zh_16s_HumanOmni.mp4"))
+    n = int(round(len(samples) / SAMPLE_RATE * fps))
+    voice = voice_activity(samples, fps, n)
+    end = held_out_stretch(n, [0], fps)
+    assert end[1] == n and (voice[end[0]:end[1]] >= 0.5).mean() < 0.1
+    start, stop = held_out_stretch(n, [0], fps, voice)
+    assert stop - start == end[1] - end[0] and stop < n
+    assert (voice[start:stop] >= 0.5).mean() >= 0.8
+    shares = [(voice[s:s + stop - start] >= 0.5).mean() for s in range(n - (stop - start) + 1)]
+    assert max(shares[start + 1:]) < max(shares) - 0.1  # no later stretch is nearly as voiced
+    assert held_out_stretch(n, [0], fps, np.ones(n)) == end
+    # a cut 10 frames before the voiced stretch ends: each shot still keeps 1 s of its own frames to train on
+    cut = stop - 10
+    start_cut, stop_cut = held_out_stretch(n, [0, cut], fps, voice)
+    assert (voice[start_cut:stop_cut] >= 0.5).mean() >= 0.8
+    for a, b in ((0, cut), (cut, n)):
+        assert (b - a) - max(0, min(b, stop_cut) - max(a, start_cut)) >= fps
+    # no voice anywhere: SyncTalk's end
+    assert held_out_stretch(n, [0], fps, np.zeros(n)) == end
 
 
 @pytest.mark.parametrize("name,words", [

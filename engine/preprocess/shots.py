@@ -47,6 +47,8 @@ FADE_STEP_S = 0.12
 MAX_TRANSITION_S = 0.5
 HELD_OUT_FRACTION = 1 / 11   # SyncTalk's: the last 1/11 of the frames are held out
 MIN_TRAIN_S = 1.0            # a shot with held-out frames keeps at least this much of itself to train on
+MIN_VOICED = 0.5             # share of the held-out frames with voice: speech with its pauses is 0.75-1
+VOICED_SLACK = 0.1           # off the clip's end, the latest stretch this close to the most voiced one
 
 
 @dataclass
@@ -149,12 +151,20 @@ def find_shots(thumbs: np.ndarray, fps: float, face_steps: np.ndarray | None = N
     return Shots(starts or [0], sorted(transitions))
 
 
-def held_out_stretch(n_frames: int, shot_starts: list[int], fps: float) -> tuple[int, int]:
+def held_out_stretch(n_frames: int, shot_starts: list[int], fps: float,
+                     voice: np.ndarray | None = None) -> tuple[int, int]:
     """[start, end) frames to hold out: HELD_OUT_FRACTION of the clip, at its end as SyncTalk does, unless a shot
-    there would then have (almost) no frame to train on. A held-out frame in a shot the head never saw scores the
-    head on light and clothes it could not know (speech_coach's last shot, a second take in another shirt, began
-    30 frames into its held-out tail), and the render replays trained frames. Then the stretch ends the latest
-    shot long enough to hold it and keep MIN_TRAIN_S of its frames for training (the frames after it train)."""
+    there would then have (almost) no frame to train on, or the speaker is silent there. A held-out frame in a
+    shot the head never saw scores the head on light and clothes it could not know (speech_coach's last shot, a
+    second take in another shirt, began 30 frames into its held-out tail), and the render replays trained
+    frames. Then the stretch ends the latest shot long enough to hold it and keep MIN_TRAIN_S of its frames for
+    training (the frames after it train).
+
+    voice: per-frame voice activity (engine.audio.vad). Lip sync can only be scored where someone speaks, and
+    a clip often ends once the speaker has stopped: a 16-s phone clip's last 1.2 s held a closed mouth in
+    silence (its mouth moved 0.5 px there), so `evaluate` scored noise. Where under MIN_VOICED of the stretch
+    is voiced, the latest of the clip's most voiced stretches (within VOICED_SLACK of the most) that keeps its
+    shots' training frames is held out instead; where none does, the stretch above."""
     count = n_frames - int(round(n_frames * (1 - HELD_OUT_FRACTION)))
     keep = int(round(MIN_TRAIN_S * fps))
     bounds = list(zip(shot_starts, list(shot_starts[1:]) + [n_frames]))
@@ -162,9 +172,19 @@ def held_out_stretch(n_frames: int, shot_starts: list[int], fps: float) -> tuple
     def trains_enough(start: int, end: int) -> bool:
         return all((b - a) - (min(b, end) - max(a, start)) >= keep for a, b in bounds if a < end and b > start)
 
-    if count == 0 or trains_enough(n_frames - count, n_frames):
-        return n_frames - count, n_frames
-    for a, b in reversed(bounds):
-        if b - a - count >= keep:
-            return b - count, b
-    return n_frames - count, n_frames  # no shot is long enough: the clip's end, as for a single shot
+    start = n_frames - count
+    if count and not trains_enough(start, n_frames):
+        # the clip's end when no shot is long enough, as for a single shot
+        start = next((b - count for a, b in reversed(bounds) if b - a - count >= keep), start)
+    if count == 0 or voice is None:
+        return start, start + count
+    voice = np.pad(np.asarray(voice, np.float32)[:n_frames], (0, max(0, n_frames - len(voice))))
+    voiced = np.concatenate([[0], np.cumsum(voice >= 0.5)])
+    firsts = np.arange(n_frames - count, -1, -1)               # latest first
+    shares = (voiced[firsts + count] - voiced[firsts]) / count
+    if shares[n_frames - count - start] >= MIN_VOICED:
+        return start, start + count
+    for first in firsts[shares >= shares.max() - VOICED_SLACK]:
+        if trains_enough(first, first + count):
+            return int(first), int(first) + count
+    return start, start + count

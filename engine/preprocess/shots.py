@@ -160,7 +160,7 @@ def held_out_stretch(n_frames: int, shot_starts: list[int], fps: float,
     frames. Then the stretch ends the latest shot long enough to hold it and keep MIN_TRAIN_S of its frames for
     training (the frames after it train).
 
-    voice: per-frame voice activity (engine.audio.vad). Lip sync can only be scored where someone speaks, and
+    voice: (n_frames,) voice activity (engine.audio.vad). Lip sync can only be scored where someone speaks, and
     a clip often ends once the speaker has stopped: a 16-s phone clip's last 1.2 s held a closed mouth in
     silence (its mouth moved 0.5 px there), so `evaluate` scored noise. Where under MIN_VOICED of the stretch
     is voiced, the latest of the clip's most voiced stretches (within VOICED_SLACK of the most) that keeps its
@@ -178,13 +178,11 @@ def held_out_stretch(n_frames: int, shot_starts: list[int], fps: float,
         start = next((b - count for a, b in reversed(bounds) if b - a - count >= keep), start)
     if count == 0 or voice is None:
         return start, start + count
-    voice = np.pad(np.asarray(voice, np.float32)[:n_frames], (0, max(0, n_frames - len(voice))))
-    voiced = np.concatenate([[0], np.cumsum(voice >= 0.5)])
-    firsts = np.arange(n_frames - count, -1, -1)               # latest first
-    shares = (voiced[firsts + count] - voiced[firsts]) / count
-    if shares[n_frames - count - start] >= MIN_VOICED:
+    voiced = np.concatenate([[0], np.cumsum(np.asarray(voice[:n_frames]) >= 0.5)])
+    shares = (voiced[count:] - voiced[:-count]) / count   # [first]: the voiced share of [first, first + count)
+    if shares[start] >= MIN_VOICED:
         return start, start + count
-    for first in firsts[shares >= shares.max() - VOICED_SLACK]:
+    for first in np.flatnonzero(shares >= shares.max() - VOICED_SLACK)[::-1]:  # latest first
         if trains_enough(first, first + count):
             return int(first), int(first) + count
     return start, start + count

@@ -264,6 +264,32 @@ def test_the_held_out_frames_hold_speech():
     assert held_out_stretch(n, [0], fps, np.zeros(n)) == end
 
 
+def test_the_held_out_frames_hold_a_blink():
+    """A short clip's held-out 1.4 s often fall between two blinks, and `evaluate` then scores its eyes on open
+    lids (tracking noise). This phone clip's most voiced stretch has no blink; the held-out stretch moves to a
+    voiced one that holds a whole blink, with open lids either side of it. The blinks are the ones MediaPipe
+    captures from the clip (the real landmarker, as preprocess smooths them)."""
+    from engine.expression.blinks import BLINK_CHANNELS, blink_frames
+    from engine.face.landmarker import FaceLandmarker
+    from engine.media.video import read_frames
+    clip, fps = shared_file("corpus", "humanomni_zh_speaker_zh_16s_HumanOmni.mp4"), 25.0
+    with FaceLandmarker() as landmarker:
+        curves = smooth_blendshapes(np.array([landmarker.analyse(rgb).blendshapes for rgb in read_frames(clip, fps)]))
+    n = len(curves)
+    blinks = blink_frames(curves[:, list(BLINK_CHANNELS)])
+    assert 4 <= len(np.flatnonzero(np.diff(blinks.astype(int)) == 1)) <= 12   # 16 s: a blink every 1-4 s
+    voice = voice_activity(load_audio(clip), fps, n)
+    voiced_only = held_out_stretch(n, [0], fps, voice)
+    assert not blinks[voiced_only[0]:voiced_only[1]].any()
+    start, stop = held_out_stretch(n, [0], fps, voice, blinks)
+    assert stop - start == voiced_only[1] - voiced_only[0]
+    assert (voice[start:stop] >= 0.5).mean() >= 0.8
+    held = blinks[start:stop]
+    assert held.any() and not held[0] and not held[-1]
+    # lids that never close (no blink in the capture) leave the voiced stretch where it was
+    assert held_out_stretch(n, [0], fps, voice, np.zeros(n, bool)) == voiced_only
+
+
 @pytest.mark.parametrize("name,words", [
     ("silent_track.mp4", "no audio track"),
     ("no_face.mp4", "no face"),

@@ -18,6 +18,7 @@ from ..arkit import ARKIT_INDEX
 BLINK_CHANNELS = (ARKIT_INDEX["eyeBlinkLeft"], ARKIT_INDEX["eyeBlinkRight"])
 _MIN_INTERVAL_S = 0.8  # nobody blinks twice in less than this
 _DEPTH_RANGE = (0.9, 1.0)  # each blink's depth, as a fraction of closed - open
+_MIN_BLINK_DEPTH = 0.15  # closed - open level under which a capture holds no blink, only lid jitter
 _ONE_EYE_LEADS = 0.25  # chance that a blink starts a frame earlier in one eye than in the other
 
 
@@ -31,13 +32,11 @@ class BlinkModel:
     @classmethod
     def from_curves(cls, blink: np.ndarray, fps: float) -> "BlinkModel":
         """Measure rate, duration and depth from (N, 2) captured eyeBlinkLeft/Right curves."""
-        both = blink.mean(axis=1)
-        open_level = float(np.percentile(both, 30))
-        closed_level = float(np.percentile(both, 99.5))
-        if closed_level - open_level < 0.15:  # no blink visible in the capture: keep the human defaults
+        open_level, closed_level = _lid_levels(blink)
+        if closed_level - open_level < _MIN_BLINK_DEPTH:  # no blink visible in the capture: the human defaults
             return cls(open_level=open_level)
-        half = (open_level + closed_level) / 2
-        above = np.concatenate([[False], both > half, [False]])
+        both = blink.mean(axis=1)
+        above = np.concatenate([[False], both > (open_level + closed_level) / 2, [False]])
         starts = np.flatnonzero(~above[:-1] & above[1:])
         ends = np.flatnonzero(above[:-1] & ~above[1:])
         seconds = len(both) / fps
@@ -52,6 +51,21 @@ class BlinkModel:
     def as_dict(self) -> dict:
         return {"rate_per_min": round(self.rate_per_s * 60, 1), "duration_s": round(self.duration_s, 3),
                 "open_level": round(self.open_level, 3), "closed_level": round(self.closed_level, 3)}
+
+
+def _lid_levels(blink: np.ndarray) -> tuple[float, float]:
+    """The open and the closed level of (N, 2) captured eyeBlinkLeft/Right curves."""
+    both = blink.mean(axis=1)
+    return float(np.percentile(both, 30)), float(np.percentile(both, 99.5))
+
+
+def blink_frames(blink: np.ndarray) -> np.ndarray:
+    """(N,) bool: the frames of (N, 2) captured eyeBlinkLeft/Right curves where the lids are more than half-way
+    from open to closed, as BlinkModel.from_curves counts blinks; none where the capture shows no blink."""
+    open_level, closed_level = _lid_levels(blink)
+    if closed_level - open_level < _MIN_BLINK_DEPTH:
+        return np.zeros(len(blink), bool)
+    return blink.mean(axis=1) > (open_level + closed_level) / 2
 
 
 def blink_times(model: BlinkModel, seconds: float, seed: int) -> np.ndarray:

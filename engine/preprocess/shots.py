@@ -151,20 +151,24 @@ def find_shots(thumbs: np.ndarray, fps: float, face_steps: np.ndarray | None = N
     return Shots(starts or [0], sorted(transitions))
 
 
-def held_out_stretch(n_frames: int, shot_starts: list[int], fps: float,
-                     voice: np.ndarray | None = None) -> tuple[int, int]:
+def held_out_stretch(n_frames: int, shot_starts: list[int], fps: float, voice: np.ndarray | None = None,
+                     blinks: np.ndarray | None = None) -> tuple[int, int]:
     """[start, end) frames to hold out: HELD_OUT_FRACTION of the clip, at its end as SyncTalk does, unless a shot
-    there would then have (almost) no frame to train on, or the speaker is silent there. A held-out frame in a
-    shot the head never saw scores the head on light and clothes it could not know (speech_coach's last shot, a
-    second take in another shirt, began 30 frames into its held-out tail), and the render replays trained
-    frames. Then the stretch ends the latest shot long enough to hold it and keep MIN_TRAIN_S of its frames for
-    training (the frames after it train).
+    there would then have (almost) no frame to train on, or the stretch holds too little to score. A held-out
+    frame in a shot the head never saw scores the head on light and clothes it could not know (speech_coach's
+    last shot, a second take in another shirt, began 30 frames into its held-out tail), and the render replays
+    trained frames. Then the stretch ends the latest shot long enough to hold it and keep MIN_TRAIN_S of its
+    frames for training (the frames after it train).
 
-    voice: (n_frames,) voice activity (engine.audio.vad). Lip sync can only be scored where someone speaks, and
-    a clip often ends once the speaker has stopped: a 16-s phone clip's last 1.2 s held a closed mouth in
-    silence (its mouth moved 0.5 px there), so `evaluate` scored noise. Where under MIN_VOICED of the stretch
-    is voiced, the latest of the clip's most voiced stretches (within VOICED_SLACK of the most) that keeps its
-    shots' training frames is held out instead; where none does, the stretch above."""
+    voice: (n_frames,) voice activity (engine.audio.vad); blinks: (n_frames,) bool, the frames inside a blink
+    (engine.expression.blinks.blink_frames). `evaluate` scores lip sync and blinks on the held-out frames, and
+    both need something to score: a clip often ends once the speaker has stopped (a 16-s phone clip's last
+    1.2 s held a closed mouth in silence, its mouth moving 0.5 px), and a short clip's 1.2-1.4 s often fall
+    between two blinks (two such clips scored their eyes on open lids: tracking noise). Where the stretch has
+    under MIN_VOICED of voice or, when the clip shows blinks, no blink, the latest of the most voiced stretches
+    (within VOICED_SLACK of the most) that hold a blink and keep their shots' training frames is held out
+    instead; where none holds both, a voiced stretch stays and a silent one gives way to the latest of the most
+    voiced; where none trains enough, the stretch above."""
     count = n_frames - int(round(n_frames * (1 - HELD_OUT_FRACTION)))
     keep = int(round(MIN_TRAIN_S * fps))
     bounds = list(zip(shot_starts, list(shot_starts[1:]) + [n_frames]))
@@ -178,11 +182,28 @@ def held_out_stretch(n_frames: int, shot_starts: list[int], fps: float,
         start = next((b - count for a, b in reversed(bounds) if b - a - count >= keep), start)
     if count == 0 or voice is None:
         return start, start + count
-    voiced = np.concatenate([[0], np.cumsum(np.asarray(voice[:n_frames]) >= 0.5)])
-    shares = (voiced[count:] - voiced[:-count]) / count   # [first]: the voiced share of [first, first + count)
-    if shares[start] >= MIN_VOICED:
+    shares = _window_shares(np.asarray(voice[:n_frames]) >= 0.5, count)
+    voiced = shares >= MIN_VOICED
+    holds_blink = np.zeros(len(shares), bool)
+    if blinks is not None:
+        # a whole blink and a frame of open lids either side of it, so that its closing and opening are scored
+        inside = np.concatenate([[False], np.asarray(blinks[:n_frames], bool), [False]])
+        for first, end in zip(np.flatnonzero(~inside[:-1] & inside[1:]), np.flatnonzero(inside[:-1] & ~inside[1:])):
+            holds_blink[max(end + 1 - count, 0):first] = True
+    if voiced[start] and (holds_blink[start] or not holds_blink.any()):
         return start, start + count
-    for first in np.flatnonzero(shares >= shares.max() - VOICED_SLACK)[::-1]:  # latest first
-        if trains_enough(first, first + count):
-            return int(first), int(first) + count
+    # a voiced stretch without a blink is kept unless another holds both
+    for allowed in [voiced & holds_blink] + ([] if voiced[start] else [np.ones(len(shares), bool)]):
+        if not allowed.any():
+            continue
+        top = shares >= shares[allowed].max() - VOICED_SLACK
+        for first in np.flatnonzero(allowed & top)[::-1]:  # latest first
+            if trains_enough(first, first + count):
+                return int(first), int(first) + count
     return start, start + count
+
+
+def _window_shares(flags: np.ndarray, count: int) -> np.ndarray:
+    """[first]: the share of flags set in [first, first + count)."""
+    running = np.concatenate([[0], np.cumsum(flags)])
+    return (running[count:] - running[:-count]) / count

@@ -264,30 +264,48 @@ def test_the_held_out_frames_hold_speech():
     assert held_out_stretch(n, [0], fps, np.zeros(n)) == end
 
 
-def test_the_held_out_frames_hold_a_blink():
-    """A short clip's held-out 1.4 s often fall between two blinks, and `evaluate` then scores its eyes on open
-    lids (tracking noise). This phone clip's most voiced stretch has no blink; the held-out stretch moves to a
-    voiced one that holds a whole blink, with open lids either side of it. The blinks are the ones MediaPipe
-    captures from the clip (the real landmarker, as preprocess smooths them)."""
+@pytest.mark.parametrize("name,missing", [
+    ("humanomni_zh_speaker_zh_16s_HumanOmni.mp4", "blink"),   # its most voiced stretch falls between blinks
+    ("Donald_Trump_en_10s_MimicTalk.mp4", "motion"),          # his last words trail off: voiced, a still jaw
+])
+def test_the_held_out_frames_hold_speech_motion_and_a_blink(name, missing):
+    """`evaluate` scores lip sync and blinks on the held-out frames. A short clip holds out 0.9-1.4 s, which can
+    fall between two blinks (the eyes then score tracking noise) or where the jaw hardly moves (the amplitude
+    ratio divides by noise). Given the tracked curves, the held-out stretch moves to a voiced one where the jaw
+    moves and a whole blink lies inside, with open lids either side of it. The curves are the ones MediaPipe
+    captures from the clip (the real landmarker, smoothed as preprocess does)."""
+    from engine.arkit import ARKIT_INDEX
     from engine.expression.blinks import BLINK_CHANNELS, blink_frames
     from engine.face.landmarker import FaceLandmarker
     from engine.media.video import read_frames
-    clip, fps = shared_file("corpus", "humanomni_zh_speaker_zh_16s_HumanOmni.mp4"), 25.0
+    from engine.preprocess.shots import MIN_MOTION
+    clip, fps = shared_file("corpus", name), 25.0
     with FaceLandmarker() as landmarker:
         curves = smooth_blendshapes(np.array([landmarker.analyse(rgb).blendshapes for rgb in read_frames(clip, fps)]))
     n = len(curves)
-    blinks = blink_frames(curves[:, list(BLINK_CHANNELS)])
-    assert 4 <= len(np.flatnonzero(np.diff(blinks.astype(int)) == 1)) <= 12   # 16 s: a blink every 1-4 s
     voice = voice_activity(load_audio(clip), fps, n)
+    blinks = blink_frames(curves[:, list(BLINK_CHANNELS)])
+    assert 2 <= len(np.flatnonzero(np.diff(blinks.astype(int)) == 1)) <= 12   # 10-16 s: a blink every 1-5 s
+    jaw = curves[:, ARKIT_INDEX["jawOpen"]]
+
+    def scores(stretch):
+        start, stop = stretch
+        spreads = [jaw[s:s + stop - start].std() for s in range(n - (stop - start) + 1)]
+        held = blinks[start:stop]
+        return {"voice": (voice[start:stop] >= 0.5).mean() >= 0.5,
+                "motion": jaw[start:stop].std() >= MIN_MOTION * np.median(spreads),
+                "blink": held.any() and not held[0] and not held[-1]}
+
     voiced_only = held_out_stretch(n, [0], fps, voice)
-    assert not blinks[voiced_only[0]:voiced_only[1]].any()
-    start, stop = held_out_stretch(n, [0], fps, voice, blinks)
-    assert stop - start == voiced_only[1] - voiced_only[0]
-    assert (voice[start:stop] >= 0.5).mean() >= 0.8
-    held = blinks[start:stop]
-    assert held.any() and not held[0] and not held[-1]
-    # lids that never close (no blink in the capture) leave the voiced stretch where it was
-    assert held_out_stretch(n, [0], fps, voice, np.zeros(n, bool)) == voiced_only
+    assert scores(voiced_only)["voice"] and not scores(voiced_only)[missing]
+    stretch = held_out_stretch(n, [0], fps, voice, curves)
+    assert stretch[1] - stretch[0] == voiced_only[1] - voiced_only[0]
+    assert all(scores(stretch).values())
+    # lids that never close (no blink in the capture) and a jaw that moves alike everywhere ask nothing more
+    still = curves.copy()
+    still[:, list(BLINK_CHANNELS)] = 0.1
+    still[:, ARKIT_INDEX["jawOpen"]] = np.resize([0.1, 0.3], n)
+    assert held_out_stretch(n, [0], fps, voice, still) == voiced_only
 
 
 @pytest.mark.parametrize("name,words", [

@@ -28,7 +28,6 @@ import numpy as np
 
 from ..audio.vad import voice_activity
 from ..errors import EngineError
-from ..expression.blinks import BLINK_CHANNELS, blink_frames
 from ..face.landmarker import FaceLandmarker, PersonSegmenter
 from ..face.parsing import CHIN, FOREHEAD, face_mask, parse
 from ..media.audio import load_audio, write_wav
@@ -171,8 +170,7 @@ def _preprocess(clip: Path, info, destination: Path, fps: float, size: int | Non
             "pose": stabilised.pose.astype(np.float32),
             "valid": valid,
         })
-        held_out = held_out_stretch(n, shots.starts, fps, voice_activity(samples, fps, n),
-                                    blink_frames(blendshapes[:, list(BLINK_CHANNELS)]))
+        held_out = held_out_stretch(n, shots.starts, fps, voice_activity(samples, fps, n), blendshapes)
         split = Split((0, held_out[0] if held_out[1] == n else n), held_out,
                       np.flatnonzero(valid == gaps.VALID_EXCLUDED).tolist())
         meta = SubjectMeta(

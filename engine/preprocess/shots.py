@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..arkit import ARKIT_INDEX
+from ..expression.blinks import BLINK_CHANNELS, blink_frames
 from .gaps import span_text, timestamp
 
 THUMB = 32
@@ -49,6 +51,7 @@ HELD_OUT_FRACTION = 1 / 11   # SyncTalk's: the last 1/11 of the frames are held 
 MIN_TRAIN_S = 1.0            # a shot with held-out frames keeps at least this much of itself to train on
 MIN_VOICED = 0.5             # share of the held-out frames with voice: speech with its pauses is 0.75-1
 VOICED_SLACK = 0.1           # off the clip's end, the latest stretch this close to the most voiced one
+MIN_MOTION = 0.5             # the held-out jaw's spread, of the median over the clip's stretches of that length
 
 
 @dataclass
@@ -152,7 +155,7 @@ def find_shots(thumbs: np.ndarray, fps: float, face_steps: np.ndarray | None = N
 
 
 def held_out_stretch(n_frames: int, shot_starts: list[int], fps: float, voice: np.ndarray | None = None,
-                     blinks: np.ndarray | None = None) -> tuple[int, int]:
+                     curves: np.ndarray | None = None) -> tuple[int, int]:
     """[start, end) frames to hold out: HELD_OUT_FRACTION of the clip, at its end as SyncTalk does, unless a shot
     there would then have (almost) no frame to train on, or the stretch holds too little to score. A held-out
     frame in a shot the head never saw scores the head on light and clothes it could not know (speech_coach's
@@ -160,15 +163,17 @@ def held_out_stretch(n_frames: int, shot_starts: list[int], fps: float, voice: n
     trained frames. Then the stretch ends the latest shot long enough to hold it and keep MIN_TRAIN_S of its
     frames for training (the frames after it train).
 
-    voice: (n_frames,) voice activity (engine.audio.vad); blinks: (n_frames,) bool, the frames inside a blink
-    (engine.expression.blinks.blink_frames). `evaluate` scores lip sync and blinks on the held-out frames, and
-    both need something to score: a clip often ends once the speaker has stopped (a 16-s phone clip's last
-    1.2 s held a closed mouth in silence, its mouth moving 0.5 px), and a short clip's 1.2-1.4 s often fall
-    between two blinks (two such clips scored their eyes on open lids: tracking noise). Where the stretch has
-    under MIN_VOICED of voice or, when the clip shows blinks, no blink, the latest of the most voiced stretches
-    (within VOICED_SLACK of the most) that hold a blink and keep their shots' training frames is held out
-    instead; where none holds both, a voiced stretch stays and a silent one gives way to the latest of the most
-    voiced; where none trains enough, the stretch above."""
+    voice: (n_frames,) voice activity (engine.audio.vad); curves: (n_frames, 52) the tracked ARKit curves.
+    `evaluate` scores lip sync and blinks on the held-out frames, and both need something to score. A clip
+    often ends once the speaker has stopped (a 16-s phone clip's last 1.2 s: a closed mouth in silence, 0.5 px
+    of motion), or trails off (a 10-s clip's last 0.9 s: voiced, but the jaw moved a third as much as in the
+    clip's other stretches, and the amplitude ratio divided by tracking noise); and a short clip's 1.2-1.4 s
+    often fall between two blinks (two such clips scored their eyes on open lids). So the stretch is kept where
+    it is voiced (MIN_VOICED), its jaw moves (MIN_MOTION) and it holds a whole blink (where the clip shows
+    blinks); otherwise the latest of the most voiced stretches (within VOICED_SLACK of the most) that have all
+    three and keep their shots' training frames is held out; failing that, one with voice and motion, then one
+    with voice; a silent stretch gives way to the latest of the most voiced; where none trains enough, the
+    stretch above."""
     count = n_frames - int(round(n_frames * (1 - HELD_OUT_FRACTION)))
     keep = int(round(MIN_TRAIN_S * fps))
     bounds = list(zip(shot_starts, list(shot_starts[1:]) + [n_frames]))
@@ -182,20 +187,22 @@ def held_out_stretch(n_frames: int, shot_starts: list[int], fps: float, voice: n
         start = next((b - count for a, b in reversed(bounds) if b - a - count >= keep), start)
     if count == 0 or voice is None:
         return start, start + count
-    shares = _window_shares(np.asarray(voice[:n_frames]) >= 0.5, count)
+    shares = _window_means(np.asarray(voice[:n_frames]) >= 0.5, count)
     voiced = shares >= MIN_VOICED
-    holds_blink = np.zeros(len(shares), bool)
-    if blinks is not None:
-        # a whole blink and a frame of open lids either side of it, so that its closing and opening are scored
-        inside = np.concatenate([[False], np.asarray(blinks[:n_frames], bool), [False]])
-        for first, end in zip(np.flatnonzero(~inside[:-1] & inside[1:]), np.flatnonzero(inside[:-1] & ~inside[1:])):
-            holds_blink[max(end + 1 - count, 0):first] = True
-    if voiced[start] and (holds_blink[start] or not holds_blink.any()):
-        return start, start + count
-    # a voiced stretch without a blink is kept unless another holds both
-    for allowed in [voiced & holds_blink] + ([] if voiced[start] else [np.ones(len(shares), bool)]):
+    everywhere = np.ones(len(shares), bool)
+    moving = holds_blink = everywhere
+    if curves is not None:
+        jaw = np.asarray(curves[:n_frames, ARKIT_INDEX["jawOpen"]], np.float64)
+        spread = np.sqrt(np.maximum(_window_means(jaw ** 2, count) - _window_means(jaw, count) ** 2, 0))
+        moving = spread >= MIN_MOTION * np.median(spread)
+        blinks = blink_frames(curves[:n_frames, list(BLINK_CHANNELS)])
+        if blinks.any():
+            holds_blink = _holds_a_whole_run(blinks, count)
+    for allowed in (voiced & moving & holds_blink, voiced & moving, voiced, everywhere):
         if not allowed.any():
             continue
+        if allowed[start] and voiced[start]:
+            return start, start + count
         top = shares >= shares[allowed].max() - VOICED_SLACK
         for first in np.flatnonzero(allowed & top)[::-1]:  # latest first
             if trains_enough(first, first + count):
@@ -203,7 +210,17 @@ def held_out_stretch(n_frames: int, shot_starts: list[int], fps: float, voice: n
     return start, start + count
 
 
-def _window_shares(flags: np.ndarray, count: int) -> np.ndarray:
-    """[first]: the share of flags set in [first, first + count)."""
-    running = np.concatenate([[0], np.cumsum(flags)])
+def _window_means(values: np.ndarray, count: int) -> np.ndarray:
+    """[first]: the mean of values[first:first + count]."""
+    running = np.concatenate([[0], np.cumsum(values, dtype=np.float64)])
     return (running[count:] - running[:-count]) / count
+
+
+def _holds_a_whole_run(flags: np.ndarray, count: int) -> np.ndarray:
+    """[first]: whether [first, first + count) holds a whole run of set flags and an unset one either side
+    (a blink's closing and opening are both scored)."""
+    holds = np.zeros(len(flags) - count + 1, bool)
+    inside = np.concatenate([[False], flags, [False]])
+    for first, end in zip(np.flatnonzero(~inside[:-1] & inside[1:]), np.flatnonzero(inside[:-1] & ~inside[1:])):
+        holds[max(end + 1 - count, 0):first] = True
+    return holds

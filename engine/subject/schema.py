@@ -180,7 +180,7 @@ class Source:
 class Split:
     """Frames [test_start, test_end) are held out; the others in [train_start, train_end) train; `excluded`
     are in neither. The held-out stretch is the clip's end, or inside the training range where the end of an
-    edited clip is a shot too short to train on or the speaker is silent there
+    edited clip is a shot too short to train on, or holds too little to score: silence, a still jaw, no blink
     (engine.preprocess.shots.held_out_stretch)."""
     train: tuple[int, int]
     test: tuple[int, int]

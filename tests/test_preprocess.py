@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from conftest import shared_file
-from engine.arkit import ARKIT_NAMES
+from engine.arkit import ARKIT_INDEX, ARKIT_NAMES
 from engine.audio.vad import voice_activity
 from engine.errors import EngineError
+from engine.expression.blinks import BLINK_CHANNELS, blink_frames
 from engine.media.audio import SAMPLE_RATE, load_audio
 from engine.preprocess import preprocess
 from engine.preprocess.crop import choose_crop_box
@@ -87,7 +88,12 @@ def test_subject_folder_holds_everything_the_format_names(subject, clips):
     assert s.meta.source.sha256 == hashlib.sha256((clips / "lieu.mkv").read_bytes()).hexdigest()
     assert (s.meta.source.width, s.meta.source.height) == (256, 256)
     assert set(s.intrinsics) >= {"fx", "fy", "cx", "cy"} and s.intrinsics["fx"] > 0
-    assert meta["split"]["train"] == [0, 45] and meta["split"]["test"] == [45, 50]
+    # 1/11 held out: the clip's end has speech but falls between blinks, so the 5 frames around its blink are
+    # held out instead (held_out_stretch) and every other frame trains
+    start, end = meta["split"]["test"]
+    assert end - start == 5 and meta["split"]["train"] == [0, 50]
+    held = blink_frames(s.tracks["blendshapes"][:, list(BLINK_CHANNELS)])[start:end]
+    assert held.any() and not held[0] and not held[-1]
     assert s.meta.gaps == [] and s.meta.models == {}
     assert any("s long" in w for w in s.meta.warnings) and progress.warnings == s.meta.warnings
     assert SubjectMeta.from_dict(meta, root / "subject.json").to_dict() == meta  # lossless round trip
@@ -274,8 +280,6 @@ def test_the_held_out_frames_hold_speech_motion_and_a_blink(name, missing):
     ratio divides by noise). Given the tracked curves, the held-out stretch moves to a voiced one where the jaw
     moves and a whole blink lies inside, with open lids either side of it. The curves are the ones MediaPipe
     captures from the clip (the real landmarker, smoothed as preprocess does)."""
-    from engine.arkit import ARKIT_INDEX
-    from engine.expression.blinks import BLINK_CHANNELS, blink_frames
     from engine.face.landmarker import FaceLandmarker
     from engine.media.video import read_frames
     from engine.preprocess.shots import MIN_MOTION

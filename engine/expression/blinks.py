@@ -33,14 +33,11 @@ class BlinkModel:
     def from_curves(cls, blink: np.ndarray, fps: float) -> "BlinkModel":
         """Measure rate, duration and depth from (N, 2) captured eyeBlinkLeft/Right curves."""
         open_level, closed_level = _lid_levels(blink)
-        if closed_level - open_level < _MIN_BLINK_DEPTH:  # no blink visible in the capture: the human defaults
-            return cls(open_level=open_level)
-        both = blink.mean(axis=1)
-        above = np.concatenate([[False], both > (open_level + closed_level) / 2, [False]])
+        above = np.concatenate([[False], blink_frames(blink), [False]])
         starts = np.flatnonzero(~above[:-1] & above[1:])
         ends = np.flatnonzero(above[:-1] & ~above[1:])
-        seconds = len(both) / fps
-        if len(starts) == 0 or seconds <= 0:
+        seconds = len(blink) / fps
+        if len(starts) == 0 or seconds <= 0:  # no blink visible in the capture: the human defaults
             return cls(open_level=open_level)
         # For the blink shape of blink_curves (sine close over 40%, cosine open) the full duration is
         # 1.5 times the width at half depth.

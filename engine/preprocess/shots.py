@@ -36,7 +36,7 @@ import numpy as np
 
 from ..arkit import ARKIT_INDEX
 from ..expression.blinks import BLINK_CHANNELS, blink_frames
-from .gaps import span_text, timestamp
+from .gaps import runs, span_text, timestamp
 
 THUMB = 32
 CUT_LEVEL = 12.0
@@ -220,7 +220,6 @@ def _holds_a_whole_run(flags: np.ndarray, count: int) -> np.ndarray:
     """[first]: whether [first, first + count) holds a whole run of set flags and an unset one either side
     (a blink's closing and opening are both scored)."""
     holds = np.zeros(len(flags) - count + 1, bool)
-    inside = np.concatenate([[False], flags, [False]])
-    for first, end in zip(np.flatnonzero(~inside[:-1] & inside[1:]), np.flatnonzero(inside[:-1] & ~inside[1:])):
+    for first, end in runs(flags):
         holds[max(end + 1 - count, 0):first] = True
     return holds

@@ -361,6 +361,27 @@ def test_rare_face_states_are_drawn_more_often_than_uniformly(subject_dir):
     assert pouting[least].sum() > 1.4 * weights[least].sum()
 
 
+def test_the_eyes_rays_go_to_closed_lids_more_often(subject_dir, tmp_path):
+    """The eyes-and-brows box has a frame draw of its own, by the lids' state alone: a step's eye rays fall on
+    closed lids more often than its lip and head rays do, and both draws learn from their own rays' errors."""
+    from engine.arkit import ARKIT_INDEX
+    from engine.nerf.dataset import MAX_DRAW_BOOST
+    trainer = tiny_trainer(untrained_copy(subject_dir, tmp_path / "eyes"))
+    data = trainer.data
+    curves = trainer.subject.tracks["blendshapes"][data.train_frames]
+    lids = curves[:, [ARKIT_INDEX["eyeBlinkLeft"], ARKIT_INDEX["eyeBlinkRight"]]].mean(axis=1)
+    closed = lids >= np.percentile(lids, 90)
+    assert abs(data.eye_weights.sum() - 1) < 1e-9 and data.eye_weights.max() <= MAX_DRAW_BOOST / data.n_train * 1.001
+    assert data.eye_weights[closed].sum() > max(data.frame_weights[closed].sum(), 1.5 * closed.mean())
+    stage, optimizer = trainer.stages["head"], trainer.optimizers["head"]
+    trainer.set_lr(optimizer, 0.0)
+    for step in range(1, 11):
+        trainer.optimise(optimizer, stage.losses(step))
+    assert np.isfinite(trainer.eye_draws.error).any() and np.isfinite(trainer.draws.error).any()
+    drawn = np.concatenate([trainer.eye_frames(1) for _ in range(400)])
+    assert closed[drawn].mean() > 1.5 * closed.mean()
+
+
 def test_frames_whose_moving_parts_render_badly_are_drawn_more_often(subject_dir, tmp_path):
     """The head stage measures each drawn frame's error on its lip and eye rays; a frame the field cannot draw
     (here its lip box painted over, as a pout no curve bin foresaw would look to the field) soon gets more

@@ -1,6 +1,7 @@
 """The NeRF's training stages (../shared/REFERENCE.md "Model"): what each one optimises and its losses for a step.
 
-head   rays inside each frame's head box (more of them in the lip and eye boxes), rendered over the
+head   rays inside each frame's head box (more of them in the lip and eye boxes, the eye box's in frames
+       drawn by the lids' state), rendered over the
        frame's torso plate; uncertainty-weighted L1, the head's opacity outside its mask, region
        attention sparsity; the occupancy grid re-measured every few steps. The audio code is first
        fitted to the tracked mouth curves alone, then kept on them by a small readout loss through
@@ -67,15 +68,21 @@ class HeadStage(Stage):
             self.update_grid(step)
         if step == 0:
             self.fit_audio_code()
+        # The eyes' rays go to frames of their own draw (closed lids more often: Trainer.eye_frames).
         rows = trainer.frames(trainer.preset.frames_per_step)
+        eye_rows = trainer.eye_frames(len(rows))
         per_frame = trainer.preset.rays_per_step // len(rows)
-        counts = {"lip_box": int(per_frame * config.lip_box_rays), "eye_box": int(per_frame * config.eye_box_rays)}
-        counts["head_box"] = per_frame - sum(counts.values())
-        parts = [data.pixels_in_boxes(rows, getattr(data, box), count, trainer.rng) for box, count in counts.items()]
-        slot, x, y = (np.concatenate(arrays) for arrays in zip(*parts))
-        out, pred, target, frame_rows = trainer.render_pixels(rows, slot, x, y, training=True)
-        moving = sum(len(part[0]) for part in parts[:2])  # the lip- and eye-box rays come first
-        trainer.record_errors(rows, slot[:moving], pred[:moving], target[:moving])
+        lip_count, eye_count = int(per_frame * config.lip_box_rays), int(per_frame * config.eye_box_rays)
+        lip = data.pixels_in_boxes(rows, data.lip_box, lip_count, trainer.rng)
+        eye_slot, eye_x, eye_y = data.pixels_in_boxes(eye_rows, data.eye_box, eye_count, trainer.rng)
+        head = data.pixels_in_boxes(rows, data.head_box, per_frame - lip_count - eye_count, trainer.rng)
+        slot = np.concatenate([lip[0], eye_slot + len(rows), head[0]])
+        x, y = np.concatenate([lip[1], eye_x, head[1]]), np.concatenate([lip[2], eye_y, head[2]])
+        out, pred, target, frame_rows = trainer.render_pixels(np.concatenate([rows, eye_rows]), slot, x, y,
+                                                              training=True)
+        lips, eyes = slice(0, len(lip[0])), slice(len(lip[0]), len(lip[0]) + len(eye_slot))
+        trainer.record_errors(trainer.draws, rows, slot[lips], pred[lips], target[lips])
+        trainer.record_errors(trainer.eye_draws, eye_rows, eye_slot, pred[eyes], target[eyes])
         outside = torch.from_numpy(~data.head_mask[frame_rows, y, x]).to(trainer.device).float()
         terms = {"photometric": losses.uncertainty_weighted_l1(pred, target, out.uncertainty),
                  "outside_opacity": config.outside_opacity * (out.opacity * outside).mean()}
@@ -135,7 +142,8 @@ class LipStage(HeadStage):
     eyes-and-brows box, its lip box again, a random patch in its head box. The eyes have their turn
     because heads whose budget cut their steps had not learnt to blink (eye-opening r 0.12-0.26 after
     3,100-3,600 of 7,000 head steps, on a machine half as fast as the one that blinked with every step;
-    an L2 photometric loss was being tried in those two trainings)."""
+    an L2 photometric loss was being tried in those two trainings); the eyes' turn draws its frame as the
+    head stage's eye rays do (Trainer.eye_frames)."""
     TURNS = ("lip_box", "eye_box", "lip_box", None)  # None: a random patch
     name = "lip"
 
@@ -145,8 +153,9 @@ class LipStage(HeadStage):
 
     def losses(self, step: int) -> dict[str, torch.Tensor]:
         trainer, data = self.trainer, self.trainer.data
-        row = trainer.frames(1)
         turn = self.TURNS[step % len(self.TURNS)]
+        draws = trainer.eye_draws if turn == "eye_box" else trainer.draws
+        row = draws.draw(trainer.rng, 1)
         if turn is not None:
             box = getattr(data, turn)[row[0]]
         else:
@@ -159,7 +168,7 @@ class LipStage(HeadStage):
         slot = np.zeros(len(x), np.int64)
         out, pred, target, _ = trainer.render_pixels(row, slot, x, y, training=True)
         if turn is not None:
-            trainer.record_errors(row, slot, pred, target)
+            trainer.record_errors(draws, row, slot, pred, target)
         terms = {"l1": losses.l1(pred, target)}
         if trainer.lpips is not None:
             shape = (1, int(box[3] - box[1]), int(box[2] - box[0]), 3)

@@ -113,6 +113,7 @@ class Trainer:
         self.rng = np.random.default_rng(seed + self.step + 100_000 * len(self.stages_done))
         # A resumed training measures the frames' errors afresh.
         self.draws = FrameDraws(self.data.frame_weights, MAX_DRAW_BOOST, 1 - RARE_STATE_SHARE)
+        self.eye_draws = FrameDraws(self.data.eye_weights, MAX_DRAW_BOOST, 1 - RARE_STATE_SHARE)
         self.lpips = losses.load_lpips(self.device)
         if self.lpips is None:
             progress.info("LPIPS weights not present: the lip stage uses L1 only")
@@ -267,11 +268,18 @@ class Trainer:
         frames whose moving parts the field still draws badly drawn more often (engine/nerf/draws.py)."""
         return self.draws.draw(self.rng, count)
 
-    def record_errors(self, rows: np.ndarray, slot: np.ndarray, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Tell the draws how badly rays of frames rows[slot], lying on their moving parts, were drawn."""
+    def eye_frames(self, count: int) -> np.ndarray:
+        """`count` distinct random training rows for the eyes-and-brows box: closed lids drawn more often
+        (SubjectData.eye_frame_weights), and frames whose eyes the field still draws badly."""
+        return self.eye_draws.draw(self.rng, count)
+
+    @staticmethod
+    def record_errors(draws: FrameDraws, rows: np.ndarray, slot: np.ndarray, pred: torch.Tensor,
+                      target: torch.Tensor) -> None:
+        """Tell `draws` how badly rays of frames rows[slot], lying on their moving parts, were drawn."""
         squared = ((pred.detach() - target) ** 2).mean(dim=1).cpu().numpy()
         seen, errors = FrameDraws.per_frame_errors(slot, squared, len(rows))
-        self.draws.record(rows[seen], errors)
+        draws.record(rows[seen], errors)
 
     def render_pixels(self, rows: np.ndarray, slot: np.ndarray, x: np.ndarray, y: np.ndarray, training: bool):
         """Head rendered over the torso plates for pixels (x, y) of frames rows[slot]; -> (output, pred, target, under).

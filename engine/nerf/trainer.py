@@ -265,7 +265,8 @@ class Trainer:
 
     def frames(self, count: int) -> np.ndarray:
         """`count` distinct random training rows (all of them when there are fewer), rare face states and
-        frames whose moving parts the field still draws badly drawn more often (engine/nerf/draws.py)."""
+        frames whose lips the field still draws badly drawn more often (engine/nerf/draws.py); the eyes'
+        rays have their own draw (eye_frames)."""
         return self.draws.draw(self.rng, count)
 
     def eye_frames(self, count: int) -> np.ndarray:

@@ -3,8 +3,9 @@
 Two kinds of weight are mixed: a fixed one by how rare the frame's face state is in the clip
 (SubjectData.training_frame_weights: blinks, wide vowels, pouts), and one that follows how badly the field
 still draws the frame's moving parts, measured on the rays the steps that drew the frame rendered there (the
-lips for the steps' frames; the eyes' rays have a draw of their own, with the lids' and brows' errors). The fixed weights know only the states that have a curve; the measured ones also find what
-the curves miss or what this person does that no bin foresaw, and they move on once a frame is learnt.
+lips for the steps' frames; the eyes' rays have a draw of their own, with the lids' and brows' errors).
+The fixed weights know only the states that have a curve; the measured ones also find what the curves miss
+or what this person does that no bin foresaw, and they move on once a frame is learnt.
 (cnn2_anchor, a `preview` head trained busy with the fixed weights alone: its eight training frames that
 pout hardest, drawn 1.7 times as often as uniformly, rendered a near-neutral mouth, face 27.9-28.5 dB
 against 30.9 on a spread of its training frames.)

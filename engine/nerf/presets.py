@@ -98,8 +98,8 @@ PRESETS = {
                    samples=32, torso_rays=1024, grid_resolution=32, grid_update_every=8, checkpoint_every=20,
                    eval_every=20, encoding=dict(levels=6, features=1, base_resolution=16, finest_resolution=128,
                                                 log2_table=12), max_frames=12, max_size=128),
-    # demo's budget: its head draws a mouth that opens and closes after about 850 head steps; 150 s gave
-    # 566 on a 2-core machine running at 0.6x its usual speed (a shut mouth), 220 s gave 858.
+    # demo's budget: on a 2-core machine running at 0.6x its usual speed, 150 s gave the head 566 steps and
+    # a shut mouth; 220 s gave 858 and a mouth that opens and closes (905 did on a faster day).
     "demo": Preset("demo", "The demo's: about 4 minutes on a CPU, a recognisable face whose mouth follows the speech",
                    head_steps=1500, lip_steps=400, torso_steps=150, rays_per_step=1024, frames_per_step=4,
                    samples=32, torso_rays=2048, grid_resolution=64, checkpoint_every=500, eval_every=250,

@@ -55,12 +55,12 @@ PEER_JAW = {"aa": 1.0, "oh": 0.7, "ih": 0.4, "ee": 0.4, "ou": 0.4}
 
 def load_clips(cache: Path):
     from engine.audio.features import get_encoder
-    from engine.expression.corpus import find_clips, load_clip
+    from engine.expression.corpus import SPEEDS, find_clips, load_clip
     from engine.expression.generic import GENERIC_ENCODER, usable
     encoder = get_encoder(GENERIC_ENCODER)
     sources = find_clips([SHARED / "data" / "corpus", SHARED / "data" / "video"])
     started = time.monotonic()
-    clips = [load_clip(s, encoder, cache_dir=cache) for s in sources]
+    clips = [load_clip(s, encoder, cache_dir=cache, speeds=SPEEDS) for s in sources]
     print(f"clips: {len(clips)} ({len({s.speaker for s in sources})} speakers), "
           f"{sum(len(c.inputs) for c in clips)} frames, loaded/captured in {time.monotonic() - started:.0f} s")
     return encoder, sources, usable(clips)

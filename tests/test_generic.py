@@ -72,7 +72,8 @@ def test_only_the_arkit_calibrated_curves_are_reshaped_the_others_map_by_a_strai
 
 
 def test_train_generic_scores_unseen_speakers_and_animate_uses_the_model(tmp_path, capsys):
-    """train-generic on six real speakers (speakers from the corpus MANIFEST), speaker-disjoint folds;
+    """train-generic on six real speakers (speakers from the corpus MANIFEST), each also played slower and
+    faster, speaker-disjoint folds;
     the model then follows a seventh speaker's jaw, captured from that speaker's own video (one recorded
     like four of the six: so little data does not carry over to other settings)."""
     from engine.cli import main
@@ -89,7 +90,8 @@ def test_train_generic_scores_unseen_speakers_and_animate_uses_the_model(tmp_pat
     assert result["cross_validation"]["speakers"] == 6
     assert result["cross_validation"]["jaw_open_r_mean"] > 0.25
     # Each face captured once (reused by the next run, whatever its encoder), the sound's features apart.
-    assert len(list(cache.glob("*-face-*.npz"))) == 6 and len(list(cache.glob("*-whisper-base-layer3-*.npz"))) == 6
+    assert len(list(cache.glob("*-face-*.npz"))) == 6
+    assert len(list(cache.glob("*-whisper-base-layer3-*.npz"))) == 6 * 3  # at 1x, 0.9x and 1.1x
     code = main(["train-generic", *map(str, clips), "-o", str(model), "--cache", str(cache), "--progress", "jsonl"])
     out = capsys.readouterr()
     error = json.loads(out.out.strip().splitlines()[-1])
@@ -147,6 +149,35 @@ def test_a_clip_whose_face_trails_its_sound_is_lined_up_and_one_out_of_sync_is_l
     n = min(len(may.valid), len(aoc.valid))
     dubbed = replace(may, blendshapes=aoc.blendshapes[:n], valid=aoc.valid[:n])
     assert not best_sync(predicted[:n], dubbed.blendshapes[:, jaw], dubbed.valid).in_sync
+
+
+def test_each_clip_also_trains_played_slower_and_faster_with_its_face_stretched_to_match(tmp_path):
+    """Speed perturbation on a real clip (may_5s): at 0.9x and 1.1x the sound's features (its voice activity
+    here) and the captured face both move to the new timeline, so they stay in step; the variants' features
+    are cached like the clip's; a clip's lag to its sound scales with the speed when it is lined up."""
+    from engine.audio.features import get_encoder, resample
+    from engine.expression.corpus import SPEEDS, ClipSource, load_clip
+    from engine.expression.generic import lined_up
+    encoder = get_encoder("whisper-mid")
+    source = ClipSource(shared_file("video", "may_5s.mp4"), "may")
+    clip = load_clip(source, encoder, cache_dir=tmp_path, speeds=SPEEDS)
+    assert [v.speed for v in clip.variants] == [0.9, 1.1] and clip.speed == 1.0
+    n = len(clip.inputs)
+    for v in clip.variants:
+        assert len(v.inputs) == len(v.blendshapes) == len(v.valid) == round(n / v.speed)
+        # Back on the clip's own timeline, the variant's sound and face are the clip's.
+        back = lambda values: resample(values, clip.fps / v.speed, clip.fps, 0, n - 2)
+        assert np.corrcoef(back(v.activity), clip.activity[:n - 2])[0, 1] > 0.9
+        jaw, jaw_back = clip.blendshapes[:n - 2, JAW], back(v.blendshapes)[:, JAW]
+        assert np.corrcoef(jaw_back, jaw)[0, 1] > 0.98 and np.abs(jaw_back - jaw).mean() < 0.01
+        assert not np.allclose(v.inputs[:n // 2, :-1], clip.inputs[:n // 2, :-1], atol=0.1)  # another voice
+    assert len(list(tmp_path.glob("may_5s-whisper-base-layer3-x*.npz"))) == 2
+    again = load_clip(source, encoder, cache_dir=tmp_path, speeds=SPEEDS)
+    np.testing.assert_array_equal(again.variants[1].inputs, clip.variants[1].inputs)
+    # Lined up with its sound, a face 8 frames late at 1x is 8.9 frames late at 0.9x and 7.3 at 1.1x.
+    for lined, original, lag in zip(lined_up(clip, 8), (clip, *clip.variants), (8, 9, 7)):
+        np.testing.assert_array_equal(lined.blendshapes[0], original.blendshapes[lag])
+        assert len(lined.inputs) == len(original.inputs) and not lined.valid[-lag:].any()
 
 
 def test_blinks_close_fully_vary_per_take_and_the_eyes_differ_now_and_then():

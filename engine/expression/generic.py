@@ -3,7 +3,8 @@
 Trained by `python -m engine train-generic` on clips of many speakers (engine.expression.corpus): a
 TemporalNet learns each speaker's blendshapes normalised to that speaker's own range (0 at the
 speaker's 5th percentile, 1 at the 95th), so that one person's habitually small mouth does not teach
-the model to mumble. Its output is then mapped to weights a rig expects:
+the model to mumble, from each clip as it is and played 10 % slower and faster (corpus.SPEEDS). Its output
+is then mapped to weights a rig expects:
 
 - spread: a least-squares model regresses towards the mean, so its output moves less than the real
   face; its output in speech (on speakers held out in the cross-validation) is mapped to the capture's,
@@ -200,10 +201,17 @@ def train_synchronised(clips: list[TrainingClip], ranges: dict[str, SpeakerRange
     """A TemporalNet fitted to the clips that are in sync, each lined up with its sound (check_sync); the
     checks are None where there are too few speakers to make them."""
     if len({c.speaker for c in clips}) < MIN_SYNC_SPEAKERS:
-        return train_network(clips, ranges, config, steps, seed, stage), None
+        return train_network([v for c in clips for v in lined_up(c, 0)], ranges, config, steps, seed, stage), None
     checks = check_sync(clips, config, steps, seed)
-    kept = [shifted(c, s.lag) for c, s in zip(clips, checks) if s.in_sync]
+    kept = [v for c, s in zip(clips, checks) if s.in_sync for v in lined_up(c, s.lag)]
     return train_network(kept, ranges, config, steps, seed, stage), checks
+
+
+def lined_up(clip: TrainingClip, lag: int) -> list[TrainingClip]:
+    """The clip with its face moved `lag` frames earlier (`shifted`), and its variants at other speeds
+    (engine.expression.corpus.SPEEDS) alike, their lag scaled to their timeline."""
+    return [shifted(clip, lag)] + [shifted(v, int(round(lag / v.speed))) for v in clip.variants
+                                   if len(v.inputs) >= _CHUNK]
 
 
 def sync_report(clips: list[TrainingClip], checks: list[SyncCheck] | None) -> dict:

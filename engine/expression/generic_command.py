@@ -29,7 +29,7 @@ def run(args, progress) -> dict:
     from ..audio.features import get_encoder
     from ..errors import EngineError
     from ..models import cache_dir
-    from .corpus import find_clips, load_clip
+    from .corpus import SPEEDS, find_clips, load_clip
     from .generic import GENERIC_ENCODER, save_generic, train_generic
     output = Path(args.output)
     if output.suffix != ".safetensors":
@@ -47,7 +47,7 @@ def run(args, progress) -> dict:
     clips = []
     with progress.stage("capture", total=len(sources)) as stage:
         for source in sources:
-            clips.append(load_clip(source, encoder, cache_dir=cache))
+            clips.append(load_clip(source, encoder, cache_dir=cache, speeds=SPEEDS))
             stage.advance(1)
     model, report = train_generic(clips, encoder, progress, args.folds, args.steps, args.seed)
     save_generic(model, output, report, [f"{s.path.name}\t{s.speaker}" for s in sources])

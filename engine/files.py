@@ -66,8 +66,13 @@ def atomic_write_json(path: str | Path, data: dict) -> None:
 def atomic_write_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict | None = None) -> None:
     from safetensors.numpy import save_file
     with atomic_output(path) as tmp:
+        # safetensors leaves its files readable by their owner alone; a model on a studio's shared drive
+        # gets the mode of any other new file there (the umask's)
+        tmp.touch()
+        mode = tmp.stat().st_mode
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
                   metadata={k: str(v) for k, v in (metadata or {}).items()})
+        tmp.chmod(mode)
 
 
 def atomic_write_image(path: str | Path, image_bgr: np.ndarray, params: list | None = None) -> None:

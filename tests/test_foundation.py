@@ -115,6 +115,22 @@ def test_curves_file_round_trip_is_lossless(tmp_path):
     assert len(ARKIT_NAMES) == 52 and ARKIT_NAMES[0] == "eyeBlinkLeft" and ARKIT_NAMES[-1] == "tongueOut"
 
 
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_models_and_curves_files_get_the_mode_of_any_new_file(tmp_path, umask, mode):
+    """safetensors writes owner-only files; ours (an expression model, a take's curves) follow the umask, so a
+    model trained into a studio's shared folder opens for the colleagues who can read that folder."""
+    import os
+    import stat
+    from engine.expression.model import ExpressionConfig, ExpressionNet
+    previous = os.umask(umask)
+    try:
+        model = ExpressionNet(ExpressionConfig(encoder="mel", dim=4)).save(tmp_path / "studio.safetensors")
+        take = Curves(25, np.zeros((5, 52)), np.zeros((5, 3)), np.zeros((5, 3))).save(tmp_path / "take.stcurves")
+    finally:
+        os.umask(previous)
+    assert [stat.S_IMODE(path.stat().st_mode) for path in (model, take)] == [mode, mode]
+
+
 def test_foreign_file_is_not_taken_for_curves(tmp_path):
     bogus = tmp_path / "take.stcurves"
     bogus.write_bytes(b"\x00" * 64)

@@ -131,6 +131,15 @@ def test_models_and_curves_files_get_the_mode_of_any_new_file(tmp_path, umask, m
     assert [stat.S_IMODE(path.stat().st_mode) for path in (model, take)] == [mode, mode]
 
 
+def test_a_subject_folder_gets_the_mode_of_any_new_folder(tiny_subject):
+    """The subject is built in a temporary folder renamed into place: not an owner-only one (mkdtemp's)."""
+    import os
+    import stat
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(tiny_subject.stat().st_mode) == 0o777 & ~umask
+
+
 def test_foreign_file_is_not_taken_for_curves(tmp_path):
     bogus = tmp_path / "take.stcurves"
     bogus.write_bytes(b"\x00" * 64)

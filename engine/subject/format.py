@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -101,8 +101,10 @@ class SubjectWriter:
         self.destination.parent.mkdir(parents=True, exist_ok=True)
         for stale in self.destination.parent.glob(f".{self.destination.name}.partial-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        self.root = Path(tempfile.mkdtemp(prefix=f".{self.destination.name}.partial-{os.getpid()}-",
-                                          dir=self.destination.parent))
+        # not mkdtemp, whose folder is its owner's alone: this one becomes the subject, which colleagues open too
+        self.root = self.destination.with_name(
+            f".{self.destination.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
+        self.root.mkdir()
         for sub in IMAGE_FOLDERS:
             (self.root / sub).mkdir()
 

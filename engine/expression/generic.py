@@ -210,8 +210,7 @@ def train_synchronised(clips: list[TrainingClip], ranges: dict[str, SpeakerRange
 def lined_up(clip: TrainingClip, lag: int) -> list[TrainingClip]:
     """The clip with its face moved `lag` frames earlier (`shifted`), and its variants at other speeds
     (engine.expression.corpus.SPEEDS) alike, their lag scaled to their timeline."""
-    return [shifted(clip, lag)] + [shifted(v, int(round(lag / v.speed))) for v in clip.variants
-                                   if len(v.inputs) >= _CHUNK]
+    return [shifted(clip, lag)] + [shifted(v, int(round(lag / v.speed))) for v in usable(list(clip.variants))]
 
 
 def sync_report(clips: list[TrainingClip], checks: list[SyncCheck] | None) -> dict:

@@ -295,6 +295,20 @@ def test_a_mouth_gain_measure_cut_short_by_time_extrapolates_its_last_two_gains(
     assert extrapolated_gain([[1.0, 0.8, 29.0]], 1.5) == 1.0                              # one gain: nothing to extrapolate
 
 
+def test_a_gain_past_the_psnr_bound_still_moves_the_mouth_towards_the_persons():
+    """mouth_gain.bounded_gain: when the next gain costs more face PSNR than allowed, the gain between the
+    two where the PSNR reaches the floor or the mouth the person's, whichever comes first (not the last
+    gain kept)."""
+    from engine.nerf.mouth_gain import bounded_gain
+    # 0.886 at 1.5 (29.69 dB); 2.0 opens 0.98 but falls to 29.2, under the floor 29.38: stop where PSNR meets it
+    assert bounded_gain([1.5, 0.886, 29.69], [2.0, 0.98, 29.2], 29.38) == pytest.approx(1.5 + 0.5 * 0.31 / 0.49)
+    # the mouth reaches the person's before the PSNR floor
+    assert bounded_gain([1.5, 0.9, 29.69], [2.0, 1.1, 29.3], 29.38) == pytest.approx(1.75)
+    # the last gain kept already at the floor, or a mouth that opened no further: the last gain kept
+    assert bounded_gain([1.5, 0.9, 29.3], [2.0, 0.95, 29.0], 29.38) == 1.5
+    assert bounded_gain([1.5, 0.9, 29.69], [2.0, 0.85, 29.2], 29.38) == 1.5
+
+
 def test_the_mouth_gain_is_measured_inside_the_training_budget():
     """On a slow or busy machine the measure takes fewer frames rather than running past the budget."""
     from engine.nerf.mouth_gain import EXPECTED_GAINS, FRAMES, MIN_FRAMES, TIMING_MARGIN, frames_that_fit

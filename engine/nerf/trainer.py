@@ -236,6 +236,8 @@ class Trainer:
         self.metrics["mouth_gain_frames"] = measured["frames"]
         if measured.get("out_of_time"):
             self.metrics["mouth_gain_out_of_time"] = True
+        if measured.get("past_psnr_bound"):  # the gain tried whose face PSNR fell past the bound
+            self.metrics["mouth_gain_past_psnr_bound"] = measured["past_psnr_bound"]
         self.progress.info(f"mouth gain {measured['gain']}: " + "; ".join(
             f"x{g}: opens {r} of the person's, face PSNR {p} dB" for g, r, p in measured["tried"])
             + f" ({measured['frames']} training frames"

@@ -79,8 +79,9 @@ def extrapolated_gain(tried, next_gain: float) -> float:
 def bounded_gain(last, over, floor: float) -> float:
     """Between the last gain kept [gain, ratio, psnr] and the next one tried, `over`, whose face PSNR fell
     under `floor` (the first gain's less MAX_PSNR_LOSS): linear in both, the gain where the ratio reaches 1
-    or where the PSNR reaches the floor, whichever comes first (never the last gain kept: speech_coach's
-    mouth, 0.89 of the person's at 1.5, stayed there when 2.0 cost too much, and opened 0.66-0.71 held out)."""
+    or where the PSNR reaches the floor, whichever comes first; the last gain kept where the next opened the
+    mouth no further. (Kept at the last gain, speech_coach's mouth, 0.89 of the person's at 1.5 when 2.0 cost
+    too much, opened 0.66-0.71 of the truth's held out.)"""
     (g1, r1, p1), (g2, r2, p2) = last, over
     if r2 <= r1:  # the mouth opened no further
         return float(g1)

@@ -104,10 +104,11 @@ def load_clip(source: ClipSource, encoder, fps: float = 25.0, cache_dir: Path | 
     return replace(clip, variants=variants)
 
 
-def played_at(clip: TrainingClip, path: Path, encoder, speed: float, cache_dir: Path | None = None,
-              key: str | None = None) -> TrainingClip:
+def played_at(clip: TrainingClip, path: Path, encoder, speed: float, cache_dir: Path | None,
+              key: str) -> TrainingClip:
     """`clip` (from `path`) with its sound played `speed` times as fast (resampled: pitch and tempo together)
-    and its face's curves resampled to the new timeline; its features cached like load_clip's."""
+    and its face's curves resampled to the new timeline; its features cached like load_clip's (`key`: the
+    file's content key)."""
     import soxr
     from ..audio.features import resample
     from ..media.audio import SAMPLE_RATE, load_audio

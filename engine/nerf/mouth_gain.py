@@ -135,10 +135,11 @@ def measure_mouth_gain(subject, head, audio_windows: np.ndarray, train_frames: n
             why = "no face found in the renders" if unread \
                 else f"the mouth moves {spread:.1f} px in these frames (under {MIN_TRUTH_SPREAD})"
             return {"gain": 1.0, "skipped": why}
+        measured = None if unread else [gain, round(ratio, 3), round(psnr, 2)]
         if tried and (unread or psnr < tried[0][2] - MAX_PSNR_LOSS):
-            over = None if unread else [gain, round(ratio, 3), round(psnr, 2)]
+            over = measured
             break
-        tried.append([gain, round(ratio, 3), round(psnr, 2)])
+        tried.append(measured)
         if ratio >= 1.0:
             break
     if out_of_time and tried[-1][1] < 1.0:

@@ -101,7 +101,8 @@ def run_condition(base: Path, condition: str, expression: str, work: Path) -> di
     figures["steps"] = " / ".join(str(trained.get(f"{stage}_steps", "?")) for stage in ("head", "lip", "torso"))
     figures["mouth_gain"] = f"{trained.get('mouth_gain')}; {trained.get('mouth_gain_measure')}" + (
         f" on {trained['mouth_gain_frames']} frames" if "mouth_gain_frames" in trained else "") + (
-        ", no time for the next gain (extrapolated)" if trained.get("mouth_gain_out_of_time") else "")
+        ", no time for the next gain (extrapolated)" if trained.get("mouth_gain_out_of_time") else "") + (
+        f", {trained['mouth_gain_past_psnr_bound']} past the PSNR bound" if trained.get("mouth_gain_past_psnr_bound") else "")
     figures["load_training"] = load()
     scores, seconds = engine("evaluate", str(subject), "-o", str(work / f"{subject.name}-report"), "--limit", "45")
     figures.update(scores)

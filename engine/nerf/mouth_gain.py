@@ -58,22 +58,28 @@ def choose_gain(gains, ratios) -> float:
     return float(gains[int(np.argmax(ratios))])
 
 
+def _along_line(a, b, floor: float) -> float | None:
+    """On the line through two passes [gain, ratio, psnr], the gain where the ratio reaches 1 or the PSNR
+    falls to `floor`, whichever comes first; None where the ratio did not grow from a to b."""
+    (g0, r0, p0), (g1, r1, p1) = a, b
+    if r1 <= r0:
+        return None
+    gain = g0 + (g1 - g0) * (1.0 - r0) / (r1 - r0)
+    if p1 < p0:
+        gain = min(gain, g0 + (g1 - g0) * (p0 - floor) / (p0 - p1))
+    return gain
+
+
 def extrapolated_gain(tried, next_gain: float) -> float:
     """The gain at which the line through the last two tried [gain, ratio, psnr] reaches ratio 1, for a
     measure stopped by its time before any gain reached it: no further than the next gain it would have
     tried, nor than where the same line through their PSNR loses MAX_PSNR_LOSS against the first gain.
     With under two gains, or a ratio that did not grow, the tried gain with the largest ratio."""
     best = choose_gain([t[0] for t in tried], [t[1] for t in tried])  # none reached 1: the largest ratio's
-    if len(tried) < 2:
+    gain = _along_line(tried[-2], tried[-1], tried[0][2] - MAX_PSNR_LOSS) if len(tried) >= 2 else None
+    if gain is None:
         return best
-    (g0, r0, p0), (g1, r1, p1) = tried[-2], tried[-1]
-    ratio_slope, psnr_slope = (r1 - r0) / (g1 - g0), (p1 - p0) / (g1 - g0)
-    if ratio_slope <= 0:
-        return best
-    gain = min(g1 + (1.0 - r1) / ratio_slope, next_gain)
-    if psnr_slope < 0:
-        gain = min(gain, g1 + (tried[0][2] - MAX_PSNR_LOSS - p1) / psnr_slope)
-    return float(max(gain, g1))
+    return float(max(min(gain, next_gain), tried[-1][0]))
 
 
 def bounded_gain(last, over, floor: float) -> float:
@@ -82,11 +88,10 @@ def bounded_gain(last, over, floor: float) -> float:
     or where the PSNR reaches the floor, whichever comes first; the last gain kept where the next opened the
     mouth no further. (Kept at the last gain, speech_coach's mouth, 0.89 of the person's at 1.5 when 2.0 cost
     too much, opened 0.66-0.71 of the truth's held out.)"""
-    (g1, r1, p1), (g2, r2, p2) = last, over
-    if r2 <= r1:  # the mouth opened no further
-        return float(g1)
-    gain = min(g1 + (g2 - g1) * (p1 - floor) / max(p1 - p2, 1e-6), g1 + (g2 - g1) * (1.0 - r1) / (r2 - r1))
-    return float(min(max(gain, g1), g2))
+    gain = _along_line(last, over, floor)
+    if gain is None:  # the mouth opened no further
+        return float(last[0])
+    return float(min(max(gain, last[0]), over[0]))
 
 
 def calibration_frames(train_frames: np.ndarray, count: int = FRAMES) -> np.ndarray:

@@ -321,6 +321,32 @@ def test_the_mouth_gain_is_measured_inside_the_training_budget():
         assert t.head_budget + t.lip_budget + t.torso_budget + t.mouth_gain_budget == pytest.approx(1.0)
 
 
+def test_a_stage_may_use_the_time_the_stages_before_it_left(subject_dir, tmp_path):
+    """Trainer.allowance: a head that reaches its steps inside its share leaves the rest to the lip stage (a
+    fixed share had cut lieu_60s' lip stage short while the head had time to spare), a head with no mouth gain
+    to measure also has the gain's share, and a head that follows the mouth curves leaves that to the gain."""
+    from dataclasses import replace
+    from engine.nerf.presets import get_preset
+    from engine.nerf.trainer import Trainer
+    from engine.progress import Progress
+    budget = 6.0
+    preset = replace(get_preset("tiny"), head_steps=3, lip_steps=10 ** 6, torso_steps=3, time_budget_s=budget)
+    t = preset.training
+    subject = untrained_copy(subject_dir, tmp_path / "budget")
+    follows = Trainer(subject, preset, Progress("quiet"), audio_encoder="mel", expression="all")
+    assert follows.allowance("head") == pytest.approx(budget * t.head_budget)
+    assert follows.allowance("mouth_gain") == pytest.approx(budget * t.mouth_gain_budget)
+    trainer = Trainer(subject, preset, Progress("quiet"), audio_encoder="mel")   # the audio alone moves the mouth
+    assert trainer.allowance("head") == pytest.approx(budget * (t.head_budget + t.mouth_gain_budget))
+    trainer.run(stages=("head", "lip"))
+    head_left = budget * (t.head_budget + t.mouth_gain_budget) - trainer.metrics["head_seconds"]
+    assert head_left > 0 and trainer.metrics["head_steps"] == 3
+    assert trainer.allowance("lip") == pytest.approx(budget * t.lip_budget + head_left)
+    # the lip stage, with more steps than time, trained on into the head's unused time and stopped at its own
+    assert budget * t.lip_budget < trainer.metrics["lip_seconds"] < 10 ** 6 / preset.lip_steps + trainer.allowance("lip")
+    assert trainer.metrics["lip_steps"] < preset.lip_steps
+
+
 def test_the_mouth_gain_scales_the_mouth_curves_held_in_the_training_range():
     """HeadModel.expression_gain multiplies the standardised mouth and jaw curves after they are held
     inside the training frames' range (so it can open the mouth past the widest pose the field draws);

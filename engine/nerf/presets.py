@@ -32,10 +32,10 @@ class TrainingConfig:
     audio_warmup_steps: int = 500
     # Schedule
     grid_warmup_steps: int = 64         # every allowed cell stays occupied until the field has learnt something
-    head_budget: float = 0.66           # shares of Preset.time_budget_s
+    head_budget: float = 0.66           # shares of Preset.time_budget_s (Trainer.allowance adds what earlier stages left)
     lip_budget: float = 0.20
     torso_budget: float = 0.06
-    mouth_gain_budget: float = 0.08     # the mouth's gain, measured after the stages (mouth_gain.py)
+    mouth_gain_budget: float = 0.08     # the mouth's gain, measured after the stages (mouth_gain.py); the head's without one
     lr_decay: float = 0.1               # learning rates fall exponentially to this fraction over a stage
     # The lip stage fine-tunes the head at this fraction of its learning rates. A head whose steps the budget
     # cut draws its mouth short; 0.2 left it there (speech_coach trained busy, a second lip stage on it:
@@ -83,8 +83,9 @@ class Preset:
     # for every held-out frame and render, and spreads the same training rays 4x thinner.
     max_size: int | None = None
     # Wall-clock budget of the NeRF stages: each stage ends at its step count or its share of the
-    # budget, whichever comes first, and its learning-rate schedule follows the same clock. This
-    # keeps `preview` inside its promise on a machine that is slower or busier than expected.
+    # budget (with what the stages before it left unused), whichever comes first, and its learning-rate
+    # schedule follows the same clock. This keeps `preview` inside its promise on a machine that is
+    # slower or busier than expected.
     time_budget_s: float | None = None
     training: TrainingConfig = field(default_factory=TrainingConfig)
 

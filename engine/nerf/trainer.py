@@ -172,7 +172,7 @@ class Trainer:
                         bar.advance(self.step)
                     started, started_step, seconds_before = time.monotonic(), self.step, self.seconds
                     stage_seconds_before = self.stage_seconds
-                    budget = self.preset.time_budget_s * stage.budget_share() if self.preset.time_budget_s else None
+                    budget = self.allowance(name)
                     metrics: dict = {}
                     while self.step < total:
                         # How far through the stage: by steps, or by its time budget when that runs out first.
@@ -207,6 +207,7 @@ class Trainer:
                         self.metrics["cpu_threads"] = self.thread_tuner.threads
                         self.metrics["cpu_thread_switches"] = self.thread_tuner.switches
                     self.metrics[f"{name}_steps"] = self.step
+                    self.metrics[f"{name}_seconds"] = round(self.stage_seconds, 1)
                 self.stages_done.append(name)
                 self.save_checkpoint()
             if self.follows_mouth_curves and "head" in self.stages_done and "mouth_gain" not in self.metrics:
@@ -217,6 +218,30 @@ class Trainer:
             raise
         return self.finish()
 
+    # The time budget
+    def share(self, name: str) -> float:
+        """Stage `name`'s share of Preset.time_budget_s ("mouth_gain": the gain measure's)."""
+        config = self.preset.training
+        if name == "mouth_gain":
+            return config.mouth_gain_budget
+        share = self.stages[name].budget_share()
+        if name == "head" and not self.follows_mouth_curves:
+            share += config.mouth_gain_budget  # no gain to measure: the time goes to the mouth the head learns
+        return share
+
+    def allowance(self, name: str) -> float | None:
+        """Seconds stage `name` ("mouth_gain": the gain measure) may take: its share of the time budget and
+        what the stages before it left of theirs. A head that reaches its steps early leaves them to the lip
+        stage, which a fixed share cut short (lieu_60s quiet: every head step, then 2,391 of 2,500 lip steps);
+        the whole training still keeps to the budget. None: no budget."""
+        total = self.preset.time_budget_s
+        if not total:
+            return None
+        before = STAGES if name == "mouth_gain" else STAGES[:STAGES.index(name)]
+        unused = sum(max(0.0, total * self.share(s) - self.metrics[f"{s}_seconds"]) for s in before
+                     if s in self.stages_done and f"{s}_seconds" in self.metrics)
+        return total * self.share(name) + unused
+
     def measure_mouth_gain(self) -> None:
         """Set the trained head's mouth gain from renders of its training frames (engine/nerf/mouth_gain.py)."""
         from .mouth_gain import measure_mouth_gain
@@ -224,9 +249,8 @@ class Trainer:
         self.model.eval()
         record = TrainingRecord(tuple(self.stages_done), self.metrics, round(self.seconds, 1))
         head = TalkingHead(self.subject, self.model, record, self.device)
-        budget = self.preset.time_budget_s
         measured = measure_mouth_gain(self.subject, head, self.data.audio_windows, self.data.train_frames, self.progress,
-                                      budget * self.preset.training.mouth_gain_budget if budget else None)
+                                      self.allowance("mouth_gain"))
         self.model.train()
         self.metrics["mouth_gain"] = measured["gain"]
         self.metrics["mouth_gain_measure"] = measured.get("tried") or measured.get("skipped")

@@ -100,7 +100,8 @@ PRESETS = {
                    eval_every=20, encoding=dict(levels=6, features=1, base_resolution=16, finest_resolution=128,
                                                 log2_table=12), max_frames=12, max_size=128),
     # demo's budget: on a 2-core machine running at 0.6x its usual speed, 150 s gave the head 566 steps and
-    # a shut mouth; 220 s gave 858 and a mouth that opens and closes (905 did on a faster day).
+    # a shut mouth; 220 s gave 858 and a mouth that opens and closes (905 did on a faster day). Its head has
+    # no mouth gain to measure, so it also has the gain's share (Trainer.allowance).
     "demo": Preset("demo", "The demo's: about 4 minutes on a CPU, a recognisable face whose mouth follows the speech",
                    head_steps=1500, lip_steps=400, torso_steps=150, rays_per_step=1024, frames_per_step=4,
                    samples=32, torso_rays=2048, grid_resolution=64, checkpoint_every=500, eval_every=250,

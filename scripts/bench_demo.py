@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("demo_dir", type=Path, nargs="?", default=Path("synctalk-demo"))
     folder = parser.parse_args().demo_dir
     subject = Subject(folder / "subject")
-    _, record = read_head_json(subject.root / "model" / "head.json")
+    _, record = read_head_json(subject.head_config_path)
     m = record.metrics
     for stage in ("head", "lip", "torso"):
         print(f"{stage}: {m.get(f'{stage}_steps')} steps at {m.get(f'{stage}_steps_per_s')} steps/s"

@@ -11,8 +11,9 @@ long clip in memory is not):
                  by a thread pool while the next frame is analysed; the frames where the face
                  is lost are found here (gaps.py); the thumbnails and the face's steps from frame
                  to frame -> the cuts
-then the tracks are filled over short gaps, the Head-Sync stabilizer runs on the grey crops, and
-subject.json, tracks and preview are written. Everything goes into a temporary folder that
+then the tracks are filled over short gaps, the Head-Sync stabilizer runs on the grey crops, jawOpen
+gets the lip gap as its floor where the blendshapes lose the jaw (jaw.py), and subject.json, tracks and
+preview are written. Everything goes into a temporary folder that
 replaces the destination only at the end (SubjectWriter), so an error or a cancel leaves any
 earlier subject untouched.
 """
@@ -41,6 +42,7 @@ from ..subject.schema import MAX_FPS, CropBox, Source, Split, SubjectMeta
 from . import gaps
 from .shots import ShotDetector, face_steps, held_out_stretch
 from .crop import choose_crop_box, default_size
+from .jaw import floor_jaw
 from .plates import PLATE_EVERY, BackgroundPlate, torso_image
 
 LOCATE_MAX_SIDE = 640       # pass 1 only needs to find the face: analyse at most this resolution
@@ -160,7 +162,7 @@ def _preprocess(clip: Path, info, destination: Path, fps: float, size: int | Non
         for message in warnings:
             progress.warn(message)
 
-        blendshapes = smooth_blendshapes(blendshapes_raw)
+        blendshapes = smooth_blendshapes(floor_jaw(blendshapes_raw, landmarks, transforms, valid == gaps.VALID_SEEN))
         writer.write_tracks({
             "landmarks": landmarks.astype(np.float32),
             "blendshapes": blendshapes,

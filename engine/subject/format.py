@@ -6,7 +6,8 @@
     audio.wav             the clip's speech, 16 kHz mono
     tracks.safetensors    per-frame arrays (N = frames):
                             landmarks       (N, 478, 3) float32, x and y in crop pixels
-                            blendshapes     (N, 52) float32, ARKit order, smoothed
+                            blendshapes     (N, 52) float32, ARKit order, jawOpen floored by the lip gap
+                                            (engine/preprocess/jaw.py), smoothed
                             blendshapes_raw (N, 52) float32, as MediaPipe gave them
                             face_transform  (N, 4, 4) float32, MediaPipe's canonical face (cm) -> camera
                             pose_raw        (N, 4, 4) float32, camera-to-world from face_transform alone

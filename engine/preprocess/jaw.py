@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..arkit import ARKIT_INDEX
+from ..evaluation.metrics import LOWER_INNER_LIP, UPPER_INNER_LIP
 
 JAW = ARKIT_INDEX["jawOpen"]
-UPPER_INNER_LIP, LOWER_INNER_LIP = 13, 14
 OUTER_EYE_CORNERS = (33, 263)
 FACING_SHARE = 0.25     # the reference: the quarter of the frames facing the camera most...
 OPEN_SHARE = 0.5        # ...and of those, the half with the lips parted most

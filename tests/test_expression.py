@@ -394,26 +394,3 @@ def test_speech_drives_the_mouth_of_heads_trained_on_mouth_curves(trained):
     own = Animator(subject)(load_audio(subject.audio_path), subject.fps, head="none").weights
     np.testing.assert_allclose(scored.blendshapes[:, MOUTH_INDEX], own[held_out][:, MOUTH_INDEX], atol=1e-6)
     np.testing.assert_array_equal(scored.blendshapes[:, others], subject.tracks["blendshapes"][held_out][:, others])
-
-
-def test_speech_curves_predict_each_training_frame_without_having_heard_it(may_subject):
-    """The curves a head with --expression all also trains on: each training frame's come from a model that
-    was not fitted on it (moving a stretch of the tracked mouth changes other stretches' predictions, never
-    its own), held-out frames keep their tracked curves, and the predicted jaw follows the tracked one."""
-    from engine.expression.training import speech_curves, usable_frames
-    subject = Subject(may_subject.root)
-    tracked = subject.tracks["blendshapes"].copy()
-    curves = speech_curves(subject, Progress("quiet"), encoder="whisper")
-    train, test = usable_frames(subject, "train"), subject.split("test")
-    assert curves.shape == tracked.shape and curves.dtype == np.float32
-    assert curves.min() >= 0 and curves.max() <= 1
-    np.testing.assert_array_equal(curves[test], tracked[test])
-    assert np.abs(curves[train][:, JAW] - tracked[train][:, JAW]).mean() > 0.01
-    assert np.corrcoef(curves[train, JAW], tracked[train, JAW])[0, 1] > 0.3
-    first = train[:len(train) // 5]   # the first of the contiguous folds
-    moved = tracked.copy()
-    moved[first, JAW] = 1.0 - moved[first, JAW]
-    subject.tracks["blendshapes"] = moved
-    again = speech_curves(subject, Progress("quiet"), encoder="whisper")
-    np.testing.assert_allclose(again[first], curves[first], atol=1e-6)
-    assert np.abs(again[train[len(first):], JAW] - curves[train[len(first):], JAW]).max() > 0.01

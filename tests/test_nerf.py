@@ -741,51 +741,6 @@ def test_training_frames_are_conditioned_on_their_curves_with_tracking_noise(sub
     torch.testing.assert_close(seen[1], exact)
 
 
-def test_a_share_of_training_frames_has_the_mouth_curves_its_speech_predicts(subject_dir, tmp_path):
-    """TrainingConfig.speech_curves_share: a head trained on the mouth curves sees, on that share of its
-    training frames, the mouth and jaw curves an expression model predicts from the frame's speech without
-    having heard it (engine.expression.training.speech_curves), the other curves tracked; held-out figures
-    and renders use the tracked curves, and a head on SyncTalk's upper face has no speech curves."""
-    from dataclasses import replace
-    from engine.arkit import ARKIT_NAMES, MOUTH_AND_JAW
-    from engine.expression.training import speech_curves
-    from engine.nerf.presets import get_preset
-    from engine.nerf.trainer import Trainer
-    from engine.progress import Progress
-    tiny = get_preset("tiny")
-    preset = replace(tiny, max_frames=None, training=replace(tiny.training, expression_noise=0.0))
-    subject = untrained_copy(subject_dir, tmp_path / "speech")
-    trainer = Trainer(subject, preset, Progress("quiet"), audio_encoder="mel", expression="all")
-    trainer.prepare_speech_curves()
-    data, share = trainer.data, preset.training.speech_curves_share
-    mouth = np.array([ARKIT_NAMES[i] in MOUTH_AND_JAW for i in data.expression_indices])
-    predicted = speech_curves(subject, Progress("quiet"), "mel")[data.frames][:, mouth]
-    tracked = data.expressions[data.frames]
-    assert np.abs(predicted - tracked[:, mouth]).max() > 0.05
-    seen = []
-    frame_codes = trainer.model.frame_codes
-
-    def recording(audio, expressions, neutral=None):
-        seen.append(expressions.numpy().copy())
-        return frame_codes(audio, expressions, neutral)
-
-    trainer.model.frame_codes = recording
-    rows = np.arange(data.n_train)
-    pixels = np.zeros(len(rows), np.int64), np.full(len(rows), 16), np.full(len(rows), 16)
-    with torch.no_grad():
-        for _ in range(10):
-            trainer.render_pixels(rows, *pixels, training=True)
-        trainer.render_pixels(rows, *pixels, training=False)
-    np.testing.assert_array_equal(seen.pop(), tracked[rows])
-    seen = np.stack(seen)                                       # (draws, rows, curves)
-    np.testing.assert_array_equal(seen[:, :, ~mouth], np.broadcast_to(tracked[rows][:, ~mouth], seen[:, :, ~mouth].shape))
-    from_speech = np.all(seen[:, :, mouth] == predicted[rows], axis=2)
-    assert np.all(from_speech | np.all(seen[:, :, mouth] == tracked[rows][:, mouth], axis=2))
-    assert abs(from_speech.mean() - share) < 0.08
-    upper = Trainer(subject, preset, Progress("quiet"), audio_encoder="mel")
-    assert upper.speech_curves_share == 0 and upper.data.speech_expressions is None
-
-
 def test_loading_an_untrained_subject_names_the_fix(subject_dir, tmp_path):
     from engine.nerf.talking_head import TalkingHead
     with pytest.raises(EngineError, match="no trained talking-head model"):

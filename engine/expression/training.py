@@ -41,7 +41,6 @@ MAX_MOUTH_GAIN = 3.0  # a curve the audio barely predicts is not blown up into n
 # How much more the generic model's 52 weights may count than the encoder's 512 features per frame (the
 # cross-validation picks; 0: not at all): a few seconds of a subject favour the prior, a minute its own.
 PRIOR_GAINS = (0.0, 2.0, 4.0, 8.0)
-MIN_TRAINING_FRAMES = 50  # a model fitted on fewer says nothing of speech it has not heard
 
 
 def train_expression(subject, progress: Progress, encoder: str | None = None, models_dir=None,
@@ -49,77 +48,38 @@ def train_expression(subject, progress: Progress, encoder: str | None = None, mo
     """Train, score on held-out frames, save under SUBJECT/model/, record in subject.json; returns the metrics.
 
     generic_model: the generic model the subject's model reads as its prior (default: the bundled one)."""
+    from .generic import load_generic_model
+    name = encoder or DEFAULT_ENCODER
     started = time.monotonic()
-    problem = _Problem(subject, encoder, models_dir, generic_model)
-    model = problem.fit(problem.train, progress)
-    test = problem.test
-    metrics = score(model, problem.per_frame, problem.activity, problem.targets, test) if len(test) else {}
+    targets = subject.tracks["blendshapes"].astype(np.float32)
+    valid = subject.tracks.get("valid", np.ones(len(targets), np.uint8)) > 0
+    train = np.array([i for i in subject.split("train") if valid[i]], np.int64)
+    test = np.array([i for i in subject.split("test") if valid[i]], np.int64)
+    if len(train) < 50:
+        raise EngineError(f"{subject.root}: only {len(train)} usable training frames",
+                          "preprocess a longer clip (at least 10 s of speech)", path=str(subject.root))
+    speech = subject_speech(subject)
+    prior = load_generic_model(generic_model)
+    prior_inputs = ModelInputs.of(prior, models_dir)
+    lag = clip_offset(prior, prior_inputs, speech, targets, train, subject.fps)
+    inputs = ModelInputs(get_encoder(name, models_dir), prior, prior_inputs, lag)
+    per_frame, activity = frame_inputs(speech, inputs, subject.fps, subject.n_frames)
 
-    name, prior = problem.config.encoder, problem.prior
+    config = ExpressionConfig(encoder=name, dim=inputs.encoder.dim, fps=subject.fps, prior=asdict(prior.config),
+                              prior_lag=lag)
+    model = fit(model_windows(per_frame, config.window, config.lead), targets, train, config, progress)
+    model.prior.load_state_dict(prior.state_dict())
+    metrics = score(model, per_frame, activity, targets, test) if len(test) else {}
+
     path = subject.expression_model_path(name)
     model.save(path, {"metrics": json.dumps(metrics), "trained_on": str(subject.root.name),
                       "prior_sources": prior.metadata.get("sources", "[]"),
                       "prior_use": prior.metadata.get("use", "")})
     subject.record_model("expression", ExpressionRecord(
-        subject.relative(path), name, problem.config.window, model.config.ridge, int(len(problem.train)),
-        int(len(test)), metrics, round(time.monotonic() - started, 1)))
-    fitted = {"prior_gain": model.config.prior_gain, "prior_lag": problem.config.prior_lag}
+        subject.relative(path), name, config.window, model.config.ridge, int(len(train)), int(len(test)), metrics,
+        round(time.monotonic() - started, 1)))
+    fitted = {"prior_gain": model.config.prior_gain, "prior_lag": lag}
     return {"expression_" + k: v for k, v in (metrics | fitted).items()}
-
-
-def speech_curves(subject, progress: Progress, encoder: str | None = None, models_dir=None,
-                  generic_model=None) -> np.ndarray:
-    """(n_frames, 52): the subject's tracked curves, with each training frame's replaced by what its
-    expression model predicts from the frame's speech without having heard it (out of fold: _FOLDS
-    contiguous stretches of the training frames, each predicted by a model fitted on the others).
-
-    A head learns what these mean (TrainingConfig.speech_curves_share): driven from new speech its mouth
-    reads the expression model's curves, which agree with each other less than tracked ones (the jaw
-    opens, the lips barely part), and a head that only ever saw tracked curves draws a half-shut mouth
-    from them."""
-    problem = _Problem(subject, encoder, models_dir, generic_model)
-    curves, train = problem.targets.copy(), problem.train
-    with progress.stage("speech curves", _FOLDS) as stage:
-        for fold in np.array_split(np.arange(len(train)), _FOLDS):
-            model = problem.fit(np.delete(train, fold), Progress("quiet"))
-            curves[train[fold]] = predict_weights(model, problem.per_frame, problem.activity)[train[fold]]
-            stage.advance()
-    return curves
-
-
-def usable_frames(subject, split: str) -> np.ndarray:
-    """The frames of a split ("train", "test") whose face was tracked."""
-    valid = subject.tracks.get("valid", np.ones(subject.n_frames, np.uint8)) > 0
-    return np.array([i for i in subject.split(split) if valid[i]], np.int64)
-
-
-class _Problem:
-    """What a subject's expression model is fitted on: its speech read by the encoder and the generic prior
-    (per-frame inputs, voice activity), its tracked curves, its usable training and held-out frames."""
-
-    def __init__(self, subject, encoder: str | None, models_dir, generic_model):
-        from .generic import load_generic_model
-        name = encoder or DEFAULT_ENCODER
-        self.targets = subject.tracks["blendshapes"].astype(np.float32)
-        self.train, self.test = usable_frames(subject, "train"), usable_frames(subject, "test")
-        if len(self.train) < MIN_TRAINING_FRAMES:
-            raise EngineError(f"{subject.root}: only {len(self.train)} usable training frames",
-                              "preprocess a longer clip (at least 10 s of speech)", path=str(subject.root))
-        speech = subject_speech(subject)
-        self.prior = load_generic_model(generic_model)
-        prior_inputs = ModelInputs.of(self.prior, models_dir)
-        lag = clip_offset(self.prior, prior_inputs, speech, self.targets, self.train, subject.fps)
-        inputs = ModelInputs(get_encoder(name, models_dir), self.prior, prior_inputs, lag)
-        self.per_frame, self.activity = frame_inputs(speech, inputs, subject.fps, subject.n_frames)
-        self.config = ExpressionConfig(encoder=name, dim=inputs.encoder.dim, fps=subject.fps,
-                                       prior=asdict(self.prior.config), prior_lag=lag)
-        self.windows = model_windows(self.per_frame, self.config.window, self.config.lead)
-
-    def fit(self, frames: np.ndarray, progress: Progress) -> ExpressionNet:
-        """The subject's model fitted on `frames`, reading its prior."""
-        model = fit(self.windows, self.targets, frames, self.config, progress)
-        model.prior.load_state_dict(self.prior.state_dict())
-        return model
 
 
 def clip_offset(prior, prior_inputs: ModelInputs, speech, targets: np.ndarray, train: np.ndarray, fps: float) -> int:

@@ -129,9 +129,7 @@ class SubjectData:
         tracks = subject.tracks
         self.poses = tracks["pose"].astype(np.float32)
         self.reference_pose = self.poses[self.train_frames].mean(axis=0)
-        self.expression_indices = expression_indices(expression)
-        self.expressions = tracks["blendshapes"][:, self.expression_indices].astype(np.float32)
-        self.speech_expressions: np.ndarray | None = None
+        self.expressions = tracks["blendshapes"][:, expression_indices(expression)].astype(np.float32)
         self.audio_windows = windows(audio.astype(np.float32), window)
         self.intrinsics = scaled_intrinsics(subject.intrinsics, scale)
 
@@ -210,24 +208,11 @@ class SubjectData:
         train = curves[self.train_frames]
         return (curves - train.mean(0)) / np.maximum(train.std(0), MOUTH_MIN_STD)
 
-    def use_speech_curves(self, curves: np.ndarray) -> None:
-        """Keep an alternative conditioning: the frames' mouth and jaw curves from `curves` (n_frames, 52),
-        their other curves tracked (TrainingConfig.speech_curves_share says why)."""
-        columns = [k for k, i in enumerate(self.expression_indices) if ARKIT_NAMES[i] in MOUTH_AND_JAW]
-        self.speech_expressions = self.expressions.copy()
-        self.speech_expressions[:, columns] = curves[:, self.expression_indices][:, columns]
-
     # Conditioning of the frames in rows -> tensors
-    def conditioning(self, rows: np.ndarray, device, from_speech: np.ndarray | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Audio windows, curves and poses of the frames in rows; from_speech (len(rows),) bool: those rows'
-        mouth curves from their speech (use_speech_curves)."""
+    def conditioning(self, rows: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         index = self.frames[rows]
-        expressions = self.expressions[index]
-        if from_speech is not None:
-            expressions = np.where(from_speech[:, None], self.speech_expressions[index], expressions)
         return (torch.from_numpy(self.audio_windows[index]).to(device),
-                torch.from_numpy(expressions).to(device),
+                torch.from_numpy(self.expressions[index]).to(device),
                 torch.from_numpy(self.poses[index]).to(device))
 
     def pixels_in_boxes(self, rows: np.ndarray, boxes: np.ndarray, per_frame: int, rng: np.random.Generator):

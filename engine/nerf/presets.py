@@ -55,14 +55,6 @@ class TrainingConfig:
     # on its own training frames when their curves moved by 0.01 (the colour of the whole face shifted),
     # and rendered held-out frames, whose curves no training frame has, 3 dB below the training frames.
     expression_noise: float = 0.02
-    # Heads trained on the mouth curves: the share of the head and lip stages' training frames conditioned on
-    # mouth curves predicted from their own speech, by expression models that did not hear it
-    # (engine.expression.training.speech_curves), instead of their tracked ones. Driven from new speech, a
-    # head reads such curves (the jaw opens, the lips barely part); one that only saw tracked curves drew a
-    # half-shut mouth from them. The lip stage continued 800 steps on seven trained heads: the mouth's r
-    # from the speech 0.525 -> 0.683 and 0.492 -> 0.592 on the two whose expression model is weakest,
-    # within +-0.015 on the other five, tracked curves' r level or better on five; 0.6 was worse (0.627).
-    speech_curves_share: float = 0.3
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,7 @@ def _train_head(subject, nerf_stages: list[str], head, args, progress) -> dict:
                       "the new one replaces it when this training finishes")
     trainer = Trainer(subject, get_preset(args.preset), progress, audio_encoder=args.audio_encoder,
                       device=args.device, expression=args.expression, resume=args.resume,
-                      continue_stages=continue_stages, generic_model=args.generic_model)
+                      continue_stages=continue_stages)
     checkpoint_bytes = sum(t.numel() * t.element_size() for t in trainer.model.state_dict().values()) * 3
     require_free_space(subject.model_dir, CHECKPOINTS_OF_ROOM * checkpoint_bytes, "training's checkpoints")
     try:

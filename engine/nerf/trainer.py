@@ -43,11 +43,9 @@ MEASURED_AFTER = ("head", "lip")  # stages that change the face: the mouth's gai
 class Trainer:
     def __init__(self, subject: Subject, preset: Preset, progress: Progress, audio_encoder: str | None = None,
                  device: str = "auto", expression: str = "upper", resume: bool = False, seed: int = 0,
-                 continue_stages: list[str] | None = None, generic_model=None):
-        """`continue_stages`: train only these stages on top of the subject's trained head, keeping the others.
-        `generic_model`: the prior of the expression models that predict the speech curves (default: the bundled one)."""
+                 continue_stages: list[str] | None = None):
+        """`continue_stages`: train only these stages on top of the subject's trained head, keeping the others."""
         self.subject, self.preset, self.progress = subject, preset, progress
-        self.generic_model = generic_model
         self.device = pick_device(device)
         self.checkpoint_path = subject.checkpoint_path
         header = trained = None
@@ -85,7 +83,6 @@ class Trainer:
         # TrainingConfig.audio_code_dropout applies to heads whose mouth follows the curves.
         self.follows_mouth_curves = follows_mouth_curves(config.expression_indices)
         self.audio_code_dropout = preset.training.audio_code_dropout if self.follows_mouth_curves else 0.0
-        self.speech_curves_share = preset.training.speech_curves_share if self.follows_mouth_curves else 0.0
         self.stages_done: list[str] = []
         self.stage, self.step = STAGES[0], 0
         self.metrics: dict = {}
@@ -157,8 +154,6 @@ class Trainer:
 
     # The loop
     def run(self, stages=STAGES) -> dict:
-        if self.speech_curves_share and any(s in stages and s not in self.stages_done for s in MEASURED_AFTER):
-            self.prepare_speech_curves()
         try:
             for name, stage in self.stages.items():
                 if name not in stages or name in self.stages_done:
@@ -222,18 +217,6 @@ class Trainer:
             self.progress.info(f"stopped: checkpoint saved at {self.stage} step {self.step}; continue with --resume")
             raise
         return self.finish()
-
-    def prepare_speech_curves(self) -> None:
-        """The mouth curves the expression model predicts from each training frame's speech, out of fold
-        (TrainingConfig.speech_curves_share says why); a clip too short to fit one trains on tracked curves."""
-        from ..expression.training import MIN_TRAINING_FRAMES, speech_curves, usable_frames
-        if len(usable_frames(self.subject, "train")) < MIN_TRAINING_FRAMES:
-            self.progress.info("too few training frames to predict the mouth from the speech: "
-                               "the head trains on the tracked mouth curves only")
-            self.speech_curves_share = 0.0
-            return
-        self.data.use_speech_curves(speech_curves(self.subject, self.progress, self.model.config.audio_encoder,
-                                                  generic_model=self.generic_model))
 
     # The time budget
     def share(self, name: str) -> float:
@@ -336,10 +319,7 @@ class Trainer:
         of an edited clip differ in light.)
         """
         data, device = self.data, self.device
-        from_speech = None
-        if training and self.speech_curves_share:  # TrainingConfig.speech_curves_share says why
-            from_speech = self.rng.random(len(rows)) < self.speech_curves_share
-        audio, expressions, poses = data.conditioning(rows, device, from_speech)
+        audio, expressions, poses = data.conditioning(rows, device)
         neutral = None
         noise = self.preset.training.expression_noise
         if training and noise:  # TrainingConfig.expression_noise says why

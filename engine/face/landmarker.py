@@ -18,7 +18,7 @@ class FaceObservation:
 
 
 class FaceLandmarker:
-    """MediaPipe FaceLandmarker in VIDEO mode (it tracks between frames). Use as a context manager."""
+    """MediaPipe FaceLandmarker in VIDEO mode (frames in order, timestamps rising). Use as a context manager."""
 
     def __init__(self, models_dir=None, max_faces: int = 2):
         import mediapipe as mp
@@ -28,7 +28,10 @@ class FaceLandmarker:
         options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(find_model("face_landmarker", models_dir))),
             running_mode=vision.RunningMode.VIDEO,
-            num_faces=max_faces,  # 2, so that a second person in the clip is seen and reported
+            # 2, so that a second person in the clip is seen and reported; and so that, with one person in
+            # the picture, it detects anew in every frame: a face tracked from the previous frame (one asked
+            # for) trails the picture by up to a frame in its jaw, a per-frame reading does not.
+            num_faces=max_faces,
             output_face_blendshapes=True,
             output_facial_transformation_matrixes=True)
         self._landmarker = vision.FaceLandmarker.create_from_options(options)

@@ -29,6 +29,35 @@ _TEMP_FOLDER = re.compile(r"^synctalk-[a-z]+-(\d+)-")
 LOW_SPACE = 1 << 20   # a write that fails with less free space than this failed for want of space
 
 
+def require_input_file(path: Path, export_again: str) -> None:
+    """Raise an EngineError unless `path` is a file with something in it (`export_again`: what to export
+    again when it is empty, e.g. "the clip")."""
+    if path.is_dir():
+        raise EngineError(f"{path}: is a folder, not a file", "pick one of the files in it", path=str(path))
+    if not path.is_file():
+        raise EngineError(f"{path}: file not found", "check the path", path=str(path))
+    if path.stat().st_size == 0:
+        raise EngineError(f"{path}: the file is empty", f"export {export_again} again", path=str(path))
+
+
+def require_output_file(path: Path) -> None:
+    """Raise an EngineError where `path`, a file about to be written, is an existing folder (checked before
+    the work, so that minutes of it are not lost at the rename)."""
+    if path.is_dir():
+        raise EngineError(f"{path}: is a folder, not a file name", f"name a file in it, e.g. {path / ('output' + path.suffix)}",
+                          path=str(path))
+
+
+def require_new_model_file(path: Path, example: str, replace: bool) -> None:
+    """A model file about to be trained: a .safetensors name, not a folder, and not an existing model unless
+    `replace` (a model is never overwritten without being asked)."""
+    if path.suffix != ".safetensors":
+        raise EngineError(f"{path}: the output must be a .safetensors file", f"name it e.g. {example}", path=str(path))
+    require_output_file(path)
+    if path.exists() and not replace:
+        raise EngineError(f"{path}: a model is already there", "choose another name, or pass --replace", path=str(path))
+
+
 def partial_path(path: Path) -> Path:
     """A unique temporary name beside `path` for this process (the extension kept)."""
     path = Path(path)
@@ -44,6 +73,7 @@ def temp_prefix(kind: str) -> str:
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yields a temporary path to write; on success it replaces `path`, on any error it is removed."""
     path = Path(path)
+    require_output_file(path)
     tmp = partial_path(path)
     try:
         yield tmp

@@ -73,8 +73,10 @@ def test_bad_inputs_get_clear_errors(speech_2s, tmp_path):
     truncated.write_bytes(speech_2s.read_bytes()[: speech_2s.stat().st_size // 2])
     no_audio = tmp_path / "picture.mp4"
     _ffmpeg("-f", "lavfi", "-i", "color=c=gray:s=64x64:d=1", "-c:v", "libx264", str(no_audio))
+    folder = tmp_path / "takes.wav"   # a folder named like a file: the recordings are inside it
+    folder.mkdir()
     cases = {empty: "empty", text: "not a readable", silent: "silent", truncated: "truncated",
-             no_audio: "no audio track", tmp_path / "missing.wav": "not found"}
+             no_audio: "no audio track", tmp_path / "missing.wav": "not found", folder: "is a folder"}
     for path, words in cases.items():
         with pytest.raises(EngineError) as info:
             load_audio(path)

@@ -299,6 +299,10 @@ def test_animate_errors_are_clear(trained, tmp_path, capsys):
                               str(subject.root), "--lead", "40", "-o", str(tmp_path / "x.csv"))
     assert code == 2 and "a mouth lead of 40 frames is out of range" in stderr
     assert not (tmp_path / "x.csv").exists()
+    folder = tmp_path / "take.csv"   # an existing folder given as the output: refused before any work
+    folder.mkdir()
+    code, _, stderr = _engine(capsys, "animate", str(shared_file("audio", "zh_8s.wav")), "--generic", "-o", str(folder))
+    assert code == 2 and "is a folder" in stderr and not list(tmp_path.glob(".take.partial*"))
     with pytest.raises(EngineError):
         parse_intensity("mouth=loud")
 
@@ -371,6 +375,14 @@ def test_train_ave_cli_on_a_subject(may_subject, tmp_path, capsys):
     from engine.audio.ave import AveEncoder
     features = AveEncoder.load(out).encode(load_audio(may_subject.audio_path))
     assert features.shape == (int(len(load_audio(may_subject.audio_path)) / 16000 * 25), 512)
+    # a second run keeps the trained weights unless asked to replace them
+    trained = out.read_bytes()
+    code, _, stderr = _engine(capsys, "train-ave", str(may_subject.root), "-o", str(out), "--steps", "2", "--batch", "4")
+    assert code != 0 and "--replace" in stderr and out.read_bytes() == trained
+    code, _, stderr = _engine(capsys, "train-ave", str(may_subject.root), "-o", str(out), "--steps", "2", "--batch", "4",
+                              "--seed", "1", "--replace")
+    assert code == 0, stderr
+    assert out.read_bytes() != trained
 
 
 def test_speech_drives_the_mouth_of_heads_trained_on_mouth_curves(trained):

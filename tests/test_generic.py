@@ -1,6 +1,7 @@
 """The generic expression model: silence is silence, ARKit-scale output, train-generic on real clips
 (scored on speakers it never heard), blinks and gaze that vary per take."""
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from engine.expression.animate import Animator
 from engine.expression.blinks import BlinkModel, blink_curves, blink_times
 from engine.expression.gaze import gaze_path
 from engine.media.audio import load_audio
+from engine.media.ffmpeg import ffmpeg_exe
 
 JAW = ARKIT_INDEX["jawOpen"]
 MOUTH = [ARKIT_INDEX[n] for n in MOUTH_AND_JAW]
@@ -81,12 +83,17 @@ def test_train_generic_scores_unseen_speakers_and_animate_uses_the_model(tmp_pat
     clips = [shared_file("corpus", f"GRID_spk{s}_en_3s_LipNet.mpg") for s in "BCDE"]
     clips += [shared_file("video", "aoc_8s.mp4"), shared_file("video", "may_5s.mp4")]
     model, cache = tmp_path / "studio.safetensors", tmp_path / "cache"
-    code = main(["train-generic", *map(str, clips), "-o", str(model), "--cache", str(cache), "--folds", "3",
-                 "--steps", "300", "--progress", "jsonl"])
+    silent_take = tmp_path / "b-roll.mp4"   # a clip without sound among the footage: skipped, and said so
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(clips[-1]), "-t", "2", "-an", str(silent_take)],
+                   check=True)
+    code = main(["train-generic", *map(str, clips), str(silent_take), "-o", str(model), "--cache", str(cache),
+                 "--folds", "3", "--steps", "300", "--progress", "jsonl"])
     out = capsys.readouterr()
     assert code == 0, out.err
     result = json.loads(out.out.strip().splitlines()[-1])
     assert result["speakers"] == 6 and result["clips"] == 6
+    assert [s["path"] for s in result["skipped"]] == [str(silent_take)] and "no audio" in result["skipped"][0]["error"]
+    assert "b-roll.mp4" in out.out.replace(out.out.strip().splitlines()[-1], "")   # the warning, before the result
     assert result["cross_validation"]["speakers"] == 6
     assert result["cross_validation"]["jaw_open_r_mean"] > 0.25
     # Each face captured once (reused by the next run, whatever its encoder), the sound's features apart.

@@ -335,6 +335,15 @@ def test_audio_file_is_not_a_clip(tmp_path):
     assert "no video stream" in err.value.message
 
 
+def test_a_folder_is_not_a_clip(tmp_path):
+    shoot = tmp_path / "interview.mov"   # a folder named like a clip (a camera card's export, a bundle)
+    shoot.mkdir()
+    with pytest.raises(EngineError) as err:
+        preprocess(shoot, tmp_path / "s")
+    assert "is a folder" in err.value.message and str(shoot) in err.value.message and err.value.hint
+    assert not (tmp_path / "s").exists()
+
+
 def test_command_line_reports_error_as_json(clips, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "engine", "preprocess", str(clips / "silent_track.mp4"),
                            "-o", str(tmp_path / "s"), "--progress", "jsonl"],

@@ -282,3 +282,7 @@ def test_render_command_writes_the_edits_frame_rate(subject, speech, tmp_path):
         run_engine("render", subject.root, "--audio", speech, "--fps", "fast", "-o", tmp_path / "x")
     assert main(["render", str(subject.root), "--audio", str(speech), "--fps", "0", "-o", str(tmp_path / "x"),
                  "--progress", "quiet"]) == 2
+    (tmp_path / "cut.mp4").mkdir()   # an existing folder named like the video: refused before rendering
+    assert main(["render", str(subject.root), "--audio", str(speech), "-o", str(tmp_path / "cut.mp4"),
+                 "--progress", "quiet"]) == 2
+    assert not list(tmp_path.glob(".cut.partial*"))

@@ -11,18 +11,17 @@ def configure(parser) -> None:
                              "to use the 'ave' encoder")
     parser.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
     parser.add_argument("--batch", type=int, default=32, help="pairs per step (default 32)")
+    parser.add_argument("--replace", action="store_true", help="replace OUTPUT if it exists (else it is kept)")
     parser.add_argument("--seed", type=int, default=0)
 
 
 def run(args, progress) -> dict:
     import torch
-    from ..errors import EngineError
+    from ..files import require_new_model_file
     from ..subject.format import Subject
     from .ave_training import save_sync_model, subject_clip, train_ave
     output = Path(args.output)
-    if output.suffix != ".safetensors":
-        raise EngineError(f"{output}: the output must be a .safetensors file", "name it e.g. ave.safetensors",
-                          path=str(output))
+    require_new_model_file(output, "ave.safetensors", args.replace)
     subjects = [Subject(path) for path in args.subjects]
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     with progress.stage("mouth crops", total=len(subjects)) as stage:

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..audio.features import encoder_names
 from ..errors import EngineError
+from ..files import require_output_file
 from .headmotion import HEAD_MODES
 
 
@@ -47,6 +48,7 @@ def run(args, progress) -> dict:
     output = Path(args.output)
     if output.suffix.lower() not in (".csv", ".stcurves"):
         raise EngineError(f"{output}: unknown curves format", "name the output .csv or .stcurves", path=str(output))
+    require_output_file(output)
     intensity = parse_intensity(args.intensity)
     started = time.monotonic()
     subject = Subject(args.subject) if args.subject else None

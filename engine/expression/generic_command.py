@@ -28,28 +28,35 @@ def run(args, progress) -> dict:
     import torch
     from ..audio.features import get_encoder
     from ..errors import EngineError
+    from ..files import require_new_model_file
     from ..models import cache_dir
     from .corpus import SPEEDS, find_clips, load_clip
     from .generic import GENERIC_ENCODER, save_generic, train_generic
     output = Path(args.output)
-    if output.suffix != ".safetensors":
-        raise EngineError(f"{output}: the output must be a .safetensors file", "name it e.g. studio.safetensors",
-                          path=str(output))
-    if output.exists() and not args.replace:
-        raise EngineError(f"{output}: a model is already there", "choose another name, or pass --replace",
-                          path=str(output))
+    require_new_model_file(output, "studio.safetensors", args.replace)
     if args.folds < 2 or args.steps < 100:
         raise EngineError("--folds must be at least 2 and --steps at least 100", "use e.g. --folds 5 --steps 1000")
     sources = find_clips(args.clips)
     encoder = get_encoder(args.encoder or GENERIC_ENCODER, args.models)
     cache = Path(args.cache) if args.cache else cache_dir() / "clips"
     torch.set_num_threads(1)  # layers this small run fastest on one thread (two were several times slower)
-    clips = []
+    clips, used, skipped = [], [], []
     with progress.stage("capture", total=len(sources)) as stage:
         for source in sources:
-            clips.append(load_clip(source, encoder, cache_dir=cache, speeds=SPEEDS))
+            try:
+                clips.append(load_clip(source, encoder, cache_dir=cache, speeds=SPEEDS))
+                used.append(source)
+            except EngineError as error:
+                if error.path != str(source.path):
+                    raise
+                # one unusable file in a folder of footage (no sound, no face) does not stop the others
+                skipped.append({"path": str(source.path), "error": error.message})
+                progress.warn(f"skipped {error.message}")
             stage.advance(1)
+    if not clips:
+        raise EngineError("none of the clips could be used (each was skipped, see above)",
+                          "pass clips of people speaking to camera, with their sound")
     model, report = train_generic(clips, encoder, progress, args.folds, args.steps, args.seed)
-    save_generic(model, output, report, [f"{s.path.name}\t{s.speaker}" for s in sources])
+    save_generic(model, output, report, [f"{s.path.name}\t{s.speaker}" for s in used])
     return {"output": str(output), **{k: v for k, v in report.items() if k != "calibration"},
-            "cross_validation": report["cross_validation"]["summary"]}
+            "cross_validation": report["cross_validation"]["summary"], "skipped": skipped}

@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import EngineError
-from ..files import atomic_output
+from ..files import atomic_output, require_input_file
 from .ffmpeg import ffmpeg_exe, probe
 
 SAMPLE_RATE = 16000
@@ -135,10 +135,7 @@ def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: b
     Reads the whole file once, in blocks, for its length and its channels' loudness (a stage of
     `progress` in blocks, when given)."""
     path = Path(path)
-    if not path.is_file():
-        raise EngineError(f"{path}: file not found", "check the path", path=str(path))
-    if path.stat().st_size == 0:
-        raise EngineError(f"{path}: the file is empty", "export the audio again", path=str(path))
+    require_input_file(path, "the audio")
     info = _soundfile_info(path)
     if info is not None:
         rate, channels = info

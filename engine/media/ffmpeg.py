@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import EngineError
+from ..files import require_input_file
 
 
 def ffmpeg_exe() -> str:
@@ -51,10 +52,7 @@ _AUDIO = re.compile(r"Stream #\S+.*?: Audio: (\w+).*?(\d+) Hz")
 def probe(path: str | Path) -> MediaInfo:
     """What a media file holds, read from ffmpeg's stream report (imageio-ffmpeg ships no ffprobe)."""
     path = Path(path)
-    if not path.is_file():
-        raise EngineError(f"{path}: file not found", "check the path", path=str(path))
-    if path.stat().st_size == 0:
-        raise EngineError(f"{path}: the file is empty", "export the clip again", path=str(path))
+    require_input_file(path, "the clip")
     proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)],
                           capture_output=True, text=True, errors="replace")
     report = proc.stderr

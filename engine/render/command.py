@@ -50,7 +50,7 @@ def configure(parser) -> None:
 
 
 def run(args, progress) -> dict:
-    from ..files import remove_leftovers
+    from ..files import remove_leftovers, require_output_file
     from ..lock import JobLock
 
     subject = Subject(args.subject)
@@ -58,6 +58,8 @@ def run(args, progress) -> dict:
     if not 0 < fps <= 240:
         raise EngineError(f"--fps {args.fps:g} is out of range", "use a frame rate such as 24, 25, 29.97 or 30")
     fmt = choose_format(args.format, args.output)
+    if fmt == "mp4":
+        require_output_file(args.output)
     with JobLock(args.output, "render"):
         remove_leftovers(args.output.parent)
         if fmt != "mp4":

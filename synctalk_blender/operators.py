@@ -230,28 +230,51 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
 
     def prepare(self, context):
         s = settings(context)
+        span, self._note = None, ""
         if s.clip:
             clip = _existing_file(Path(bpy.path.abspath(s.clip)), "clip")
         else:
             try:
-                clip = _existing_file(sequencer.strip_file(sequencer.selected_strip(context.scene, "MOVIE")),
-                                      "the movie strip's file")
+                strip = sequencer.selected_strip(context.scene, "MOVIE")
+                clip = _existing_file(sequencer.strip_file(strip), "the movie strip's file")
             except ValueError as exc:
                 raise UserError(f"{exc}, or choose a clip file") from exc
+            # What the edit shows of the file: a strip trimmed to the person talking trains on that part.
+            if sequencer.retimed(strip):
+                self._note = " (the strip is retimed: its whole file was used)"
+            else:
+                span = sequencer.movie_span(strip)
         name = re.sub(r"[^\w.-]+", "_", s.subject_name or clip.stem)
         self._subject = subjects_dir() / name
+        fps = scene_fps(context.scene)
         from engine.subject.format import CHECKPOINT, META_FILE, MODEL_DIR
         if (self._subject / META_FILE).is_file():
+            _check_same_footage(self._subject, clip, fps, span)
             # Preprocessed already (an earlier run, maybe cancelled): train, from its checkpoint if it has one.
             resume = (self._subject / MODEL_DIR / CHECKPOINT).is_file()
             return f"Train {name}", [train_arguments(self._subject, s, resume)]
         # At the scene's frame rate, so renders line up frame for frame with the edit.
-        preprocess = engine_jobs.preprocess_argv(clip, self._subject, fps=scene_fps(context.scene), size=s.size)
+        preprocess = engine_jobs.preprocess_argv(clip, self._subject, fps=fps, size=s.size, span=span)
         return f"Train {name}", [preprocess, train_arguments(self._subject, s)]
 
     def finish(self, context, result):
         settings(context).subject = str(self._subject)
-        return f"subject '{self._subject.name}' trained: {self._subject}"
+        return f"subject '{self._subject.name}' trained: {self._subject}{self._note}"
+
+
+def _check_same_footage(subject: Path, clip: Path, fps: float, span) -> None:
+    """A subject folder of that name made from other footage (another file, another part of it) is not
+    trained in its place: the user names the new subject or removes the old one."""
+    from engine.subject.format import read_meta
+    meta = read_meta(subject)
+    first = int(round(span[0] * fps)) if span else 0
+    frames = int(round(span[1] * fps)) - first if span else None
+    source = meta.source
+    same_file = source is not None and Path(source.path).resolve() == clip.resolve()
+    if not same_file or source.first_frame != first or (frames is not None and abs(meta.frames - frames) > 1):
+        raise UserError(f"a subject named '{subject.name}' was made from other footage "
+                        f"({source.path if source else 'unknown'}); give this one another Subject Name, "
+                        "or delete that folder to make it again")
 
 
 # The panel's intensity settings -> the engine's --intensity regions.

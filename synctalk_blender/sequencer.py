@@ -76,6 +76,23 @@ def handles(strip) -> tuple[int, int]:
                                                                               strip.frame_final_end)
 
 
+def retimed(strip) -> bool:
+    """Whether the strip plays its file at another speed (retiming keys)."""
+    return len(getattr(strip, "retiming_keys", ())) > 0
+
+
+def movie_span(strip) -> tuple[float, float] | None:
+    """The seconds of its file a movie strip shows (start, end), or None where it shows all of it.
+
+    A movie strip shows one frame of its file per scene frame, whatever the scene's rate: the visible part's
+    frames, counted from where the content starts, are frames of the file at its own rate (strip.fps)."""
+    start, end = handles(strip)
+    first = content_start(strip)
+    if start <= first and end >= first + content_duration(strip):
+        return None
+    return (max(0.0, (start - first) / strip.fps), (end - first) / strip.fps)
+
+
 def set_handles(strip, start: int, end: int) -> None:
     if _renamed(strip):
         strip.left_handle, strip.right_handle = start, end

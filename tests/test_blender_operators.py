@@ -142,6 +142,31 @@ def test_rig_drives_the_mouth_trains_on_all_52_curves(scene, tmp_path):
 
 
 @pytest.mark.slow
+def test_train_subject_learns_the_part_of_the_movie_strip_the_edit_shows(scene, tmp_path, monkeypatch):
+    """A movie strip trimmed to where the person talks: Train Subject makes the subject from that part of its
+    file (a movie strip shows one file frame per scene frame, here a 25-fps file in a 24-fps edit), and with
+    the strip trimmed otherwise it does not train that subject in the new one's place."""
+    from engine.subject.format import read_meta
+    monkeypatch.setenv("SYNCTALK_SUBJECTS", str(tmp_path))
+    scene.render.fps = 24
+    clip = shared_file("video", "may_5s.mp4")
+    movie = sequencer.add_movie(scene, clip, 10, 3)
+    sequencer.set_handles(movie, 40, 115)            # file frames 30-105 of 125: 1.2 s to 4.2 s
+    select_only(scene, movie)
+    assert sequencer.movie_span(movie) == pytest.approx((1.2, 4.2))
+    scene.synctalk.clip, scene.synctalk.subject_name, scene.synctalk.preset = "", "may", "tiny"
+    scene.synctalk.size, scene.synctalk.rig_drives_mouth = 64, False
+    assert bpy.ops.synctalk.train_subject() == {"FINISHED"}
+    meta = read_meta(tmp_path / "may")
+    assert meta.source.first_frame == round(1.2 * 24) and meta.frames == round(4.2 * 24) - round(1.2 * 24)
+    assert (tmp_path / "may" / "model" / "head.safetensors").is_file()
+    sequencer.set_handles(movie, 20, 115)
+    with pytest.raises(RuntimeError, match="made from other footage"):
+        bpy.ops.synctalk.train_subject()
+    assert read_meta(tmp_path / "may").source.first_frame == round(1.2 * 24)
+
+
+@pytest.mark.slow
 def test_train_subject_cancel_leaves_a_resumable_subject_then_resumes(scene, lieu_3s, monkeypatch):
     monkeypatch.setenv("SYNCTALK_SUBJECTS", str(lieu_3s.parent))
     scene.synctalk.clip, scene.synctalk.subject_name, scene.synctalk.preset = str(lieu_3s), "lieu", "tiny"

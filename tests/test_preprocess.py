@@ -344,6 +344,39 @@ def test_a_folder_is_not_a_clip(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+def test_a_span_of_the_clip_makes_the_subject_and_its_frames_are_the_clips(tmp_path):
+    """An interview whose first 2 s show two people (a strip trimmed past them in the edit): the whole clip is
+    refused, the span from 2 s makes a subject whose frame k is the clip's frame 50 + k, sound and picture."""
+    from engine.media.video import read_frames
+    from engine.portrait.source import SourceFrames
+    clip = tmp_path / "interview.mp4"
+    ffmpeg(*lieu(4.0), "-filter_complex", "[0:v]split[a][b];[a][b]hstack,"
+           "drawbox=x=256:y=0:w=256:h=256:color=gray:t=fill:enable='gte(t,2)'",
+           "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", clip)
+    with pytest.raises(EngineError) as err:
+        preprocess(clip, tmp_path / "whole")
+    assert "more than one face" in err.value.message
+    with pytest.raises(EngineError) as err:   # a second person in the first of its 2 s, in clip times
+        preprocess(clip, tmp_path / "late", start_s=1.0, end_s=3.0)
+    assert "at 00:01.0-" in err.value.message
+    with pytest.raises(EngineError) as err:
+        preprocess(clip, tmp_path / "none", start_s=5.0)
+    assert "not inside the clip" in err.value.message and err.value.hint
+
+    result = preprocess(clip, tmp_path / "s", start_s=2.0)
+    s = Subject(tmp_path / "s")
+    assert result["frames"] == s.n_frames == 50 and s.meta.source.first_frame == 50
+    whole = list(read_frames(clip, 25.0))
+    for k in (0, 31, 49):
+        assert np.array_equal(s.frame(k), s.meta.crop_box.cut(whole[50 + k], s.size))
+    with SourceFrames(clip, 25.0, s.meta.source.first_frame, [0, 31]) as source:   # what a render pastes into
+        assert np.array_equal(source[0], whole[50]) and np.array_equal(source[31], whole[81])
+    sound, spoken = load_audio(s.audio_path), load_audio(clip)[2 * SAMPLE_RATE:]
+    assert abs(len(sound) - len(spoken)) <= SAMPLE_RATE // 25
+    n = min(len(sound), len(spoken))
+    assert np.corrcoef(sound[:n], spoken[:n])[0, 1] > 0.99
+
+
 def test_command_line_reports_error_as_json(clips, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "engine", "preprocess", str(clips / "silent_track.mp4"),
                            "-o", str(tmp_path / "s"), "--progress", "jsonl"],
@@ -398,8 +431,9 @@ def test_output_folder_that_is_not_a_subject_is_not_replaced(clips, tmp_path):
 def test_crop_box_found_in_a_wide_real_frame(clips):
     from engine.media.video import open_clip
     from engine.preprocess.pipeline import locate_face
+    from engine.preprocess.pipeline import Footage
     info = open_clip(clips / "wide.mp4")
-    located = locate_face(clips / "wide.mp4", info, 25.0, None, Progress("quiet"))
+    located = locate_face(Footage(clips / "wide.mp4", info, 25.0), None, Progress("quiet"))
     assert located.frames == 25 and located.found.all()
     faces = located.face_boxes
     assert faces[:, 0].min() > 300 and faces[:, 2].max() < 556  # the face is where the pad put it

@@ -24,11 +24,18 @@ def open_clip(path: str | Path) -> MediaInfo:
     return info
 
 
-def read_frames(path: str | Path, fps: float, info: MediaInfo | None = None) -> Iterator[np.ndarray]:
-    """Yield (H, W, 3) uint8 RGB frames resampled to a constant `fps` (frames dropped or repeated)."""
+def read_frames(path: str | Path, fps: float, info: MediaInfo | None = None, first: int = 0,
+                count: int | None = None) -> Iterator[np.ndarray]:
+    """Yield (H, W, 3) uint8 RGB frames resampled to a constant `fps` (frames dropped or repeated): those
+    numbered `first` to `first + count` (None: to the end) at that rate, frame 0 the clip's first."""
     info = info or open_clip(path)
     w, h = info.width, info.height
     filters = f"fps={fps}" + (f",{SQUARE_PIXELS}" if info.pixel_aspect != (1, 1) else "")
+    if first or count is not None:
+        # numbered after the rate change, so frame k is the k-th of a whole read; restamped from 0, so that
+        # the constant-rate output does not pad the frames before `first` with copies
+        end = f":end_frame={first + count}" if count is not None else ""
+        filters += f",trim=start_frame={first}{end},setpts=PTS-STARTPTS"
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-i", str(path),
            "-map", "0:v:0", "-vf", filters, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -37,17 +37,14 @@ class SourceFrames:
             raise
         stage = progress.stage("decode source", len(wanted)) if progress is not None else None
         remaining = set(wanted)
-        last = wanted[-1] + first if wanted else -1
-        with closing(read_frames(path, fps, info)) as frames:
-            for clip_index, frame in enumerate(frames):
-                index = clip_index - first
-                if index in remaining:
-                    self._frames[self._slot[index]] = frame
-                    remaining.discard(index)
-                    if stage is not None:
-                        stage.advance()
-                if clip_index >= last:
-                    break
+        if wanted:
+            with closing(read_frames(path, fps, info, first, wanted[-1] + 1)) as frames:
+                for index, frame in enumerate(frames):
+                    if index in remaining:
+                        self._frames[self._slot[index]] = frame
+                        remaining.discard(index)
+                        if stage is not None:
+                            stage.advance()
         if stage is not None:
             stage.close()
         if remaining:

@@ -11,6 +11,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=25.0, help="frame rate to resample to (default 25)")
     parser.add_argument("--size", type=int, default=None,
                         help="crop resolution in pixels (default: the crop's own, at most 512)")
+    parser.add_argument("--start", type=float, default=None, metavar="SECONDS",
+                        help="make the subject from the clip from this time on (default: its start)")
+    parser.add_argument("--end", type=float, default=None, metavar="SECONDS",
+                        help="... up to this time (default: its end)")
     parser.add_argument("--models", default=None, metavar="DIR",
                         help="folder with face_landmarker.task and selfie_segmenter.tflite "
                              "(default: $SYNCTALK_MODELS, then the cache)")
@@ -19,4 +23,4 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, progress) -> dict:
     from .pipeline import preprocess
     return preprocess(args.clip, args.output, fps=args.fps, size=args.size, models_dir=args.models,
-                      progress=progress)
+                      progress=progress, start_s=args.start, end_s=args.end)

@@ -30,20 +30,21 @@ def timestamp(seconds: float) -> str:
     return f"{int(minutes):02d}:{rest:04.1f}"
 
 
-def span_text(start: int, end: int, fps: float) -> str:
-    return f"{timestamp(start / fps)}-{timestamp(end / fps)}"
+def span_text(start: int, end: int, fps: float, offset_s: float = 0.0) -> str:
+    """Frames start..end as clip times (`offset_s`: where frame 0 lies in the clip, for a span of it)."""
+    return f"{timestamp(offset_s + start / fps)}-{timestamp(offset_s + end / fps)}"
 
 
-def check_one_person(face_counts: np.ndarray, rate: float, path) -> list[str]:
+def check_one_person(face_counts: np.ndarray, rate: float, path, offset_s: float = 0.0) -> list[str]:
     """Refuse a clip where two or more faces are seen in a sizeable share of frames; warn for a few.
 
-    face_counts: faces per sampled frame, `rate` samples a second.
+    face_counts: faces per sampled frame, `rate` samples a second, the first `offset_s` into the clip.
     """
     several = face_counts >= 2
     if not several.any():
         return []
     spans = runs(several)
-    listed = ", ".join(span_text(s, e, rate) for s, e in spans[:5]) + (" ..." if len(spans) > 5 else "")
+    listed = ", ".join(span_text(s, e, rate, offset_s) for s, e in spans[:5]) + (" ..." if len(spans) > 5 else "")
     if several.mean() >= SEVERAL_PEOPLE_SHARE:
         raise EngineError(
             f"{path}: more than one face is visible in {several.mean():.0%} of the clip (at {listed})",
@@ -51,7 +52,7 @@ def check_one_person(face_counts: np.ndarray, rate: float, path) -> list[str]:
     return [f"a second face was seen at {listed}; the largest face was used"]
 
 
-def classify(found: np.ndarray, fps: float, path) -> tuple[np.ndarray, list[dict], list[str]]:
+def classify(found: np.ndarray, fps: float, path, offset_s: float = 0.0) -> tuple[np.ndarray, list[dict], list[str]]:
     """valid per frame (1 seen, 2 interpolated, 0 excluded), the gaps, and warnings for the user.
 
     A gap touching the start or end of the clip has no face on one side to interpolate from, so it
@@ -70,10 +71,10 @@ def classify(found: np.ndarray, fps: float, path) -> tuple[np.ndarray, list[dict
     interpolated = [g for g in gaps if g["kind"] == "interpolated"]
     excluded = [g for g in gaps if g["kind"] == "excluded"]
     if interpolated:
-        warnings.append(f"the face was lost briefly at {_listing(interpolated, fps)}; "
+        warnings.append(f"the face was lost briefly at {_listing(interpolated, fps, offset_s)}; "
                         f"{sum(g['end_frame'] - g['start_frame'] for g in interpolated)} frames interpolated")
     if excluded:
-        warnings.append(f"the face was lost at {_listing(excluded, fps)}; those "
+        warnings.append(f"the face was lost at {_listing(excluded, fps, offset_s)}; those "
                         f"{sum(g['end_frame'] - g['start_frame'] for g in excluded)} frames are excluded from training")
     if n < MIN_USABLE_S * fps:
         raise EngineError(f"{path}: the clip is only {n / fps:.1f} s long ({n} frames at {fps:g} fps)",
@@ -82,7 +83,7 @@ def classify(found: np.ndarray, fps: float, path) -> tuple[np.ndarray, list[dict
     usable = int((valid > 0).sum())
     if usable < max(MIN_USABLE_SHARE * n, MIN_USABLE_S * fps):
         raise EngineError(
-            f"{path}: a face is visible in only {usable} of {n} frames (lost at {_listing(excluded, fps)})",
+            f"{path}: a face is visible in only {usable} of {n} frames (lost at {_listing(excluded, fps, offset_s)})",
             "use a clip where the person's face stays in the picture; trim the parts without it",
             path=str(path))
     return valid, gaps, warnings
@@ -94,8 +95,8 @@ def gap_record(start: int, end: int, fps: float, kind: str) -> dict:
             "kind": kind}
 
 
-def _listing(gaps: list[dict], fps: float, most: int = 6) -> str:
-    text = ", ".join(span_text(g["start_frame"], g["end_frame"], fps) for g in gaps[:most])
+def _listing(gaps: list[dict], fps: float, offset_s: float, most: int = 6) -> str:
+    text = ", ".join(span_text(g["start_frame"], g["end_frame"], fps, offset_s) for g in gaps[:most])
     return text + (f" and {len(gaps) - most} more" if len(gaps) > most else "")
 
 

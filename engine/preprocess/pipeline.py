@@ -31,7 +31,8 @@ from ..audio.vad import voice_activity
 from ..errors import EngineError
 from ..face.landmarker import FaceLandmarker, PersonSegmenter
 from ..face.parsing import CHIN, FOREHEAD, face_mask, parse
-from ..media.audio import load_audio, write_wav
+from ..media.audio import SAMPLE_RATE, load_audio, write_wav
+from ..media.ffmpeg import MediaInfo
 from ..media.video import open_clip, read_frames
 from ..progress import Progress
 from ..tracking import stabilize
@@ -57,12 +58,33 @@ MAX_PENDING_WRITES = 32     # bounds the memory held by frames waiting to be wri
 BYTES_PER_CROP_PIXEL = 3.0
 
 
+@dataclass(frozen=True)
+class Footage:
+    """The clip a subject is made from and the frames it takes at `fps`: `count` from `first` (a span of
+    the clip, e.g. a trimmed strip), or all of them."""
+    path: Path
+    info: MediaInfo
+    fps: float
+    first: int = 0
+    count: int | None = None
+
+    def frames(self):
+        return read_frames(self.path, self.fps, self.info, self.first, self.count)
+
+    @property
+    def seconds(self) -> float | None:
+        """How long the span plays (None: the clip's length is unknown)."""
+        if self.count is not None:
+            return self.count / self.fps
+        return None if self.info.duration is None else max(0.0, self.info.duration - self.first / self.fps)
+
+
 @dataclass
 class Located:
     """Pass 1: on every LOCATE_EVERY-th frame, the face box in source pixels and how many faces."""
     face_boxes: np.ndarray   # (M, 4) x0, y0, x1, y1
     face_counts: np.ndarray  # (M,) int
-    frames: int              # frames in the whole clip
+    frames: int              # frames read (the whole clip, or its span)
     cuts: ShotDetector       # every frame's thumbnail; the shots are told once pass 3 has the face's steps
 
     @property
@@ -81,7 +103,10 @@ class Analysed:
 
 
 def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, size: int | None = None,
-               models_dir: str | Path | None = None, progress: Progress | None = None) -> dict:
+               models_dir: str | Path | None = None, progress: Progress | None = None,
+               start_s: float | None = None, end_s: float | None = None) -> dict:
+    """`start_s`, `end_s`: the span of the clip to make the subject from, in seconds (None: its start, its end);
+    its frames are numbered from 0 and subject.json's source says where frame 0 lies in the clip."""
     progress = progress or Progress("quiet")
     clip = Path(clip)
     if not 0 < fps <= MAX_FPS:
@@ -97,32 +122,53 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
     if not info.has_audio:
         raise EngineError(f"{clip}: has no audio track", "the subject learns from the speech: use the "
                           "original recording with its sound, or mux the audio in first", path=str(clip))
+    footage = Footage(clip, info, fps, *clip_span(clip, info, fps, start_s, end_s))
     with JobLock(destination, "preprocess"):
-        return _preprocess(clip, info, destination, fps, size, models_dir, progress)
+        return _preprocess(footage, destination, size, models_dir, progress)
 
 
-def _preprocess(clip: Path, info, destination: Path, fps: float, size: int | None, models_dir,
-                progress: Progress) -> dict:
+def clip_span(clip: Path, info: MediaInfo, fps: float, start_s: float | None, end_s: float | None):
+    """(first frame, frame count or None) of the span start_s..end_s of the clip, checked against its length."""
+    if start_s is None and end_s is None:
+        return 0, None
+    start, end = start_s or 0.0, end_s
+    if start < 0 or (end is not None and end <= start) or (info.duration and start >= info.duration):
+        length = f"{info.duration:.2f} s long" if info.duration else "of unknown length"
+        until = "its end" if end is None else f"{end:g} s"
+        raise EngineError(f"{clip}: the span from {start:g} s to {until} is not inside the clip ({length})",
+                          "give a start before the end, both within the clip", path=str(clip))
+    if end is not None and info.duration:
+        end = min(end, info.duration)   # past the end: to the end (a strip's handle dragged beyond its content)
+    first = int(round(start * fps))
+    return first, None if end is None else max(1, int(round(end * fps)) - first)
+
+
+def _preprocess(footage: Footage, destination: Path, size: int | None, models_dir, progress: Progress) -> dict:
+    clip, info, fps = footage.path, footage.info, footage.fps
     warnings: list[str] = []
     with SubjectWriter(destination) as writer:
         root = writer.root
         stage = progress.stage("audio", 1)
         samples = load_audio(clip)
+        first_sample = int(round(footage.first / fps * SAMPLE_RATE))
+        samples = samples[first_sample:None if footage.count is None
+                          else first_sample + int(round(footage.count / fps * SAMPLE_RATE))]
         write_wav(writer.audio_path, samples)
         stage.advance()
         stage.close()
 
-        located = locate_face(clip, info, fps, models_dir, progress)
+        located = locate_face(footage, models_dir, progress)
         n = located.frames
-        if info.duration and n < DECODED_SHARE * info.duration * fps:
-            warnings.append(f"only {n / fps:.1f} s of the clip's {info.duration:.1f} s could be decoded: the file "
+        if footage.seconds and n < DECODED_SHARE * footage.seconds * fps:
+            warnings.append(f"only {n / fps:.1f} s of the clip's {footage.seconds:.1f} s could be decoded: the file "
                             "looks truncated (an unfinished copy or download?); the subject holds those "
                             f"{n / fps:.1f} s. Copy or export the clip again to use all of it")
         if not located.found.any():
             raise EngineError(f"{clip}: no face was found in any of its {n} frames",
                               "use a clip where one person faces the camera, well lit and not too small",
                               path=str(clip))
-        warnings += gaps.check_one_person(located.face_counts, fps / LOCATE_EVERY, clip)
+        offset_s = footage.first / fps   # messages give clip times
+        warnings += gaps.check_one_person(located.face_counts, fps / LOCATE_EVERY, clip, offset_s)
         box, fits = choose_crop_box(located.face_boxes[located.found], info.width, info.height)
         if not fits:
             warnings.append("the head leaves the crop at times (the person moves more than the frame "
@@ -131,15 +177,15 @@ def _preprocess(clip: Path, info, destination: Path, fps: float, size: int | Non
         require_free_space(destination.parent, int(n * size * size * BYTES_PER_CROP_PIXEL),
                            f"a subject of {n} frames at {size} px")
 
-        plate = build_plate(clip, info, fps, box, size, n, models_dir, progress)
+        plate = build_plate(footage, box, size, n, models_dir, progress)
         _write_png(root / "background.png", plate[..., ::-1])
         gray_path = root / ".gray.u8"   # the stabilizer's input, on disk rather than in memory
         gray = preallocated_memmap(gray_path, np.uint8, (n, size, size))
-        analysed = analyse_crops(clip, info, fps, box, size, plate, gray, root, models_dir, progress)
+        analysed = analyse_crops(footage, box, size, plate, gray, root, models_dir, progress)
 
         shots = located.cuts.shots(fps, face_steps(analysed.landmarks, analysed.found))
-        valid, gap_list, gap_warnings = gaps.classify(analysed.found, fps, clip)
-        warnings += gap_warnings + shots.warnings(fps)
+        valid, gap_list, gap_warnings = gaps.classify(analysed.found, fps, clip, offset_s)
+        warnings += gap_warnings + shots.warnings(fps, offset_s)
         for start, end in shots.transitions:
             if (valid[start:end] == gaps.VALID_EXCLUDED).all():
                 continue  # the face is lost there already
@@ -177,7 +223,8 @@ def _preprocess(clip: Path, info, destination: Path, fps: float, size: int | Non
                       np.flatnonzero(valid == gaps.VALID_EXCLUDED).tolist())
         meta = SubjectMeta(
             fps=fps, frames=n, size=size, crop_box=box,
-            source=Source(str(clip.resolve()), sha256_of(clip), info.width, info.height, info.fps, info.duration),
+            source=Source(str(clip.resolve()), sha256_of(clip), info.width, info.height, info.fps, info.duration,
+                          first_frame=footage.first),
             intrinsics=stabilised.intrinsics,
             split=split,
             gaps=sorted(gap_list, key=lambda g: g["start_frame"]), warnings=warnings, shots=shots.starts,
@@ -199,16 +246,17 @@ def _preprocess(clip: Path, info, destination: Path, fps: float, size: int | Non
             "jitter_raw": stabilised.jitter["raw"], "jitter_stabilised": stabilised.jitter["stabilised"]}
 
 
-def locate_face(clip: Path, info, fps: float, models_dir, progress: Progress) -> Located:
+def locate_face(footage: Footage, models_dir, progress: Progress) -> Located:
     """Pass 1: face box and face count on every LOCATE_EVERY-th frame, at a resolution just good
     enough to find the face (the crop box and the one-person check need no more)."""
+    info, fps = footage.info, footage.fps
     scale = min(1.0, LOCATE_MAX_SIDE / max(info.width, info.height))
     small = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
     boxes, counts, frames = [], [], 0
     cuts = ShotDetector()
-    expected = int(info.duration * fps / LOCATE_EVERY) if info.duration else None
+    expected = int(footage.seconds * fps / LOCATE_EVERY) if footage.seconds else None
     with progress.stage("locate face", expected) as stage, FaceLandmarker(models_dir) as landmarker:
-        for index, frame in enumerate(read_frames(clip, fps, info)):
+        for index, frame in enumerate(footage.frames()):
             frames += 1
             cuts.add(frame)
             if index % LOCATE_EVERY:
@@ -223,13 +271,12 @@ def locate_face(clip: Path, info, fps: float, models_dir, progress: Progress) ->
     return Located(np.array(boxes, np.float32), np.array(counts, np.int32), frames, cuts)
 
 
-def build_plate(clip: Path, info, fps: float, box: CropBox, size: int, n: int, models_dir,
-                progress: Progress) -> np.ndarray:
+def build_plate(footage: Footage, box: CropBox, size: int, n: int, models_dir, progress: Progress) -> np.ndarray:
     """Pass 2: the background plate from every 20th crop."""
     accumulator = BackgroundPlate(size)
     with progress.stage("background plate", (n + PLATE_EVERY - 1) // PLATE_EVERY) as stage, \
             PersonSegmenter(models_dir) as segmenter:
-        for index, frame in enumerate(read_frames(clip, fps, info)):
+        for index, frame in enumerate(footage.frames()):
             if index % PLATE_EVERY:
                 continue
             crop = box.cut(frame, size)
@@ -238,10 +285,10 @@ def build_plate(clip: Path, info, fps: float, box: CropBox, size: int, n: int, m
     return accumulator.plate()
 
 
-def analyse_crops(clip: Path, info, fps: float, box: CropBox, size: int, plate: np.ndarray,
-                  gray: np.ndarray, root: Path, models_dir, progress: Progress) -> Analysed:
+def analyse_crops(footage: Footage, box: CropBox, size: int, plate: np.ndarray, gray: np.ndarray, root: Path,
+                  models_dir, progress: Progress) -> Analysed:
     """Pass 3: tracks of every crop, and its frame, parsing, face mask and torso PNGs."""
-    n = len(gray)
+    n, fps = len(gray), footage.fps
     landmarks = np.zeros((n, 478, 3), np.float32)
     blendshapes = np.zeros((n, 52), np.float32)
     transforms = np.tile(np.eye(4, dtype=np.float32), (n, 1, 1))
@@ -250,7 +297,7 @@ def analyse_crops(clip: Path, info, fps: float, box: CropBox, size: int, plate: 
     writes = deque()
     with progress.stage("analyse frames", n) as stage, FaceLandmarker(models_dir) as landmarker, \
             PersonSegmenter(models_dir) as segmenter, ThreadPoolExecutor(2) as pool:
-        for index, frame in enumerate(read_frames(clip, fps, info)):
+        for index, frame in enumerate(footage.frames()):
             if index >= n:  # the same decode gives the same count; guard against a short first pass
                 break
             crop = box.cut(frame, size)

@@ -59,15 +59,16 @@ class Shots:
     starts: list[int]                     # first frame of each shot; the first is 0
     transitions: list[tuple[int, int]]    # [start, end) frames between two shots (a fade), excluded
 
-    def warnings(self, fps: float) -> list[str]:
+    def warnings(self, fps: float, offset_s: float = 0.0) -> list[str]:
+        """What to tell the user, in clip times (`offset_s`: where frame 0 lies in the clip)."""
         if len(self.starts) < 2:
             return []
-        cuts = ", ".join(timestamp(s / fps) for s in self.starts[1:7]) + (" ..." if len(self.starts) > 7 else "")
+        cuts = ", ".join(timestamp(offset_s + s / fps) for s in self.starts[1:7]) + (" ..." if len(self.starts) > 7 else "")
         text = (f"the clip cuts between {len(self.starts)} shots (at {cuts}); the head is tracked in each "
                 "on its own")
         if self.transitions:
             frames = sum(end - start for start, end in self.transitions)
-            spans = ", ".join(span_text(start, end, fps) for start, end in self.transitions[:6])
+            spans = ", ".join(span_text(start, end, fps, offset_s) for start, end in self.transitions[:6])
             text += f", and the {frames} frames of the transitions at {spans} are excluded from training"
         return [text + ". A clip of one continuous shot trains best"]
 

@@ -44,8 +44,8 @@ def require_output_file(path: Path) -> None:
     """Raise an EngineError where `path`, a file about to be written, is an existing folder (checked before
     the work, so that minutes of it are not lost at the rename)."""
     if path.is_dir():
-        raise EngineError(f"{path}: is a folder, not a file name", f"name a file in it, e.g. {path / ('output' + path.suffix)}",
-                          path=str(path))
+        raise EngineError(f"{path}: is a folder, not a file name",
+                          f"name a file in it, e.g. {path / ('output' + path.suffix)}", path=str(path))
 
 
 def require_new_model_file(path: Path, example: str, replace: bool) -> None:

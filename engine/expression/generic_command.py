@@ -49,7 +49,7 @@ def run(args, progress) -> dict:
             except EngineError as error:
                 if error.path != str(source.path):
                     raise
-                # one unusable file in a folder of footage (no sound, no face) does not stop the others
+                # one unusable file in a folder of footage (no sound, unreadable) does not stop the others
                 skipped.append({"path": str(source.path), "error": error.message})
                 progress.warn(f"skipped {error.message}")
             stage.advance(1)

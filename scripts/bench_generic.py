@@ -29,6 +29,9 @@ blendshapes and audio features cached in --cache (made on first use, about as lo
    subject's model fitted on its first 80 % and scored on the rest, without and with the prior (the
    cross-validation's output for that clip, from a model that never heard the speaker): jawOpen r and
    the mean r of the mouth curves that move, mean over the clips.
+7. Bilabials: at the onsets of words beginning with b, p or m (Whisper's word times: its greedy transcript of
+   each clip's first 30 s aligned by cross-attention), the jaw of the shipped weights and of the capture, and
+   the lips' closing curves, against the onsets of the other words.
 Timings are wall clock on whatever machine runs it; say how loaded it was when you quote them.
 """
 from __future__ import annotations
@@ -53,6 +56,8 @@ LIP_CURVES = {"closing": ("mouthClose", "mouthPressLeft", "mouthPressRight"),
               "rounding": ("mouthFunnel", "mouthPucker")}
 LINEAR_RIDGE = 30000.0  # the strength the previous bundled linear model chose by cross-validation
 PEER_JAW = {"aa": 1.0, "oh": 0.7, "ih": 0.4, "ee": 0.4, "ou": 0.4}
+WHISPER_TOKENS = {"<|endoftext|>": 50257, "<|startoftranscript|>": 50258, "<|en|>": 50259, "<|transcribe|>": 50359,
+                  "<|notimestamps|>": 50363}   # Whisper's multilingual vocabulary (vocabulary.txt, 0-based)
 # Speakers (MANIFEST.tsv's names) from the corpus' two sources whose sound and picture agree by construction:
 # LRS2 keeps only the broadcast clips SyncNet finds in sync, GRID was recorded in a studio, both together.
 # Chosen by source, not by how well the model follows them: the fair view of footage that is in sync.
@@ -202,6 +207,73 @@ def pauses(clips, weights) -> dict:
             "capture_ratio": round(float(captured[pause].mean() / captured[speech].mean()), 3)}
 
 
+def word_onsets(path: Path, model, vocabulary: list[str]) -> list[tuple[str, float]]:
+    """(word, seconds) of each word Whisper hears in the clip's first 30 s, English speech only (none else): its
+    tokens decoded greedily, then aligned to the sound by its cross-attention (CTranslate2's `align`, as word
+    timestamps are made)."""
+    import ctranslate2
+    from engine.audio.whisper import WINDOW_SAMPLES, whisper_log_mel
+    from engine.media.audio import load_audio
+    samples = load_audio(path)[:WINDOW_SAMPLES]
+    window = np.zeros(WINDOW_SAMPLES, np.float32)
+    window[:len(samples)] = samples
+    mel = ctranslate2.StorageView.from_array(whisper_log_mel(window)[None])
+    if model.detect_language(mel)[0][0][0] != "<|en|>":
+        return []   # a word's first letter stands for its first sound in English spelling only
+    start = [WHISPER_TOKENS["<|startoftranscript|>"], WHISPER_TOKENS["<|en|>"], WHISPER_TOKENS["<|transcribe|>"]]
+    result = model.generate(mel, [start + [WHISPER_TOKENS["<|notimestamps|>"]]], beam_size=1)[0]
+    tokens = [t for t in result.sequences_ids[0] if t < WHISPER_TOKENS["<|endoftext|>"]]
+    if not tokens:
+        return []
+    first_step = {}
+    for token, step in model.align(mel, start, [tokens], len(samples) // 160)[0].alignments:
+        first_step.setdefault(token, step)
+    words = []
+    for i, token in enumerate(tokens):
+        piece = vocabulary[token]
+        if piece.startswith("\u0120") or not words:   # GPT-2's byte-level space begins a word
+            words.append([piece.lstrip("\u0120"), first_step.get(i)])
+        else:
+            words[-1][0] += piece
+    return [(word.lower(), step * 0.02) for word, step in words if step is not None and word[:1].isalpha()]
+
+
+def bilabials(clips, weights, sources) -> dict:
+    """The curves around the onsets of words that begin with b, p or m (the lips close, then part) and of
+    the other words, averaged over every onset with a face in the frames around it: prediction and capture."""
+    import ctranslate2
+    from engine.models import find_model
+    folder = find_model("whisper-base")
+    model = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type="int8")
+    vocabulary = (folder / "vocabulary.txt").read_text(encoding="utf-8").split("\n")
+    by_name = {s.path.stem: s.path for s in sources}
+    around = np.arange(-6, 10)   # frames from the onset
+    windows = {"bilabial": ([], []), "other": ([], [])}
+    for clip, w in zip(clips, weights):
+        for word, seconds in word_onsets(by_name[clip.name], model, vocabulary):
+            frames = int(round(seconds * clip.fps)) + around
+            if frames[0] < 0 or frames[-1] >= len(w) or not clip.valid[frames].all():
+                continue
+            predicted, captured = windows["bilabial" if word[0] in "bpm" else "other"]
+            predicted.append(w[frames])
+            captured.append(clip.blendshapes[frames])
+    out = {}
+    close, press = ARKIT_INDEX["mouthClose"], [ARKIT_INDEX["mouthPressLeft"], ARKIT_INDEX["mouthPressRight"]]
+    near = np.flatnonzero(np.abs(around) <= 3)
+    for kind, (predicted, captured) in windows.items():
+        row = {"onsets": len(predicted)}
+        for source, series in (("ours", predicted), ("capture", captured)):
+            mean = np.mean(series, axis=0)
+            low = near[np.argmin(mean[near, JAW])]
+            row[source] = {"jaw_before": round(float(mean[0, JAW]), 3), "jaw_lowest": round(float(mean[low, JAW]), 3),
+                           "lowest_at_frame": int(around[low]),
+                           "close_at_lowest": round(float(mean[low, close]), 3),
+                           "press_before": round(float(mean[0, press].mean()), 3),
+                           "press_at_lowest": round(float(mean[low, press].mean()), 3)}
+        out[kind] = row
+    return out
+
+
 def room_tone(animator) -> dict:
     rng = np.random.default_rng(0)
     white = rng.standard_normal(48000)
@@ -274,6 +346,7 @@ def main() -> None:
     figures["cross_validation"], weights, outputs = cross_validation(clips, encoder, args.folds, args.steps)
     figures["subject_prior"] = subject_prior(clips, outputs, sources, args.cache)
     figures["pauses"] = pauses(clips, weights)
+    figures["bilabials"] = bilabials(clips, weights, sources)
     if args.linear:
         figures["linear"] = linear_baseline(clips, encoder, args.folds)
     if not args.no_pylipsync:
@@ -314,6 +387,15 @@ def main() -> None:
                                           f"{figures['linear']['mouth_r_mean']:.3f}" if "linear" in figures else "") + " |")
     print(f"| 60 s of speech to curves (engine, Animator) | | {timing['animate_s']:.2f} s after a {timing['load_s']:.2f} s load |")
     print(f"| lip closing (mouthClose, mouthPress) r / rounding (funnel, pucker) r | | {cv['closing_r']} / {cv['rounding_r']} |")
+    b, o = figures["bilabials"]["bilabial"], figures["bilabials"]["other"]
+    print(f"| b/p/m word onsets ({b['onsets']}; Whisper's word times): jawOpen 6 frames before -> lowest within 3 "
+          f"frames, mouthClose there | lips close | ours {b['ours']['jaw_before']:.3f} -> {b['ours']['jaw_lowest']:.3f} "
+          f"(frame {b['ours']['lowest_at_frame']:+d}), mouthClose {b['ours']['close_at_lowest']:.3f}, mouthPress "
+          f"{b['ours']['press_before']:.3f} -> {b['ours']['press_at_lowest']:.3f}; capture {b['capture']['jaw_before']:.3f} "
+          f"-> {b['capture']['jaw_lowest']:.3f} (frame {b['capture']['lowest_at_frame']:+d}), mouthPress "
+          f"{b['capture']['press_before']:.3f} -> {b['capture']['press_at_lowest']:.3f}; other words' onsets ({o['onsets']}) "
+          f"ours {o['ours']['jaw_before']:.3f} -> {o['ours']['jaw_lowest']:.3f}, capture {o['capture']['jaw_before']:.3f} "
+          f"-> {o['capture']['jaw_lowest']:.3f} |")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
 

@@ -225,9 +225,9 @@ def word_onsets(path: Path, model, vocabulary: list[str]) -> list[tuple[str, flo
     tokens = [t for t in result.sequences_ids[0] if t < WHISPER_TOKENS["<|endoftext|>"]]
     if not tokens:
         return []
-    first_step = {}
-    for token, step in model.align(mel, start, [tokens], len(samples) // 160)[0].alignments:
-        first_step.setdefault(token, step)
+    first_step = {}   # token's place in the transcript -> the first 20-ms encoder step aligned with it
+    for index, step in model.align(mel, start, [tokens], len(samples) // 160)[0].alignments:
+        first_step.setdefault(index, step)
     words = []
     for i, token in enumerate(tokens):
         piece = vocabulary[token]

@@ -56,8 +56,6 @@ LIP_CURVES = {"closing": ("mouthClose", "mouthPressLeft", "mouthPressRight"),
               "rounding": ("mouthFunnel", "mouthPucker")}
 LINEAR_RIDGE = 30000.0  # the strength the previous bundled linear model chose by cross-validation
 PEER_JAW = {"aa": 1.0, "oh": 0.7, "ih": 0.4, "ee": 0.4, "ou": 0.4}
-WHISPER_TOKENS = {"<|endoftext|>": 50257, "<|startoftranscript|>": 50258, "<|en|>": 50259, "<|transcribe|>": 50359,
-                  "<|notimestamps|>": 50363}   # Whisper's multilingual vocabulary (vocabulary.txt, 0-based)
 # Speakers (MANIFEST.tsv's names) from the corpus' two sources whose sound and picture agree by construction:
 # LRS2 keeps only the broadcast clips SyncNet finds in sync, GRID was recorded in a studio, both together.
 # Chosen by source, not by how well the model follows them: the fair view of footage that is in sync.
@@ -220,9 +218,9 @@ def word_onsets(path: Path, model, vocabulary: list[str]) -> list[tuple[str, flo
     mel = ctranslate2.StorageView.from_array(whisper_log_mel(window)[None])
     if model.detect_language(mel)[0][0][0] != "<|en|>":
         return []   # a word's first letter stands for its first sound in English spelling only
-    start = [WHISPER_TOKENS["<|startoftranscript|>"], WHISPER_TOKENS["<|en|>"], WHISPER_TOKENS["<|transcribe|>"]]
-    result = model.generate(mel, [start + [WHISPER_TOKENS["<|notimestamps|>"]]], beam_size=1)[0]
-    tokens = [t for t in result.sequences_ids[0] if t < WHISPER_TOKENS["<|endoftext|>"]]
+    start = [vocabulary.index(name) for name in ("<|startoftranscript|>", "<|en|>", "<|transcribe|>")]
+    result = model.generate(mel, [start + [vocabulary.index("<|notimestamps|>")]], beam_size=1)[0]
+    tokens = [t for t in result.sequences_ids[0] if t < vocabulary.index("<|endoftext|>")]   # text, not markers
     if not tokens:
         return []
     first_step = {}   # token's place in the transcript -> the first 20-ms encoder step aligned with it

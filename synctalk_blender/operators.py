@@ -266,9 +266,9 @@ def _check_same_footage(subject: Path, clip: Path, fps: float, span) -> None:
     """A subject folder of that name made from other footage (another file, another part of it) is not
     trained in its place: the user names the new subject or removes the old one."""
     from engine.subject.format import read_meta
+    from engine.subject.schema import span_frames
     meta = read_meta(subject)
-    first = int(round(span[0] * fps)) if span else 0
-    frames = int(round(span[1] * fps)) - first if span else None
+    first, frames = span_frames(*span, fps) if span else (0, None)
     source = meta.source
     same_file = source is not None and Path(source.path).resolve() == clip.resolve()
     if not same_file or source.first_frame != first or (frames is not None and abs(meta.frames - frames) > 1):

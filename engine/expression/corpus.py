@@ -94,8 +94,6 @@ def load_clip(source: ClipSource, encoder, fps: float = 25.0, cache_dir: Path | 
     The capture (slow: about as long as the clip plays) and the audio features (seconds) are cached apart,
     both keyed by the file's content, so that trying another encoder, or the same files at another path or
     after a copy, does not capture the faces again."""
-    from ..media.audio import open_audio
-    open_audio(source.path)   # its sound checked first: a clip without usable sound is refused before the capture
     key = _content_key(source.path, fps) if cache_dir else None
     face = _cached(cache_dir, f"{source.path.stem}-face-{key}", lambda: capture_face(source.path, fps))
     n_frames = len(face["blendshapes"])
@@ -132,7 +130,9 @@ def capture_face(path: Path, fps: float) -> dict[str, np.ndarray]:
     """{"blendshapes": (N, 52) smoothed as preprocessing smooths them, "valid": (N,) exactly one face seen}."""
     from scipy.signal import savgol_filter
     from ..face.landmarker import FaceLandmarker
+    from ..media.audio import open_audio
     from ..media.video import read_frames
+    open_audio(path)   # its sound checked first: a clip without usable sound is refused before the capture
     weights, valid = [], []
     with FaceLandmarker() as landmarker:
         for k, rgb in enumerate(read_frames(path, fps)):

@@ -39,7 +39,7 @@ from ..tracking import stabilize
 from ..files import preallocated_memmap, require_free_space, sha256_of, write_failed
 from ..lock import JobLock
 from ..subject.format import SubjectWriter, frame_name
-from ..subject.schema import MAX_FPS, CropBox, Source, Split, SubjectMeta
+from ..subject.schema import MAX_FPS, CropBox, Source, Split, SubjectMeta, span_frames
 from . import gaps
 from .shots import ShotDetector, face_steps, held_out_stretch
 from .crop import choose_crop_box, default_size
@@ -139,8 +139,7 @@ def clip_span(clip: Path, info: MediaInfo, fps: float, start_s: float | None, en
                           "give a start before the end, both within the clip", path=str(clip))
     if end is not None and info.duration:
         end = min(end, info.duration)   # past the end: to the end (a strip's handle dragged beyond its content)
-    first = int(round(start * fps))
-    return first, None if end is None else max(1, int(round(end * fps)) - first)
+    return span_frames(start, end, fps)
 
 
 def _preprocess(footage: Footage, destination: Path, size: int | None, models_dir, progress: Progress) -> dict:

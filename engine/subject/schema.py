@@ -141,6 +141,13 @@ def _difference(a, b):
     return a - b if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None
 
 
+def span_frames(start_s: float, end_s: float | None, fps: float) -> tuple[int, int | None]:
+    """A span of a clip in seconds as subject frames at `fps`: the first (Source.first_frame) and how many
+    (None: to the clip's end)."""
+    first = int(round(start_s * fps))
+    return first, None if end_s is None else max(1, int(round(end_s * fps)) - first)
+
+
 @dataclass
 class Source:
     """The clip the subject was made from (for full-frame renders and the checksum check)."""

@@ -389,10 +389,11 @@ def train_argv(subject, preset: str | None = None, device: str | None = None, ex
 
 def animate_argv(speech, curves, subject=None, generic: bool = False, model=None, fps: float | None = None,
                  seed: int | None = None, smooth: float = 0.0, intensity: dict | None = None,
-                 blink_rate: float | None = None, lead: float = 0.0) -> list[str]:
+                 blink_rate: float | None = None, lead: float = 0.0,
+                 span: tuple[float, float] | None = None) -> list[str]:
     """Exactly one of subject (its own model), generic (the bundled one) and model (a file). intensity:
     {region: scale}, 1 for unchanged; blink_rate: blinks a minute, 0 or None for the model's own; lead:
-    frames the mouth moves ahead of the sound."""
+    frames the mouth moves ahead of the sound; span: the seconds of the speech to animate (None: all)."""
     if (subject is not None) + generic + (model is not None) != 1:
         raise ValueError("animate needs exactly one of subject, generic and model")
     who = ["--subject", str(subject)] if subject is not None else ["--model", str(model)] if model else ["--generic"]
@@ -408,16 +409,20 @@ def animate_argv(speech, curves, subject=None, generic: bool = False, model=None
         argv += ["--blink-rate", repr(float(blink_rate))]
     if lead:
         argv += ["--lead", repr(float(lead))]
+    if span:
+        argv += ["--start", repr(float(span[0])), "--end", repr(float(span[1]))]
     return argv
 
 
 def render_argv(subject, audio, output, curves=None, device: str | None = None,
-                output_format: str | None = None, fps: float | None = None) -> list[str]:
+                output_format: str | None = None, fps: float | None = None,
+                frames: tuple[int, int] | None = None) -> list[str]:
     """output_format: mp4, png or rgba (None: from the output's name); fps: the output's frame rate
-    (None: the subject's)."""
+    (None: the subject's); frames: (A, B), render only the speech's frames A..B-1 (None: all)."""
     return (["render", str(subject), "--audio", str(audio)] + (["--curves", str(curves)] if curves else [])
             + ["-o", str(output)] + (["--format", output_format] if output_format else [])
-            + (["--fps", repr(float(fps))] if fps else []) + (["--device", device] if device else []))
+            + (["--fps", repr(float(fps))] if fps else []) + (["--device", device] if device else [])
+            + (["--frames", f"{frames[0]}:{frames[1]}"] if frames else []))
 
 
 def evaluate_argv(subject, report, device: str | None = None, limit: int | None = None) -> list[str]:

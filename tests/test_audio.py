@@ -10,7 +10,7 @@ from engine.audio.ave import AudioBranch, AveEncoder, map_original_keys
 from engine.audio.features import frame_count, get_encoder, resample, windows
 from engine.audio.vad import voice_activity
 from engine.errors import EngineError
-from engine.media.audio import load_audio, write_wav
+from engine.media.audio import load_audio, open_audio, write_wav
 from engine.media.ffmpeg import ffmpeg_exe
 
 AUDIO = ("de_9s_24bit_extensible.wav", "en_60s.wav", "en_6s_noisy_cafeteria.wav", "fr_12s_48k_stereo.wav", "zh_8s.wav")
@@ -61,6 +61,23 @@ def test_audio_track_of_a_video(speech_2s, tmp_path, container):
     n = min(len(samples), len(reference))
     assert n > 1.5 * 16000
     assert np.corrcoef(samples[:n], reference[:n])[0, 1] > 0.9
+
+
+def test_a_span_of_a_recording_streams_exactly_its_samples():
+    """A line of a long recording (Audio to Rig on a trimmed strip) is read from the file as it streams."""
+    path = shared_file("audio", "fr_12s_48k_stereo.wav")   # 48 kHz: the span's samples come through the resampler
+    whole = load_audio(path)
+    span = open_audio(path).span(3.25, 7.5)
+    assert len(span) == int(4.25 * 16000) and span.path is None   # no feature cache keyed by the whole file
+    np.testing.assert_array_equal(span.read(), whole[52000:120000])
+    np.testing.assert_array_equal(np.concatenate(list(span.chunks())), whole[52000:120000])
+    np.testing.assert_array_equal(span.read(16000, 16100), whole[68000:68100])
+    assert len(open_audio(path).span(10.0, 99.0)) == len(whole) - 160000   # a handle past the end: to the end
+    for start, end, words in ((13.0, None, "not inside the audio"), (5.0, 5.0, "not inside the audio"),
+                              (-1.0, 3.0, "not inside the audio"), (4.0, 4.05, "less than 0.1 s")):
+        with pytest.raises(EngineError, match=words) as error:
+            open_audio(path).span(start, end)
+        assert str(path) in str(error.value)
 
 
 def test_bad_inputs_get_clear_errors(speech_2s, tmp_path):

@@ -211,6 +211,30 @@ def test_gaze_shifts_more_while_speaking_and_both_eyes_move_together(generic):
     assert left.std() > 0.02 and np.corrcoef(left, right)[0, 1] > 0.8  # the model adds a little of its own per eye
 
 
+def test_animate_takes_one_line_of_a_long_recording(tmp_path, capsys):
+    """`animate --start --end`: the curves begin at the line's start and last as long as it, and their
+    mouth moves where the line has speech and rests in its pauses."""
+    from engine.cli import main
+    from engine.curves import Curves
+    speech = shared_file("audio", "en_60s.wav")
+    out = tmp_path / "line.stcurves"
+    assert main(["animate", str(speech), "--generic", "-o", str(out), "--start", "20.5", "--end", "31",
+                 "--fps", "24", "--progress", "jsonl"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    curves = Curves.load(out)
+    assert result["start_s"] == 20.5 and result["frames"] == len(curves) == 252 and curves.fps == 24
+    line = load_audio(speech)[20500 * 16:31000 * 16]
+    hop = 16000 // 24
+    db = 20 * np.log10(np.array([np.sqrt(np.mean(line[i * hop:(i + 1) * hop] ** 2)) + 1e-9
+                                 for i in range(len(curves))]) / np.abs(line).max())
+    jaw = curves.weights[:, JAW]
+    speaking, quiet = db > db.max() - 20, db < db.max() - 35
+    assert speaking.sum() > 50 and quiet.sum() > 5
+    assert jaw[speaking].mean() > 2 * jaw[quiet].mean() + 0.05
+    assert main(["animate", str(speech), "--generic", "-o", str(tmp_path / "x.stcurves"), "--start", "70"]) == 2
+    assert "not inside the audio (60.00 s long)" in capsys.readouterr().err
+
+
 def test_long_speech_is_predicted_in_blocks_that_match_the_whole(generic, monkeypatch):
     """Both model kinds predict a block at a time with the context their weights depend on: small blocks
     give the same curves as one block over the whole speech."""

@@ -145,12 +145,16 @@ def test_argument_builders_speak_each_commands_own_parser(tmp_path):
     args = _parsed(jobs.animate_argv("speech.wav", "c.csv", generic=True, blink_rate=0))
     assert args.generic and args.blink_rate is None and args.intensity == "" and args.smooth == 0.0 and args.lead == 0
     assert _parsed(jobs.animate_argv("speech.wav", "c.csv", model="m.safetensors")).model == "m.safetensors"
+    args = _parsed(jobs.animate_argv("speech.wav", "c.csv", generic=True, span=(1.5, 4.25)))
+    assert (args.start, args.end) == (1.5, 4.25)
+    assert _parsed(jobs.animate_argv("speech.wav", "c.csv", generic=True)).start is None
     with pytest.raises(ValueError):
         jobs.animate_argv("speech.wav", "c.csv", subject="s", generic=True)
 
     args = _parsed(jobs.render_argv("s", "a.wav", "out", curves="c.stcurves", device="cpu", output_format="rgba"))
     assert (args.subject, args.audio, args.output, args.curves, args.device, args.format) == \
         (Path("s"), Path("a.wav"), Path("out"), Path("c.stcurves"), "cpu", "rgba")
+    assert _parsed(jobs.render_argv("s", "a.wav", "o.mp4", frames=(12, 40))).frames == "12:40"
     args = _parsed(jobs.evaluate_argv("s", "report", device="cpu", limit=10))
     assert (args.subject, args.output, args.device, args.limit) == (Path("s"), Path("report"), "cpu", 10)
     args = _parsed(jobs.models_argv(fetch=True, models_dir="/m"))

@@ -21,6 +21,11 @@ def configure(parser) -> None:
     parser.add_argument("-o", "--output", required=True,
                         help="curves file: .csv (Live Link Face) or .stcurves (lossless, with head translation)")
     parser.add_argument("--fps", type=float, default=25.0, help="frame rate of the curves (default 25)")
+    parser.add_argument("--start", type=float, default=None, metavar="SECONDS",
+                        help="animate the speech from this time on (default: its start); the curves' first frame "
+                             "is this time")
+    parser.add_argument("--end", type=float, default=None, metavar="SECONDS",
+                        help="... up to this time (default: its end), e.g. one line of a long recording")
     parser.add_argument("--smooth", type=float, default=0.0, help="Gaussian smoothing, sigma in frames (default 0: off)")
     parser.add_argument("--intensity", default="",
                         help="per-region scale around the rest pose, e.g. mouth=1.2,brows=0.8 "
@@ -55,12 +60,14 @@ def run(args, progress) -> dict:
     animator = Animator(subject, args.generic, args.encoder, args.models, args.model)
     loaded = time.monotonic()
     speech = SpeechFeatures(args.speech, progress=progress)
+    if args.start is not None or args.end is not None:
+        speech = SpeechFeatures(speech.audio.span(args.start, args.end), progress=progress)
     seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2 ** 31)
     curves = animator(speech, args.fps, args.smooth, intensity, args.head, seed, args.blink_rate, progress=progress,
                       lead=args.lead)
     curves.save(output)
     return {"output": str(output), "frames": len(curves), "fps": curves.fps,
-            "seconds_audio": round(speech.audio.seconds, 2), "encoder": animator.model.config.encoder,
+            "seconds_audio": round(speech.audio.seconds, 2), "start_s": args.start or 0.0, "encoder": animator.model.config.encoder,
             "seed": seed, "lead": args.lead, "blinks": animator.blinks.as_dict(), "load_s": round(loaded - started, 2),
             "animate_s": round(time.monotonic() - loaded, 2)}
 

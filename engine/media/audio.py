@@ -78,6 +78,19 @@ class Audio:
         self._held_from = position - len(self._held)
         return self._held[:stop - start]
 
+    def span(self, start_s: float | None, end_s: float | None) -> "Audio":
+        """Seconds start_s..end_s (None: from the start / to the end) as an Audio of their own, streamed from
+        this one: a line of a long recording costs the line. Refuses a span outside the audio."""
+        from . import checked_span
+        where = self.path or "the audio"
+        start, end = checked_span(where, start_s, end_s, self.seconds, "audio")
+        end = self.seconds if end is None else end
+        span = AudioSpan(self, int(round(start * self.sample_rate)), int(round(end * self.sample_rate)))
+        if len(span) < self.sample_rate // 10:
+            raise EngineError(f"{where}: the span from {start:g} s to {end:g} s holds less than 0.1 s of audio",
+                              "give a longer span", path=str(where))
+        return span
+
     def _mono_blocks(self) -> Iterator[np.ndarray]:
         """The whole file, mixed down and resampled, cut or padded to exactly n_samples."""
         import soxr
@@ -116,6 +129,20 @@ class SamplesAudio(Audio):
 
     def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         return self.samples[start:stop]
+
+
+class AudioSpan(Audio):
+    """Samples [start, stop) of another Audio. It has no file of its own (path None), so no feature cache
+    keyed by the file can hand it the features of another part."""
+
+    def __init__(self, source: Audio, start: int, stop: int):
+        self.path, self.native_rate, self.sample_rate = None, source.sample_rate, source.sample_rate
+        self._source, self._start = source, start
+        self.n_samples = max(0, min(stop, len(source)) - start)
+        self._cursor, self._held, self._held_from = None, np.zeros(0, np.float32), 0
+
+    def _mono_blocks(self) -> Iterator[np.ndarray]:
+        yield from self._source.chunks(self._start, self._start + self.n_samples)
 
 
 def as_audio(audio) -> Audio:

@@ -31,6 +31,7 @@ from ..audio.vad import voice_activity
 from ..errors import EngineError
 from ..face.landmarker import FaceLandmarker, PersonSegmenter
 from ..face.parsing import CHIN, FOREHEAD, face_mask, parse
+from ..media import checked_span
 from ..media.audio import SAMPLE_RATE, load_audio, write_wav
 from ..media.ffmpeg import MediaInfo
 from ..media.video import open_clip, read_frames
@@ -131,14 +132,7 @@ def clip_span(clip: Path, info: MediaInfo, fps: float, start_s: float | None, en
     """(first frame, frame count or None) of the span start_s..end_s of the clip, checked against its length."""
     if start_s is None and end_s is None:
         return 0, None
-    start, end = start_s or 0.0, end_s
-    if start < 0 or (end is not None and end <= start) or (info.duration and start >= info.duration):
-        length = f"{info.duration:.2f} s long" if info.duration else "of unknown length"
-        until = "its end" if end is None else f"{end:g} s"
-        raise EngineError(f"{clip}: the span from {start:g} s to {until} is not inside the clip ({length})",
-                          "give a start before the end, both within the clip", path=str(clip))
-    if end is not None and info.duration:
-        end = min(end, info.duration)   # past the end: to the end (a strip's handle dragged beyond its content)
+    start, end = checked_span(clip, start_s, end_s, info.duration)
     return span_frames(start, end, fps)
 
 

@@ -301,17 +301,21 @@ class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):
         scene = context.scene
         self._meshes, self._skipped = rig_meshes(context)
         self._head = _head_target(context)
+        self._fps = scene_fps(scene)
+        self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
+        span = None
         if s.audio:
             audio = _existing_file(Path(bpy.path.abspath(s.audio)), "audio file")
             self._start_frame, self._name = scene.frame_current, audio.stem
         else:
             try:
                 strip = sequencer.selected_strip(scene, "SOUND")
+                heard = sequencer.heard_sound(strip, self._fps)
             except ValueError as exc:
                 raise UserError(f"{exc}, or choose an audio file") from exc
-            audio = _existing_file(sequencer.strip_file(strip), f"sound of strip '{strip.name}'")
-            # The strip's content starts at frame_start (trimming moves only the visible start).
-            self._start_frame, self._name = sequencer.content_start(strip), strip.name
+            audio = _existing_file(sequencer.sound_file(strip, self._tmp), f"sound of strip '{strip.name}'")
+            # What the edit plays: the keys cover the strip's visible part, where its sound is heard.
+            self._start_frame, self._name, span = heard.first_frame, strip.name, heard.span
         if not s.generic:
             who, self._source = {"subject": _subject_folder(context)}, Path(s.subject).name or "subject"
         elif s.model_file:
@@ -320,10 +324,8 @@ class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):
         else:
             who, self._source = {"generic": True}, "generic model"
         self._seed = random.randrange(1, 100000) if s.new_seed else s.seed
-        self._fps = scene_fps(scene)
-        self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
         self._curves_path = self._tmp / "speech.stcurves"
-        return "Audio to Rig", [engine_jobs.animate_argv(audio, self._curves_path, **who, fps=self._fps,
+        return "Audio to Rig", [engine_jobs.animate_argv(audio, self._curves_path, **who, fps=self._fps, span=span,
                                                          **animation_arguments(s, self._seed))]
 
     def finish(self, context, result):
@@ -392,6 +394,14 @@ def driving_rig(context, subject: Path):
     return obj, f"the curves of '{obj.name}' ({len(keyed)} of the {len(trained)} curves the subject was trained on)"
 
 
+def from_first_frame(curves, first: int):
+    """Curves read from the rig over the sound's frames first.. as a file indexed from the sound's frame 0 (what
+    `render --frames` reads): the rows before `first`, never rendered, repeat its first row."""
+    from engine.curves import Curves
+    pad = lambda values: np.concatenate([np.repeat(values[:1], first, axis=0), values])  # noqa: E731
+    return Curves(curves.fps, pad(curves.weights), pad(curves.head_rotation), pad(curves.head_translation))
+
+
 class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
     """Render the subject speaking the selected sound strip, driven by the rig's curves, into a new strip"""
     bl_idname = "synctalk.render_to_sequencer"
@@ -401,34 +411,36 @@ class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
         scene = context.scene
         s = settings(context)
         subject = _subject_folder(context)
+        self._fps = scene_fps(scene)
         try:
             self._sound = sequencer.selected_strip(scene, "SOUND")
+            self._heard = heard = sequencer.heard_sound(self._sound, self._fps)
         except ValueError as exc:
             raise UserError(str(exc)) from exc
-        audio = _existing_file(sequencer.strip_file(self._sound), f"sound of strip '{self._sound.name}'")
-        self._fps = scene_fps(scene)
         self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
+        audio = _existing_file(sequencer.sound_file(self._sound, self._tmp), f"sound of strip '{self._sound.name}'")
         rig_curves = None
         rig, self._source = driving_rig(context, subject)
         if rig is not None:
-            # The rig's curves over the whole sound, so hand edits are what gets rendered.
-            frames = sequencer.content_start(self._sound) + np.arange(sequencer.content_duration(self._sound),
-                                                                      dtype=np.float64)
-            curves = curves_from_rig(rig, _mapping(context, rig), frames, self._fps, _head_target(context))
-            rig_curves = curves.save(self._tmp / "rig.stcurves")
+            # The rig's curves where the sound is heard, so hand edits are what gets rendered.
+            first, end = heard.frames
+            curves = curves_from_rig(rig, _mapping(context, rig), heard.origin + np.arange(first, end, dtype=np.float64),
+                                     self._fps, _head_target(context))
+            rig_curves = from_first_frame(curves, first).save(self._tmp / "rig.stcurves")
         elif context.active_object is not None and shape_key_names(context.active_object):
             self.report({"WARNING"}, f"rendering from {self._source}")
         self._rgba = s.rgba
         self._output = _render_output(context, subject, self._sound.name, s.rgba)
         return "Render", [engine_jobs.render_argv(subject, audio, self._output, curves=rig_curves,
                                                   device=preferences().device, fps=self._fps,
-                                                  output_format="rgba" if s.rgba else "mp4")]
+                                                  output_format="rgba" if s.rgba else "mp4",
+                                                  frames=None if heard.whole else heard.frames)]
 
     def finish(self, context, result):
         scene = context.scene
         sound = self._sound
         channel = sequencer.free_channel_above(scene, sound)
-        start = int(round(sequencer.content_start(sound)))
+        start = int(round(self._heard.origin + self._heard.frames[0]))   # the rendered frames are the heard ones
         if self._rgba:
             files = sorted(self._output.glob("*.png"))
             if not files:
@@ -437,7 +449,7 @@ class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
         else:
             _existing_file(self._output, "rendered video")
             strip = sequencer.add_movie(scene, self._output, start, channel, name=f"{sound.name} render")
-        # Same visible range as the sound strip (it may be trimmed).
+        # Over the sound's visible part exactly (a frame of rounding short at an end holds the nearest frame).
         sequencer.set_handles(strip, *sequencer.handles(sound))
         return f"rendered from {self._source} into strip '{strip.name}' on channel {channel}: {self._output}"
 

@@ -3,6 +3,7 @@ renamed a strip's timing (the old names warn, and go in 6.0): frame_start -> con
 frame_duration -> content_duration, frame_final_start / frame_final_end -> left_handle / right_handle."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
@@ -79,6 +80,61 @@ def handles(strip) -> tuple[int, int]:
 def retimed(strip) -> bool:
     """Whether the strip plays its file at another speed (retiming keys)."""
     return len(getattr(strip, "retiming_keys", ())) > 0
+
+
+def sound_file(strip, folder: Path) -> Path:
+    """The file a sound strip plays: where the .blend holds the sound itself (packed, as a file received from
+    someone else often does), a copy written into `folder`; else its file on disk."""
+    sound = strip.sound
+    if sound.packed_file is None:
+        return strip_file(strip)
+    name = Path(bpy.path.basename(sound.filepath)).name or f"{sound.name}.wav"  # the suffix tells the decoder
+    path = Path(folder) / name
+    path.write_bytes(sound.packed_file.data)
+    return path
+
+
+@dataclass
+class HeardSound:
+    """The part of a sound strip's file the edit plays: seconds start_s..end_s of the file, its second t heard
+    at scene frame origin + t * fps (origin is where the file begins, which may lie before the strip)."""
+    origin: float
+    start_s: float
+    end_s: float
+    fps: float
+    whole: bool
+
+    @property
+    def first_frame(self) -> float:
+        return self.origin + self.start_s * self.fps
+
+    @property
+    def span(self) -> tuple[float, float] | None:
+        """The seconds to give the engine, or None for the whole file."""
+        return None if self.whole else (self.start_s, self.end_s)
+
+    @property
+    def frames(self) -> tuple[int, int]:
+        """The heard part as frames A..B-1 of the file at fps (frame i at second i / fps)."""
+        return int(round(self.start_s * self.fps)), int(round(self.end_s * self.fps))
+
+
+def heard_sound(strip, fps: float) -> HeardSound:
+    """What a sound strip plays at the scene's fps: its content moved by its sound offset (seconds, later
+    when positive), between its handles. Raises ValueError for a retimed strip (its speed varies along it)."""
+    if retimed(strip):
+        raise ValueError(f"sound strip '{strip.name}' is retimed (it plays its sound at another speed): reset its "
+                         "retiming (Strip > Retiming > Reset Retiming), or render the edit's sound to a file "
+                         "(Render > Render Audio)")
+    first = content_start(strip)
+    origin = first + getattr(strip, "sound_offset", 0.0) * fps
+    left, right = handles(strip)
+    start_s, end_s = max(0.0, (left - origin) / fps), (right - origin) / fps
+    if end_s <= start_s:
+        raise ValueError(f"sound strip '{strip.name}' plays none of its sound: its sound offset moves the sound "
+                         "past the strip")
+    whole = origin == first and left <= first and right >= first + content_duration(strip)
+    return HeardSound(origin, start_s, end_s, fps, whole)
 
 
 def movie_span(strip) -> tuple[float, float] | None:

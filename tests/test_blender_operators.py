@@ -63,6 +63,67 @@ def test_audio_to_rig_keys_real_speech_at_the_strip_start_at_29_97_fps(scene):
     assert len(bpy.data.actions) == 1    # one new action, nothing else touched
 
 
+def test_audio_to_rig_keys_what_the_edit_plays_of_a_trimmed_offset_or_packed_strip(scene, tmp_path):
+    """Keys lie where the strip's sound is heard: between its handles, moved by its sound offset (as Blender
+    plays it: the test below), from the sound the .blend holds when it is packed; a retimed strip is refused
+    with a message."""
+    import shutil
+    wav = tmp_path / "session.wav"
+    shutil.copy(shared_file("audio", "en_60s.wav"), wav)
+    strip = sequencer.add_sound(scene, wav, frame_start=1, channel=1)
+    sequencer.set_handles(strip, 981, 1156)                # frames 981-1155 of the scene are heard
+    strip.sound_offset = 0.2                               # the file begins at frame 1 + 5 = 6
+    strip.sound.pack()
+    wav.unlink()                                           # only the .blend holds the sound now
+    select_only(scene, strip)
+    face = arkit_head("Face", ARKIT_NAMES)
+    scene.synctalk.generic = True
+    assert bpy.ops.synctalk.audio_to_rig() == {"FINISHED"}
+    jaw = _keys(face.data.shape_keys, "jawOpen")
+    assert jaw[0, 0] == 981 and abs(jaw[-1, 0] - 1155) <= 1 and np.allclose(np.diff(jaw[:, 0]), 1.0)
+    # The jaw follows file seconds 39 to 46, the part heard from frame 981.
+    heard = load_audio(shared_file("audio", "en_60s.wav"))[39 * 16000:46 * 16000]
+    speech, pause = _speech_and_pause_frames(heard, 25, len(jaw))
+    assert speech.sum() > 10 and pause.sum() > 5, "the heard part needs speech and a pause"
+    assert jaw[speech, 1].mean() > 2 * jaw[pause, 1].mean() + 0.02
+    take = scene.synctalk.takes[-1]
+    assert (take.frame_start, take.frame_end) == (981, jaw[-1, 0])
+    # Retimed (its speed changed along it): refused, the take stays as it was. Adding a retiming key from
+    # Python crashes bpy 4.5 and 5.0 (a segmentation fault in RetimingKeys.add), so this part runs on 5.1 and
+    # later (tests/test_blender_53.py runs this file on bpy 5.3).
+    if bpy.app.version < (5, 1, 0):
+        return
+    keys = strip.retiming_keys
+    keys.add(timeline_frame=1050)
+    keys[len(keys) - 1].timeline_frame += 50
+    assert sequencer.retimed(strip)
+    _bad(bpy.ops.synctalk.audio_to_rig, "is retimed")
+
+
+def test_the_sound_heard_is_where_blenders_own_mixdown_plays_it(scene, tmp_path):
+    """sequencer.heard_sound against Blender's mixdown of the scene: a click at second 1.0 of a file is heard at
+    the frame heard_sound says, whatever the strip's sound offset and trimming."""
+    from engine.media.audio import write_wav
+    click = np.zeros(4 * 16000, np.float32)
+    click[16000:16160] = 0.6
+    path = write_wav(tmp_path / "click.wav", click)
+    scene.frame_start, scene.frame_end = 1, 200
+    for offset, handles in ((0.0, None), (0.5, None), (-0.5, None), (0.3, (20, 90))):
+        strip = sequencer.add_sound(scene, path, frame_start=11, channel=1)
+        strip.sound_offset = offset
+        if handles:
+            sequencer.set_handles(strip, *handles)
+        heard = sequencer.heard_sound(strip, 25.0)
+        mix = tmp_path / f"mix{offset}.wav"
+        assert bpy.ops.sound.mixdown(filepath=str(mix), container="WAV", codec="PCM", format="S16",
+                                     mixrate=16000) == {"FINISHED"}
+        mixed = load_audio(mix)
+        frame = 1 + np.argmax(np.abs(mixed) > 0.1) / 16000 * 25   # the scene's first frame plays at 0 s
+        assert abs(frame - (heard.origin + 1.0 * 25)) < 0.5, (offset, frame, heard)
+        assert heard.whole == (offset == 0.0 and handles is None)
+        sequencer.strips(scene).remove(strip)
+
+
 def _bad(operator, match):
     actions, strips = len(bpy.data.actions), len(sequencer.strips(bpy.context.scene))
     with pytest.raises(RuntimeError, match=match):
@@ -213,6 +274,27 @@ def test_audio_to_rig_with_subject_then_render_into_sequencer(scene, tiny_traine
     assert abs(sequencer.content_duration(movie) - sequencer.content_duration(strip)) <= 1
     assert movie.fps == pytest.approx(24)                           # frame for frame with the scene
     assert sequencer.strip_file(movie).is_file()
+
+
+def test_render_into_sequencer_renders_only_the_part_of_the_strip_the_edit_plays(scene, tiny_trained, tmp_path):
+    """A trimmed strip with a sound offset: keys and render cover its visible part only, and the rendered strip
+    lies over it frame for frame (the render's --frames, not the whole file)."""
+    scene.render.fps = 24
+    speech = _cut(shared_file("audio", "en_60s.wav"), 1.2, tmp_path / "line.wav", start=4.3)
+    strip = sequencer.add_sound(scene, speech, frame_start=12, channel=1)
+    strip.sound_offset = 0.1                   # the file begins at frame 14.4
+    sequencer.set_handles(strip, 18, 30)       # 12 frames heard: file seconds 0.15-0.65
+    select_only(scene, strip)
+    face = arkit_head("Face", ARKIT_NAMES)
+    scene.synctalk.subject = str(tiny_trained)
+    assert bpy.ops.synctalk.audio_to_rig() == {"FINISHED"}
+    jaw = _keys(face.data.shape_keys, "jawOpen")
+    assert jaw[0, 0] == pytest.approx(18) and len(jaw) == 12
+    assert bpy.ops.synctalk.render_to_sequencer() == {"FINISHED"}
+    movie = next(s for s in sequencer.strips(scene) if s.type == "MOVIE")
+    # the video holds the 12 heard frames, not the file's 29
+    assert sequencer.handles(movie) == (18, 30) and sequencer.content_start(movie) == 18
+    assert sequencer.content_duration(movie) == 12
 
 
 def test_render_is_driven_by_the_rig_only_when_it_keys_the_trained_curves(scene, tiny_trained, tmp_path, capfd):

@@ -117,6 +117,32 @@ def rig_meshes(context) -> tuple[list, list]:
     return meshes, skipped
 
 
+def keyable_rig(context) -> tuple[list, list, HeadTarget | None]:
+    """rig_meshes and the head target, for an operator that keys them. Blender saves no change to data
+    linked from another file: keys on it would play until the file is reloaded, then be gone. Refused up
+    front, with the way to make it local."""
+    meshes, skipped = rig_meshes(context)
+    head = _head_target(context)
+    owners = [(obj, obj.data.shape_keys) for obj, _ in meshes] + ([(head.obj, head.obj)] if head else [])
+    linked = [(obj, id_block.library) for obj, id_block in owners if id_block.library is not None]
+    if linked:
+        names = ", ".join(f"'{obj.name}'" for obj, _ in linked)
+        raise UserError(f"{names} is linked from {linked[0][1].filepath}: keys on it would be lost when this file "
+                        "is saved; make it a library override (Object > Library Override > Make > Selected & "
+                        "Content) and run again")
+    return meshes, skipped, head
+
+
+def driven_shapes(meshes) -> list[str]:
+    """The mapped shape keys a driver sets ('Mesh: shape'): a driver overrides keys, so those keys do not play."""
+    driven = []
+    for obj, mapping in meshes:
+        data = obj.data.shape_keys.animation_data
+        paths = {d.data_path for d in data.drivers if not d.mute} if data is not None else set()
+        driven += [f"{obj.name}: {shape}" for shape in mapping.shapes() if shape_key_path(shape) in paths]
+    return driven
+
+
 def missing_names(meshes) -> list[str]:
     """The ARKit names no mesh has a shape key for."""
     from engine.arkit import ARKIT_NAMES
@@ -130,6 +156,11 @@ def keying_report(context, meshes, skipped) -> str:
     report = f"{52 - len(missing)} of 52 ARKit curves keyed on {', '.join(o.name for o, _ in meshes)}"
     if skipped:
         report += f" ({', '.join(skipped)}: no shape key maps, not keyed)"
+    driven = driven_shapes(meshes)
+    if driven:
+        shown = ", ".join(driven[:4]) + (" ..." if len(driven) > 4 else "")
+        report += (f"; {len(driven)} keyed shape keys are set by drivers, which override keys ({shown}): mute "
+                   "those drivers, or key the controls they read")
     s.last_report = report + (f"; {len(missing)} with no shape key (listed below)" if missing else "")
     s.last_missing = ", ".join(missing)
     return s.last_report
@@ -299,8 +330,7 @@ class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):
     def prepare(self, context):
         s = settings(context)
         scene = context.scene
-        self._meshes, self._skipped = rig_meshes(context)
-        self._head = _head_target(context)
+        self._meshes, self._skipped, self._head = keyable_rig(context)
         self._fps = scene_fps(scene)
         self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
         span = None

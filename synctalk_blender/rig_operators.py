@@ -21,7 +21,7 @@ from .jobs import import_engine
 from .keyframes import Channel, read_channel
 from .mapping import map_names
 from .mapping_presets import BUILTIN, save_user_preset, user_presets
-from .operators import UserError, _head_target, keying_report, rig_meshes, scene_fps, table_rows
+from .operators import UserError, _head_target, keyable_rig, keying_report, rig_meshes, scene_fps, table_rows
 from .properties import settings
 from .rig import curves_from_meshes, key_take, shape_key_names
 
@@ -160,8 +160,7 @@ class SYNCTALK_OT_import_livelink(bpy.types.Operator, ImportHelper):
         from engine.errors import EngineError
         from engine.expression.livelink import EYE_COLUMNS, read_livelink_take
         try:
-            meshes, skipped = rig_meshes(context)
-            head = _head_target(context)
+            meshes, skipped, head = keyable_rig(context)
             take = read_livelink_take(self.filepath)
         except (UserError, EngineError) as exc:
             self.report({"ERROR"}, str(exc))

@@ -124,6 +124,47 @@ def test_the_sound_heard_is_where_blenders_own_mixdown_plays_it(scene, tmp_path)
         sequencer.strips(scene).remove(strip)
 
 
+def _linked_face(scene, tmp_path, override: bool):
+    """A face with ARKit shape keys linked from another .blend, as a studio links its characters; with
+    override, made a library override with its mesh (and so its shape keys)."""
+    library = tmp_path / "character.blend"
+    if not library.exists():
+        face = arkit_head("Face", ARKIT_NAMES)
+        bpy.data.libraries.write(str(library), {face})
+        bpy.data.objects.remove(face)
+    with bpy.data.libraries.load(str(library), link=True) as (_, linked):
+        linked.objects = ["Face"]
+    face = linked.objects[0]
+    scene.collection.objects.link(face)        # an override is made of an object the scene uses (bpy 5.3)
+    if override:
+        face = face.override_create(remap_local_usages=True)
+        face.data = face.data.override_create(remap_local_usages=True)
+    bpy.context.view_layer.objects.active = face
+    return face
+
+
+def test_keys_go_only_where_the_file_keeps_them_and_drivers_are_named(scene, tmp_path):
+    """A linked mesh's shape keys would lose their keys when the file is saved: refused with the way out; with
+    its content overridden the take is saved with the file; shape keys set by drivers are named in the report."""
+    wav = shared_file("audio", "zh_8s.wav")
+    select_only(scene, sequencer.add_sound(scene, wav, frame_start=1, channel=1))
+    scene.synctalk.generic = True
+    face = _linked_face(scene, tmp_path, override=False)
+    assert face.data.shape_keys.library is not None
+    _bad(bpy.ops.synctalk.audio_to_rig, "'Face' is linked from .*character.blend: keys on it would be lost")
+    scene.collection.objects.unlink(face)
+    face = _linked_face(scene, tmp_path, override=True)
+    jaw = face.data.shape_keys.animation_data_create().drivers.new('key_blocks["jawOpen"].value')
+    jaw.driver.expression = "0.5"
+    assert bpy.ops.synctalk.audio_to_rig() == {"FINISHED"}
+    assert "1 keyed shape keys are set by drivers, which override keys (Face: jawOpen)" in scene.synctalk.last_report
+    saved, face_name = tmp_path / "shot.blend", face.name
+    bpy.ops.wm.save_as_mainfile(filepath=str(saved))
+    bpy.ops.wm.open_mainfile(filepath=str(saved))
+    key = bpy.data.objects[face_name].data.shape_keys
+    assert key.animation_data.action.name == "zh_8s take 1" and len(fcurves_of(key)) == 52
+
+
 def _bad(operator, match):
     actions, strips = len(bpy.data.actions), len(sequencer.strips(bpy.context.scene))
     with pytest.raises(RuntimeError, match=match):

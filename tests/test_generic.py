@@ -43,6 +43,15 @@ def test_room_tone_gives_a_closed_relaxed_mouth(generic):
     assert jaw[:100].max() > 0.3 and jaw[115:].max() <= 0.02
 
 
+def test_a_recording_made_at_low_gain_still_moves_the_mouth(generic):
+    """Speech recorded 40 dB too quietly (about -59 dBFS, a field recorder set for headroom) moves the mouth as
+    the same speech at its level does; the room tone of the test above, as quiet, stays shut."""
+    speech = load_audio(shared_file("audio", "en_60s.wav"))[16000 * 20: 16000 * 30]
+    loud = generic(speech, 25, seed=0).weights[:, JAW]
+    quiet = generic(speech * 10 ** (-40 / 20), 25, seed=0).weights[:, JAW]
+    assert np.corrcoef(loud, quiet)[0, 1] > 0.9 and abs(quiet.mean() - loud.mean()) < 0.2 * loud.mean()
+
+
 def test_generic_output_is_on_the_arkit_capture_scale(generic):
     """In speech the jaw spans what an iPhone capture of speech spans (median 0.16, 90th percentile 0.67
     in the take the model is calibrated to), not MediaPipe's few hundredths."""

@@ -63,6 +63,21 @@ def test_audio_track_of_a_video(speech_2s, tmp_path, container):
     assert np.corrcoef(samples[:n], reference[:n])[0, 1] > 0.9
 
 
+def test_a_channel_with_inverted_polarity_does_not_cancel_the_voice(speech_2s, tmp_path):
+    """Stereo whose right channel is the left one inverted (a miswired cable): the mean of the two is silence,
+    so the loudest channel is read alone; ordinary stereo is still their mean."""
+    inverted = tmp_path / "inverted.wav"
+    _ffmpeg("-i", str(speech_2s), "-af", "pan=stereo|c0=c0|c1=-1*c0", str(inverted))
+    left = tmp_path / "left.wav"
+    _ffmpeg("-i", str(speech_2s), "-af", "pan=mono|c0=c0", str(left))
+    samples, reference = load_audio(inverted), load_audio(left)
+    assert abs(np.corrcoef(samples, reference)[0, 1]) > 0.99
+    assert 0.9 < np.sqrt(np.mean(samples ** 2)) / np.sqrt(np.mean(reference ** 2)) < 1.1
+    right = tmp_path / "right.wav"
+    _ffmpeg("-i", str(speech_2s), "-af", "pan=mono|c0=c1", str(right))
+    np.testing.assert_allclose(load_audio(speech_2s), (reference + load_audio(right)) / 2, atol=1e-4)
+
+
 def test_a_span_of_a_recording_streams_exactly_its_samples():
     """A line of a long recording (Audio to Rig on a trimmed strip) is read from the file as it streams."""
     path = shared_file("audio", "fr_12s_48k_stereo.wav")   # 48 kHz: the span's samples come through the resampler

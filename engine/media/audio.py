@@ -28,6 +28,7 @@ SAMPLE_RATE = 16000
 CHUNK_SECONDS = 10          # what one decoded block holds: a few MB at any rate and channel count
 _SILENCE_RMS = 1e-4         # below this in every channel the file is treated as silent (about -80 dBFS)
 _QUIET_CHANNEL = 1e-3       # a channel with less than this share of the loudest one's energy is left out
+_CANCELLED = 0.5            # channels whose mean keeps less than this share of 1/n of their energy cancel
 
 
 class Audio:
@@ -171,10 +172,11 @@ def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: b
     else:
         rate, channels = _ffmpeg_format(path)
         decoder = lambda: _ffmpeg_blocks(path)  # noqa: E731
-    energy, n_native = np.zeros(channels), 0
+    gram, n_native = np.zeros((channels, channels)), 0   # the channels' energies and cross-products
     stage = progress.stage("reading audio") if progress is not None else None
     for block in decoder():
-        energy += np.square(block, dtype=np.float64).sum(axis=0)
+        block = block.astype(np.float64)
+        gram += block.T @ block
         n_native += len(block)
         if stage:
             stage.advance()
@@ -183,7 +185,8 @@ def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: b
     if n_native == 0:
         raise EngineError(f"{path}: the audio track decodes to nothing (truncated file?)",
                           "export the audio again", path=str(path))
-    audio = Audio(path, rate, _active_channels(energy), n_native, sample_rate, decoder)
+    energy = np.diag(gram)
+    audio = Audio(path, rate, _mixed_channels(gram), n_native, sample_rate, decoder)
     if audio.n_samples < sample_rate // 10:
         raise EngineError(f"{path}: holds less than 0.1 s of audio", "use a longer recording", path=str(path))
     if not allow_silent and float(np.sqrt(energy.max() / n_native)) < _SILENCE_RMS:
@@ -197,11 +200,20 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: b
     return open_audio(path, sample_rate, allow_silent).read()
 
 
-def _active_channels(energy: np.ndarray) -> np.ndarray:
-    """The channels that carry sound: an empty surround channel must not dilute the speech."""
+def _mixed_channels(gram: np.ndarray) -> np.ndarray:
+    """The channels the mixdown averages: those that carry sound (an empty surround channel must not dilute
+    the speech), or the loudest alone where averaging them cancels the sound: a channel wired with its
+    polarity inverted (a miswired microphone cable) makes the mean of a voice and its negative, silence.
+    Channels that share nothing (two microphones' noise) average to 1/n of their energy; one that cancels,
+    to far less."""
+    energy = np.diag(gram)
     if energy.max() <= 0:
         return np.arange(len(energy))
-    return np.flatnonzero(energy > _QUIET_CHANNEL * energy.max())
+    active = np.flatnonzero(energy > _QUIET_CHANNEL * energy.max())
+    mixed = gram[np.ix_(active, active)].sum() / len(active) ** 2
+    if mixed < _CANCELLED / len(active) * energy[active].mean():
+        return np.array([int(np.argmax(energy))])
+    return active
 
 
 def _soundfile_info(path: Path):

@@ -3,6 +3,7 @@ renamed a strip's timing (the old names warn, and go in 6.0): frame_start -> con
 frame_duration -> content_duration, frame_final_start / frame_final_end -> left_handle / right_handle."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,14 +100,11 @@ class HeardSound:
     """The part of a sound strip's file the edit plays: seconds start_s..end_s of the file, its second t heard
     at scene frame origin + t * fps (origin is where the file begins, which may lie before the strip)."""
     origin: float
+    first_frame: int   # the first whole frame where it is heard: file second start_s
     start_s: float
     end_s: float
     fps: float
     whole: bool
-
-    @property
-    def first_frame(self) -> float:
-        return self.origin + self.start_s * self.fps
 
     @property
     def span(self) -> tuple[float, float] | None:
@@ -129,12 +127,13 @@ def heard_sound(strip, fps: float) -> HeardSound:
     first = content_start(strip)
     origin = first + getattr(strip, "sound_offset", 0.0) * fps
     left, right = handles(strip)
-    start_s, end_s = max(0.0, (left - origin) / fps), (right - origin) / fps
+    first_heard = math.ceil(max(left, origin) - 1e-6)   # keys on whole frames, whatever the offset
+    start_s, end_s = (first_heard - origin) / fps, (right - origin) / fps
     if end_s <= start_s:
         raise ValueError(f"sound strip '{strip.name}' plays none of its sound: its sound offset moves the sound "
                          "past the strip")
     whole = origin == first and left <= first and right >= first + content_duration(strip)
-    return HeardSound(origin, start_s, end_s, fps, whole)
+    return HeardSound(origin, first_heard, start_s, end_s, fps, whole)
 
 
 def movie_span(strip) -> tuple[float, float] | None:

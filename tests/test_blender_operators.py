@@ -121,6 +121,8 @@ def test_the_sound_heard_is_where_blenders_own_mixdown_plays_it(scene, tmp_path)
         frame = 1 + np.argmax(np.abs(mixed) > 0.1) / 16000 * 25   # the scene's first frame plays at 0 s
         assert abs(frame - (heard.origin + 1.0 * 25)) < 0.5, (offset, frame, heard)
         assert heard.whole == (offset == 0.0 and handles is None)
+        # keys go on whole frames, the first one where the sound is heard (the offset of 0.5 s: from frame 24)
+        assert heard.first_frame == round(heard.first_frame) >= max(sequencer.handles(strip)[0], heard.origin)
         sequencer.strips(scene).remove(strip)
 
 

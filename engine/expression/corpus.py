@@ -32,6 +32,9 @@ from ..files import atomic_output, sha256_of
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".mpg", ".avi")
 SPEEDS = (0.9, 1.1)  # the speeds each clip is also played at for training (1 is the clip as it is)
 _CACHE_VERSION = 2
+# The per-frame inputs' own version (the face captures, slow to make again, keep theirs): 2 since voice
+# activity's floor follows a quiet recording's level (engine.audio.vad).
+_INPUTS_VERSION = 2
 
 
 @dataclass
@@ -97,7 +100,7 @@ def load_clip(source: ClipSource, encoder, fps: float = 25.0, cache_dir: Path | 
     key = _content_key(source.path, fps) if cache_dir else None
     face = _cached(cache_dir, f"{source.path.stem}-face-{key}", lambda: capture_face(source.path, fps))
     n_frames = len(face["blendshapes"])
-    features = _cached(cache_dir, f"{source.path.stem}-{encoder.key}-{key}",
+    features = _cached(cache_dir, f"{source.path.stem}-{encoder.key}-in{_INPUTS_VERSION}-{key}",
                        lambda: {"inputs": clip_inputs(source.path, encoder, fps, n_frames)})
     clip = TrainingClip(source.path.stem, source.speaker, features["inputs"], face["blendshapes"], face["valid"], fps)
     variants = tuple(played_at(clip, source.path, encoder, speed, cache_dir, key) for speed in speeds if speed != 1)
@@ -118,7 +121,7 @@ def played_at(clip: TrainingClip, path: Path, encoder, speed: float, cache_dir: 
     def features():
         samples = soxr.resample(load_audio(path), SAMPLE_RATE * speed, SAMPLE_RATE)
         return {"inputs": frame_inputs(samples, ModelInputs(encoder), clip.fps, n_frames)[0]}
-    inputs = _cached(cache_dir, f"{path.stem}-{encoder.key}-x{speed:g}-{key}", features)["inputs"]
+    inputs = _cached(cache_dir, f"{path.stem}-{encoder.key}-in{_INPUTS_VERSION}-x{speed:g}-{key}", features)["inputs"]
     # the original frames pass at fps * speed: each new frame takes the curves at its centre
     blendshapes = resample(clip.blendshapes, clip.fps * speed, clip.fps, 0, n_frames)
     valid = resample(clip.valid.astype(np.float32), clip.fps * speed, clip.fps, 0, n_frames) > 0.999

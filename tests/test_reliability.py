@@ -433,6 +433,35 @@ def test_a_clip_of_non_square_pixels_decodes_at_the_shape_it_is_shown(tmp_path):
     assert info.width == info.height and next(read_frames(turned, 25.0, info)).shape == (info.height, info.width, 3)
 
 
+def test_an_interlaced_clip_is_read_one_picture_a_frame(tmp_path):
+    """Interlaced footage (broadcast 1080i, DV) holds two instants a frame, one in the even lines and one in the
+    odd: read as it is, whatever moves is combed, and the face tracker reads the comb. The engine reads such a
+    clip deinterlaced, close to the progressive frames it was made from."""
+    from dataclasses import replace
+    from conftest import shared_file
+    from engine.media.ffmpeg import ffmpeg_exe
+    from engine.media.video import open_clip, read_frames
+    source = shared_file("video", "lieu_60s.mp4")
+    interlaced, progressive = tmp_path / "interlaced.mp4", tmp_path / "progressive.mp4"
+    cut = [ffmpeg_exe(), "-v", "error", "-ss", "4", "-i", str(source), "-t", "2"]
+    # each frame: the even lines of one source frame, the odd lines of the next (12.5 frames/s)
+    subprocess.run([*cut, "-vf", "tinterlace=interleave_top", "-c:v", "libx264", "-crf", "12",
+                    "-flags", "+ildct+ilme", "-x264opts", "tff=1", str(interlaced)], check=True)
+    subprocess.run([*cut, "-vf", "select=not(mod(n\\,2)),setpts=N/12.5/TB", "-r", "12.5", "-c:v", "libx264",
+                    "-crf", "12", str(progressive)], check=True)
+    info = open_clip(interlaced)
+    assert info.interlaced and not open_clip(progressive).interlaced
+
+    def frames(path, info=None):
+        return np.stack(list(read_frames(path, 12.5, info))).astype(np.float32)
+
+    def comb(x):   # how far each odd line lies from the mean of the even lines around it
+        return float(np.abs(x[:, 0:-2:2] + x[:, 2::2] - 2 * x[:, 1:-1:2]).mean())
+    truth, read, combed = frames(progressive), frames(interlaced, info), frames(interlaced, replace(info, interlaced=False))
+    assert comb(combed) > 1.4 * comb(truth) and comb(read) < 1.1 * comb(truth)
+    assert np.abs(read - truth).mean() < 0.8 * np.abs(combed - truth).mean()
+
+
 @pytest.mark.slow
 def test_a_half_second_clip_is_called_short(tmp_path):
     from conftest import shared_file

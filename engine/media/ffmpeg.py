@@ -30,6 +30,7 @@ class MediaInfo:
     sample_rate: int = 0
     container: str = ""
     pixel_aspect: tuple[int, int] = (1, 1)  # the video's sample aspect ratio (SAR) where its pixels are not square
+    interlaced: bool = False  # fields of two instants in each frame (broadcast 1080i, DV, older camcorders)
 
     @property
     def still_image(self) -> bool:
@@ -43,6 +44,7 @@ _VIDEO = re.compile(r"Stream #\S+.*?: Video: (\w+).*?, (\d{2,5})x(\d{2,5})")
 _FPS = re.compile(r"([\d.]+)(k?) (?:fps|tbr)")
 _ROTATION = re.compile(r"Display Matrix: rotation of (-?[\d.]+) degrees")
 _SAR = re.compile(r"\[SAR (\d+):(\d+) DAR")
+_INTERLACED = re.compile(r"\b(?:top|bottom) (?:coded )?first\b")   # the field order ffmpeg reports
 # Frames of a clip whose pixels are not square are stretched to square ones as they are decoded; this
 # width follows from ffmpeg's input width (iw) and sample aspect ratio (sar), as the filter computes it.
 SQUARE_PIXELS = "scale=trunc(iw*sar/2)*2:ih,setsar=1"
@@ -73,6 +75,7 @@ def probe(path: str | Path) -> MediaInfo:
             info.video_codec, info.width, info.height = m.group(1), int(m.group(2)), int(m.group(3))
             if f := _FPS.search(line):
                 info.fps = float(f.group(1)) * (1000 if f.group(2) else 1)
+            info.interlaced = bool(_INTERLACED.search(line))
             if a := _SAR.search(line):
                 num, den = int(a.group(1)), int(a.group(2))
                 if num and den:  # 0:1 means unknown: square

@@ -12,6 +12,8 @@ from ..errors import EngineError
 from ..files import disk_full, partial_path
 from .ffmpeg import SQUARE_PIXELS, MediaInfo, ffmpeg_exe, probe
 
+DEINTERLACE = "bwdif=mode=send_frame:deint=interlaced"   # frames marked progressive pass untouched
+
 
 def open_clip(path: str | Path) -> MediaInfo:
     """Probe a clip and check it has a video stream."""
@@ -31,6 +33,11 @@ def read_frames(path: str | Path, fps: float, info: MediaInfo | None = None, fir
     info = info or open_clip(path)
     w, h = info.width, info.height
     filters = f"fps={fps}" + (f",{SQUARE_PIXELS}" if info.pixel_aspect != (1, 1) else "")
+    if info.interlaced:
+        # One picture per frame, at its first field's instant: a frame of two fields combs whatever moves
+        # (the mouth most), and the face tracker reads the comb (lieu_60s interlaced: jawOpen r 0.93 against
+        # the progressive frames as read, 0.98 deinterlaced).
+        filters = f"{DEINTERLACE},{filters}"
     if first or count is not None:
         # numbered after the rate change, so frame k is the k-th of a whole read; restamped from 0, so that
         # the constant-rate output does not pad the frames before `first` with copies

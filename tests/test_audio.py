@@ -63,6 +63,32 @@ def test_audio_track_of_a_video(speech_2s, tmp_path, container):
     assert np.corrcoef(samples[:n], reference[:n])[0, 1] > 0.9
 
 
+@pytest.mark.parametrize("late,seconds", [("audio", 0.5), ("video", 0.3)])
+def test_a_clips_sound_lines_up_with_its_first_frame_where_the_streams_start_apart(tmp_path, late, seconds):
+    """Camera files and broadcast captures often stamp their sound to start after the picture or before it; a
+    player keeps each where it is stamped. The sound read from the clip starts at its first frame's time:
+    padded with silence where the sound starts later, cut where the picture does."""
+    from engine.media.ffmpeg import probe
+    clip, shifted = tmp_path / "clip.mp4", tmp_path / f"{late}_late.mp4"
+    _ffmpeg("-ss", "4", "-i", str(shared_file("video", "lieu_60s.mp4")), "-t", "4", "-c:v", "libx264", "-c:a", "aac",
+            str(clip))
+    offset = ["-itsoffset", str(seconds)]
+    # the picture from the first input, the sound from the second, the later one stamped `seconds` later
+    inputs = (["-i", str(clip), *offset, "-i", str(clip)] if late == "audio" else
+              [*offset, "-i", str(clip), "-i", str(clip)])
+    _ffmpeg(*inputs, "-map", "0:v", "-map", "1:a", "-c", "copy", str(shifted))
+    assert probe(shifted).video_lead == (seconds if late == "video" else 0.0)
+    original, moved = load_audio(clip), load_audio(shifted)
+    lag = int(seconds * 16000) * (1 if late == "audio" else -1)   # where the clip's sound lies in the moved one
+    n = 16000 * 3
+    if lag > 0:
+        assert np.abs(moved[:lag - 800]).max() < 1e-4            # silence until the sound starts
+        aligned = np.corrcoef(moved[lag:lag + n], original[:n])[0, 1]
+    else:
+        aligned = np.corrcoef(moved[:n], original[-lag:-lag + n])[0, 1]
+    assert aligned > 0.99
+
+
 def test_a_channel_with_inverted_polarity_does_not_cancel_the_voice(speech_2s, tmp_path):
     """Stereo whose right channel is the left one inverted (a miswired cable): the mean of the two is silence,
     so the loudest channel is read alone; ordinary stereo is still their mean."""

@@ -33,8 +33,9 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".mpg", ".avi")
 SPEEDS = (0.9, 1.1)  # the speeds each clip is also played at for training (1 is the clip as it is)
 _CACHE_VERSION = 2
 # The per-frame inputs' own version (the face captures, slow to make again, keep theirs): 2 since voice
-# activity's floor follows a quiet recording's level (engine.audio.vad).
-_INPUTS_VERSION = 2
+# activity's floor follows a quiet recording's level (engine.audio.vad), 3 since a clip's sound starts at
+# its first frame (engine.media.audio).
+_INPUTS_VERSION = 3
 
 
 @dataclass

@@ -170,8 +170,8 @@ def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: b
         _check_wav_complete(path, rate, channels)
         decoder = lambda: _soundfile_blocks(path, rate)  # noqa: E731
     else:
-        rate, channels = _ffmpeg_format(path)
-        decoder = lambda: _ffmpeg_blocks(path)  # noqa: E731
+        rate, channels, video_lead = _ffmpeg_format(path)
+        decoder = lambda: _ffmpeg_blocks(path, video_lead)  # noqa: E731
     gram, n_native = np.zeros((channels, channels)), 0   # the channels' energies and cross-products
     stage = progress.stage("reading audio") if progress is not None else None
     for block in decoder():
@@ -233,33 +233,39 @@ def _soundfile_blocks(path: Path, rate: int) -> Iterator[np.ndarray]:
             yield block
 
 
-def _ffmpeg_command(path: Path) -> list[str]:
+def _ffmpeg_command(path: Path, video_lead: float) -> list[str]:
+    """The sound as a player plays it beside the picture: from the container's first timestamp (a track that
+    starts later is padded with silence), then from the first video frame on (sample 0 is frame 0's time)."""
+    timeline = "aresample=async=1:first_pts=0"
+    if video_lead > 0:
+        timeline += f",atrim=start={video_lead!r},asetpts=PTS-STARTPTS"
     return [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-i", str(path), "-map", "0:a:0",
-            "-vn", "-c:a", "pcm_f32le", "-f", "wav", "pipe:1"]
+            "-vn", "-af", timeline, "-c:a", "pcm_f32le", "-f", "wav", "pipe:1"]
 
 
-def _ffmpeg_format(path: Path) -> tuple[int, int]:
-    """(rate, channels) of the first audio track, from the header ffmpeg writes for it."""
+def _ffmpeg_format(path: Path) -> tuple[int, int, float]:
+    """(rate, channels) of the first audio track, from the header ffmpeg writes for it, and where the video's
+    first frame lies after the container's start (0 without video)."""
     info = probe(path)
     if not info.has_audio:
         raise EngineError(f"{path}: has no audio track",
                           "pick a file with sound, or add the speech as a separate audio file", path=str(path))
-    with _FfmpegWav(path) as wav:
-        return wav.rate, wav.channels
+    with _FfmpegWav(path, info.video_lead) as wav:
+        return wav.rate, wav.channels, info.video_lead
 
 
-def _ffmpeg_blocks(path: Path) -> Iterator[np.ndarray]:
-    with _FfmpegWav(path) as wav:
+def _ffmpeg_blocks(path: Path, video_lead: float) -> Iterator[np.ndarray]:
+    with _FfmpegWav(path, video_lead) as wav:
         yield from wav.blocks()
 
 
 class _FfmpegWav:
     """ffmpeg decoding into a pipe as a float32 wav stream (whose header gives the rate and channels)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, video_lead: float):
         self.path = path
         self._errors = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen(_ffmpeg_command(path), stdout=subprocess.PIPE, stderr=self._errors)
+        self._proc = subprocess.Popen(_ffmpeg_command(path, video_lead), stdout=subprocess.PIPE, stderr=self._errors)
         self.rate, self.channels = self._read_header()
 
     def _read_header(self) -> tuple[int, int]:

@@ -31,6 +31,9 @@ class MediaInfo:
     container: str = ""
     pixel_aspect: tuple[int, int] = (1, 1)  # the video's sample aspect ratio (SAR) where its pixels are not square
     interlaced: bool = False  # fields of two instants in each frame (broadcast 1080i, DV, older camcorders)
+    # The first frame's time after the container's first timestamp: a camera file or a broadcast capture often
+    # starts its sound and its picture apart, and a player keeps them where they are stamped.
+    video_lead: float = 0.0
 
     @property
     def still_image(self) -> bool:
@@ -44,6 +47,8 @@ _VIDEO = re.compile(r"Stream #\S+.*?: Video: (\w+).*?, (\d{2,5})x(\d{2,5})")
 _FPS = re.compile(r"([\d.]+)(k?) (?:fps|tbr)")
 _ROTATION = re.compile(r"Display Matrix: rotation of (-?[\d.]+) degrees")
 _SAR = re.compile(r"\[SAR (\d+):(\d+) DAR")
+_STREAM_START = re.compile(r", start (-?[\d.]+)")          # a stream's first timestamp, where ffmpeg gives it
+_START = re.compile(r"Duration: .*?, start: (-?[\d.]+)")     # the container's first timestamp
 _INTERLACED = re.compile(r"\b(?:top|bottom) (?:coded )?first\b")   # the field order ffmpeg reports
 # Frames of a clip whose pixels are not square are stretched to square ones as they are decoded; this
 # width follows from ffmpeg's input width (iw) and sample aspect ratio (sar), as the filter computes it.
@@ -68,6 +73,7 @@ def probe(path: str | Path) -> MediaInfo:
     if m := _DURATION.search(report):
         h, mnt, s = m.groups()
         info.duration = int(h) * 3600 + int(mnt) * 60 + float(s)
+    start = float(m.group(1)) if (m := _START.search(report)) else 0.0
     in_video = False  # lines of the video stream's block: its side data says how a player turns it
     for line in report.splitlines():
         if (m := _VIDEO.search(line)) and not info.has_video and "attached pic" not in line:
@@ -76,6 +82,8 @@ def probe(path: str | Path) -> MediaInfo:
             if f := _FPS.search(line):
                 info.fps = float(f.group(1)) * (1000 if f.group(2) else 1)
             info.interlaced = bool(_INTERLACED.search(line))
+            if t := _STREAM_START.search(line):
+                info.video_lead = max(0.0, float(t.group(1)) - start)
             if a := _SAR.search(line):
                 num, den = int(a.group(1)), int(a.group(2))
                 if num and den:  # 0:1 means unknown: square

@@ -88,6 +88,12 @@ def test_audio_to_rig_keys_what_the_edit_plays_of_a_trimmed_offset_or_packed_str
     assert jaw[speech, 1].mean() > 2 * jaw[pause, 1].mean() + 0.02
     take = scene.synctalk.takes[-1]
     assert (take.frame_start, take.frame_end) == (981, jaw[-1, 0])
+    # The line trimmed shorter and keyed again, asking to remove keys past it: none left where no sound plays.
+    sequencer.set_handles(strip, 981, 1100)
+    scene.synctalk.clear_stale = True
+    assert bpy.ops.synctalk.audio_to_rig() == {"FINISHED"}
+    jaw = _keys(face.data.shape_keys, "jawOpen")
+    assert jaw[0, 0] == 981 and abs(jaw[-1, 0] - 1099) <= 1    # the new take began as a copy of the old one
     # Retimed (its speed changed along it): refused, the take stays as it was. Adding a retiming key from
     # Python crashes bpy 4.5 and 5.0 (a segmentation fault in RetimingKeys.add), so this part runs on 5.1 and
     # later (tests/test_blender_53.py runs this file on bpy 5.3).

@@ -34,8 +34,8 @@ SPEEDS = (0.9, 1.1)  # the speeds each clip is also played at for training (1 is
 _CACHE_VERSION = 2
 # The per-frame inputs' own version (the face captures, slow to make again, keep theirs): 2 since voice
 # activity's floor follows a quiet recording's level (engine.audio.vad), 3 since a clip's sound starts at
-# its first frame (engine.media.audio).
-_INPUTS_VERSION = 3
+# its first frame (engine.media.audio), 4 with that floor 30 dB under the loudest part, not 36.
+_INPUTS_VERSION = 4
 
 
 @dataclass

@@ -470,7 +470,7 @@ class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
         scene = context.scene
         sound = self._sound
         channel = sequencer.free_channel_above(scene, sound)
-        start = int(round(self._heard.origin + self._heard.frames[0]))   # the rendered frames are the heard ones
+        start = self._heard.first_frame   # the rendered frames are the heard ones
         if self._rgba:
             files = sorted(self._output.glob("*.png"))
             if not files:

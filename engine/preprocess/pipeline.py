@@ -32,7 +32,7 @@ from ..errors import EngineError
 from ..face.landmarker import FaceLandmarker, PersonSegmenter
 from ..face.parsing import CHIN, FOREHEAD, face_mask, parse
 from ..media import checked_span
-from ..media.audio import SAMPLE_RATE, load_audio, write_wav
+from ..media.audio import open_audio, write_wav
 from ..media.ffmpeg import MediaInfo
 from ..media.video import open_clip, read_frames
 from ..progress import Progress
@@ -142,10 +142,8 @@ def _preprocess(footage: Footage, destination: Path, size: int | None, models_di
     with SubjectWriter(destination) as writer:
         root = writer.root
         stage = progress.stage("audio", 1)
-        samples = load_audio(clip)
-        first_sample = int(round(footage.first / fps * SAMPLE_RATE))
-        samples = samples[first_sample:None if footage.count is None
-                          else first_sample + int(round(footage.count / fps * SAMPLE_RATE))]
+        end_s = None if footage.count is None else (footage.first + footage.count) / fps
+        samples = open_audio(clip).span(footage.first / fps, end_s).read()
         write_wav(writer.audio_path, samples)
         stage.advance()
         stage.close()

@@ -104,6 +104,30 @@ def test_a_channel_with_inverted_polarity_does_not_cancel_the_voice(speech_2s, t
     np.testing.assert_allclose(load_audio(speech_2s), (reference + load_audio(right)) / 2, atol=1e-4)
 
 
+@pytest.mark.parametrize("name,args", [("film.wav", []), ("film.flac", []), ("film.ogg", ["-c:a", "libvorbis"]),
+                                       ("film.mkv", ["-c:a", "ac3", "-b:a", "448k"])])
+def test_a_surround_mix_is_read_from_its_dialogue_channel(speech_2s, tmp_path, name, args):
+    """A film's 5.1 mix: the dialogue in the centre channel, another voice and noise (music and effects) in
+    the five others. The mixdown is the centre alone, whatever order the format keeps its channels in (Vorbis
+    stores the centre second, wav and FLAC third); a surround file with a silent centre is the mean as before."""
+    dialogue, scene = tmp_path / "dialogue.wav", tmp_path / "scene.wav"
+    _ffmpeg("-i", str(speech_2s), "-ac", "1", str(dialogue))
+    _ffmpeg("-ss", "1", "-i", str(shared_file("audio", "zh_8s.wav")), "-t", "2", "-ac", "1", "-ar", "48000",
+            "-af", "volume=0.7", str(scene))
+    film = tmp_path / name
+    _ffmpeg("-i", str(dialogue), "-i", str(scene), "-filter_complex",
+            "[1]asplit=5[l][r][lfe][ls][rs];[l]volume=0.9[l2];[r]volume=-0.8[r2];"
+            "[0][l2][r2][lfe][ls][rs]join=inputs=6:channel_layout=5.1:map=1.0-FL|2.0-FR|0.0-FC|3.0-LFE|4.0-BL|5.0-BR",
+            *args, str(film))
+    samples, reference, other = load_audio(film), load_audio(dialogue), load_audio(scene)
+    n = min(len(samples), len(reference), len(other))
+    assert np.corrcoef(samples[:n], reference[:n])[0, 1] > 0.95
+    assert abs(np.corrcoef(samples[:n], other[:n])[0, 1]) < 0.2
+    no_centre = tmp_path / f"no_centre{film.suffix}"
+    _ffmpeg("-i", str(film), "-af", "pan=5.1|FL=FL|FR=FR|FC=0*FC|LFE=LFE|BL=BL|BR=BR", *args, str(no_centre))
+    assert abs(np.corrcoef(load_audio(no_centre)[:n], other[:n])[0, 1]) > 0.5
+
+
 def test_a_span_of_a_recording_streams_exactly_its_samples():
     """A line of a long recording (Audio to Rig on a trimmed strip) is read from the file as it streams."""
     path = shared_file("audio", "fr_12s_48k_stereo.wav")   # 48 kHz: the span's samples come through the resampler

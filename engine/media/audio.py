@@ -2,8 +2,10 @@
 
 soundfile (libsndfile) reads wav in all its forms (8/16/24/32-bit integer, float, WAVE_FORMAT_EXTENSIBLE,
 which Python's `wave` rejects), flac, ogg and mp3; anything else (m4a, aac, the audio track of
-mp4/mov/mkv/webm) is decoded by ffmpeg into a pipe as float wav with its channels kept, so that both
-paths mix channels down the same way (their mean; ffmpeg's own downmix is 3 dB louder).
+mp4/mov/mkv/webm), and every file of more than two channels, is decoded by ffmpeg into a pipe as float wav
+with its channels kept, so that both paths mix channels down the same way (their mean; ffmpeg's own downmix is
+3 dB louder). ffmpeg knows each format's channel order and names it in the wav's channel mask: a surround
+mix (a film's 5.1 or 7.1) is read from its centre channel, where such mixes put the dialogue.
 A wav whose header promises more audio than the file holds is reported as truncated.
 
 Memory stays bounded for any length (a 3-hour podcast is an ordinary input): `open_audio` reads the
@@ -29,6 +31,8 @@ CHUNK_SECONDS = 10          # what one decoded block holds: a few MB at any rate
 _SILENCE_RMS = 1e-4         # below this in every channel the file is treated as silent (about -80 dBFS)
 _QUIET_CHANNEL = 1e-3       # a channel with less than this share of the loudest one's energy is left out
 _CANCELLED = 0.5            # channels whose mean keeps less than this share of 1/n of their energy cancel
+_DIALOGUE_CHANNEL = 0.1     # a centre channel with this share of the loudest one's energy carries the dialogue
+_FRONT_CENTRE = 0x4         # the centre channel's bit in a wav's channel mask (WAVE_FORMAT_EXTENSIBLE)
 
 
 class Audio:
@@ -164,13 +168,14 @@ def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: b
     `progress` in blocks, when given)."""
     path = Path(path)
     require_input_file(path, "the audio")
-    info = _soundfile_info(path)
+    info, centre = _soundfile_info(path), None
     if info is not None:
+        _check_wav_complete(path, *info)
+    if info is not None and info[1] <= 2:
         rate, channels = info
-        _check_wav_complete(path, rate, channels)
         decoder = lambda: _soundfile_blocks(path, rate)  # noqa: E731
-    else:
-        rate, channels, video_lead = _ffmpeg_format(path)
+    else:  # libsndfile does not say which channel of a surround file is which; ffmpeg's wav header does
+        rate, channels, centre, video_lead = _ffmpeg_format(path)
         decoder = lambda: _ffmpeg_blocks(path, video_lead)  # noqa: E731
     gram, n_native = np.zeros((channels, channels)), 0   # the channels' energies and cross-products
     stage = progress.stage("reading audio") if progress is not None else None
@@ -186,7 +191,7 @@ def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: b
         raise EngineError(f"{path}: the audio track decodes to nothing (truncated file?)",
                           "export the audio again", path=str(path))
     energy = np.diag(gram)
-    audio = Audio(path, rate, _mixed_channels(gram), n_native, sample_rate, decoder)
+    audio = Audio(path, rate, _mixed_channels(gram, centre), n_native, sample_rate, decoder)
     if audio.n_samples < sample_rate // 10:
         raise EngineError(f"{path}: holds less than 0.1 s of audio", "use a longer recording", path=str(path))
     if not allow_silent and float(np.sqrt(energy.max() / n_native)) < _SILENCE_RMS:
@@ -200,15 +205,18 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: b
     return open_audio(path, sample_rate, allow_silent).read()
 
 
-def _mixed_channels(gram: np.ndarray) -> np.ndarray:
-    """The channels the mixdown averages: those that carry sound (an empty surround channel must not dilute
-    the speech), or the loudest alone where averaging them cancels the sound: a channel wired with its
-    polarity inverted (a miswired microphone cable) makes the mean of a voice and its negative, silence.
-    Channels that share nothing (two microphones' noise) average to 1/n of their energy; one that cancels,
-    to far less."""
+def _mixed_channels(gram: np.ndarray, centre: int | None = None) -> np.ndarray:
+    """The channels the mixdown averages: a surround mix's centre channel alone where it carries sound (films
+    and broadcasts put the dialogue there, and music and effects around it, which averaged in would move the
+    mouth too); else those that carry sound (an empty surround channel must not dilute the speech), or the
+    loudest alone where averaging them cancels the sound: a channel wired with its polarity inverted (a
+    miswired microphone cable) makes the mean of a voice and its negative, silence. Channels that share
+    nothing (two microphones' noise) average to 1/n of their energy; one that cancels, to far less."""
     energy = np.diag(gram)
     if energy.max() <= 0:
         return np.arange(len(energy))
+    if centre is not None and energy[centre] >= _DIALOGUE_CHANNEL * energy.max():
+        return np.array([centre])
     active = np.flatnonzero(energy > _QUIET_CHANNEL * energy.max())
     mixed = gram[np.ix_(active, active)].sum() / len(active) ** 2
     if mixed < _CANCELLED / len(active) * energy[active].mean():
@@ -243,15 +251,15 @@ def _ffmpeg_command(path: Path, video_lead: float) -> list[str]:
             "-vn", "-af", timeline, "-c:a", "pcm_f32le", "-f", "wav", "pipe:1"]
 
 
-def _ffmpeg_format(path: Path) -> tuple[int, int, float]:
-    """(rate, channels) of the first audio track, from the header ffmpeg writes for it, and where the video's
-    first frame lies after the container's start (0 without video)."""
+def _ffmpeg_format(path: Path) -> tuple[int, int, int | None, float]:
+    """(rate, channels, the centre channel's index or None) of the first audio track, from the header ffmpeg
+    writes for it, and where the video's first frame lies after the container's start (0 without video)."""
     info = probe(path)
     if not info.has_audio:
         raise EngineError(f"{path}: has no audio track",
                           "pick a file with sound, or add the speech as a separate audio file", path=str(path))
     with _FfmpegWav(path, info.video_lead) as wav:
-        return wav.rate, wav.channels, info.video_lead
+        return wav.rate, wav.channels, wav.centre, info.video_lead
 
 
 def _ffmpeg_blocks(path: Path, video_lead: float) -> Iterator[np.ndarray]:
@@ -266,9 +274,9 @@ class _FfmpegWav:
         self.path = path
         self._errors = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(_ffmpeg_command(path, video_lead), stdout=subprocess.PIPE, stderr=self._errors)
-        self.rate, self.channels = self._read_header()
+        self.rate, self.channels, self.centre = self._read_header()
 
-    def _read_header(self) -> tuple[int, int]:
+    def _read_header(self) -> tuple[int, int, int | None]:
         out = self._proc.stdout
         if out.read(12)[8:12] != b"WAVE":
             self._fail()
@@ -285,7 +293,12 @@ class _FfmpegWav:
                 fmt = body
         if fmt is None:
             self._fail()
-        return int.from_bytes(fmt[4:8], "little"), int.from_bytes(fmt[2:4], "little")
+        channels = int.from_bytes(fmt[2:4], "little")
+        # WAVE_FORMAT_EXTENSIBLE (which ffmpeg writes for more than two channels) lists the channels present
+        # in the order of their mask bits, so the centre's index is the number of bits below its own.
+        mask = int.from_bytes(fmt[20:24], "little") if len(fmt) >= 24 and fmt[0:2] == b"\xfe\xff" else 0
+        centre = bin(mask & (_FRONT_CENTRE - 1)).count("1") if channels > 2 and mask & _FRONT_CENTRE else None
+        return int.from_bytes(fmt[4:8], "little"), channels, centre
 
     def blocks(self) -> Iterator[np.ndarray]:
         frame_bytes = 4 * self.channels

@@ -274,7 +274,10 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
             if sequencer.retimed(strip):
                 self._note = " (the strip is retimed: its whole file was used)"
             else:
-                span = sequencer.movie_span(strip)
+                try:
+                    span = sequencer.movie_span(strip)
+                except ValueError as exc:
+                    raise UserError(str(exc)) from exc
         name = re.sub(r"[^\w.-]+", "_", s.subject_name or clip.stem)
         self._subject = subjects_dir() / name
         fps = scene_fps(context.scene)
@@ -469,7 +472,7 @@ class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
     def finish(self, context, result):
         scene = context.scene
         sound = self._sound
-        channel = sequencer.free_channel_above(scene, sound)
+        channel = sequencer.free_channel_above(scene, sequencer.top_level(sound))   # a meta's inside is not the scene's
         start = self._heard.first_frame   # the rendered frames are the heard ones
         if self._rgba:
             files = sorted(self._output.glob("*.png"))
@@ -480,7 +483,7 @@ class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
             _existing_file(self._output, "rendered video")
             strip = sequencer.add_movie(scene, self._output, start, channel, name=f"{sound.name} render")
         # Over the sound's visible part exactly (a frame of rounding short at an end holds the nearest frame).
-        sequencer.set_handles(strip, *sequencer.handles(sound))
+        sequencer.set_handles(strip, *sequencer.visible_handles(sound))
         return f"rendered from {self._source} into strip '{strip.name}' on channel {channel}: {self._output}"
 
     def cleanup(self):

@@ -78,6 +78,32 @@ def handles(strip) -> tuple[int, int]:
                                                                               strip.frame_final_end)
 
 
+def enclosing_metas(strip) -> list:
+    """The meta strips `strip` lies in, innermost first (a line grouped with its picture, say)."""
+    metas = [m for m in strips(strip.id_data, all_levels=True) if m.type == "META"]
+    chain, inner = [], strip
+    while (outer := next((m for m in metas if any(c.name == inner.name for c in m.strips)), None)) is not None:
+        chain.append(outer)
+        inner = outer
+    return chain
+
+
+def visible_handles(strip) -> tuple[int, int]:
+    """What the edit shows or plays of a strip: its handles, within those of the meta strips it lies in (a meta
+    strip's trim hides its content's frames and silences its sound; Blender's mixdown says so)."""
+    left, right = handles(strip)
+    for meta in enclosing_metas(strip):
+        outer_left, outer_right = handles(meta)
+        left, right = max(left, outer_left), min(right, outer_right)
+    return left, right
+
+
+def top_level(strip):
+    """The strip, or the outermost meta strip holding it: what lies in the scene's own channels."""
+    metas = enclosing_metas(strip)
+    return metas[-1] if metas else strip
+
+
 def retimed(strip) -> bool:
     """Whether the strip plays its file at another speed (retiming keys)."""
     return len(getattr(strip, "retiming_keys", ())) > 0
@@ -119,19 +145,20 @@ class HeardSound:
 
 def heard_sound(strip, fps: float) -> HeardSound:
     """What a sound strip plays at the scene's fps: its content moved by its sound offset (seconds, later
-    when positive), between its handles. Raises ValueError for a retimed strip (its speed varies along it)."""
+    when positive), between its visible handles. Raises ValueError for a retimed strip (its speed varies
+    along it)."""
     if retimed(strip):
         raise ValueError(f"sound strip '{strip.name}' is retimed (it plays its sound at another speed): reset its "
                          "retiming (Strip > Retiming > Reset Retiming), or render the edit's sound to a file "
                          "(Render > Render Audio)")
     first = content_start(strip)
     origin = first + getattr(strip, "sound_offset", 0.0) * fps
-    left, right = handles(strip)
+    left, right = visible_handles(strip)
     first_heard = math.ceil(max(left, origin) - 1e-6)   # keys on whole frames, whatever the offset
     start_s, end_s = (first_heard - origin) / fps, (right - origin) / fps
     if end_s <= start_s:
         raise ValueError(f"sound strip '{strip.name}' plays none of its sound: its sound offset moves the sound "
-                         "past the strip")
+                         "past the strip, or the meta strip it lies in is trimmed past it")
     whole = origin == first and left <= first and right >= first + content_duration(strip)
     return HeardSound(origin, first_heard, start_s, end_s, fps, whole)
 
@@ -141,7 +168,10 @@ def movie_span(strip) -> tuple[float, float] | None:
 
     A movie strip shows one frame of its file per scene frame, whatever the scene's rate: the visible part's
     frames, counted from where the content starts, are frames of the file at its own rate (strip.fps)."""
-    start, end = handles(strip)
+    start, end = visible_handles(strip)
+    if end <= start:
+        raise ValueError(f"movie strip '{strip.name}' shows none of its file: the meta strip it lies in is "
+                         "trimmed past it")
     first = content_start(strip)
     if start <= first and end >= first + content_duration(strip):
         return None
@@ -149,10 +179,12 @@ def movie_span(strip) -> tuple[float, float] | None:
 
 
 def set_handles(strip, start: int, end: int) -> None:
-    if _renamed(strip):
-        strip.left_handle, strip.right_handle = start, end
-    else:
-        strip.frame_final_start, strip.frame_final_end = start, end
+    """The strip's visible range, start..end-1; the right handle first where the left one moves past it (Blender
+    keeps a strip at least a frame long, so the left handle would stop short of `start`)."""
+    names = ("left_handle", "right_handle") if _renamed(strip) else ("frame_final_start", "frame_final_end")
+    values = dict(zip(names, (start, end)))
+    for name in (names[::-1] if start >= handles(strip)[1] else names):
+        setattr(strip, name, values[name])
 
 
 def free_channel_above(scene, strip) -> int:

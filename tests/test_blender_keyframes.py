@@ -145,3 +145,24 @@ def test_free_channel_above_skips_busy_channels(scene):
     assert sequencer.selected_strip(scene, "SOUND") == sound
     with pytest.raises(ValueError, match="not a movie strip"):
         sequencer.selected_strip(scene, "MOVIE")
+
+
+def test_a_strip_inside_meta_strips_shows_what_their_trims_leave(scene):
+    """A sound grouped into a meta strip, itself inside another: the part of it the edit plays lies within
+    every meta's handles, and what a new strip goes above is the outermost meta, in the scene's channels."""
+    from conftest import shared_file
+    sound = sequencer.add_sound(scene, shared_file("audio", "zh_8s.wav"), frame_start=10, channel=1)
+    inner = sequencer.strips(scene).new_meta("Line", 2, 10)
+    sound.move_to_meta(inner)
+    sequencer.set_handles(inner, 10, 150)
+    outer = sequencer.strips(scene).new_meta("Scene", 3, 10)
+    inner.move_to_meta(outer)
+    sequencer.set_handles(outer, 10, 150)
+    sequencer.strips(scene).new_sound("busy", str(shared_file("audio", "zh_8s.wav")), 4, 100)
+    assert sequencer.enclosing_metas(sound) == [inner, outer] and sequencer.top_level(sound) == outer
+    sequencer.set_handles(inner, 20, 150)
+    sequencer.set_handles(outer, 10, 120)
+    assert sequencer.visible_handles(sound) == (20, 120)
+    assert sequencer.free_channel_above(scene, sequencer.top_level(sound)) == 5
+    sequencer.set_handles(outer, 130, 140)        # past its right handle: the right one moves first
+    assert sequencer.handles(outer) == (130, 140)

@@ -132,6 +132,48 @@ def test_the_sound_heard_is_where_blenders_own_mixdown_plays_it(scene, tmp_path)
         sequencer.strips(scene).remove(strip)
 
 
+def _in_meta(scene, strip, meta_handles, nested: bool = False):
+    """`strip` grouped into a meta strip (inside a second one when nested) trimmed to `meta_handles`."""
+    meta = sequencer.strips(scene).new_meta("Line", strip.channel + 1, sequencer.handles(strip)[0])
+    strip.move_to_meta(meta)
+    sequencer.set_handles(meta, *sequencer.handles(strip))   # a new meta strip is one frame long
+    if nested:
+        outer = sequencer.strips(scene).new_meta("Scene", meta.channel + 1, sequencer.handles(meta)[0])
+        meta.move_to_meta(outer)
+        sequencer.set_handles(outer, *sequencer.handles(meta))
+        meta = outer
+    sequencer.set_handles(meta, *meta_handles)
+    return meta
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_meta_strips_trim_silences_what_it_hides(scene, tmp_path, nested):
+    """A sound strip grouped into a meta strip whose trim hides the first of two clicks: Blender's mixdown plays
+    only the second, and heard_sound keys only the part the meta shows (a meta inside a meta: the same)."""
+    from engine.media.audio import write_wav
+    clicks = np.zeros(4 * 16000, np.float32)
+    clicks[16000:16160] = clicks[40000:40160] = 0.6                 # at 1.0 s and 2.5 s
+    path = write_wav(tmp_path / "clicks.wav", clicks)
+    scene.frame_start, scene.frame_end = 1, 200
+    strip = sequencer.add_sound(scene, path, frame_start=11, channel=1)   # clicks at frames 36 and 73.5
+    outer = _in_meta(scene, strip, (50, 100), nested)
+    assert sequencer.top_level(strip) == outer and sequencer.visible_handles(strip) == (50, 100)
+    mix = tmp_path / "mix.wav"
+    assert bpy.ops.sound.mixdown(filepath=str(mix), container="WAV", codec="PCM", format="S16",
+                                 mixrate=16000) == {"FINISHED"}
+    mixed = load_audio(mix)
+    heard_frames = 1 + np.flatnonzero(np.abs(mixed) > 0.1) / 16000 * 25
+    assert heard_frames.min() > 73 and heard_frames.max() < 75              # the first click is hidden
+    heard = sequencer.heard_sound(strip, 25.0)
+    assert heard.first_frame == 50 and not heard.whole
+    assert heard.span == pytest.approx(((50 - 11) / 25, (100 - 11) / 25))
+    second_line = sequencer.add_sound(scene, path, frame_start=150, channel=1)
+    second_line.move_to_meta(outer)
+    sequencer.set_handles(outer, 120, 250)                 # a meta of two lines, trimmed past the first
+    with pytest.raises(ValueError, match="the meta strip it lies in is trimmed past it"):
+        sequencer.heard_sound(strip, 25.0)
+
+
 def _linked_face(scene, tmp_path, override: bool):
     """A face with ARKit shape keys linked from another .blend, as a studio links its characters; with
     override, made a library override with its mesh (and so its shape keys)."""
@@ -264,6 +306,9 @@ def test_train_subject_learns_the_part_of_the_movie_strip_the_edit_shows(scene, 
     sequencer.set_handles(movie, 40, 115)            # file frames 30-105 of 125: 1.2 s to 4.2 s
     select_only(scene, movie)
     assert sequencer.movie_span(movie) == pytest.approx((1.2, 4.2))
+    meta = _in_meta(scene, movie, (50, 115))                # a meta strip's trim hides the first 10 frames more
+    assert sequencer.movie_span(movie) == pytest.approx((1.6, 4.2))
+    sequencer.set_handles(meta, 10, 135)                     # the meta strip shows the whole file again
     scene.synctalk.clip, scene.synctalk.subject_name, scene.synctalk.preset = "", "may", "tiny"
     scene.synctalk.size, scene.synctalk.rig_drives_mouth = 64, False
     assert bpy.ops.synctalk.train_subject() == {"FINISHED"}
@@ -325,14 +370,20 @@ def test_audio_to_rig_with_subject_then_render_into_sequencer(scene, tiny_traine
     assert sequencer.strip_file(movie).is_file()
 
 
-def test_render_into_sequencer_renders_only_the_part_of_the_strip_the_edit_plays(scene, tiny_trained, tmp_path):
-    """A trimmed strip with a sound offset: keys and render cover its visible part only, and the rendered strip
-    lies over it frame for frame (the render's --frames, not the whole file)."""
+@pytest.mark.parametrize("trimmed_by", ["strip", "meta"])
+def test_render_into_sequencer_renders_only_the_part_of_the_strip_the_edit_plays(scene, tiny_trained, tmp_path,
+                                                                                 trimmed_by):
+    """A trimmed strip with a sound offset, or the same strip whole inside a meta strip trimmed alike: keys and
+    render cover the visible part only, and the rendered strip lies over it frame for frame (the render's
+    --frames, not the whole file), in the scene's own channels above the meta strip."""
     scene.render.fps = 24
     speech = _cut(shared_file("audio", "en_60s.wav"), 1.2, tmp_path / "line.wav", start=4.3)
     strip = sequencer.add_sound(scene, speech, frame_start=12, channel=1)
     strip.sound_offset = 0.1                   # the file begins at frame 14.4
-    sequencer.set_handles(strip, 18, 30)       # 12 frames heard: file seconds 0.15-0.65
+    if trimmed_by == "strip":
+        sequencer.set_handles(strip, 18, 30)   # 12 frames heard: file seconds 0.15-0.65
+    else:
+        meta = _in_meta(scene, strip, (18, 30))
     select_only(scene, strip)
     face = arkit_head("Face", ARKIT_NAMES)
     scene.synctalk.subject = str(tiny_trained)
@@ -344,6 +395,8 @@ def test_render_into_sequencer_renders_only_the_part_of_the_strip_the_edit_plays
     # the video holds the 12 heard frames, not the file's 29
     assert sequencer.handles(movie) == (18, 30) and sequencer.content_start(movie) == 18
     assert sequencer.content_duration(movie) == 12
+    if trimmed_by == "meta":
+        assert movie.channel == meta.channel + 1
 
 
 def test_render_is_driven_by_the_rig_only_when_it_keys_the_trained_curves(scene, tiny_trained, tmp_path, capfd):

@@ -42,8 +42,9 @@ fi
 # Blender 5.1 and later run Python 3.13, which these machines do not have: CPython 3.13 is built from
 # Debian's source package into .python313 (a private apt configuration adds trixie's deb-src line;
 # a minimal configure, no --enable-optimizations: a few minutes on 2 cores), then .venv-bpy53 holds
-# bpy 5.3 for the tests of the 5.1+ zip (tests/test_blender_53.py). Both are reused when present.
-# SYNCTALK_SKIP_BPY53=1 skips them.
+# bpy 5.3 for the tests of the 5.1+ zip (tests/test_blender_5x.py), and .venv-bpy51 and .venv-bpy52 the
+# releases of that line before it: 5.1 (where strip timing was renamed) and 5.2 LTS. All are reused when
+# present. SYNCTALK_SKIP_BPY53=1 skips them.
 build_python313() {
   local work=build/python313 prefix
   prefix="$(pwd)/.python313"
@@ -70,3 +71,12 @@ if [ "${SYNCTALK_SKIP_BPY53:-0}" != 1 ] && [ ! -x .venv-bpy53/bin/python ]; then
     echo "setup: could not build CPython 3.13 (see above); the Blender 5.1+ tests will be skipped" >&2
   fi
 fi
+for release in 5.1.2 5.2.4; do
+  venv=".venv-bpy${release:0:1}${release:2:1}"
+  if [ "${SYNCTALK_SKIP_BPY53:-0}" != 1 ] && [ -x .python313/bin/python3.13 ] && [ ! -x "$venv/bin/python" ]; then
+    .python313/bin/python3.13 -m venv "$venv"
+    grep -v '^bpy==' requirements.txt > "$venv/constraints.txt"   # the other pins for Python 3.13, this bpy
+    "$venv/bin/python" -m pip install --disable-pip-version-check -q -c "$venv/constraints.txt" \
+      "bpy==$release" numpy safetensors soundfile soxr imageio-ffmpeg pytest || rm -rf "$venv"
+  fi
+done

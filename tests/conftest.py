@@ -21,7 +21,7 @@ os.environ.setdefault("SYNCTALK_OFFLINE", "1")
 
 
 # The Python that runs engine children: the Blender 5.3 run's own venv has bpy but not the engine's packages
-# (tests/test_blender_53.py points SYNCTALK_PYTHON at .venv's).
+# (tests/test_blender_5x.py points SYNCTALK_PYTHON at .venv's).
 ENGINE_PYTHON = os.environ.get("SYNCTALK_PYTHON") or sys.executable
 
 
@@ -100,8 +100,8 @@ def pytest_collection_modifyitems(items):
 # Blender (the real bpy module)
 def _install_extension_zip(zip_path: str) -> None:
     """Make `synctalk_blender` the extension installed from the zip into Blender's user repository, as a
-    user installs it, so the Blender tests run against the built zip (tests/test_blender_53.py sets
-    SYNCTALK_TEST_EXTENSION_ZIP for its inner run in bpy 5.3)."""
+    user installs it, so the Blender tests run against the built zip (tests/test_blender_5x.py sets
+    SYNCTALK_TEST_EXTENSION_ZIP for its inner runs in bpy 5.1, 5.2 and 5.3)."""
     import importlib
 
     import bpy

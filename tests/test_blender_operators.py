@@ -96,7 +96,7 @@ def test_audio_to_rig_keys_what_the_edit_plays_of_a_trimmed_offset_or_packed_str
     assert jaw[0, 0] == 981 and abs(jaw[-1, 0] - 1099) <= 1    # the new take began as a copy of the old one
     # Retimed (its speed changed along it): refused, the take stays as it was. Adding a retiming key from
     # Python crashes bpy 4.5 and 5.0 (a segmentation fault in RetimingKeys.add), so this part runs on 5.1 and
-    # later (tests/test_blender_53.py runs this file on bpy 5.3).
+    # later (tests/test_blender_5x.py runs this file on bpy 5.1, 5.2 and 5.3).
     if bpy.app.version < (5, 1, 0):
         return
     keys = strip.retiming_keys

@@ -462,6 +462,34 @@ def test_an_interlaced_clip_is_read_one_picture_a_frame(tmp_path):
     assert np.abs(read - truth).mean() < 0.8 * np.abs(combed - truth).mean()
 
 
+@pytest.mark.parametrize("transfer", ["arib-std-b67", "smpte2084"])
+def test_an_hdr_clip_is_read_tone_mapped(tmp_path, transfer):
+    """A phone films HDR by default (HLG, 10-bit HEVC, BT.2020); HDR10 is PQ. Read as stored its values are
+    taken for SDR ones: the face comes out dark and grey. The engine reads it tone-mapped to SDR, close to
+    the SDR frames it was made from (here, 2 s of lieu_60s taken to HDR by zscale)."""
+    from dataclasses import replace
+    from conftest import shared_file
+    from engine.media.ffmpeg import ffmpeg_exe
+    from engine.media.video import open_clip, read_frames
+    source, hdr = shared_file("video", "lieu_60s.mp4"), tmp_path / "hdr.mov"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-ss", "4", "-i", str(source), "-t", "2", "-vf",
+                    f"zscale=tin=bt709:min=bt709:pin=bt709:rin=tv:t={transfer}:m=bt2020nc:p=bt2020:r=tv:npl=100,"
+                    "format=yuv420p10le", "-c:v", "libx265",
+                    "-x265-params", "log-level=error", "-color_primaries", "bt2020", "-color_trc", transfer,
+                    "-colorspace", "bt2020nc", str(hdr)], check=True)
+    info = open_clip(hdr)
+    assert info.hdr == {"arib-std-b67": "hlg", "smpte2084": "pq"}[transfer]
+    truth = np.stack(list(read_frames(source, 25.0, first=100, count=50))).astype(np.float32)
+    read = np.stack(list(read_frames(hdr, 25.0, info))).astype(np.float32)
+    as_stored = np.stack(list(read_frames(hdr, 25.0, replace(info, hdr="")))).astype(np.float32)
+
+    def psnr(x):
+        return float(10 * np.log10(255 ** 2 / np.mean((x - truth) ** 2)))
+    assert psnr(read) > 26 and psnr(read) > psnr(as_stored) + 6, (psnr(read), psnr(as_stored))
+    assert abs(read.mean() - truth.mean()) < 8
+    assert not open_clip(source).hdr
+
+
 @pytest.mark.slow
 def test_a_half_second_clip_is_called_short(tmp_path):
     from conftest import shared_file

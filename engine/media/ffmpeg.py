@@ -34,6 +34,8 @@ class MediaInfo:
     # The first frame's time after the container's first timestamp: a camera file or a broadcast capture often
     # starts its sound and its picture apart, and a player keeps them where they are stamped.
     video_lead: float = 0.0
+    # A high-dynamic-range transfer ("hlg": a phone's HDR video, broadcast HDR; "pq": HDR10), "" for SDR.
+    hdr: str = ""
 
     @property
     def still_image(self) -> bool:
@@ -50,6 +52,7 @@ _SAR = re.compile(r"\[SAR (\d+):(\d+) DAR")
 _STREAM_START = re.compile(r", start (-?[\d.]+)")          # a stream's first timestamp, where ffmpeg gives it
 _START = re.compile(r"Duration: .*?, start: (-?[\d.]+)")     # the container's first timestamp
 _INTERLACED = re.compile(r"\b(?:top|bottom) (?:coded )?first\b")   # the field order ffmpeg reports
+_HDR = {"arib-std-b67": "hlg", "smpte2084": "pq"}   # the transfer characteristics ffmpeg names
 # Frames of a clip whose pixels are not square are stretched to square ones as they are decoded; this
 # width follows from ffmpeg's input width (iw) and sample aspect ratio (sar), as the filter computes it.
 SQUARE_PIXELS = "scale=trunc(iw*sar/2)*2:ih,setsar=1"
@@ -82,6 +85,7 @@ def probe(path: str | Path) -> MediaInfo:
             if f := _FPS.search(line):
                 info.fps = float(f.group(1)) * (1000 if f.group(2) else 1)
             info.interlaced = bool(_INTERLACED.search(line))
+            info.hdr = next((kind for name, kind in _HDR.items() if name in line), "")
             if t := _STREAM_START.search(line):
                 info.video_lead = max(0.0, float(t.group(1)) - start)
             if a := _SAR.search(line):

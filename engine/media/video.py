@@ -13,6 +13,10 @@ from ..files import disk_full, partial_path
 from .ffmpeg import SQUARE_PIXELS, MediaInfo, ffmpeg_exe, probe
 
 DEINTERLACE = "bwdif=mode=send_frame:deint=interlaced"   # frames marked progressive pass untouched
+# HDR to SDR: the picture made linear (100 nits at 1.0), its BT.2020 primaries taken to BT.709's, then mobius
+# keeps every tone up to SDR white as it is (a face's) and rolls off only the highlights above it.
+TONE_MAP = ("zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,tonemap=tonemap=mobius:desat=0,"
+            "zscale=t=bt709:m=bt709:r=tv,format=yuv420p")
 
 
 def open_clip(path: str | Path) -> MediaInfo:
@@ -33,10 +37,14 @@ def read_frames(path: str | Path, fps: float, info: MediaInfo | None = None, fir
     info = info or open_clip(path)
     w, h = info.width, info.height
     filters = f"fps={fps}" + (f",{SQUARE_PIXELS}" if info.pixel_aspect != (1, 1) else "")
+    if info.hdr:
+        # Read as stored, a phone's HDR video (HLG) is dark and grey: lieu_60s made HLG, 15.4 dB against the frames
+        # it was made from and 2/3 of their level; tone-mapped, 30.2 dB and the same level.
+        filters = f"{TONE_MAP},{filters}"
     if info.interlaced:
         # One picture per frame, at its first field's instant: a frame of two fields combs whatever moves
         # (the mouth most), and the face tracker reads the comb (lieu_60s interlaced: jawOpen r 0.93 against
-        # the progressive frames as read, 0.98 deinterlaced).
+        # the progressive frames as read, 0.98 deinterlaced). Fields first, before anything else.
         filters = f"{DEINTERLACE},{filters}"
     if first or count is not None:
         # numbered after the rate change, so frame k is the k-th of a whole read; restamped from 0, so that

@@ -367,12 +367,15 @@ class Relay:
 # One builder a command, for every program that starts engine jobs; tests/test_jobs.py parses each
 # builder's output with the command's own parser, so the two cannot drift apart.
 def preprocess_argv(clip, subject, fps: float | None = None, size: int | None = None,
-                    span: tuple[float, float] | None = None) -> list[str]:
+                    span: tuple[float, float] | None = None, audio=None, audio_offset: float = 0.0) -> list[str]:
     """fps: the frame rate to resample to (the scene's, so renders line up frame for frame); size: the
-    subject's square crop in pixels (None: the crop's own); span: the seconds of the clip to use (None: all)."""
+    subject's square crop in pixels (None: the crop's own); span: the seconds of the clip to use (None: all);
+    audio: the recording of its speech, when not the clip's own track, whose second audio_offset lies at the
+    clip's first frame."""
     return (["preprocess", str(clip), "-o", str(subject)] + (["--fps", repr(float(fps))] if fps else [])
             + (["--size", str(size)] if size else [])
-            + (["--start", repr(float(span[0])), "--end", repr(float(span[1]))] if span else []))
+            + (["--start", repr(float(span[0])), "--end", repr(float(span[1]))] if span else [])
+            + (["--audio", str(audio), "--audio-offset", repr(float(audio_offset))] if audio is not None else []))
 
 
 def train_argv(subject, preset: str | None = None, device: str | None = None, expression: str | None = None,

@@ -177,7 +177,9 @@ class _EngineJobOperator:
         raise NotImplementedError
 
     def cleanup(self) -> None:
-        pass
+        """Remove the job's scratch folder (`_tmp`: a packed sound written out, curves for the engine), if any."""
+        if getattr(self, "_tmp", None):
+            shutil.rmtree(self._tmp, ignore_errors=True)
 
     def _start(self, context):
         import_engine()
@@ -261,26 +263,17 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
 
     def prepare(self, context):
         s = settings(context)
-        span, self._note = None, ""
+        span, self._note, sound = None, "", {}
+        fps = scene_fps(context.scene)
         if s.clip:
             clip = _existing_file(Path(bpy.path.abspath(s.clip)), "clip")
+            if not _has_sound(clip):
+                raise UserError(f"{clip.name} has no sound: add it to the Sequencer with the sound recorded beside "
+                                "it, select both strips and clear the Clip field")
         else:
-            try:
-                strip = sequencer.selected_strip(context.scene, "MOVIE")
-                clip = _existing_file(sequencer.strip_file(strip), "the movie strip's file")
-            except ValueError as exc:
-                raise UserError(f"{exc}, or choose a clip file") from exc
-            # What the edit shows of the file: a strip trimmed to the person talking trains on that part.
-            if sequencer.retimed(strip):
-                self._note = " (the strip is retimed: its whole file was used)"
-            else:
-                try:
-                    span = sequencer.movie_span(strip)
-                except ValueError as exc:
-                    raise UserError(str(exc)) from exc
+            clip, span, sound = self._movie_strip(context.scene, fps)
         name = re.sub(r"[^\w.-]+", "_", s.subject_name or clip.stem)
         self._subject = subjects_dir() / name
-        fps = scene_fps(context.scene)
         from engine.subject.format import CHECKPOINT, META_FILE, MODEL_DIR
         if (self._subject / META_FILE).is_file():
             _check_same_footage(self._subject, clip, fps, span)
@@ -288,12 +281,51 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
             resume = (self._subject / MODEL_DIR / CHECKPOINT).is_file()
             return f"Train {name}", [train_arguments(self._subject, s, resume)]
         # At the scene's frame rate, so renders line up frame for frame with the edit.
-        preprocess = engine_jobs.preprocess_argv(clip, self._subject, fps=fps, size=s.size, span=span)
+        preprocess = engine_jobs.preprocess_argv(clip, self._subject, fps=fps, size=s.size, span=span, **sound)
         return f"Train {name}", [preprocess, train_arguments(self._subject, s)]
+
+    def _movie_strip(self, scene, fps: float) -> tuple[Path, tuple[float, float] | None, dict]:
+        """The selected movie strip's file, the part of it the edit shows (None: all), and the sound strip it
+        plays with where one is selected with it (preprocess's audio and audio_offset; {}: the file's own)."""
+        try:
+            strip = sequencer.selected_strip(scene, "MOVIE")
+            clip = _existing_file(sequencer.strip_file(strip), "the movie strip's file")
+        except ValueError as exc:
+            raise UserError(f"{exc}, or choose a clip file") from exc
+        span, sound = None, {}
+        try:
+            # What the edit shows of the file: a strip trimmed to the person talking trains on that part.
+            if sequencer.retimed(strip):
+                self._note = " (the strip is retimed: its whole file was used)"
+            else:
+                span = sequencer.movie_span(strip)
+            # and the sound it plays with: a recorder's file synced under a camera's clip, say
+            if (sound_strip := sequencer.sound_beside(scene, strip)) is not None:
+                self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
+                sound = {"audio": _existing_file(sequencer.sound_file(sound_strip, self._tmp),
+                                                 f"sound of strip '{sound_strip.name}'"),
+                         "audio_offset": sequencer.sound_offset(strip, sound_strip, fps)}
+                self._note += f" (its sound from strip '{sound_strip.name}')"
+            elif not _has_sound(clip):
+                raise UserError(f"movie strip '{strip.name}' has no sound: select the sound strip that plays with "
+                                "it too (a sound recorder's file synced under it)")
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+        return clip, span, sound
 
     def finish(self, context, result):
         settings(context).subject = str(self._subject)
         return f"subject '{self._subject.name}' trained: {self._subject}{self._note}"
+
+
+def _has_sound(clip: Path) -> bool:
+    """Whether a clip file has a sound track (a camera's clip recorded without one has none)."""
+    from engine.errors import EngineError
+    from engine.media.ffmpeg import probe
+    try:
+        return probe(clip).has_audio
+    except EngineError as exc:
+        raise UserError(f"{exc.message} ({exc.hint})") from exc
 
 
 def _check_same_footage(subject: Path, clip: Path, fps: float, span) -> None:
@@ -372,10 +404,6 @@ class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):
         notes = f"; {written['notes']}" if written["notes"] else ""
         return (f"keyed take '{written['take']}' (seed {self._seed}): {written['curves']} curves x "
                 f"{written['frames']} frames (frames {self._start_frame:g}-{written['end']:g}); {report}{notes}")
-
-    def cleanup(self):
-        if getattr(self, "_tmp", None):
-            shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 def _render_output(context, subject: Path, name: str, rgba: bool) -> Path:
@@ -485,10 +513,6 @@ class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
         # Over the sound's visible part exactly (a frame of rounding short at an end holds the nearest frame).
         sequencer.set_handles(strip, *sequencer.visible_handles(sound))
         return f"rendered from {self._source} into strip '{strip.name}' on channel {channel}: {self._output}"
-
-    def cleanup(self):
-        if getattr(self, "_tmp", None):
-            shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 class SYNCTALK_OT_download_models(_EngineJobOperator, bpy.types.Operator):

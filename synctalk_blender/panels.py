@@ -43,7 +43,7 @@ class SYNCTALK_PT_train(_SequencerPanel, bpy.types.Panel):
         layout = self.layout
         layout.prop(s, "clip")
         if not s.clip:
-            layout.label(text="Uses the selected movie strip", icon="SEQUENCE")
+            layout.label(text="Uses the selected movie strip (and sound strip)", icon="SEQUENCE")
         layout.prop(s, "subject_name")
         layout.prop(s, "preset")
         layout.prop(s, "rig_drives_mouth")

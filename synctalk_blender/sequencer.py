@@ -163,6 +163,26 @@ def heard_sound(strip, fps: float) -> HeardSound:
     return HeardSound(origin, first_heard, start_s, end_s, fps, whole)
 
 
+def sound_beside(scene, movie):
+    """The selected sound strip that plays with a movie strip (its own sound's strip, or a sound recorder's
+    file synced under a camera's clip), or None where no selected one does. Raises ValueError for several."""
+    left, right = visible_handles(movie)
+    sounds = [s for s in strips(scene, all_levels=True) if s.select and s.type == "SOUND"
+              and visible_handles(s)[0] < right and visible_handles(s)[1] > left]
+    if len(sounds) > 1:
+        raise ValueError(f"{len(sounds)} selected sound strips play with movie strip '{movie.name}': select only "
+                         "the one that holds its speech")
+    return sounds[0] if sounds else None
+
+
+def sound_offset(movie, sound, fps: float) -> float:
+    """The second of the sound strip's file that the edit plays with the movie file's second 0 (counted at the
+    movie's first visible frame, where a movie playing at another rate than the scene's is in step)."""
+    first_shown = max(visible_handles(movie)[0], content_start(movie))
+    origin = heard_sound(sound, fps).origin          # raises for a retimed sound strip
+    return (first_shown - origin) / fps - (first_shown - content_start(movie)) / movie.fps
+
+
 def movie_span(strip) -> tuple[float, float] | None:
     """The seconds of its file a movie strip shows (start, end), or None where it shows all of it.
 

@@ -322,6 +322,41 @@ def test_train_subject_learns_the_part_of_the_movie_strip_the_edit_shows(scene, 
 
 
 @pytest.mark.slow
+def test_train_subject_learns_a_camera_clip_from_the_sound_strip_synced_under_it(scene, tmp_path, monkeypatch):
+    """Double-system sound: a camera's clip without sound, and a sound recorder's file started 2 s earlier,
+    synced under it in the edit. Train Subject with both selected makes the subject's sound from the recorder's
+    file where the edit plays it under the picture; with two sound strips under it, it asks which."""
+    from engine.media.ffmpeg import ffmpeg_exe
+    from engine.subject import Subject
+    monkeypatch.setenv("SYNCTALK_SUBJECTS", str(tmp_path))
+    scene.render.fps = 25
+    lieu = shared_file("video", "lieu_60s.mp4")
+    camera, recorder = tmp_path / "camera.mp4", tmp_path / "recorder.wav"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-ss", "6", "-i", str(lieu), "-t", "3", "-an", "-c:v",
+                    "libx264", "-preset", "ultrafast", str(camera)], check=True)
+    _cut(lieu, 6.0, recorder, start=4.0)
+    movie = sequencer.add_movie(scene, camera, 51, 2)
+    sound = sequencer.add_sound(scene, recorder, frame_start=1, channel=1)   # its second 2 under frame 51
+    other = sequencer.add_sound(scene, recorder, frame_start=40, channel=3)
+    for strip in (movie, sound, other):
+        strip.select = True
+    scene.sequence_editor.active_strip = movie
+    scene.synctalk.clip, scene.synctalk.subject_name, scene.synctalk.preset = "", "camera", "tiny"
+    scene.synctalk.size, scene.synctalk.rig_drives_mouth = 64, False
+    _bad(bpy.ops.synctalk.train_subject, "2 selected sound strips play with movie strip")
+    other.select = sound.select = False
+    _bad(bpy.ops.synctalk.train_subject, "movie strip 'camera' has no sound: select the sound strip")
+    scene.synctalk.clip = str(camera)
+    _bad(bpy.ops.synctalk.train_subject, "camera.mp4 has no sound: add it to the Sequencer with the sound")
+    scene.synctalk.clip, sound.select = "", True
+    assert sequencer.sound_offset(movie, sound, 25.0) == pytest.approx(2.0)
+    assert bpy.ops.synctalk.train_subject() == {"FINISHED"}
+    heard, spoken = load_audio(Subject(tmp_path / "camera").audio_path), load_audio(lieu)[6 * 16000:9 * 16000]
+    n = min(len(heard), len(spoken))
+    assert abs(len(heard) - len(spoken)) <= 16000 // 25 and np.corrcoef(heard[:n], spoken[:n])[0, 1] > 0.99
+
+
+@pytest.mark.slow
 def test_train_subject_cancel_leaves_a_resumable_subject_then_resumes(scene, lieu_3s, monkeypatch):
     monkeypatch.setenv("SYNCTALK_SUBJECTS", str(lieu_3s.parent))
     scene.synctalk.clip, scene.synctalk.subject_name, scene.synctalk.preset = str(lieu_3s), "lieu", "tiny"

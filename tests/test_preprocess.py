@@ -377,6 +377,28 @@ def test_a_span_of_the_clip_makes_the_subject_and_its_frames_are_the_clips(tmp_p
     assert np.corrcoef(sound[:n], spoken[:n])[0, 1] > 0.99
 
 
+def test_a_clip_recorded_without_its_sound_learns_from_the_recorders_file(tmp_path):
+    """Double-system sound: the camera's clip has no sound (or a scratch track) and a sound recorder's file,
+    started 1.5 s earlier, holds the speech. With --audio and --audio-offset the subject's sound is the
+    recording's under the clip's frames; a recording that does not cover the clip is refused."""
+    camera, recorder = tmp_path / "camera.mp4", tmp_path / "recorder.wav"
+    ffmpeg("-ss", "6", *lieu(3.0), "-an", "-c:v", "libx264", "-preset", "ultrafast", camera)
+    ffmpeg("-ss", "4.5", *lieu(6.0), "-vn", "-ar", "48000", recorder)   # from 1.5 s before the camera's first frame
+    with pytest.raises(EngineError) as err:
+        preprocess(camera, tmp_path / "no_sound")
+    assert "has no audio track" in err.value.message and "--audio" in err.value.hint
+    with pytest.raises(EngineError) as err:                             # a recording that ends 1.5 s too soon
+        preprocess(camera, tmp_path / "late", audio=recorder, audio_offset=4.5)
+    assert "covers 0.00-1.50 s of the clip camera.mp4, which plays 0.00-3.00 s" in err.value.message
+    assert not (tmp_path / "late").exists()
+    preprocess(camera, tmp_path / "s", audio=recorder, audio_offset=1.5, start_s=1.0)
+    sound, spoken = load_audio(Subject(tmp_path / "s").audio_path), load_audio(shared_file("video", "lieu_60s.mp4"))
+    spoken = spoken[7 * SAMPLE_RATE:9 * SAMPLE_RATE]                  # the clip's 1-3 s: lieu's 7-9 s
+    assert abs(len(sound) - len(spoken)) <= SAMPLE_RATE // 25
+    n = min(len(sound), len(spoken))
+    assert np.corrcoef(sound[:n], spoken[:n])[0, 1] > 0.99
+
+
 def test_command_line_reports_error_as_json(clips, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "engine", "preprocess", str(clips / "silent_track.mp4"),
                            "-o", str(tmp_path / "s"), "--progress", "jsonl"],

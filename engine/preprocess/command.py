@@ -15,6 +15,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="make the subject from the clip from this time on (default: its start)")
     parser.add_argument("--end", type=float, default=None, metavar="SECONDS",
                         help="... up to this time (default: its end)")
+    parser.add_argument("--audio", default=None, metavar="SOUND",
+                        help="the speech from this recording instead of the clip's own track (a sound recorder's "
+                             "file beside the camera's clip, or a clip without sound)")
+    parser.add_argument("--audio-offset", type=float, default=0.0, metavar="SECONDS",
+                        help="with --audio: the recording's time at the clip's first frame (default 0)")
     parser.add_argument("--models", default=None, metavar="DIR",
                         help="folder with face_landmarker.task and selfie_segmenter.tflite "
                              "(default: $SYNCTALK_MODELS, then the cache)")
@@ -23,4 +28,5 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, progress) -> dict:
     from .pipeline import preprocess
     return preprocess(args.clip, args.output, fps=args.fps, size=args.size, models_dir=args.models,
-                      progress=progress, start_s=args.start, end_s=args.end)
+                      progress=progress, start_s=args.start, end_s=args.end, audio=args.audio,
+                      audio_offset=args.audio_offset)

@@ -57,6 +57,7 @@ MAX_PENDING_WRITES = 32     # bounds the memory held by frames waiting to be wri
 # Disk a subject needs, per crop pixel of each frame: its PNGs and tracks took 3.8 bytes at 96 px (may_5s),
 # plus 1 byte for the grey scratch copy while it runs; 3 is a lower bound that refuses only what cannot fit.
 BYTES_PER_CROP_PIXEL = 3.0
+MISSING_SOUND_S = 0.5        # a separate recording may start or end this much inside the clip (padded with silence)
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,12 @@ class Analysed:
 
 def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, size: int | None = None,
                models_dir: str | Path | None = None, progress: Progress | None = None,
-               start_s: float | None = None, end_s: float | None = None) -> dict:
+               start_s: float | None = None, end_s: float | None = None, audio: str | Path | None = None,
+               audio_offset: float = 0.0) -> dict:
     """`start_s`, `end_s`: the span of the clip to make the subject from, in seconds (None: its start, its end);
-    its frames are numbered from 0 and subject.json's source says where frame 0 lies in the clip."""
+    its frames are numbered from 0 and subject.json's source says where frame 0 lies in the clip.
+    `audio`: the speech from this recording instead of the clip's own track (double-system sound: a sound
+    recorder's file beside the camera's clip), its second `audio_offset` at the clip's first frame."""
     progress = progress or Progress("quiet")
     clip = Path(clip)
     if not 0 < fps <= MAX_FPS:
@@ -120,12 +124,44 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
         raise EngineError(f"{destination} exists and is not a subject folder",
                           "choose an empty or new output folder", path=str(destination))
     info = open_clip(clip)
-    if not info.has_audio:
+    if not info.has_audio and audio is None:
         raise EngineError(f"{clip}: has no audio track", "the subject learns from the speech: use the "
-                          "original recording with its sound, or mux the audio in first", path=str(clip))
+                          "original recording with its sound, or give the sound recorded with it (--audio)",
+                          path=str(clip))
     footage = Footage(clip, info, fps, *clip_span(clip, info, fps, start_s, end_s))
+    sound = SoundOfClip(None if audio is None else Path(audio), audio_offset)
     with JobLock(destination, "preprocess"):
-        return _preprocess(footage, destination, size, models_dir, progress)
+        return _preprocess(footage, sound, destination, size, models_dir, progress)
+
+
+@dataclass(frozen=True)
+class SoundOfClip:
+    """Where a clip's speech is: its own sound track (path None), or a recording made beside it whose second
+    `offset` lies at the clip's first frame."""
+    path: Path | None = None
+    offset: float = 0.0
+
+    def under(self, footage: Footage) -> np.ndarray:
+        """16 kHz samples under the footage's frames, frame 0 at sample 0. A separate recording that misses
+        more than MISSING_SOUND_S of them is refused (the subject learns the lips from the sound under them)."""
+        start = footage.first / footage.fps
+        if self.path is None:
+            own = open_audio(footage.path)
+            return own.span(start, None if footage.count is None else start + footage.count / footage.fps).read()
+        audio = open_audio(self.path)
+        end = None if footage.seconds is None else start + footage.seconds
+        start, end = start + self.offset, (audio.seconds if end is None else end + self.offset)
+        if start < -MISSING_SOUND_S or end > audio.seconds + MISSING_SOUND_S:
+            raise EngineError(
+                f"{self.path}: covers {max(0.0, -self.offset):.2f}-{audio.seconds - self.offset:.2f} s of the clip "
+                f"{footage.path.name}, which plays {start - self.offset:.2f}-{end - self.offset:.2f} s",
+                "give where the clip's first frame lies in the recording (--audio-offset, seconds), or a "
+                "recording that covers the clip", path=str(self.path))
+        rate = audio.sample_rate
+        samples = audio.read(max(0, round(start * rate)), max(0, round(end * rate)))
+        before = max(0, -round(start * rate))    # a recording that starts a moment after the clip: silence
+        return np.concatenate([np.zeros(before, np.float32), samples,
+                               np.zeros(max(0, round((end - start) * rate) - before - len(samples)), np.float32)])
 
 
 def clip_span(clip: Path, info: MediaInfo, fps: float, start_s: float | None, end_s: float | None):
@@ -136,14 +172,14 @@ def clip_span(clip: Path, info: MediaInfo, fps: float, start_s: float | None, en
     return span_frames(start, end, fps)
 
 
-def _preprocess(footage: Footage, destination: Path, size: int | None, models_dir, progress: Progress) -> dict:
+def _preprocess(footage: Footage, sound: SoundOfClip, destination: Path, size: int | None, models_dir,
+                progress: Progress) -> dict:
     clip, info, fps = footage.path, footage.info, footage.fps
     warnings: list[str] = []
     with SubjectWriter(destination) as writer:
         root = writer.root
         stage = progress.stage("audio", 1)
-        end_s = None if footage.count is None else (footage.first + footage.count) / fps
-        samples = open_audio(clip).span(footage.first / fps, end_s).read()
+        samples = sound.under(footage)
         write_wav(writer.audio_path, samples)
         stage.advance()
         stage.close()

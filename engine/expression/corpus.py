@@ -31,11 +31,12 @@ from ..files import atomic_output, sha256_of
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".mpg", ".avi")
 SPEEDS = (0.9, 1.1)  # the speeds each clip is also played at for training (1 is the clip as it is)
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3   # the face captures': 3 since HDR clips are read tone-mapped (engine.media.video)
 # The per-frame inputs' own version (the face captures, slow to make again, keep theirs): 2 since voice
 # activity's floor follows a quiet recording's level (engine.audio.vad), 3 since a clip's sound starts at
-# its first frame (engine.media.audio), 4 with that floor 30 dB under the loudest part, not 36.
-_INPUTS_VERSION = 4
+# its first frame (engine.media.audio), 4 with that floor 30 dB under the loudest part, not 36, 5 since a
+# surround mix is read from its centre channel.
+_INPUTS_VERSION = 5
 
 
 @dataclass

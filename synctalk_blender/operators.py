@@ -276,7 +276,7 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
         self._subject = subjects_dir() / name
         from engine.subject.format import CHECKPOINT, META_FILE, MODEL_DIR
         if (self._subject / META_FILE).is_file():
-            _check_same_footage(self._subject, clip, fps, span)
+            _check_same_footage(self._subject, clip, fps, span, sound)
             # Preprocessed already (an earlier run, maybe cancelled): train, from its checkpoint if it has one.
             resume = (self._subject / MODEL_DIR / CHECKPOINT).is_file()
             return f"Train {name}", [train_arguments(self._subject, s, resume)]
@@ -302,10 +302,11 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
             # and the sound it plays with: a recorder's file synced under a camera's clip, say
             if (sound_strip := sequencer.sound_beside(scene, strip)) is not None:
                 self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
-                sound = {"audio": _existing_file(sequencer.sound_file(sound_strip, self._tmp),
-                                                 f"sound of strip '{sound_strip.name}'"),
-                         "audio_offset": sequencer.sound_offset(strip, sound_strip, fps)}
-                self._note += f" (its sound from strip '{sound_strip.name}')"
+                audio = _existing_file(sequencer.sound_file(sound_strip, self._tmp), f"sound of strip '{sound_strip.name}'")
+                offset = sequencer.sound_offset(strip, sound_strip, fps)
+                if audio.resolve() != clip.resolve() or abs(offset) > 0.5 / fps:   # else: the movie's own, in step
+                    sound = {"audio": audio, "audio_offset": offset}
+                    self._note += f" (its sound from strip '{sound_strip.name}')"
             elif not _has_sound(clip):
                 raise UserError(f"movie strip '{strip.name}' has no sound: select the sound strip that plays with "
                                 "it too (a sound recorder's file synced under it)")
@@ -328,9 +329,10 @@ def _has_sound(clip: Path) -> bool:
         raise UserError(f"{exc.message} ({exc.hint})") from exc
 
 
-def _check_same_footage(subject: Path, clip: Path, fps: float, span) -> None:
-    """A subject folder of that name made from other footage (another file, another part of it) is not
-    trained in its place: the user names the new subject or removes the old one."""
+def _check_same_footage(subject: Path, clip: Path, fps: float, span, sound: dict) -> None:
+    """A subject folder of that name made from other footage (another file, another part of it, other sound:
+    a recording by its file name and offset, as a packed sound is written out afresh) is not trained in its
+    place: the user names the new subject or removes the old one."""
     from engine.subject.format import read_meta
     from engine.subject.schema import span_frames
     meta = read_meta(subject)
@@ -341,6 +343,12 @@ def _check_same_footage(subject: Path, clip: Path, fps: float, span) -> None:
         raise UserError(f"a subject named '{subject.name}' was made from other footage "
                         f"({source.path if source else 'unknown'}); give this one another Subject Name, "
                         "or delete that folder to make it again")
+    had = None if source.audio is None else (Path(source.audio).name, round(source.audio_offset, 3))
+    wanted = None if not sound else (Path(sound["audio"]).name, round(sound["audio_offset"], 3))
+    if had != wanted:
+        made = f"{had[0]} from {had[1]:g} s" if had else "the clip's own sound"
+        raise UserError(f"a subject named '{subject.name}' was made with other sound ({made}); give this one "
+                        "another Subject Name, or delete that folder to make it again")
 
 
 # The panel's intensity settings -> the engine's --intensity regions.

@@ -392,6 +392,10 @@ def test_a_clip_recorded_without_its_sound_learns_from_the_recorders_file(tmp_pa
     assert "covers 0.00-1.50 s of the clip camera.mp4, which plays 0.00-3.00 s" in err.value.message
     assert not (tmp_path / "late").exists()
     preprocess(camera, tmp_path / "s", audio=recorder, audio_offset=1.5, start_s=1.0)
+    source = Subject(tmp_path / "s").meta.source                          # subject.json says where it came from
+    assert source.audio == str(recorder.resolve()) and source.audio_offset == 1.5
+    meta = json.loads((tmp_path / "s" / "subject.json").read_text())
+    assert SubjectMeta.from_dict(meta, tmp_path / "s" / "subject.json").to_dict() == meta
     sound, spoken = load_audio(Subject(tmp_path / "s").audio_path), load_audio(shared_file("video", "lieu_60s.mp4"))
     spoken = spoken[7 * SAMPLE_RATE:9 * SAMPLE_RATE]                  # the clip's 1-3 s: lieu's 7-9 s
     assert abs(len(sound) - len(spoken)) <= SAMPLE_RATE // 25

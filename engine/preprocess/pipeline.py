@@ -251,7 +251,8 @@ def _preprocess(footage: Footage, sound: SoundOfClip, destination: Path, size: i
         meta = SubjectMeta(
             fps=fps, frames=n, size=size, crop_box=box,
             source=Source(str(clip.resolve()), sha256_of(clip), info.width, info.height, info.fps, info.duration,
-                          first_frame=footage.first),
+                          first_frame=footage.first, audio=None if sound.path is None else str(sound.path.resolve()),
+                          audio_offset=sound.offset if sound.path is not None else 0.0),
             intrinsics=stabilised.intrinsics,
             split=split,
             gaps=sorted(gap_list, key=lambda g: g["start_frame"]), warnings=warnings, shots=shots.starts,

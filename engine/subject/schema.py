@@ -158,12 +158,16 @@ class Source:
     fps: float | None = None
     duration: float | None = None
     first_frame: int = 0        # the subject's frame 0 in the clip (a trimmed subject)
+    audio: str | None = None    # the recording its speech came from, where not the clip's own track
+    audio_offset: float = 0.0   # ... that recording's second at the clip's first frame
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         data = {k: v for k, v in asdict(self).items() if k != "extra" and v is not None}
         if not self.first_frame:
             data.pop("first_frame")
+        if self.audio is None:
+            data.pop("audio_offset")
         return {**data, **self.extra}
 
     @classmethod
@@ -180,7 +184,10 @@ class Source:
                    fps=c.number("fps", 0, 1000, required=False, low_open=True),
                    duration=c.number("duration", 0, 1e7, required=False),
                    first_frame=c.number("first_frame", 0, 1e9, required=False, integer=True, default=0),
-                   extra=c.extra(("path", "sha256", "width", "height", "fps", "duration", "first_frame")))
+                   audio=c.text("audio", required=False),
+                   audio_offset=c.number("audio_offset", -1e7, 1e7, required=False, default=0.0),
+                   extra=c.extra(("path", "sha256", "width", "height", "fps", "duration", "first_frame", "audio",
+                                  "audio_offset")))
 
 
 @dataclass

@@ -168,7 +168,7 @@ def sound_beside(scene, movie):
     file synced under a camera's clip), or None where no selected one does. Raises ValueError for several."""
     left, right = visible_handles(movie)
     sounds = [s for s in strips(scene, all_levels=True) if s.select and s.type == "SOUND"
-              and visible_handles(s)[0] < right and visible_handles(s)[1] > left]
+              and (heard := visible_handles(s))[0] < right and heard[1] > left]
     if len(sounds) > 1:
         raise ValueError(f"{len(sounds)} selected sound strips play with movie strip '{movie.name}': select only "
                          "the one that holds its speech")
@@ -201,10 +201,10 @@ def movie_span(strip) -> tuple[float, float] | None:
 def set_handles(strip, start: int, end: int) -> None:
     """The strip's visible range, start..end-1; the right handle first where the left one moves past it (Blender
     keeps a strip at least a frame long, so the left handle would stop short of `start`)."""
-    names = ("left_handle", "right_handle") if _renamed(strip) else ("frame_final_start", "frame_final_end")
-    values = dict(zip(names, (start, end)))
-    for name in (names[::-1] if start >= handles(strip)[1] else names):
-        setattr(strip, name, values[name])
+    left, right = ("left_handle", "right_handle") if _renamed(strip) else ("frame_final_start", "frame_final_end")
+    order = [(left, start), (right, end)]
+    for name, value in (order[::-1] if start >= handles(strip)[1] else order):
+        setattr(strip, name, value)
 
 
 def free_channel_above(scene, strip) -> int:

@@ -159,9 +159,8 @@ class SoundOfClip:
                 "recording that covers the clip", path=str(self.path))
         rate = audio.sample_rate
         samples = audio.read(max(0, round(start * rate)), max(0, round(end * rate)))
-        before = max(0, -round(start * rate))    # a recording that starts a moment after the clip: silence
-        return np.concatenate([np.zeros(before, np.float32), samples,
-                               np.zeros(max(0, round((end - start) * rate) - before - len(samples)), np.float32)])
+        before = max(0, -round(start * rate))    # a recording that starts or ends a moment inside the clip: silence
+        return np.pad(samples, (before, max(0, round((end - start) * rate) - before - len(samples))))
 
 
 def clip_span(clip: Path, info: MediaInfo, fps: float, start_s: float | None, end_s: float | None):

@@ -52,6 +52,14 @@ def add_progress_option(parser: argparse.ArgumentParser) -> None:
                              "(engine.jobs declares them)")
 
 
+def add_channel_option(parser: argparse.ArgumentParser) -> None:
+    """`--channel left|right`, for the commands that read speech."""
+    from .media.audio import CHANNELS
+    parser.add_argument("--channel", choices=CHANNELS, default=None,
+                        help="read one side of a stereo recording alone: one voice of a dialogue recorded with a "
+                             "speaker on each channel (default: both)")
+
+
 def available_commands() -> dict:
     """The commands whose stage module is present in this build."""
     root = Path(__file__).resolve().parent.parent

@@ -367,15 +367,19 @@ class Relay:
 # One builder a command, for every program that starts engine jobs; tests/test_jobs.py parses each
 # builder's output with the command's own parser, so the two cannot drift apart.
 def preprocess_argv(clip, subject, fps: float | None = None, size: int | None = None,
-                    span: tuple[float, float] | None = None, audio=None, audio_offset: float = 0.0) -> list[str]:
+                    span: tuple[float, float] | None = None, audio=None, audio_offset: float = 0.0,
+                    channel: str | None = None) -> list[str]:
     """fps: the frame rate to resample to (the scene's, so renders line up frame for frame); size: the
     subject's square crop in pixels (None: the crop's own); span: the seconds of the clip to use (None: all);
-    audio: the recording of its speech, when not the clip's own track, whose second audio_offset lies at the
-    clip's first frame."""
+    audio: the recording of its speech, when not the clip's own track; audio_offset: the recording's (or the
+    own track's) second at the clip's first frame; channel: the side of a two-microphone recording that holds
+    the person's voice ("left", "right"; None: both)."""
     return (["preprocess", str(clip), "-o", str(subject)] + (["--fps", repr(float(fps))] if fps else [])
             + (["--size", str(size)] if size else [])
             + (["--start", repr(float(span[0])), "--end", repr(float(span[1]))] if span else [])
-            + (["--audio", str(audio), "--audio-offset", repr(float(audio_offset))] if audio is not None else []))
+            + (["--audio", str(audio)] if audio is not None else [])
+            + (["--audio-offset", repr(float(audio_offset))] if audio_offset else [])
+            + (["--channel", channel] if channel else []))
 
 
 def train_argv(subject, preset: str | None = None, device: str | None = None, expression: str | None = None,
@@ -393,10 +397,11 @@ def train_argv(subject, preset: str | None = None, device: str | None = None, ex
 def animate_argv(speech, curves, subject=None, generic: bool = False, model=None, fps: float | None = None,
                  seed: int | None = None, smooth: float = 0.0, intensity: dict | None = None,
                  blink_rate: float | None = None, lead: float = 0.0,
-                 span: tuple[float, float] | None = None) -> list[str]:
+                 span: tuple[float, float] | None = None, channel: str | None = None) -> list[str]:
     """Exactly one of subject (its own model), generic (the bundled one) and model (a file). intensity:
     {region: scale}, 1 for unchanged; blink_rate: blinks a minute, 0 or None for the model's own; lead:
-    frames the mouth moves ahead of the sound; span: the seconds of the speech to animate (None: all)."""
+    frames the mouth moves ahead of the sound; span: the seconds of the speech to animate (None: all);
+    channel: the side of a stereo recording read alone ("left", "right"; None: both)."""
     if (subject is not None) + generic + (model is not None) != 1:
         raise ValueError("animate needs exactly one of subject, generic and model")
     who = ["--subject", str(subject)] if subject is not None else ["--model", str(model)] if model else ["--generic"]
@@ -414,15 +419,17 @@ def animate_argv(speech, curves, subject=None, generic: bool = False, model=None
         argv += ["--lead", repr(float(lead))]
     if span:
         argv += ["--start", repr(float(span[0])), "--end", repr(float(span[1]))]
-    return argv
+    return argv + (["--channel", channel] if channel else [])
 
 
 def render_argv(subject, audio, output, curves=None, device: str | None = None,
                 output_format: str | None = None, fps: float | None = None,
-                frames: tuple[int, int] | None = None) -> list[str]:
+                frames: tuple[int, int] | None = None, channel: str | None = None) -> list[str]:
     """output_format: mp4, png or rgba (None: from the output's name); fps: the output's frame rate
-    (None: the subject's); frames: (A, B), render only the speech's frames A..B-1 (None: all)."""
-    return (["render", str(subject), "--audio", str(audio)] + (["--curves", str(curves)] if curves else [])
+    (None: the subject's); frames: (A, B), render only the speech's frames A..B-1 (None: all); channel: the
+    side of a stereo recording the subject speaks ("left", "right"; None: both)."""
+    return (["render", str(subject), "--audio", str(audio)] + (["--channel", channel] if channel else [])
+            + (["--curves", str(curves)] if curves else [])
             + ["-o", str(output)] + (["--format", output_format] if output_format else [])
             + (["--fps", repr(float(fps))] if fps else []) + (["--device", device] if device else [])
             + (["--frames", f"{frames[0]}:{frames[1]}"] if frames else []))

@@ -272,6 +272,8 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
                                 "it, select both strips and clear the Clip field")
         else:
             clip, span, sound = self._movie_strip(context.scene, fps)
+        if channel := speech_channel(s):   # the person's voice on one side of a two-microphone recording
+            sound["channel"] = channel
         name = re.sub(r"[^\w.-]+", "_", s.subject_name or clip.stem)
         self._subject = subjects_dir() / name
         from engine.subject.format import CHECKPOINT, META_FILE, MODEL_DIR
@@ -343,16 +345,24 @@ def _check_same_footage(subject: Path, clip: Path, fps: float, span, sound: dict
         raise UserError(f"a subject named '{subject.name}' was made from other footage "
                         f"({source.path if source else 'unknown'}); give this one another Subject Name, "
                         "or delete that folder to make it again")
-    had = None if source.audio is None else (Path(source.audio).name, round(source.audio_offset, 3))
-    wanted = None if not sound else (Path(sound["audio"]).name, round(sound["audio_offset"], 3))
+    had = (None if source.audio is None else Path(source.audio).name, round(source.audio_offset, 3),
+           source.audio_channel)
+    wanted = (Path(sound["audio"]).name if "audio" in sound else None, round(sound.get("audio_offset", 0.0), 3),
+              sound.get("channel"))
     if had != wanted:
-        made = f"{had[0]} from {had[1]:g} s" if had else "the clip's own sound"
+        made = (f"{had[0] or 'its own sound'} from {had[1]:g} s" if had[0] or had[1] else "the clip's own sound") + \
+            (f", its {had[2]} channel" if had[2] else "")
         raise UserError(f"a subject named '{subject.name}' was made with other sound ({made}); give this one "
                         "another Subject Name, or delete that folder to make it again")
 
 
 # The panel's intensity settings -> the engine's --intensity regions.
 INTENSITY_REGIONS = ("mouth", "jaw", "brows", "eyes", "cheeks", "nose", "tongue")
+
+
+def speech_channel(s) -> str | None:
+    """The side of the speech read alone (engine `--channel`), None for both."""
+    return None if s.channel == "BOTH" else s.channel.lower()
 
 
 def animation_arguments(s, seed: int) -> dict:
@@ -396,10 +406,12 @@ class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):
             who, self._source = {"model": model}, model.name
         else:
             who, self._source = {"generic": True}, "generic model"
+        if channel := speech_channel(s):
+            self._source += f", {channel} channel"   # the take says which voice it heard
         self._seed = random.randrange(1, 100000) if s.new_seed else s.seed
         self._curves_path = self._tmp / "speech.stcurves"
         return "Audio to Rig", [engine_jobs.animate_argv(audio, self._curves_path, **who, fps=self._fps, span=span,
-                                                         **animation_arguments(s, self._seed))]
+                                                         channel=channel, **animation_arguments(s, self._seed))]
 
     def finish(self, context, result):
         from engine.curves import Curves
@@ -503,7 +515,8 @@ class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
         return "Render", [engine_jobs.render_argv(subject, audio, self._output, curves=rig_curves,
                                                   device=preferences().device, fps=self._fps,
                                                   output_format="rgba" if s.rgba else "mp4",
-                                                  frames=None if heard.whole else heard.frames)]
+                                                  frames=None if heard.whole else heard.frames,
+                                                  channel=speech_channel(s))]
 
     def finish(self, context, result):
         scene = context.scene

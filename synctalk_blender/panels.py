@@ -44,6 +44,7 @@ class SYNCTALK_PT_train(_SequencerPanel, bpy.types.Panel):
         layout.prop(s, "clip")
         if not s.clip:
             layout.label(text="Uses the selected movie strip (and sound strip)", icon="SEQUENCE")
+        layout.prop(s, "channel")
         layout.prop(s, "subject_name")
         layout.prop(s, "preset")
         layout.prop(s, "rig_drives_mouth")
@@ -59,6 +60,7 @@ class SYNCTALK_PT_render(_SequencerPanel, bpy.types.Panel):
         s = context.scene.synctalk
         layout = self.layout
         layout.prop(s, "subject")
+        layout.prop(s, "channel")
         layout.prop(s, "rgba")
         if s.subject:
             rig, source = driving_rig(context, Path(bpy.path.abspath(s.subject)))
@@ -117,6 +119,7 @@ class SYNCTALK_PT_audio_to_rig(_AudioToRigPanel, bpy.types.Panel):
         layout.prop(s, "audio")
         if not s.audio:
             layout.label(text="Uses the selected sound strip", icon="SOUND")
+        layout.prop(s, "channel")
         layout.prop(s, "generic")
         if s.generic:
             layout.prop(s, "model_file")

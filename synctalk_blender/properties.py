@@ -116,6 +116,14 @@ class SyncTalkSceneSettings(bpy.types.PropertyGroup):
     # Audio to Rig
     audio: StringProperty(name="Audio", subtype="FILE_PATH",
                           description="Speech file; empty: the selected sound strip")
+    channel: EnumProperty(
+        name="Channel", default="BOTH",
+        items=(("BOTH", "Both", "The recording's channels together"),
+               ("LEFT", "Left", "The left channel alone: the voice on that side of a dialogue recorded with one "
+                                "speaker on each channel (two microphones, an interview, a podcast)"),
+               ("RIGHT", "Right", "The right channel alone: the voice on that side of a dialogue recorded with one "
+                                  "speaker on each channel")),
+        description="Which channel of the speech is this person's voice (Train Subject, Audio to Rig, Render)")
     generic: BoolProperty(name="Generic Model", default=False,
                           description="Use the model that works for any voice instead of the subject's own")
     model_file: StringProperty(name="Model File", subtype="FILE_PATH",

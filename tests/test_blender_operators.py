@@ -106,6 +106,36 @@ def test_audio_to_rig_keys_what_the_edit_plays_of_a_trimmed_offset_or_packed_str
     _bad(bpy.ops.synctalk.audio_to_rig, "is retimed")
 
 
+def test_two_characters_keyed_from_one_dialogue_strip_each_from_its_own_channel(scene, tmp_path):
+    """A dialogue recorded with a microphone on each actor (one on each side of a stereo file, each hearing the
+    other 15 dB down): Audio to Rig with Channel Left on one character and Right on the other keys each mouth
+    in its own speaker's turns only, and each take says which channel it heard."""
+    import soundfile
+    a = load_audio(shared_file("audio", "en_60s.wav"))[16000 * 20: 16000 * 32]
+    b = np.resize(load_audio(shared_file("audio", "fr_12s_48k_stereo.wav")), len(a))
+    a_turn = (np.arange(len(a)) // (4 * 16000)) % 2 == 0          # A, B, A: 4 s each
+    a, b = a * a_turn, b * ~a_turn
+    bleed = 10 ** (-15 / 20)
+    soundfile.write(str(tmp_path / "dialogue.wav"), np.stack([a + bleed * b, b + bleed * a], 1), 48000 // 3)
+    strip = sequencer.add_sound(scene, tmp_path / "dialogue.wav", frame_start=1, channel=1)
+    scene.synctalk.generic = True
+    faces = {name: arkit_head(name, ARKIT_NAMES) for name in ("Anna", "Ben")}
+    for name, channel in (("Anna", "LEFT"), ("Ben", "RIGHT")):
+        for face in faces.values():
+            face.select_set(face.name == name)
+        bpy.context.view_layer.objects.active = faces[name]
+        select_only(scene, strip)
+        scene.synctalk.channel = channel
+        assert bpy.ops.synctalk.audio_to_rig() == {"FINISHED"}
+        assert scene.synctalk.takes[-1].source == f"generic model, {channel.lower()} channel"
+    jaws = {name: _keys(face.data.shape_keys, "jawOpen")[:, 1] for name, face in faces.items()}
+    frame = np.arange(len(jaws["Anna"]))
+    anna_turns = (frame // 100) % 2 == 0
+    settled = (frame % 100 >= 15) & (frame % 100 < 90)    # past the last word's hangover, before the lips part
+    assert jaws["Anna"][anna_turns].mean() > 0.1 and jaws["Anna"][~anna_turns & settled].max() < 0.05
+    assert jaws["Ben"][~anna_turns].mean() > 0.1 and jaws["Ben"][anna_turns & settled].max() < 0.05
+
+
 def test_the_sound_heard_is_where_blenders_own_mixdown_plays_it(scene, tmp_path):
     """sequencer.heard_sound against Blender's mixdown of the scene: a click at second 1.0 of a file is heard at
     the frame heard_sound says, whatever the strip's sound offset and trimming."""

@@ -254,3 +254,49 @@ def test_long_speech_is_predicted_in_blocks_that_match_the_whole(generic, monkey
     monkeypatch.setattr(predict, "FRAMES_AT_ONCE", 37)
     blocks = predict.predict_speech(generic.model, generic.inputs, speech, 25.0)
     assert np.abs(blocks - whole).max() < 1e-5
+
+
+def test_each_voice_of_a_dialogue_recorded_on_two_channels_moves_only_its_own_mouth(generic, tmp_path, capsys):
+    """`animate --channel left|right`: a dialogue with a microphone on each speaker, one on each side of a stereo
+    file (turns of 4 s, each microphone hearing the other voice 15 dB down and 3 ms late, and its own noise).
+    Each side's jaw follows its speaker as that speaker alone gives it and rests while the other one talks; read
+    as both channels, every mouth talks in both speakers' turns. Also as AAC in m4a (decoded by ffmpeg)."""
+    import soundfile
+    from engine.audio.features import SpeechFeatures
+    from engine.cli import main
+    from engine.curves import Curves
+    a = load_audio(shared_file("audio", "en_60s.wav"))[16000 * 20: 16000 * 36]
+    b = np.resize(load_audio(shared_file("audio", "fr_12s_48k_stereo.wav")), len(a))
+    turn = (np.arange(len(a)) // (4 * 16000)) % 2 == 0
+    a_alone, b_alone = a * turn, b * ~turn
+    b_alone *= np.sqrt(np.mean(a_alone[turn] ** 2) / np.mean(b_alone[~turn] ** 2))
+    late = lambda x: np.concatenate([np.zeros(48, np.float32), x[:-48]])  # noqa: E731
+    bleed = 10 ** (-15 / 20)
+    left = a_alone + bleed * late(b_alone) + _noise(16, -55, seed=1)
+    right = b_alone + bleed * late(a_alone) + _noise(16, -55, seed=2)
+    dialogue = tmp_path / "dialogue.wav"
+    soundfile.write(str(dialogue), np.stack([left, right], 1), 16000, subtype="PCM_16")
+    m4a = tmp_path / "dialogue.m4a"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(dialogue), "-c:a", "aac", "-b:a", "128k", str(m4a)],
+                   check=True)
+    a_turns = (np.arange(400) // 100) % 2 == 0          # 25 fps: 4-s turns
+    settled = (np.arange(400) % 100 >= 15) & (np.arange(400) % 100 < 90)  # past the hangover, before the lips part
+    mixed = generic(dialogue, 25, seed=0).weights[:, JAW]
+    assert mixed[~a_turns].mean() > 0.1 and mixed[a_turns].mean() > 0.1   # before: one mouth for both voices
+    for alone, side, own in ((a_alone, "left", a_turns), (b_alone, "right", ~a_turns)):
+        reference = generic(alone, 25, seed=0).weights[:, JAW]
+        for path in (dialogue, m4a):
+            jaw = generic(SpeechFeatures(path, channel=side), 25, seed=0).weights[:, JAW]
+            n = min(len(jaw), len(reference))
+            assert np.corrcoef(jaw[:n], reference[:n])[0, 1] > 0.9, (side, path.suffix)
+            other = ~own[:n] & settled[:n]
+            assert jaw[:n][other].max() < 0.05 < jaw[:n][own[:n]].mean(), (side, path.suffix)
+    out = tmp_path / "right.stcurves"
+    assert main(["animate", str(m4a), "--generic", "-o", str(out), "--channel", "right", "--start", "4",
+                 "--end", "8", "--progress", "jsonl"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["channel"] == "right" and Curves.load(out).weights[:, JAW].mean() > 0.1   # B's turn
+    mono = tmp_path / "mono.wav"
+    soundfile.write(str(mono), left, 16000)
+    assert main(["animate", str(mono), "--generic", "-o", str(out), "--channel", "left"]) == 2
+    assert f"{mono}: has one channel" in capsys.readouterr().err

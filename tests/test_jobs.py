@@ -128,6 +128,10 @@ def test_argument_builders_speak_each_commands_own_parser(tmp_path):
                                                               30 / 1.001, 256)   # the NTSC rate exactly
     defaults = _parsed(jobs.preprocess_argv("c.mp4", "s"))
     assert defaults.fps == 25.0 and defaults.size is None
+    assert (defaults.audio, defaults.audio_offset, defaults.channel) == (None, 0.0, None)
+    args = _parsed(jobs.preprocess_argv("c.mp4", "s", audio="r.wav", audio_offset=-1.25, channel="left"))
+    assert (args.audio, args.audio_offset, args.channel) == ("r.wav", -1.25, "left")
+    assert _parsed(jobs.preprocess_argv("c.mp4", "s", audio_offset=0.5)).audio_offset == 0.5   # the own track
 
     args = _parsed(jobs.train_argv("s", preset="tiny", device="cpu", expression="all", resume=True,
                                    audio_encoder="mel", stages="head,lip", generic_model=tmp_path / "studio.safetensors"))
@@ -148,6 +152,8 @@ def test_argument_builders_speak_each_commands_own_parser(tmp_path):
     args = _parsed(jobs.animate_argv("speech.wav", "c.csv", generic=True, span=(1.5, 4.25)))
     assert (args.start, args.end) == (1.5, 4.25)
     assert _parsed(jobs.animate_argv("speech.wav", "c.csv", generic=True)).start is None
+    assert _parsed(jobs.animate_argv("speech.wav", "c.csv", generic=True)).channel is None
+    assert _parsed(jobs.animate_argv("speech.wav", "c.csv", generic=True, channel="right")).channel == "right"
     with pytest.raises(ValueError):
         jobs.animate_argv("speech.wav", "c.csv", subject="s", generic=True)
 
@@ -155,6 +161,8 @@ def test_argument_builders_speak_each_commands_own_parser(tmp_path):
     assert (args.subject, args.audio, args.output, args.curves, args.device, args.format) == \
         (Path("s"), Path("a.wav"), Path("out"), Path("c.stcurves"), "cpu", "rgba")
     assert _parsed(jobs.render_argv("s", "a.wav", "o.mp4", frames=(12, 40))).frames == "12:40"
+    assert _parsed(jobs.render_argv("s", "a.wav", "o.mp4")).channel is None
+    assert _parsed(jobs.render_argv("s", "a.wav", "o.mp4", channel="left")).channel == "left"
     args = _parsed(jobs.evaluate_argv("s", "report", device="cpu", limit=10))
     assert (args.subject, args.output, args.device, args.limit) == (Path("s"), Path("report"), "cpu", 10)
     args = _parsed(jobs.models_argv(fetch=True, models_dir="/m"))

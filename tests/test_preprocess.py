@@ -403,6 +403,35 @@ def test_a_clip_recorded_without_its_sound_learns_from_the_recorders_file(tmp_pa
     assert np.corrcoef(sound[:n], spoken[:n])[0, 1] > 0.99
 
 
+def test_an_interview_learns_the_persons_voice_from_their_channel_of_a_sound_out_of_step(tmp_path):
+    """An interview: the person's microphone on the right of the clip's stereo track, the interviewer's on the
+    left (each hearing the other 15 dB down), and the track 0.5 s late on the picture. With --channel right and
+    --audio-offset 0.5 (the own track's second at the first frame) the subject's sound is the person's voice
+    under their frames; subject.json keeps both."""
+    import soundfile
+    voice = load_audio(shared_file("video", "lieu_60s.mp4"))[int(5.5 * SAMPLE_RATE):int(9.5 * SAMPLE_RATE)]
+    question = np.resize(load_audio(shared_file("audio", "zh_8s.wav")), len(voice)) * (np.arange(len(voice)) < SAMPLE_RATE)
+    track, clip = tmp_path / "track.wav", tmp_path / "interview.mp4"
+    bleed = 10 ** (-15 / 20)
+    soundfile.write(str(track), np.stack([question + bleed * voice, voice + bleed * question], 1), SAMPLE_RATE)
+    ffmpeg("-ss", "6", *lieu(3.0), "-i", track, "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset",
+           "ultrafast", "-c:a", "aac", "-b:a", "192k", clip)
+    preprocess(clip, tmp_path / "s", channel="right", audio_offset=0.5)
+    source = Subject(tmp_path / "s").meta.source
+    assert (source.audio, source.audio_offset, source.audio_channel) == (None, 0.5, "right")
+    meta = json.loads((tmp_path / "s" / "subject.json").read_text())
+    assert SubjectMeta.from_dict(meta, tmp_path / "s" / "subject.json").to_dict() == meta
+    sound = load_audio(Subject(tmp_path / "s").audio_path)
+    spoken = voice[SAMPLE_RATE // 2:]                                  # lieu's 6-9.5 s, from the first frame on
+    n = 3 * SAMPLE_RATE                                                # under the frames
+    assert len(sound) >= n and np.corrcoef(sound[:n], spoken[:n])[0, 1] > 0.95
+    mono = tmp_path / "mono.mp4"
+    ffmpeg("-i", clip, "-c:v", "copy", "-ac", "1", mono)
+    with pytest.raises(EngineError, match="has one channel"):
+        preprocess(mono, tmp_path / "m", channel="right")
+    assert not (tmp_path / "m").exists()
+
+
 def test_command_line_reports_error_as_json(clips, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "engine", "preprocess", str(clips / "silent_track.mp4"),
                            "-o", str(tmp_path / "s"), "--progress", "jsonl"],

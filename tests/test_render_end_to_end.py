@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import shared_file
 from engine.arkit import ARKIT_INDEX
 from engine.cli import main
 from engine.evaluation.heldout import lid_closure, scoring_window
@@ -67,6 +68,31 @@ def test_render_mp4_at_crop_size_carries_the_speech(subject, speech, tmp_path):
     info = probe(out)
     assert (info.width, info.height) == (96, 96) and info.has_audio and info.video_codec == "h264"
     assert info.duration == pytest.approx(0.12, abs=0.05)
+
+
+def test_render_speaks_one_voice_of_a_dialogue_recording(subject, speech, tmp_path):
+    """`render --channel right`: the head is driven by the right side of a stereo recording as by its voice alone
+    (the left holds another voice, as the right's microphone hears it), and the mp4 carries the sound."""
+    import soundfile
+    from engine.audio.features import SpeechFeatures
+    from engine.media.audio import load_audio
+    from engine.render.driving import drive_speech
+    from engine.nerf.talking_head import TalkingHead
+    voice = load_audio(speech)
+    other = load_audio(shared_file("audio", "en_60s.wav"))[:len(voice)]
+    dialogue = tmp_path / "dialogue.wav"
+    soundfile.write(str(dialogue), np.stack([other, voice + 0.05 * other], 1), 16000)
+    out = tmp_path / "right.mp4"
+    assert main(["render", str(subject.root), "--audio", str(dialogue), "--channel", "right", "-o", str(out),
+                 "--crop", "--frames", "0:3", "--progress", "quiet"]) == 0
+    assert probe(out).has_audio
+    head = TalkingHead.load(subject)
+    drive = lambda source: drive_speech(subject, source, head.audio_encoder, head.audio_window,  # noqa: E731
+                                        stop=10).audio
+    right = SpeechFeatures(dialogue, subject.cache_dir, channel="right")
+    np.testing.assert_allclose(drive(right), drive(voice), atol=0.05 * np.abs(drive(voice)).max())
+    assert not np.allclose(drive(SpeechFeatures(dialogue, channel="left")), drive(voice),
+                           atol=0.05 * np.abs(drive(voice)).max())
 
 
 def test_rendered_face_joins_the_frame_without_a_seam(subject):

@@ -103,6 +103,13 @@ def test_subject_cache_is_keyed_by_the_audio_checksum(tmp_path, speech):
     for file in cache.iterdir():
         file.write_bytes(b"not a tensor file")
     np.testing.assert_allclose(SpeechFeatures(path, cache).per_frame(encoder, 25), other)
+    # Each side of a two-voice recording is a key of its own (Render reads one voice of a dialogue).
+    import soundfile
+    soundfile.write(str(path), np.stack([speech[: 16000 * 5], speech[16000 * 10: 16000 * 15]], 1), 16000)
+    sides = {side: SpeechFeatures(path, cache, channel=side).per_frame(encoder, 25) for side in ("left", "right")}
+    assert not np.allclose(sides["left"], sides["right"])
+    for side, features in sides.items():
+        np.testing.assert_array_equal(SpeechFeatures(path, cache, channel=side).per_frame(encoder, 25), features)
 
 
 def _stereo_44k(tmp_path) -> np.ndarray:

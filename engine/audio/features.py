@@ -10,7 +10,7 @@ Bounded memory for any length: features are encoded block by block from the audi
 encoder declares its block and the context a feature depends on, so a block encoded alone gives the
 same features as the whole file), only the blocks a range of frames needs are encoded, and the last
 few blocks are kept for the next request. Whole-speech features are cached in the subject folder,
-keyed by the audio file's checksum, the encoder and the frame rate.
+keyed by the audio file's checksum (and the channel read, where one is), the encoder and the frame rate.
 """
 from __future__ import annotations
 
@@ -162,10 +162,12 @@ class SpeechFeatures:
     """One speech (a file, or 16 kHz samples in memory) as per-frame features of any encoder at any fps.
 
     cache_dir: where whole-speech features are kept between runs (a subject's cache folder), or None.
+    channel: for a file, the side read alone (`media.audio.CHANNELS`: one voice of a two-person recording).
     """
 
-    def __init__(self, audio, cache_dir: Path | None = None, progress=None):
-        self.audio: Audio = open_audio(audio, progress=progress) if isinstance(audio, (str, Path)) else as_audio(audio)
+    def __init__(self, audio, cache_dir: Path | None = None, progress=None, channel: str | None = None):
+        self.audio: Audio = (open_audio(audio, progress=progress, channel=channel) if isinstance(audio, (str, Path))
+                             else as_audio(audio))
         self.cache_dir, self.progress = cache_dir, progress
         self._blocks: OrderedDict = OrderedDict()  # (encoder key, block) -> features, the last few
         self._whole: dict = {}                     # (encoder key, fps, n_frames) -> (n_frames, dim)
@@ -269,7 +271,9 @@ class SpeechFeatures:
         from ..subject.format import atomic_write_tensors
         if self._checksum is None:
             self._checksum = sha256_of(self.audio.path)
-        name = f"features-v{CACHE_VERSION}-{encoder.key}-{float(fps)!r}fps-{stop}-{self._checksum[:24]}.safetensors"
+        side = f"-{self.audio.channel}" if self.audio.channel else ""   # one file, two voices
+        name = (f"features-v{CACHE_VERSION}-{encoder.key}-{float(fps)!r}fps-{stop}-{self._checksum[:24]}{side}"
+                ".safetensors")
         path = Path(self.cache_dir) / name
         features = None
         if path.is_file():

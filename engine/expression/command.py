@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio.features import encoder_names
+from ..cli import add_channel_option
 from ..errors import EngineError
 from ..files import require_output_file
 from .headmotion import HEAD_MODES
@@ -26,6 +27,7 @@ def configure(parser) -> None:
                              "is this time")
     parser.add_argument("--end", type=float, default=None, metavar="SECONDS",
                         help="... up to this time (default: its end), e.g. one line of a long recording")
+    add_channel_option(parser)
     parser.add_argument("--smooth", type=float, default=0.0, help="Gaussian smoothing, sigma in frames (default 0: off)")
     parser.add_argument("--intensity", default="",
                         help="per-region scale around the rest pose, e.g. mouth=1.2,brows=0.8 "
@@ -59,7 +61,7 @@ def run(args, progress) -> dict:
     subject = Subject(args.subject) if args.subject else None
     animator = Animator(subject, args.generic, args.encoder, args.models, args.model)
     loaded = time.monotonic()
-    speech = SpeechFeatures(args.speech, progress=progress)
+    speech = SpeechFeatures(args.speech, progress=progress, channel=args.channel)
     if args.start is not None or args.end is not None:
         speech = SpeechFeatures(speech.audio.span(args.start, args.end), progress=progress)
     seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2 ** 31)
@@ -67,7 +69,7 @@ def run(args, progress) -> dict:
                       lead=args.lead)
     curves.save(output)
     return {"output": str(output), "frames": len(curves), "fps": curves.fps,
-            "seconds_audio": round(speech.audio.seconds, 2), "start_s": args.start or 0.0, "encoder": animator.model.config.encoder,
-            "seed": seed, "lead": args.lead, "blinks": animator.blinks.as_dict(), "load_s": round(loaded - started, 2),
+            "seconds_audio": round(speech.audio.seconds, 2), "start_s": args.start or 0.0, "channel": args.channel,
+            "encoder": animator.model.config.encoder, "seed": seed, "lead": args.lead, "blinks": animator.blinks.as_dict(), "load_s": round(loaded - started, 2),
             "animate_s": round(time.monotonic() - loaded, 2)}
 

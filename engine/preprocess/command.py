@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..cli import add_channel_option
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("clip", help="video of one person talking (mp4, mov, mkv, webm), with its sound")
@@ -19,7 +21,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="the speech from this recording instead of the clip's own track (a sound recorder's "
                              "file beside the camera's clip, or a clip without sound)")
     parser.add_argument("--audio-offset", type=float, default=0.0, metavar="SECONDS",
-                        help="with --audio: the recording's time at the clip's first frame (default 0)")
+                        help="the recording's time at the clip's first frame (default 0); without --audio, the "
+                             "clip's own track's: puts right a clip whose sound is out of step with its picture")
+    add_channel_option(parser)
     parser.add_argument("--models", default=None, metavar="DIR",
                         help="folder with face_landmarker.task and selfie_segmenter.tflite "
                              "(default: $SYNCTALK_MODELS, then the cache)")
@@ -29,4 +33,4 @@ def run(args: argparse.Namespace, progress) -> dict:
     from .pipeline import preprocess
     return preprocess(args.clip, args.output, fps=args.fps, size=args.size, models_dir=args.models,
                       progress=progress, start_s=args.start, end_s=args.end, audio=args.audio,
-                      audio_offset=args.audio_offset)
+                      audio_offset=args.audio_offset, channel=args.channel)

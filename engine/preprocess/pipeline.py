@@ -107,11 +107,12 @@ class Analysed:
 def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, size: int | None = None,
                models_dir: str | Path | None = None, progress: Progress | None = None,
                start_s: float | None = None, end_s: float | None = None, audio: str | Path | None = None,
-               audio_offset: float = 0.0) -> dict:
+               audio_offset: float = 0.0, channel: str | None = None) -> dict:
     """`start_s`, `end_s`: the span of the clip to make the subject from, in seconds (None: its start, its end);
     its frames are numbered from 0 and subject.json's source says where frame 0 lies in the clip.
     `audio`: the speech from this recording instead of the clip's own track (double-system sound: a sound
-    recorder's file beside the camera's clip), its second `audio_offset` at the clip's first frame."""
+    recorder's file beside the camera's clip); its (or the own track's) second `audio_offset` lies at the clip's
+    first frame. `channel`: the side of a two-microphone recording that holds the person's voice."""
     progress = progress or Progress("quiet")
     clip = Path(clip)
     if not 0 < fps <= MAX_FPS:
@@ -129,34 +130,37 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
                           "original recording with its sound, or give the sound recorded with it (--audio)",
                           path=str(clip))
     footage = Footage(clip, info, fps, *clip_span(clip, info, fps, start_s, end_s))
-    sound = SoundOfClip(None if audio is None else Path(audio), audio_offset)
+    sound = SoundOfClip(None if audio is None else Path(audio), audio_offset, channel)
     with JobLock(destination, "preprocess"):
         return _preprocess(footage, sound, destination, size, models_dir, progress)
 
 
 @dataclass(frozen=True)
 class SoundOfClip:
-    """Where a clip's speech is: its own sound track (path None), or a recording made beside it whose second
-    `offset` lies at the clip's first frame."""
+    """Where a clip's speech is: its own sound track (path None) or a recording made beside it, whose second
+    `offset` lies at the clip's first frame (the own track's too: a clip whose sound is out of step with its
+    picture), from one side of it where `channel` names one (media.audio.CHANNELS)."""
     path: Path | None = None
     offset: float = 0.0
+    channel: str | None = None
 
     def under(self, footage: Footage) -> np.ndarray:
-        """16 kHz samples under the footage's frames, frame 0 at sample 0. A separate recording that misses
-        more than MISSING_SOUND_S of them is refused (the subject learns the lips from the sound under them)."""
+        """16 kHz samples under the footage's frames, frame 0 at sample 0. A recording (or offset track) that
+        misses more than MISSING_SOUND_S of them is refused (the subject learns the lips from the sound under
+        them)."""
         start = footage.first / footage.fps
-        if self.path is None:
-            own = open_audio(footage.path)
-            return own.span(start, None if footage.count is None else start + footage.count / footage.fps).read()
-        audio = open_audio(self.path)
+        recording = self.path or footage.path
+        audio = open_audio(recording, channel=self.channel)
+        if self.path is None and not self.offset:
+            return audio.span(start, None if footage.count is None else start + footage.count / footage.fps).read()
         end = None if footage.seconds is None else start + footage.seconds
         start, end = start + self.offset, (audio.seconds if end is None else end + self.offset)
         if start < -MISSING_SOUND_S or end > audio.seconds + MISSING_SOUND_S:
             raise EngineError(
-                f"{self.path}: covers {max(0.0, -self.offset):.2f}-{audio.seconds - self.offset:.2f} s of the clip "
+                f"{recording}: covers {max(0.0, -self.offset):.2f}-{audio.seconds - self.offset:.2f} s of the clip "
                 f"{footage.path.name}, which plays {start - self.offset:.2f}-{end - self.offset:.2f} s",
                 "give where the clip's first frame lies in the recording (--audio-offset, seconds), or a "
-                "recording that covers the clip", path=str(self.path))
+                "recording that covers the clip", path=str(recording))
         rate = audio.sample_rate
         samples = audio.read(max(0, round(start * rate)), max(0, round(end * rate)))
         before = max(0, -round(start * rate))    # a recording that starts or ends a moment inside the clip: silence
@@ -251,7 +255,7 @@ def _preprocess(footage: Footage, sound: SoundOfClip, destination: Path, size: i
             fps=fps, frames=n, size=size, crop_box=box,
             source=Source(str(clip.resolve()), sha256_of(clip), info.width, info.height, info.fps, info.duration,
                           first_frame=footage.first, audio=None if sound.path is None else str(sound.path.resolve()),
-                          audio_offset=sound.offset if sound.path is not None else 0.0),
+                          audio_offset=sound.offset, audio_channel=sound.channel),
             intrinsics=stabilised.intrinsics,
             split=split,
             gaps=sorted(gap_list, key=lambda g: g["start_frame"]), warnings=warnings, shots=shots.starts,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio.features import SpeechFeatures
+from ..cli import add_channel_option
 from ..errors import EngineError
 from ..subject.format import Subject
 from .driving import drive_speech, parse_range, replayed_frames
@@ -28,6 +29,7 @@ PIECE_FRAMES = 1500  # frames driven at once (1 minute at 25 fps: about 25 MB of
 def configure(parser) -> None:
     parser.add_argument("subject", type=Path, help="subject folder with a trained model")
     parser.add_argument("--audio", type=Path, required=True, help="speech to say (wav, mp3, flac, m4a, a video...)")
+    add_channel_option(parser)
     parser.add_argument("--curves", type=Path, default=None,
                         help="blendshape and head-pose curves (.stcurves or Live Link Face .csv); "
                              "default: replay the subject's own expressions and head motion")
@@ -72,7 +74,7 @@ def _render(subject: Subject, fmt: str, fps: float, args, progress) -> dict:
     from ..files import require_free_space
     from ..nerf.talking_head import TalkingHead
 
-    speech = SpeechFeatures(args.audio, subject.cache_dir, progress)
+    speech = SpeechFeatures(args.audio, subject.cache_dir, progress, channel=args.channel)
     curves = Curves.load(args.curves) if args.curves is not None else None
     head = TalkingHead.load(subject, device=args.device)
     progress.info(f"audio features: {head.audio_encoder}")
@@ -111,5 +113,5 @@ def _render(subject: Subject, fmt: str, fps: float, args, progress) -> dict:
         path = output.close()
     elapsed = time.monotonic() - started
     return {"output": str(path), "format": fmt, "frames": [start, stop], "total_frames": total,
-            "width": width, "height": height, "full_frame": framing.full, "fps": fps,
+            "width": width, "height": height, "full_frame": framing.full, "fps": fps, "channel": args.channel,
             "render_fps": round(count / max(elapsed, 1e-9), 3)}

@@ -159,14 +159,15 @@ class Source:
     duration: float | None = None
     first_frame: int = 0        # the subject's frame 0 in the clip (a trimmed subject)
     audio: str | None = None    # the recording its speech came from, where not the clip's own track
-    audio_offset: float = 0.0   # ... that recording's second at the clip's first frame
+    audio_offset: float = 0.0   # ... that recording's (or the clip's own track's) second at the clip's first frame
+    audio_channel: str | None = None   # the side of a two-microphone recording read alone (media.audio.CHANNELS)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         data = {k: v for k, v in asdict(self).items() if k != "extra" and v is not None}
         if not self.first_frame:
             data.pop("first_frame")
-        if self.audio is None:
+        if not self.audio_offset:
             data.pop("audio_offset")
         return {**data, **self.extra}
 
@@ -178,6 +179,8 @@ class Source:
         sha = c.text("sha256", required=False)
         if sha is not None and (len(sha) != 64 or any(ch not in "0123456789abcdef" for ch in sha)):
             c.fail("sha256", "is not a SHA-256 hex digest")
+        if (channel := c.text("audio_channel", required=False)) not in (None, "left", "right"):
+            c.fail("audio_channel", f"must be left or right, not {channel!r}"[:200])
         return cls(path=c.text("path"), sha256=sha,
                    width=c.number("width", 1, MAX_SIZE * 16, required=False, integer=True),
                    height=c.number("height", 1, MAX_SIZE * 16, required=False, integer=True),
@@ -186,8 +189,9 @@ class Source:
                    first_frame=c.number("first_frame", 0, 1e9, required=False, integer=True, default=0),
                    audio=c.text("audio", required=False),
                    audio_offset=c.number("audio_offset", -1e7, 1e7, required=False, default=0.0),
+                   audio_channel=channel,
                    extra=c.extra(("path", "sha256", "width", "height", "fps", "duration", "first_frame", "audio",
-                                  "audio_offset")))
+                                  "audio_offset", "audio_channel")))
 
 
 @dataclass

@@ -160,6 +160,36 @@ def _face_breakdown(subject, head, driving, j: int) -> list[float]:
             metrics.psnr(render, truth, mouth), metrics.psnr(render, truth, mask & ~mouth)]
 
 
+def _memory_gb() -> dict:
+    fields = dict(line.split(":", 1) for line in open("/proc/self/status"))   # Linux
+    return {k: int(fields[k].split()[0]) / 2 ** 20 for k in ("RssAnon", "RssFile")}
+
+
+def bench_pixels(folder: str, size: int, where: str | None) -> None:
+    if where is None:   # each way in a fresh process, so that one's memory does not count in the other's
+        print(load())
+        for way in ("memory", "disk"):
+            subprocess.run([sys.executable, __file__, "pixels", folder, "--size", str(size), "--where", way],
+                           check=True)
+        return
+    from engine.nerf import dataset
+    from engine.subject.format import Subject
+    dataset.IN_MEMORY_PIXELS = 0 if where == "disk" else 1 << 50
+    subject = Subject(folder)
+    before, started = _memory_gb(), time.monotonic()
+    data = dataset.SubjectData(subject, np.zeros((subject.meta.frames, 4), np.float32), size=size)
+    loaded, after = time.monotonic() - started, _memory_gb()
+    rng, n = np.random.default_rng(0), len(data.frames)
+    started = time.monotonic()
+    for _ in range(2000):   # a `preview` head step's colours and torso plates under its rays
+        rows, (y, x) = rng.integers(0, n, 1536), rng.integers(0, size, (2, 1536))
+        data.rgb[rows, y, x].astype(np.float32), data.torso[rows, y, x].astype(np.float32)
+    gather_ms = (time.monotonic() - started) / 2
+    print(f"{where}: {n} frames at {size} px, loaded in {loaded:.1f} s; the process's own memory "
+          f"{before['RssAnon']:.2f} -> {after['RssAnon']:.2f} GB, file pages mapped {after['RssFile']:.2f} GB; "
+          f"a step's gathers {gather_ms:.3f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -174,6 +204,10 @@ def main() -> None:
     p.add_argument("subject")
     p.add_argument("--train-frames", type=int, default=20)
     sub.add_parser("gain").add_argument("subject")
+    p = sub.add_parser("pixels")
+    p.add_argument("subject")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--where", choices=("memory", "disk"), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.what == "encoding":
         bench_encoding()
@@ -183,6 +217,8 @@ def main() -> None:
         bench_face(args.subject, args.train_frames)
     elif args.what == "gain":
         bench_gain(args.subject)
+    elif args.what == "pixels":
+        bench_pixels(args.subject, args.size, args.where)
     else:
         bench_render(args.subject, args.frames)
 

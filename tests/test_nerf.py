@@ -401,6 +401,39 @@ def test_rare_face_states_are_drawn_more_often_than_uniformly(subject_dir):
     assert pouting[least].sum() > 1.4 * weights[least].sum()
 
 
+def test_a_long_clips_training_pixels_are_kept_on_disk_and_train_the_same(subject_dir, tmp_path, monkeypatch):
+    """Past IN_MEMORY_PIXELS (a clip of minutes: 0.7 GB a minute at 256 px) the frames, torso plates and head
+    masks are mapped from a scratch folder in the subject's cache instead of held in memory: the same values,
+    the same training losses, the folder gone with the data; a disk that cannot hold them is refused first."""
+    import gc
+
+    from engine.errors import EngineError
+    from engine.nerf import dataset
+    subject = untrained_copy(subject_dir, tmp_path / "long")
+    in_memory = tiny_trainer(subject)
+    monkeypatch.setattr(dataset, "IN_MEMORY_PIXELS", 0)
+    on_disk = tiny_trainer(subject)
+    scratch = list(subject.cache_dir.glob("synctalk-pixels-*"))
+    assert len(scratch) == 1 and sorted(p.name for p in scratch[0].iterdir()) == ["head_mask.u8", "rgb.u8", "torso.u8"]
+    for name in ("rgb", "torso", "head_mask"):
+        held, mapped = getattr(in_memory.data, name), getattr(on_disk.data, name)
+        assert not isinstance(held, np.memmap) and isinstance(mapped, np.memmap)
+        np.testing.assert_array_equal(held, mapped)
+    on_disk.model.load_state_dict(in_memory.model.state_dict())
+
+    def first_losses(trainer):
+        trainer.rng = np.random.default_rng(0)
+        torch.manual_seed(0)
+        return [sum(float(v) for v in trainer.stages["head"].losses(step).values()) for step in (1, 2)]
+    assert first_losses(on_disk) == first_losses(in_memory)
+    del on_disk
+    gc.collect()
+    assert not scratch[0].exists()
+    monkeypatch.setattr("engine.files.free_bytes", lambda folder: 1000)
+    with pytest.raises(EngineError, match="training frames on disk"):
+        tiny_trainer(subject)
+
+
 def test_the_eyes_rays_go_to_closed_lids_more_often(subject_dir, tmp_path):
     """The eyes-and-brows box has a frame draw of its own, by the lids' state alone: a step's eye rays fall on
     closed lids more often than its lip and head rays do, and both draws learn from their own rays' errors."""

@@ -1,10 +1,17 @@
-"""A subject's training data in memory: frames, torso plates, head and lip boxes, poses, conditioning.
+"""A subject's training data: frames, torso plates, head and lip boxes, poses, conditioning.
 
 Rays are drawn only inside each frame's head box (the head label of the parsing, dilated); the
 lip box comes from MediaPipe's lip landmarks. Audio features are computed once from
 SUBJECT/audio.wav at the subject's frame rate, with the encoder the model records.
+
+The pixels stay in memory up to IN_MEMORY_PIXELS; a longer clip's are kept in a scratch file in the
+subject's cache folder and mapped (the system keeps in memory what it can spare), so memory stays
+bounded whatever the clip's length: at 256 px a minute of frames is 0.7 GB, at 512 px 2.7 GB.
 """
 from __future__ import annotations
+
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,6 +39,7 @@ STATE_PERCENTILES = (50, 75, 90, 97)
 RARE_STATE_SHARE = 0.6
 LIP_SHAPE_SHARE = 0.5  # of the rare draws
 MAX_DRAW_BOOST = 8.0  # no frame drawn more than this many times as often as uniformly (a lone odd frame)
+IN_MEMORY_PIXELS = 2 << 30   # bytes of frames, torso plates and head masks held in memory; more go to disk
 
 
 def _state_bins(curves: np.ndarray, names) -> np.ndarray:
@@ -108,6 +116,34 @@ def pose_vector(c2w: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.concatenate([rotation.reshape(-1, 9), relative[:, :3, 3]], axis=1).astype(np.float32)
 
 
+class PixelScratch:
+    """Where SubjectData's pixel arrays live: in memory when they come to at most IN_MEMORY_PIXELS bytes, else
+    in files of a scratch folder in `folder`, mapped (removed with this object, at exit, or by the next run
+    after a kill)."""
+
+    def __init__(self, folder: Path, total_bytes: int):
+        self.folder = None
+        if total_bytes > IN_MEMORY_PIXELS:
+            from ..files import remove_leftovers, require_free_space, temp_prefix
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            remove_leftovers(folder)
+            require_free_space(folder, total_bytes, f"keeping the {total_bytes / 2**30:.1f} GB of training "
+                               "frames on disk (a long clip; or make the subject from part of it)")
+            # (Windows cannot remove a file still mapped: then the next run's remove_leftovers does)
+            self.folder = tempfile.TemporaryDirectory(prefix=temp_prefix("pixels"), dir=folder,
+                                                      ignore_cleanup_errors=True)
+
+    @property
+    def on_disk(self) -> bool:
+        return self.folder is not None
+
+    def array(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        if self.folder is None:
+            return np.empty(shape, dtype)
+        from ..files import preallocated_memmap
+        return preallocated_memmap(Path(self.folder.name) / f"{name}.u8", dtype, shape)
+
+
 class SubjectData:
     """Everything training reads, for the train frames and the held-out ones."""
 
@@ -133,13 +169,14 @@ class SubjectData:
         self.audio_windows = windows(audio.astype(np.float32), window)
         self.intrinsics = scaled_intrinsics(subject.intrinsics, scale)
 
-        # Pixels, kept as uint8: 1,500 frames at 256x256 are about 600 MB with the torso plates.
+        # Pixels, kept as uint8: 1,500 frames at 256x256 are about 700 MB with the torso plates and masks.
         stage = progress.stage("loading frames", len(self.frames)) if progress else None
         n, s = len(self.frames), self.size
-        self.rgb = np.empty((n, s, s, 3), np.uint8)
-        self.torso = np.empty((n, s, s, 3), np.uint8)
+        self._scratch = PixelScratch(subject.cache_dir, n * s * s * (3 + 3 + 1))   # colour, torso, head mask
+        self.rgb = self._scratch.array("rgb", (n, s, s, 3), np.uint8)
+        self.torso = self._scratch.array("torso", (n, s, s, 3), np.uint8)
         self.head_box = np.empty((n, 4), np.int64)
-        self.head_mask = np.empty((n, s, s), bool)
+        self.head_mask = self._scratch.array("head_mask", (n, s, s), bool)
         landmarks = tracks["landmarks"]
         self.lip_box = np.empty((n, 4), np.int64)
         self.eye_box = np.empty((n, 4), np.int64)

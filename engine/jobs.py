@@ -138,6 +138,7 @@ class JobState:
     eta_s: float | None = None
     metrics: dict = field(default_factory=dict)
     messages: list = field(default_factory=list)   # warnings and info lines, in order
+    warnings: list = field(default_factory=list)   # the warnings alone (what a user must see at the end)
     result: dict | None = None
     error: dict | None = None                     # {"message", "hint", "path"}
     cancelled: bool = False
@@ -153,6 +154,8 @@ class JobState:
             self.metrics.update(item["metrics"] or {})
         elif kind in (INFO.name, WARNING.name):
             self.messages.append(item["message"])
+            if kind == WARNING.name:
+                self.warnings.append(item["message"])
         elif kind == RESULT.name:
             self.result = {k: v for k, v in item.items() if k != "event"}
         elif kind == ERROR.name:

@@ -245,6 +245,8 @@ class _EngineJobOperator:
         finally:
             self.cleanup()
         self.report({"INFO"}, message)
+        for warning in state.warnings:   # the engine's (a short clip, a dialogue's two voices...): seen last
+            self.report({"WARNING"}, warning)
         return {"FINISHED"}
 
 

@@ -10,6 +10,9 @@ from .operators import driving_rig
 from .takes import active_take
 
 
+SHOWN_WARNINGS = 3   # the engine's warnings the panel lists under a finished job; all are in the Info log
+
+
 def draw_job(layout) -> None:
     """The current (or last) job: a progress bar, stage/step/metrics/ETA, and Cancel while it runs."""
     job = current_job()
@@ -21,6 +24,10 @@ def draw_job(layout) -> None:
         box.label(text=f"{job.label}: {state.summary()}", icon="ERROR" if state.error else "INFO")
         if state.error and state.error.get("hint"):
             box.label(text=state.error["hint"])
+        for warning in state.warnings[:SHOWN_WARNINGS]:
+            box.label(text=warning, icon="ERROR")
+        if len(state.warnings) > SHOWN_WARNINGS:
+            box.label(text=f"... and {len(state.warnings) - SHOWN_WARNINGS} more (Info editor)")
         return
     if hasattr(box, "progress"):  # Blender 4.0+
         box.progress(factor=state.fraction, type="BAR", text=f"{job.label}: {state.summary()}")

@@ -128,6 +128,33 @@ def test_a_surround_mix_is_read_from_its_dialogue_channel(speech_2s, tmp_path, n
     assert abs(np.corrcoef(load_audio(no_centre)[:n], other[:n])[0, 1]) > 0.5
 
 
+def test_a_dialogue_with_a_microphone_on_each_speaker_is_told_from_one_voice_on_two_sides(tmp_path):
+    """Two voices taking turns, each on its own side with the other 15 dB down, are found (`two_voices`, and a
+    warning that names the file and --channel where they are read together); one voice on both sides is not:
+    every stereo file of ../shared, and one speaker on a lavalier and a boom (6 ms later, filtered, 8 dB down,
+    over the room's noise)."""
+    import soundfile
+    from scipy.signal import lfilter
+    from engine.media.audio import two_voices_warning
+    a = load_audio(shared_file("audio", "en_60s.wav"))[16000 * 20:16000 * 32]
+    b = np.resize(load_audio(shared_file("audio", "zh_8s.wav")), len(a))
+    turn = (np.arange(len(a)) // (3 * 16000)) % 2 == 0
+    a, b = a * turn, b * ~turn
+    dialogue = tmp_path / "dialogue.wav"
+    soundfile.write(str(dialogue), np.stack([a + 0.18 * b, b + 0.18 * a], 1), 16000)
+    heard = open_audio(dialogue)
+    assert heard.two_voices and str(dialogue) in two_voices_warning(heard) and "--channel" in two_voices_warning(heard)
+    assert two_voices_warning(open_audio(dialogue, channel="left")) is None      # one side chosen: nothing to say
+    voice = load_audio(shared_file("audio", "en_60s.wav"))[:16000 * 12]
+    noise = np.random.default_rng(0).normal(0, 10 ** (-45 / 20), len(voice))
+    boom = lfilter([0.3, 0.3], [1, -0.4], np.concatenate([np.zeros(96), voice[:-96]])) * 10 ** (-8 / 20) + noise
+    lav_and_boom = tmp_path / "lav_and_boom.wav"
+    soundfile.write(str(lav_and_boom), np.stack([voice, boom], 1), 16000)
+    for path in (lav_and_boom, shared_file("audio", "fr_12s_48k_stereo.wav"), shared_file("video", "lieu_60s.mp4"),
+                 shared_file("corpus", "humanomni_zh_speaker_zh_16s_HumanOmni.mp4")):
+        assert not open_audio(path).two_voices, path
+
+
 def test_a_span_of_a_recording_streams_exactly_its_samples():
     """A line of a long recording (Audio to Rig on a trimmed strip) is read from the file as it streams."""
     path = shared_file("audio", "fr_12s_48k_stereo.wav")   # 48 kHz: the span's samples come through the resampler

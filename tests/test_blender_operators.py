@@ -106,10 +106,11 @@ def test_audio_to_rig_keys_what_the_edit_plays_of_a_trimmed_offset_or_packed_str
     _bad(bpy.ops.synctalk.audio_to_rig, "is retimed")
 
 
-def test_two_characters_keyed_from_one_dialogue_strip_each_from_its_own_channel(scene, tmp_path):
+def test_two_characters_keyed_from_one_dialogue_strip_each_from_its_own_channel(scene, tmp_path, capfd):
     """A dialogue recorded with a microphone on each actor (one on each side of a stereo file, each hearing the
-    other 15 dB down): Audio to Rig with Channel Left on one character and Right on the other keys each mouth
-    in its own speaker's turns only, and each take says which channel it heard."""
+    other 15 dB down): keyed with both channels, the engine's warning says to pick one (as every engine warning
+    now reaches the user); Audio to Rig with Channel Left on one character and Right on the other keys each
+    mouth in its own speaker's turns only, and each take says which channel it heard."""
     import soundfile
     a = load_audio(shared_file("audio", "en_60s.wav"))[16000 * 20: 16000 * 32]
     b = np.resize(load_audio(shared_file("audio", "fr_12s_48k_stereo.wav")), len(a))
@@ -120,6 +121,14 @@ def test_two_characters_keyed_from_one_dialogue_strip_each_from_its_own_channel(
     strip = sequencer.add_sound(scene, tmp_path / "dialogue.wav", frame_start=1, channel=1)
     scene.synctalk.generic = True
     faces = {name: arkit_head(name, ARKIT_NAMES) for name in ("Anna", "Ben")}
+    select_only(scene, strip)
+    capfd.readouterr()
+    assert bpy.ops.synctalk.audio_to_rig() == {"FINISHED"}                 # Channel: Both
+    printed = capfd.readouterr()
+    assert "Warning: " in printed.out + printed.err   # reported by the operator, not only printed by the job
+    assert "two channels hold different voices" in printed.out.split("Warning: ", 1)[1]
+    from synctalk_blender.jobs import current_job
+    assert len(current_job().state.warnings) == 1
     for name, channel in (("Anna", "LEFT"), ("Ben", "RIGHT")):
         for face in faces.values():
             face.select_set(face.name == name)
@@ -386,6 +395,10 @@ def test_train_subject_learns_a_camera_clip_from_the_sound_strip_synced_under_it
     assert abs(len(heard) - len(spoken)) <= 16000 // 25 and np.corrcoef(heard[:n], spoken[:n])[0, 1] > 0.99
     # the sound moved in the edit: that subject is not trained again with other sound in its place
     setattr(sound, "content_start" if hasattr(sound, "content_start") else "frame_start", 6)
+    _bad(bpy.ops.synctalk.train_subject, r"made with other sound \(recorder.wav from 2 s\)")
+    # nor from one side of the same recording (Channel: the person's voice in a two-microphone recording)
+    setattr(sound, "content_start" if hasattr(sound, "content_start") else "frame_start", 1)
+    scene.synctalk.channel = "RIGHT"
     _bad(bpy.ops.synctalk.train_subject, r"made with other sound \(recorder.wav from 2 s\)")
 
 

@@ -292,10 +292,16 @@ def test_each_voice_of_a_dialogue_recorded_on_two_channels_moves_only_its_own_mo
             other = ~own[:n] & settled[:n]
             assert jaw[:n][other].max() < 0.05 < jaw[:n][own[:n]].mean(), (side, path.suffix)
     out = tmp_path / "right.stcurves"
+    assert main(["animate", str(m4a), "--generic", "-o", str(out), "--progress", "jsonl"]) == 0   # both: a warning
+    warnings = [json.loads(line)["message"] for line in capsys.readouterr().out.splitlines()
+                if json.loads(line)["event"] == "warning"]
+    assert len(warnings) == 1 and "two channels hold different voices" in warnings[0] and str(m4a) in warnings[0]
     assert main(["animate", str(m4a), "--generic", "-o", str(out), "--channel", "right", "--start", "4",
                  "--end", "8", "--progress", "jsonl"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    printed = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(printed[-1])
     assert result["channel"] == "right" and Curves.load(out).weights[:, JAW].mean() > 0.1   # B's turn
+    assert not any(json.loads(line)["event"] == "warning" for line in printed)
     mono = tmp_path / "mono.wav"
     soundfile.write(str(mono), left, 16000)
     assert main(["animate", str(mono), "--generic", "-o", str(out), "--channel", "left"]) == 2

@@ -32,6 +32,10 @@ def test_every_event_the_engine_writes_is_declared_with_its_fields():
     assert set(e["event"] for e in found) == set(jobs.EVENT_TYPES)
     for item in found:
         assert set(jobs.EVENT_TYPES[item["event"]].fields) <= set(item)
+    state = jobs.JobState()
+    for item in found:
+        state.apply(item)
+    assert state.messages == ["resuming at head step 500", "the clip is short"] and state.warnings == ["the clip is short"]
     with pytest.raises(ValueError, match="needs hint, path"):
         jobs.event(jobs.ERROR, message="no hint")
     # What a reader must not take for an event: a stray print, a foreign JSON line, a field missing.

@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import EngineError
-from ..media.audio import SAMPLE_RATE, Audio, as_audio, open_audio
+from ..media.audio import SAMPLE_RATE, Audio, as_audio, open_audio, two_voices_warning
 from .spectrum import mel_filters, stft
 
 # bump when the features of an encoder change, so old caches are not read (2: a video's sound starts at its
@@ -168,6 +168,8 @@ class SpeechFeatures:
     def __init__(self, audio, cache_dir: Path | None = None, progress=None, channel: str | None = None):
         self.audio: Audio = (open_audio(audio, progress=progress, channel=channel) if isinstance(audio, (str, Path))
                              else as_audio(audio))
+        if progress is not None and (warning := two_voices_warning(self.audio)):
+            progress.warn(warning)
         self.cache_dir, self.progress = cache_dir, progress
         self._blocks: OrderedDict = OrderedDict()  # (encoder key, block) -> features, the last few
         self._whole: dict = {}                     # (encoder key, fps, n_frames) -> (n_frames, dim)

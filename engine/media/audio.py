@@ -39,15 +39,20 @@ _DIALOGUE_CHANNEL = 0.1     # a centre channel with this share of the loudest on
 _FRONT_CENTRE = 0x4         # the centre channel's bit in a wav's channel mask (WAVE_FORMAT_EXTENSIBLE)
 CHANNELS = ("left", "right")  # a channel read alone: the first or second of a file (front left / right of surround)
 _SHARE_SMOOTHING_S = 0.02   # the time constant of the channels' power in gain sharing: longer than a voice's period
+# Two voices on two sides: over the 50-ms windows within 30 dB of the loudest, the left/right balance's 10th to
+# 90th percentile spans this many dB or more. One voice on both sides spans 0-3.3 dB (the 42 stereo files of
+# ../shared, and one actor on a lavalier and a boom); dialogues with 10-30 dB of bleed 29-59 dB.
+_TWO_VOICES_DB = 12.0
 
 
 class Audio:
     """A speech file opened for streaming: mono float32 at `sample_rate`, `len(audio)` samples."""
 
     def __init__(self, path: Path, native_rate: int, channels: np.ndarray, n_native: int, sample_rate: int,
-                 decoder, channel: str | None = None):
+                 decoder, channel: str | None = None, two_voices: bool = False):
         self.path, self.native_rate, self.sample_rate = path, native_rate, sample_rate
         self.channel = channel             # the side read alone (CHANNELS), or None for the mixdown
+        self.two_voices = two_voices       # its sides hold different voices at different times (a dialogue)
         self._channels = channels          # the channels the mixdown averages
         self._decoder = decoder            # () -> iterator of (n, all channels) float32 blocks
         self.n_samples = _resampled_length(n_native, native_rate, sample_rate)
@@ -151,6 +156,7 @@ class SamplesAudio(Audio):
 
     def __init__(self, samples: np.ndarray, sample_rate: int = SAMPLE_RATE):
         self.path, self.native_rate, self.sample_rate, self.channel = None, sample_rate, sample_rate, None
+        self.two_voices = False
         self.samples = np.ascontiguousarray(samples, np.float32)
         self.n_samples = len(self.samples)
 
@@ -169,7 +175,7 @@ class AudioSpan(Audio):
 
     def __init__(self, source: Audio, start: int, stop: int):
         self.path, self.native_rate, self.sample_rate = None, source.sample_rate, source.sample_rate
-        self.channel = source.channel
+        self.channel, self.two_voices = source.channel, source.two_voices
         self._source, self._start = source, start
         self.n_samples = max(0, min(stop, len(source)) - start)
         self._cursor, self._held, self._held_from = None, np.zeros(0, np.float32), 0
@@ -208,11 +214,15 @@ def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: b
         rate, channels, centre, video_lead = _ffmpeg_format(path)
         decoder = lambda: _ffmpeg_blocks(path, video_lead)  # noqa: E731
     gram, n_native = np.zeros((channels, channels)), 0   # the channels' energies and cross-products
+    sides = []                                            # a stereo file's two energies per 50-ms window
     stage = progress.stage("reading audio") if progress is not None else None
     for block in decoder():
         block = block.astype(np.float64)
         gram += block.T @ block
         n_native += len(block)
+        if channels == 2:
+            window = max(1, rate // 20)
+            sides.append((block[:len(block) // window * window] ** 2).reshape(-1, window, 2).mean(axis=1))
         if stage:
             stage.advance()
     if stage:
@@ -229,7 +239,7 @@ def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: b
                           path=str(path))
     else:
         read = np.array([CHANNELS.index(channel)])
-    audio = Audio(path, rate, read, n_native, sample_rate, decoder, channel)
+    audio = Audio(path, rate, read, n_native, sample_rate, decoder, channel, _two_voices(sides))
     if audio.n_samples < sample_rate // 10:
         raise EngineError(f"{path}: holds less than 0.1 s of audio", "use a longer recording", path=str(path))
     if not allow_silent and float(np.sqrt(energy[read].max() / n_native)) < _SILENCE_RMS:
@@ -243,6 +253,29 @@ def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: b
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: bool = False) -> np.ndarray:
     """The whole file as mono float32 samples (full scale 1.0) at `sample_rate`: for short inputs."""
     return open_audio(path, sample_rate, allow_silent).read()
+
+
+def _two_voices(sides: list) -> bool:
+    """Whether a stereo file's sides are loud at different times, as where each speaker of a dialogue has a
+    microphone of their own (`sides`: per-window energies of both, in blocks)."""
+    if not sides:
+        return False
+    energy = np.concatenate(sides) + 1e-12
+    loudness = 10 * np.log10(energy.max(axis=1))
+    active = loudness > max(loudness.max() - 30, -60)
+    if active.sum() < 20:   # a second of sound, or less
+        return False
+    p10, p90 = np.percentile(10 * np.log10(energy[active, 0] / energy[active, 1]), [10, 90])
+    return p90 - p10 >= _TWO_VOICES_DB
+
+
+def two_voices_warning(audio: Audio) -> str | None:
+    """What to tell the user where a dialogue's two voices are read together, else None."""
+    if not audio.two_voices or audio.channel is not None:
+        return None
+    return (f"{audio.path}: its two channels hold different voices at different times (a dialogue recorded with "
+            "a microphone on each speaker?), read here as one voice: read one speaker's with --channel left or right "
+            "(Blender: Channel)")
 
 
 def _mixed_channels(gram: np.ndarray, centre: int | None = None) -> np.ndarray:

@@ -32,7 +32,7 @@ from ..errors import EngineError
 from ..face.landmarker import FaceLandmarker, PersonSegmenter
 from ..face.parsing import CHIN, FOREHEAD, face_mask, parse
 from ..media import checked_span
-from ..media.audio import open_audio, write_wav
+from ..media.audio import open_audio, two_voices_warning, write_wav
 from ..media.ffmpeg import MediaInfo
 from ..media.video import open_clip, read_frames
 from ..progress import Progress
@@ -144,13 +144,15 @@ class SoundOfClip:
     offset: float = 0.0
     channel: str | None = None
 
-    def under(self, footage: Footage) -> np.ndarray:
+    def under(self, footage: Footage, warnings: list[str]) -> np.ndarray:
         """16 kHz samples under the footage's frames, frame 0 at sample 0. A recording (or offset track) that
         misses more than MISSING_SOUND_S of them is refused (the subject learns the lips from the sound under
-        them)."""
+        them); one whose two sides hold two voices adds a warning to `warnings`."""
         start = footage.first / footage.fps
         recording = self.path or footage.path
         audio = open_audio(recording, channel=self.channel)
+        if warning := two_voices_warning(audio):
+            warnings.append(warning)
         if self.path is None and not self.offset:
             return audio.span(start, None if footage.count is None else start + footage.count / footage.fps).read()
         end = None if footage.seconds is None else start + footage.seconds
@@ -182,7 +184,7 @@ def _preprocess(footage: Footage, sound: SoundOfClip, destination: Path, size: i
     with SubjectWriter(destination) as writer:
         root = writer.root
         stage = progress.stage("audio", 1)
-        samples = sound.under(footage)
+        samples = sound.under(footage, warnings)
         write_wav(writer.audio_path, samples)
         stage.advance()
         stage.close()

@@ -17,6 +17,10 @@
         a trained head's mouth gain measured again (engine/nerf/mouth_gain.py, from gain 1, as `train` ends),
         then `evaluate`'s 45 held-out frames scored with it, the mouth from the tracked curves and from the
         speech: mouth r, amplitude ratio, face PSNR. The head on disk is not changed.
+    python scripts/bench_train.py pixels SUBJECT [--size 512]
+        the training data's pixels held in memory and mapped from disk (a long clip's, past
+        dataset.IN_MEMORY_PIXELS), each loaded in a process of its own: the process's own (anonymous) memory
+        after loading, the file pages mapped, the load time, and a head step's pixel gathers
 
 The machine is shared: timings are inflated by other jobs; the load average is printed with them.
 """
@@ -161,7 +165,8 @@ def _face_breakdown(subject, head, driving, j: int) -> list[float]:
 
 
 def _memory_gb() -> dict:
-    fields = dict(line.split(":", 1) for line in open("/proc/self/status"))   # Linux
+    with open("/proc/self/status") as status:   # Linux
+        fields = dict(line.split(":", 1) for line in status)
     return {k: int(fields[k].split()[0]) / 2 ** 20 for k in ("RssAnon", "RssFile")}
 
 

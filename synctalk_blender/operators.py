@@ -230,6 +230,8 @@ class _EngineJobOperator:
 
     def _end(self, context):
         state = self._job.state
+        if state.error or state.cancelled:   # what the engine warned of before it stopped, then why it stopped
+            self._report_warnings(state)
         try:
             if state.error:
                 hint = f" ({state.error['hint']})" if state.error.get("hint") else ""
@@ -245,9 +247,13 @@ class _EngineJobOperator:
         finally:
             self.cleanup()
         self.report({"INFO"}, message)
-        for warning in state.warnings:   # the engine's (a short clip, a dialogue's two voices...): seen last
-            self.report({"WARNING"}, warning)
+        self._report_warnings(state)   # after the outcome: the status bar shows the last report
         return {"FINISHED"}
+
+    def _report_warnings(self, state) -> None:
+        """The engine's warnings (a short clip, a dialogue's two voices read as one...), each in the Info log."""
+        for warning in state.warnings:
+            self.report({"WARNING"}, warning)
 
 
 def train_arguments(subject: Path, s, resume: bool = False) -> list[str]:
@@ -274,7 +280,7 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
                                 "it, select both strips and clear the Clip field")
         else:
             clip, span, sound = self._movie_strip(context.scene, fps)
-        if channel := speech_channel(s):   # the person's voice on one side of a two-microphone recording
+        if channel := side(s.clip_channel):   # the person's voice on one side of a two-microphone recording
             sound["channel"] = channel
         name = re.sub(r"[^\w.-]+", "_", s.subject_name or clip.stem)
         self._subject = subjects_dir() / name
@@ -347,10 +353,10 @@ def _check_same_footage(subject: Path, clip: Path, fps: float, span, sound: dict
         raise UserError(f"a subject named '{subject.name}' was made from other footage "
                         f"({source.path if source else 'unknown'}); give this one another Subject Name, "
                         "or delete that folder to make it again")
-    had = (None if source.audio is None else Path(source.audio).name, round(source.audio_offset, 3),
-           source.audio_channel)
-    wanted = (Path(sound["audio"]).name if "audio" in sound else None, round(sound.get("audio_offset", 0.0), 3),
-              sound.get("channel"))
+    def recording(path) -> str | None:   # the clip's own track, whether named or not
+        return None if path is None or Path(path).resolve() == clip.resolve() else Path(path).name
+    had = (recording(source.audio), round(source.audio_offset, 3), source.audio_channel)
+    wanted = (recording(sound.get("audio")), round(sound.get("audio_offset", 0.0), 3), sound.get("channel"))
     if had != wanted:
         made = (f"{had[0] or 'its own sound'} from {had[1]:g} s" if had[0] or had[1] else "the clip's own sound") + \
             (f", its {had[2]} channel" if had[2] else "")
@@ -362,9 +368,9 @@ def _check_same_footage(subject: Path, clip: Path, fps: float, span, sound: dict
 INTENSITY_REGIONS = ("mouth", "jaw", "brows", "eyes", "cheeks", "nose", "tongue")
 
 
-def speech_channel(s) -> str | None:
-    """The side of the speech read alone (engine `--channel`), None for both."""
-    return None if s.channel == "BOTH" else s.channel.lower()
+def side(channel_setting: str) -> str | None:
+    """A Channel setting as the engine's `--channel`: the side read alone, None for both."""
+    return None if channel_setting == "BOTH" else channel_setting.lower()
 
 
 def animation_arguments(s, seed: int) -> dict:
@@ -408,7 +414,7 @@ class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):
             who, self._source = {"model": model}, model.name
         else:
             who, self._source = {"generic": True}, "generic model"
-        if channel := speech_channel(s):
+        if channel := side(s.speech_channel):
             self._source += f", {channel} channel"   # the take says which voice it heard
         self._seed = random.randrange(1, 100000) if s.new_seed else s.seed
         self._curves_path = self._tmp / "speech.stcurves"
@@ -518,7 +524,7 @@ class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
                                                   device=preferences().device, fps=self._fps,
                                                   output_format="rgba" if s.rgba else "mp4",
                                                   frames=None if heard.whole else heard.frames,
-                                                  channel=speech_channel(s))]
+                                                  channel=side(s.speech_channel))]
 
     def finish(self, context, result):
         scene = context.scene

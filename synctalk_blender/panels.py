@@ -13,6 +13,14 @@ from .takes import active_take
 SHOWN_WARNINGS = 3   # the engine's warnings the panel lists under a finished job; all are in the Info log
 
 
+def short_warning(message: str) -> str:
+    """A warning as one panel line shows it: the file it names by its name alone, so what to do is not cut off."""
+    where, sep, what = message.partition(": ")
+    if sep and ("/" in where or "\\" in where):
+        return f"{Path(where).name}: {what}"
+    return message
+
+
 def draw_job(layout) -> None:
     """The current (or last) job: a progress bar, stage/step/metrics/ETA, and Cancel while it runs."""
     job = current_job()
@@ -25,7 +33,7 @@ def draw_job(layout) -> None:
         if state.error and state.error.get("hint"):
             box.label(text=state.error["hint"])
         for warning in state.warnings[:SHOWN_WARNINGS]:
-            box.label(text=warning, icon="ERROR")
+            box.label(text=short_warning(warning), icon="ERROR")
         if len(state.warnings) > SHOWN_WARNINGS:
             box.label(text=f"... and {len(state.warnings) - SHOWN_WARNINGS} more (Info editor)")
         return
@@ -51,7 +59,7 @@ class SYNCTALK_PT_train(_SequencerPanel, bpy.types.Panel):
         layout.prop(s, "clip")
         if not s.clip:
             layout.label(text="Uses the selected movie strip (and sound strip)", icon="SEQUENCE")
-        layout.prop(s, "channel")
+        layout.prop(s, "clip_channel")
         layout.prop(s, "subject_name")
         layout.prop(s, "preset")
         layout.prop(s, "rig_drives_mouth")
@@ -67,7 +75,7 @@ class SYNCTALK_PT_render(_SequencerPanel, bpy.types.Panel):
         s = context.scene.synctalk
         layout = self.layout
         layout.prop(s, "subject")
-        layout.prop(s, "channel")
+        layout.prop(s, "speech_channel")
         layout.prop(s, "rgba")
         if s.subject:
             rig, source = driving_rig(context, Path(bpy.path.abspath(s.subject)))
@@ -126,7 +134,7 @@ class SYNCTALK_PT_audio_to_rig(_AudioToRigPanel, bpy.types.Panel):
         layout.prop(s, "audio")
         if not s.audio:
             layout.label(text="Uses the selected sound strip", icon="SOUND")
-        layout.prop(s, "channel")
+        layout.prop(s, "speech_channel")
         layout.prop(s, "generic")
         if s.generic:
             layout.prop(s, "model_file")

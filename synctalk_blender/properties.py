@@ -96,11 +96,22 @@ class SyncTalkMappingRow(bpy.types.PropertyGroup):
                            description="Shape keys this curve drives, separated by commas; empty: not keyed")
 
 
+# A recording with a microphone on each speaker holds one voice on each side.
+CHANNEL_ITEMS = (("BOTH", "Both", "The recording's channels together"),
+                 ("LEFT", "Left", "The left channel alone: the voice on that side of a dialogue recorded with one "
+                                  "speaker on each channel (two microphones, an interview, a podcast)"),
+                 ("RIGHT", "Right", "The right channel alone: the voice on that side of a dialogue recorded with "
+                                    "one speaker on each channel"))
+
+
 class SyncTalkSceneSettings(bpy.types.PropertyGroup):
     # Train Subject
     clip: StringProperty(name="Clip", subtype="FILE_PATH",
                          description="Clip of one person talking; empty: the selected movie strip")
     subject_name: StringProperty(name="Name", description="Subject name; empty: the clip's file name")
+    clip_channel: EnumProperty(name="Channel", default="BOTH", items=CHANNEL_ITEMS,
+                               description="Which channel of the clip's sound is the person's voice (an interview "
+                                           "recorded with a microphone on each speaker)")
     preset: EnumProperty(name="Preset", items=TRAIN_PRESETS, default="preview")
     rig_drives_mouth: BoolProperty(
         name="Rig Drives the Mouth", default=True,
@@ -116,14 +127,9 @@ class SyncTalkSceneSettings(bpy.types.PropertyGroup):
     # Audio to Rig
     audio: StringProperty(name="Audio", subtype="FILE_PATH",
                           description="Speech file; empty: the selected sound strip")
-    channel: EnumProperty(
-        name="Channel", default="BOTH",
-        items=(("BOTH", "Both", "The recording's channels together"),
-               ("LEFT", "Left", "The left channel alone: the voice on that side of a dialogue recorded with one "
-                                "speaker on each channel (two microphones, an interview, a podcast)"),
-               ("RIGHT", "Right", "The right channel alone: the voice on that side of a dialogue recorded with one "
-                                  "speaker on each channel")),
-        description="Which channel of the speech is this person's voice (Train Subject, Audio to Rig, Render)")
+    speech_channel: EnumProperty(
+        name="Channel", default="BOTH", items=CHANNEL_ITEMS,
+        description="Which channel of the speech is this character's voice (Audio to Rig and Render)")
     generic: BoolProperty(name="Generic Model", default=False,
                           description="Use the model that works for any voice instead of the subject's own")
     model_file: StringProperty(name="Model File", subtype="FILE_PATH",

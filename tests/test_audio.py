@@ -150,8 +150,11 @@ def test_a_dialogue_with_a_microphone_on_each_speaker_is_told_from_one_voice_on_
     boom = lfilter([0.3, 0.3], [1, -0.4], np.concatenate([np.zeros(96), voice[:-96]])) * 10 ** (-8 / 20) + noise
     lav_and_boom = tmp_path / "lav_and_boom.wav"
     soundfile.write(str(lav_and_boom), np.stack([voice, boom], 1), 16000)
-    for path in (lav_and_boom, shared_file("audio", "fr_12s_48k_stereo.wav"), shared_file("video", "lieu_60s.mp4"),
-                 shared_file("corpus", "humanomni_zh_speaker_zh_16s_HumanOmni.mp4")):
+    one_side, one_side_and_noise = tmp_path / "one_side.wav", tmp_path / "one_side_and_noise.wav"
+    soundfile.write(str(one_side), np.stack([a + b, np.zeros_like(a)], 1), 16000)   # a camera's second input off
+    soundfile.write(str(one_side_and_noise), np.stack([a + b, noise[:len(a)] * 10 ** (-35 / 20)], 1), 16000)
+    for path in (lav_and_boom, one_side, one_side_and_noise, shared_file("audio", "fr_12s_48k_stereo.wav"),
+                 shared_file("video", "lieu_60s.mp4"), shared_file("corpus", "humanomni_zh_speaker_zh_16s_HumanOmni.mp4")):
         assert not open_audio(path).two_voices, path
 
 

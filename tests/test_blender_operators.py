@@ -128,13 +128,15 @@ def test_two_characters_keyed_from_one_dialogue_strip_each_from_its_own_channel(
     assert "Warning: " in printed.out + printed.err   # reported by the operator, not only printed by the job
     assert "two channels hold different voices" in printed.out.split("Warning: ", 1)[1]
     from synctalk_blender.jobs import current_job
-    assert len(current_job().state.warnings) == 1
+    from synctalk_blender.panels import short_warning
+    (warning,) = current_job().state.warnings
+    assert short_warning(warning).startswith("dialogue.wav: its two channels")   # a panel line: the file's name
     for name, channel in (("Anna", "LEFT"), ("Ben", "RIGHT")):
         for face in faces.values():
             face.select_set(face.name == name)
         bpy.context.view_layer.objects.active = faces[name]
         select_only(scene, strip)
-        scene.synctalk.channel = channel
+        scene.synctalk.speech_channel = channel
         assert bpy.ops.synctalk.audio_to_rig() == {"FINISHED"}
         assert scene.synctalk.takes[-1].source == f"generic model, {channel.lower()} channel"
     jaws = {name: _keys(face.data.shape_keys, "jawOpen")[:, 1] for name, face in faces.items()}
@@ -398,7 +400,7 @@ def test_train_subject_learns_a_camera_clip_from_the_sound_strip_synced_under_it
     _bad(bpy.ops.synctalk.train_subject, r"made with other sound \(recorder.wav from 2 s\)")
     # nor from one side of the same recording (Channel: the person's voice in a two-microphone recording)
     setattr(sound, "content_start" if hasattr(sound, "content_start") else "frame_start", 1)
-    scene.synctalk.channel = "RIGHT"
+    scene.synctalk.clip_channel = "RIGHT"
     _bad(bpy.ops.synctalk.train_subject, r"made with other sound \(recorder.wav from 2 s\)")
 
 

@@ -296,6 +296,11 @@ def test_each_voice_of_a_dialogue_recorded_on_two_channels_moves_only_its_own_mo
     warnings = [json.loads(line)["message"] for line in capsys.readouterr().out.splitlines()
                 if json.loads(line)["event"] == "warning"]
     assert len(warnings) == 1 and "two channels hold different voices" in warnings[0] and str(m4a) in warnings[0]
+    assert main(["animate", str(m4a), "--generic", "-o", str(out), "--start", "2", "--end", "9",
+                 "--progress", "jsonl"]) == 0                          # a line of it: still one warning, the file's
+    warnings = [json.loads(line)["message"] for line in capsys.readouterr().out.splitlines()
+                if json.loads(line)["event"] == "warning"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"{m4a}: ")
     assert main(["animate", str(m4a), "--generic", "-o", str(out), "--channel", "right", "--start", "4",
                  "--end", "8", "--progress", "jsonl"]) == 0
     printed = capsys.readouterr().out.strip().splitlines()

@@ -416,6 +416,8 @@ def test_an_interview_learns_the_persons_voice_from_their_channel_of_a_sound_out
     soundfile.write(str(track), np.stack([question + bleed * voice, voice + bleed * question], 1), SAMPLE_RATE)
     ffmpeg("-ss", "6", *lieu(3.0), "-i", track, "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset",
            "ultrafast", "-c:a", "aac", "-b:a", "192k", clip)
+    with pytest.raises(EngineError, match="--start, --end"):   # moved 1.5 s, the own track leaves the end silent
+        preprocess(clip, tmp_path / "far", channel="right", audio_offset=1.5)
     preprocess(clip, tmp_path / "s", channel="right", audio_offset=0.5)
     source = Subject(tmp_path / "s").meta.source
     assert (source.audio, source.audio_offset, source.audio_channel) == (None, 0.5, "right")

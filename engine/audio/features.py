@@ -166,10 +166,14 @@ class SpeechFeatures:
     """
 
     def __init__(self, audio, cache_dir: Path | None = None, progress=None, channel: str | None = None):
-        self.audio: Audio = (open_audio(audio, progress=progress, channel=channel) if isinstance(audio, (str, Path))
-                             else as_audio(audio))
-        if progress is not None and (warning := two_voices_warning(self.audio)):
-            progress.warn(warning)
+        if isinstance(audio, (str, Path)):
+            self.audio: Audio = open_audio(audio, progress=progress, channel=channel)
+            if progress is not None and (warning := two_voices_warning(self.audio)):
+                progress.warn(warning)
+        elif channel is not None:
+            raise ValueError("a channel is chosen when a file is opened: open_audio(path, channel=...)")
+        else:
+            self.audio = as_audio(audio)
         self.cache_dir, self.progress = cache_dir, progress
         self._blocks: OrderedDict = OrderedDict()  # (encoder key, block) -> features, the last few
         self._whole: dict = {}                     # (encoder key, fps, n_frames) -> (n_frames, dim)

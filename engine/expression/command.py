@@ -70,6 +70,7 @@ def run(args, progress) -> dict:
     curves.save(output)
     return {"output": str(output), "frames": len(curves), "fps": curves.fps,
             "seconds_audio": round(speech.audio.seconds, 2), "start_s": args.start or 0.0, "channel": args.channel,
-            "encoder": animator.model.config.encoder, "seed": seed, "lead": args.lead, "blinks": animator.blinks.as_dict(), "load_s": round(loaded - started, 2),
+            "encoder": animator.model.config.encoder, "seed": seed, "lead": args.lead,
+            "blinks": animator.blinks.as_dict(), "load_s": round(loaded - started, 2),
             "animate_s": round(time.monotonic() - loaded, 2)}
 

@@ -53,7 +53,7 @@ class Audio:
         self.path, self.native_rate, self.sample_rate = path, native_rate, sample_rate
         self.channel = channel             # the side read alone (CHANNELS), or None for the mixdown
         self.two_voices = two_voices       # its sides hold different voices at different times (a dialogue)
-        self._channels = channels          # the channels the mixdown averages
+        self._channels = channels          # the channels the mixdown averages (unused where a side is read)
         self._decoder = decoder            # () -> iterator of (n, all channels) float32 blocks
         self.n_samples = _resampled_length(n_native, native_rate, sample_rate)
         self._cursor, self._held, self._held_from = None, np.zeros(0, np.float32), 0  # where `read` goes on
@@ -135,9 +135,11 @@ class Audio:
 class _GainShare:
     """One side of a two-microphone dialogue, streamed block by block: its samples times the square of its share
     of the two sides' power (a gain-sharing automatic mixer's gain, squared). Where only the other speaker
-    talks, this side holds their voice 10-30 dB down and gets 1-10 % of the power: the bleed drops another
-    40-80 dB, under what the voice activity reads as speech (30 dB under the loudest); where only this speaker
-    talks, the share is near 1; both at once, each about half (-12 dB: still speech)."""
+    talks, this side holds their voice 10-30 dB down and gets 0.1-9 % of the power: the bleed drops another
+    40-120 dB, under what the voice activity reads as speech (30 dB under the loudest); where only this speaker
+    talks, the share is near 1; both at once, each about half (-12 dB: still speech). The two sides' recording
+    levels must be within the microphones' separation of each other (a recorder's channels set alike): a side
+    set 20 dB hotter than the other hears the other speaker's bleed louder than that speaker's own side does."""
 
     def __init__(self, rate: int, side: int):
         self.side, self.decay = side, float(np.exp(-1.0 / (rate * _SHARE_SMOOTHING_S)))
@@ -261,6 +263,9 @@ def _two_voices(sides: list) -> bool:
     if not sides:
         return False
     energy = np.concatenate(sides) + 1e-12
+    peaks = 10 * np.log10(energy.max(axis=0))
+    if abs(peaks[0] - peaks[1]) > 30:   # one side silent or noise (a camera's second input off): one voice
+        return False
     loudness = 10 * np.log10(energy.max(axis=1))
     active = loudness > max(loudness.max() - 30, -60)
     if active.sum() < 20:   # a second of sound, or less

@@ -118,30 +118,26 @@ def pose_vector(c2w: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 class PixelScratch:
     """Where SubjectData's pixel arrays live: in memory when they come to at most IN_MEMORY_PIXELS bytes, else
-    in files of a scratch folder in `folder`, mapped (removed with this object, at exit, or by the next run
-    after a kill)."""
+    in files of a scratch folder in `folder` (the subject's cache), mapped. The folder goes with this object or
+    at exit; where it cannot (killed, or Windows, which keeps a mapped file), the next training of the subject
+    removes it."""
 
     def __init__(self, folder: Path, total_bytes: int):
-        self.folder = None
+        from ..files import remove_leftovers, require_free_space, temp_prefix
+        remove_leftovers(folder)
+        self._tempdir = None
         if total_bytes > IN_MEMORY_PIXELS:
-            from ..files import remove_leftovers, require_free_space, temp_prefix
             Path(folder).mkdir(parents=True, exist_ok=True)
-            remove_leftovers(folder)
             require_free_space(folder, total_bytes, f"keeping the {total_bytes / 2**30:.1f} GB of training "
                                "frames on disk (a long clip; or make the subject from part of it)")
-            # (Windows cannot remove a file still mapped: then the next run's remove_leftovers does)
-            self.folder = tempfile.TemporaryDirectory(prefix=temp_prefix("pixels"), dir=folder,
-                                                      ignore_cleanup_errors=True)
-
-    @property
-    def on_disk(self) -> bool:
-        return self.folder is not None
+            self._tempdir = tempfile.TemporaryDirectory(prefix=temp_prefix("pixels"), dir=folder,
+                                                        ignore_cleanup_errors=True)
 
     def array(self, name: str, shape: tuple, dtype) -> np.ndarray:
-        if self.folder is None:
+        if self._tempdir is None:
             return np.empty(shape, dtype)
         from ..files import preallocated_memmap
-        return preallocated_memmap(Path(self.folder.name) / f"{name}.u8", dtype, shape)
+        return preallocated_memmap(Path(self._tempdir.name) / f"{name}.u8", dtype, shape)
 
 
 class SubjectData:

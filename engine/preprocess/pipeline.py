@@ -162,7 +162,9 @@ class SoundOfClip:
                 f"{recording}: covers {max(0.0, -self.offset):.2f}-{audio.seconds - self.offset:.2f} s of the clip "
                 f"{footage.path.name}, which plays {start - self.offset:.2f}-{end - self.offset:.2f} s",
                 "give where the clip's first frame lies in the recording (--audio-offset, seconds), or a "
-                "recording that covers the clip", path=str(recording))
+                "recording that covers the clip" if self.path else
+                "its own sound, moved by the offset, leaves the clip's ends without sound: make the subject from "
+                "the part it covers (--start, --end)", path=str(recording))
         rate = audio.sample_rate
         samples = audio.read(max(0, round(start * rate)), max(0, round(end * rate)))
         before = max(0, -round(start * rate))    # a recording that starts or ends a moment inside the clip: silence

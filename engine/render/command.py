@@ -10,8 +10,6 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import numpy as np
-
 from ..audio.features import SpeechFeatures
 from ..cli import add_channel_option
 from ..errors import EngineError
@@ -89,8 +87,9 @@ def _render(subject: Subject, fmt: str, fps: float, args, progress) -> dict:
                             mouth_from_speech=head.follows_mouth_curves, fps=fps, start=first, stop=end)
 
     with ExitStack() as stack:
-        framing = Framing(subject, args.full_frame, np.unique(replayed_frames(subject, fps, start, stop)), progress,
-                          stack, rgba=rgba)
+        # the subject frames the render pastes into, in the order it does
+        framing = Framing(subject, args.full_frame, replayed_frames(subject, fps, start, stop), progress, stack,
+                          rgba=rgba)
         width, height = framing.size(head.size)
         require_free_space(args.output.parent, count * width * height * OUTPUT_BYTES_PER_PIXEL[fmt],
                            f"rendering {count} frames of {width}x{height}")

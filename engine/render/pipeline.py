@@ -23,7 +23,7 @@ from .driving import Driving
 class Framing:
     """Where rendered heads go: the crop, or the full source frame (when the source clip is available)."""
 
-    def __init__(self, subject: Subject, full_frame: bool, needed_frames, progress, stack: ExitStack,
+    def __init__(self, subject: Subject, full_frame: bool, replayed, progress, stack: ExitStack,
                  rgba: bool = False):
         self.subject = subject
         self.source: SourceFrames | None = None
@@ -51,8 +51,7 @@ class Framing:
             info = open_clip(path)
             self.canvas = (info.width, info.height)
         else:
-            self.source = stack.enter_context(SourceFrames(path, subject.fps, source.first_frame, needed_frames,
-                                                           progress))
+            self.source = stack.enter_context(SourceFrames(path, subject.fps, source.first_frame, replayed))
 
     @property
     def full(self) -> bool:

@@ -158,6 +158,21 @@ def test_a_dialogue_with_a_microphone_on_each_speaker_is_told_from_one_voice_on_
         assert not open_audio(path).two_voices, path
 
 
+def test_a_camera_clip_whose_first_audio_track_is_silent_names_the_track_to_export(speech_2s, tmp_path):
+    """A camera's clip with two audio tracks, the first silent (its input was off) and the speech on the second:
+    players, Blender and the engine play the first, so the error says so and how to export the second."""
+    clip = tmp_path / "camera.mov"
+    _ffmpeg("-f", "lavfi", "-i", "anullsrc=r=48000:cl=mono", "-i", str(speech_2s), "-map", "0:a", "-map", "1:a",
+            "-t", "2", "-c:a", "pcm_s16le", str(clip))
+    with pytest.raises(EngineError, match="its first audio track is silent \\(it has 2") as error:
+        open_audio(clip)
+    assert "-map 0:a:1" in error.value.hint and str(clip) in str(error.value)
+    silent = tmp_path / "silent.wav"
+    _ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "1", str(silent))
+    with pytest.raises(EngineError, match="the audio is silent"):   # one track: the message as before
+        open_audio(silent)
+
+
 def test_a_span_of_a_recording_streams_exactly_its_samples():
     """A line of a long recording (Audio to Rig on a trimmed strip) is read from the file as it streams."""
     path = shared_file("audio", "fr_12s_48k_stereo.wav")   # 48 kHz: the span's samples come through the resampler

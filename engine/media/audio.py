@@ -245,6 +245,12 @@ def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: b
     if audio.n_samples < sample_rate // 10:
         raise EngineError(f"{path}: holds less than 0.1 s of audio", "use a longer recording", path=str(path))
     if not allow_silent and float(np.sqrt(energy[read].max() / n_native)) < _SILENCE_RMS:
+        if info is None and (tracks := probe(path).audio_tracks) > 1:   # ffmpeg decoded its first track
+            raise EngineError(f"{path}: its first audio track is silent (it has {tracks}; players, Blender and the "
+                              "engine play the first: a camera's input that was off?)",
+                              f"export the track with the speech to a file (ffmpeg -i {path.name} -map 0:a:1 "
+                              "speech.wav) and give that as the sound (--audio; in Blender, a sound strip)",
+                              path=str(path))
         side = f"its {channel} channel" if channel else "the audio"
         raise EngineError(f"{path}: {side} is silent",
                           "read the other channel or both" if channel else

@@ -28,6 +28,7 @@ class MediaInfo:
     video_codec: str = ""
     audio_codec: str = ""
     sample_rate: int = 0
+    audio_tracks: int = 0   # a camera's clip may hold several (one a microphone input); players play the first
     container: str = ""
     pixel_aspect: tuple[int, int] = (1, 1)  # the video's sample aspect ratio (SAR) where its pixels are not square
     interlaced: bool = False  # fields of two instants in each frame (broadcast 1080i, DV, older camcorders)
@@ -95,9 +96,11 @@ def probe(path: str | Path) -> MediaInfo:
             continue
         if "Stream #" in line:
             in_video = False
-        if (m := _AUDIO.search(line)) and not info.has_audio:
-            info.has_audio = True
-            info.audio_codec, info.sample_rate = m.group(1), int(m.group(2))
+        if m := _AUDIO.search(line):
+            info.audio_tracks += 1
+            if not info.has_audio:
+                info.has_audio = True
+                info.audio_codec, info.sample_rate = m.group(1), int(m.group(2))
         elif in_video and (m := _ROTATION.search(line)) and round(float(m.group(1))) % 180 == 90:
             # A phone filming upright stores its frames sideways and a rotation to show them by; ffmpeg
             # decodes them turned (every command here reads frames through it), so they are this size.

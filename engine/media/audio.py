@@ -48,11 +48,13 @@ _TWO_VOICES_DB = 12.0
 class Audio:
     """A speech file opened for streaming: mono float32 at `sample_rate`, `len(audio)` samples."""
 
+    channel: str | None = None   # the side read alone (CHANNELS), or None for the mixdown
+    two_voices = False           # read as a mixdown, its sides hold different voices at different times (a dialogue)
+
     def __init__(self, path: Path, native_rate: int, channels: np.ndarray, n_native: int, sample_rate: int,
                  decoder, channel: str | None = None, two_voices: bool = False):
         self.path, self.native_rate, self.sample_rate = path, native_rate, sample_rate
-        self.channel = channel             # the side read alone (CHANNELS), or None for the mixdown
-        self.two_voices = two_voices       # its sides hold different voices at different times (a dialogue)
+        self.channel, self.two_voices = channel, two_voices
         self._channels = channels          # the channels the mixdown averages (unused where a side is read)
         self._decoder = decoder            # () -> iterator of (n, all channels) float32 blocks
         self.n_samples = _resampled_length(n_native, native_rate, sample_rate)
@@ -157,8 +159,7 @@ class SamplesAudio(Audio):
     """Samples already in memory (16 kHz mono), behind the same interface as a file."""
 
     def __init__(self, samples: np.ndarray, sample_rate: int = SAMPLE_RATE):
-        self.path, self.native_rate, self.sample_rate, self.channel = None, sample_rate, sample_rate, None
-        self.two_voices = False
+        self.path, self.native_rate, self.sample_rate = None, sample_rate, sample_rate
         self.samples = np.ascontiguousarray(samples, np.float32)
         self.n_samples = len(self.samples)
 
@@ -216,14 +217,14 @@ def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: b
         rate, channels, centre, video_lead = _ffmpeg_format(path)
         decoder = lambda: _ffmpeg_blocks(path, video_lead)  # noqa: E731
     gram, n_native = np.zeros((channels, channels)), 0   # the channels' energies and cross-products
-    sides = []                                            # a stereo file's two energies per 50-ms window
+    sides = []             # a stereo file's two energies per 50-ms window, read as a mixdown (for _two_voices)
+    window = max(1, rate // 20)
     stage = progress.stage("reading audio") if progress is not None else None
     for block in decoder():
         block = block.astype(np.float64)
         gram += block.T @ block
         n_native += len(block)
-        if channels == 2:
-            window = max(1, rate // 20)
+        if channels == 2 and channel is None:
             sides.append((block[:len(block) // window * window] ** 2).reshape(-1, window, 2).mean(axis=1))
         if stage:
             stage.advance()
@@ -282,7 +283,7 @@ def _two_voices(sides: list) -> bool:
 
 def two_voices_warning(audio: Audio) -> str | None:
     """What to tell the user where a dialogue's two voices are read together, else None."""
-    if not audio.two_voices or audio.channel is not None:
+    if not audio.two_voices:   # (never set where one side is read)
         return None
     return (f"{audio.path}: its two channels hold different voices at different times (a dialogue recorded with "
             "a microphone on each speaker?), read here as one voice: read one speaker's with --channel left or right "

@@ -371,18 +371,20 @@ class Relay:
 # builder's output with the command's own parser, so the two cannot drift apart.
 def preprocess_argv(clip, subject, fps: float | None = None, size: int | None = None,
                     span: tuple[float, float] | None = None, audio=None, audio_offset: float = 0.0,
-                    channel: str | None = None) -> list[str]:
+                    channel: str | None = None, sequence_fps: float | None = None) -> list[str]:
     """fps: the frame rate to resample to (the scene's, so renders line up frame for frame); size: the
     subject's square crop in pixels (None: the crop's own); span: the seconds of the clip to use (None: all);
     audio: the recording of its speech, when not the clip's own track; audio_offset: the recording's (or the
     own track's) second at the clip's first frame; channel: the side of a two-microphone recording that holds
-    the person's voice ("left", "right"; None: both)."""
+    the person's voice ("left", "right"; None: both); sequence_fps: the rate an image sequence (`clip`
+    plate.####.exr) plays at."""
     return (["preprocess", str(clip), "-o", str(subject)] + (["--fps", repr(float(fps))] if fps else [])
             + (["--size", str(size)] if size else [])
             + (["--start", repr(float(span[0])), "--end", repr(float(span[1]))] if span else [])
             + (["--audio", str(audio)] if audio is not None else [])
             + (["--audio-offset", repr(float(audio_offset))] if audio_offset else [])
-            + (["--channel", channel] if channel else []))
+            + (["--channel", channel] if channel else [])
+            + (["--sequence-fps", repr(float(sequence_fps))] if sequence_fps else []))
 
 
 def train_argv(subject, preset: str | None = None, device: str | None = None, expression: str | None = None,

@@ -4,8 +4,10 @@
   2. wall time of the whole preprocess of lieu_60s, with the time of each stage
   3. head-pose jitter, raw MediaPipe against the stabilised track, and the keypoint reprojection RMSE
   4. every clip in ../shared/data/video preprocessed, with its warnings and the preview to look at
+With --plate CLIP, only this: CLIP's frames written as a PNG and as an OpenEXR image sequence, and each one's
+working copy (media/sequence.py): time, size, and fidelity against the PNG frames.
 
-Usage: .venv/bin/python scripts/bench_preprocess.py [--out DIR] [--frames 300] [--only-lieu]
+Usage: .venv/bin/python scripts/bench_preprocess.py [--out DIR] [--frames 300] [--only-lieu] [--plate CLIP]
 Timings on a shared machine are inflated by other work: the script prints the load average.
 """
 from __future__ import annotations
@@ -76,14 +78,51 @@ def run_preprocess(clip: Path, out: Path):
     return result, end - start, timer.durations(end), timer.warnings
 
 
+def plate_working_copy(clip: Path, scratch: Path) -> None:
+    """A plate's working copy from PNG and from OpenEXR frames (the EXR holding the PNG's values as floats)."""
+    import subprocess
+
+    import cv2
+    import numpy as np
+    from engine.media.ffmpeg import ffmpeg_exe, probe
+    from engine.media.sequence import encode_working_copy, find_image_sequence
+    from engine.media.video import read_frames
+    fps = probe(clip).fps
+    for kind, codec in (("png", []), ("exr", ["-pix_fmt", "gbrpf32le", "-c:v", "exr"])):
+        (scratch / kind).mkdir()
+        subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(clip), *codec,
+                        str(scratch / kind / f"plate.%04d.{kind}")], check=True)
+        sequence = find_image_sequence(scratch / kind)
+        frames_bytes = sum(p.stat().st_size for p in (scratch / kind).iterdir())
+        start = time.perf_counter()
+        copy = encode_working_copy(sequence, fps, scratch / f"{kind}.mp4", Progress("quiet"))
+        wall = time.perf_counter() - start
+        print(f"   {kind}: {sequence.count} frames ({frames_bytes / 1e6:.0f} MB) -> working copy "
+              f"{copy.stat().st_size / 1e6:.1f} MB in {wall:.1f} s ({sequence.count / wall:.1f} frames/s)")
+    psnr = []
+    for k, frame in enumerate(read_frames(scratch / "png.mp4", fps)):
+        if k % 40 == 0:
+            truth = cv2.imread(str(scratch / "png" / f"plate.{k + 1:04d}.png"))[..., ::-1].astype(float)
+            psnr.append(10 * np.log10(255 ** 2 / np.mean((frame - truth) ** 2)))
+    print(f"   PNG working copy against its frames (every 40th): {min(psnr):.1f}-{max(psnr):.1f} dB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None, help="keep the subjects here (default: a temp folder)")
     parser.add_argument("--frames", type=int, default=300, help="frames for the throughput figure")
     parser.add_argument("--only-lieu", action="store_true", help="skip the other clips")
+    parser.add_argument("--plate", type=Path, default=None, metavar="CLIP",
+                        help="only the working copy of CLIP's frames as an image sequence")
     args = parser.parse_args()
     videos = SHARED / "data" / "video"
     print(f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f} (shared machine)")
+    if args.plate:
+        print(f"\nan image-sequence plate's working copy: {args.plate.name}'s frames")
+        with tempfile.TemporaryDirectory() as scratch:
+            plate_working_copy(args.plate, Path(scratch))
+        print(f"load average at end: {os.getloadavg()[0]:.2f}")
+        return
 
     print("\n1. face-analysis throughput (landmarks + person mask + parsing + face mask per crop)")
     for name in ("lieu_60s.mp4", "may_5s.mp4"):

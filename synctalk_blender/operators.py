@@ -271,7 +271,7 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
 
     def prepare(self, context):
         s = settings(context)
-        span, self._note, sound = None, "", {}
+        span, self._note, sound, self._strip_name = None, "", {}, ""
         fps = scene_fps(context.scene)
         if s.clip:
             clip = _existing_file(Path(bpy.path.abspath(s.clip)), "clip")
@@ -279,10 +279,10 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
                 raise UserError(f"{clip.name} has no sound: add it to the Sequencer with the sound recorded beside "
                                 "it, select both strips and clear the Clip field")
         else:
-            clip, span, sound = self._movie_strip(context.scene, fps)
+            clip, span, sound = self._picture_strip(context.scene, fps)
         if channel := side(s.clip_channel):   # the person's voice on one side of a two-microphone recording
             sound["channel"] = channel
-        name = re.sub(r"[^\w.-]+", "_", s.subject_name or clip.stem)
+        name = re.sub(r"[^\w.-]+", "_", s.subject_name or self._strip_name or clip.stem)
         self._subject = subjects_dir() / name
         from engine.subject.format import CHECKPOINT, META_FILE, MODEL_DIR
         if (self._subject / META_FILE).is_file():
@@ -294,32 +294,37 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
         preprocess = engine_jobs.preprocess_argv(clip, self._subject, fps=fps, size=s.size, span=span, **sound)
         return f"Train {name}", [preprocess, train_arguments(self._subject, s)]
 
-    def _movie_strip(self, scene, fps: float) -> tuple[Path, tuple[float, float] | None, dict]:
-        """The selected movie strip's file, the part of it the edit shows (None: all), and the sound strip it
-        plays with where one is selected with it (preprocess's audio and audio_offset; {}: the file's own)."""
+    def _picture_strip(self, scene, fps: float) -> tuple[Path, tuple[float, float] | None, dict]:
+        """The selected movie strip's file (or image strip's sequence), the part of it the edit shows (None: all),
+        and the sound strip it plays with where one is selected with it (preprocess's audio and audio_offset;
+        {}: the file's own)."""
         try:
-            strip = sequencer.selected_strip(scene, "MOVIE")
-            clip = _existing_file(sequencer.strip_file(strip), "the movie strip's file")
+            strip = sequencer.selected_strip(scene, "MOVIE", "IMAGE")
+            if strip.type == "IMAGE":
+                clip, sound = _image_sequence(strip), {"sequence_fps": fps}   # a frame per scene frame
+                self._strip_name = strip.name
+            else:
+                clip, sound = _existing_file(sequencer.strip_file(strip), "the movie strip's file"), {}
         except ValueError as exc:
             raise UserError(f"{exc}, or choose a clip file") from exc
-        span, sound = None, {}
+        span = None
         try:
             # What the edit shows of the file: a strip trimmed to the person talking trains on that part.
             if sequencer.retimed(strip):
                 self._note = " (the strip is retimed: its whole file was used)"
             else:
-                span = sequencer.movie_span(strip)
+                span = sequencer.movie_span(strip, fps)
             # and the sound it plays with: a recorder's file synced under a camera's clip, say
             if (sound_strip := sequencer.sound_beside(scene, strip)) is not None:
                 self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
                 audio = _existing_file(sequencer.sound_file(sound_strip, self._tmp), f"sound of strip '{sound_strip.name}'")
                 offset = sequencer.sound_offset(strip, sound_strip, fps)
                 if audio.resolve() != clip.resolve() or abs(offset) > 0.5 / fps:   # else: the movie's own, in step
-                    sound = {"audio": audio, "audio_offset": offset}
+                    sound.update(audio=audio, audio_offset=offset)
                     self._note += f" (its sound from strip '{sound_strip.name}')"
-            elif not _has_sound(clip):
-                raise UserError(f"movie strip '{strip.name}' has no sound: select the sound strip that plays with "
-                                "it too (a sound recorder's file synced under it)")
+            elif strip.type == "IMAGE" or not _has_sound(clip):
+                raise UserError(f"{strip.type.lower()} strip '{strip.name}' has no sound: select the sound strip "
+                                "that plays with it too (a sound recorder's file synced under it)")
         except ValueError as exc:
             raise UserError(str(exc)) from exc
         return clip, span, sound
@@ -327,6 +332,25 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
     def finish(self, context, result):
         settings(context).subject = str(self._subject)
         return f"subject '{self._subject.name}' trained: {self._subject}{self._note}"
+
+
+def _image_sequence(strip) -> Path:
+    """An image strip's frames as the engine names their sequence (folder/plate.####.exr), checked: one numbered
+    run, every frame on disk."""
+    from engine.errors import EngineError
+    from engine.media.sequence import image_sequence_of_files
+    files = sequencer.image_files(strip)
+    if len(files) < 2:
+        raise UserError(f"image strip '{strip.name}' shows one still image: Train Subject needs the person talking "
+                        "(a movie strip, or an image strip of the clip's frames)")
+    try:
+        sequence = image_sequence_of_files(files)
+    except EngineError as exc:
+        raise UserError(f"image strip '{strip.name}': {exc.message} ({exc.hint})") from exc
+    missing = next((f for f in files if not f.is_file()), None)
+    if missing is not None:
+        raise UserError(f"image strip '{strip.name}': frame {missing} not found (moved or not rendered yet)")
+    return Path(sequence.name)
 
 
 def _has_sound(clip: Path) -> bool:
@@ -348,11 +372,11 @@ def _check_same_footage(subject: Path, clip: Path, fps: float, span, sound: dict
     meta = read_meta(subject)
     first, frames = span_frames(*span, fps) if span else (0, None)
     source = meta.source
-    same_file = source is not None and Path(source.path).resolve() == clip.resolve()
+    same_file = source is not None and Path(source.sequence or source.path).resolve() == clip.resolve()
     if not same_file or source.first_frame != first or (frames is not None and abs(meta.frames - frames) > 1):
-        raise UserError(f"a subject named '{subject.name}' was made from other footage "
-                        f"({source.path if source else 'unknown'}); give this one another Subject Name, "
-                        "or delete that folder to make it again")
+        made_from = (source.sequence or source.path) if source else "unknown"
+        raise UserError(f"a subject named '{subject.name}' was made from other footage ({made_from}); give this "
+                        "one another Subject Name, or delete that folder to make it again")
     def recording(path) -> str | None:   # the clip's own track, whether named or not
         return None if path is None or Path(path).resolve() == clip.resolve() else Path(path).name
     had = (recording(source.audio), round(source.audio_offset, 3), source.audio_channel)

@@ -25,26 +25,39 @@ def active_strip(scene):
     return editor.active_strip
 
 
-def selected_strip(scene, kind: str):
-    """The active strip if it is of type `kind` ('SOUND', 'MOVIE'), else the only selected one of it.
+def selected_strip(scene, *kinds: str):
+    """The active strip if it is of one of the types `kinds` ('SOUND', 'MOVIE', 'IMAGE'), else the only selected
+    one of them.
 
     Raises ValueError with a message for the user when there is none, or the choice is ambiguous.
     """
+    kind = " or ".join(k.lower() for k in kinds)
     editor = scene.sequence_editor
     if editor is None:
-        raise ValueError(f"no {kind.lower()} strip: the scene has no sequencer strips")
+        raise ValueError(f"no {kind} strip: the scene has no sequencer strips")
     active = editor.active_strip
-    if active is not None and active.select and active.type == kind:
+    if active is not None and active.select and active.type in kinds:
         return active
-    chosen = [s for s in strips(scene, all_levels=True) if s.select and s.type == kind]
+    chosen = [s for s in strips(scene, all_levels=True) if s.select and s.type in kinds]
     if len(chosen) == 1:
         return chosen[0]
     if chosen:
-        raise ValueError(f"{len(chosen)} {kind.lower()} strips are selected; make one of them active")
+        raise ValueError(f"{len(chosen)} {kind} strips are selected; make one of them active")
     if active is not None and active.select:
         raise ValueError(f"the active strip '{active.name}' is a {active.type.lower()} strip, "
-                         f"not a {kind.lower()} strip")
-    raise ValueError(f"no {kind.lower()} strip selected: select one in the Sequencer")
+                         f"not a {kind} strip")
+    raise ValueError(f"no {kind} strip selected: select one in the Sequencer")
+
+
+def image_files(strip) -> list[Path]:
+    """The frames an image strip shows, in order (an image sequence: a plate's numbered frames)."""
+    folder = Path(bpy.path.abspath(strip.directory))
+    return [folder / element.filename for element in strip.elements]
+
+
+def strip_rate(strip, scene_fps: float) -> float:
+    """The rate a picture strip's file plays at: a movie's own; an image strip shows a frame per scene frame."""
+    return strip.fps if strip.type == "MOVIE" else scene_fps
 
 
 def strip_file(strip) -> Path:
@@ -176,26 +189,29 @@ def sound_beside(scene, movie):
 
 
 def sound_offset(movie, sound, fps: float) -> float:
-    """The second of the sound strip's file that the edit plays with the movie file's second 0 (counted at the
-    movie's first visible frame, where a movie playing at another rate than the scene's is in step)."""
+    """The second of the sound strip's file that the edit plays with the movie file's (or image sequence's)
+    second 0 (counted at the movie's first visible frame, where a movie playing at another rate than the scene's
+    is in step)."""
     first_shown = max(visible_handles(movie)[0], content_start(movie))
     origin = heard_sound(sound, fps).origin          # raises for a retimed sound strip
-    return (first_shown - origin) / fps - (first_shown - content_start(movie)) / movie.fps
+    return (first_shown - origin) / fps - (first_shown - content_start(movie)) / strip_rate(movie, fps)
 
 
-def movie_span(strip) -> tuple[float, float] | None:
-    """The seconds of its file a movie strip shows (start, end), or None where it shows all of it.
+def movie_span(strip, scene_fps: float | None = None) -> tuple[float, float] | None:
+    """The seconds of its file a movie strip (or of its frames an image strip, at `scene_fps`) shows (start,
+    end), or None where it shows all of it.
 
     A movie strip shows one frame of its file per scene frame, whatever the scene's rate: the visible part's
     frames, counted from where the content starts, are frames of the file at its own rate (strip.fps)."""
     start, end = visible_handles(strip)
     if end <= start:
-        raise ValueError(f"movie strip '{strip.name}' shows none of its file: the meta strip it lies in is "
-                         "trimmed past it")
+        raise ValueError(f"{strip.type.lower()} strip '{strip.name}' shows none of its file: the meta strip it "
+                         "lies in is trimmed past it")
     first = content_start(strip)
     if start <= first and end >= first + content_duration(strip):
         return None
-    return (max(0.0, (start - first) / strip.fps), (end - first) / strip.fps)
+    rate = strip_rate(strip, scene_fps)
+    return (max(0.0, (start - first) / rate), (end - first) / rate)
 
 
 def set_handles(strip, start: int, end: int) -> None:

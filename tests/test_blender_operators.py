@@ -405,6 +405,38 @@ def test_train_subject_learns_a_camera_clip_from_the_sound_strip_synced_under_it
 
 
 @pytest.mark.slow
+def test_train_subject_learns_an_image_strip_of_a_plate_with_the_sound_synced_under_it(scene, tmp_path,
+                                                                                     monkeypatch):
+    """A plate delivered as numbered frames (an image strip, played a frame per scene frame) and its sound
+    recorded beside it: Train Subject makes the subject from the part of the plate the edit shows, keeps its
+    working copy, and refuses a strip whose frames are not one numbered run."""
+    from engine.media.ffmpeg import ffmpeg_exe
+    from engine.subject import Subject
+    monkeypatch.setenv("SYNCTALK_SUBJECTS", str(tmp_path / "subjects"))
+    lieu = shared_file("video", "lieu_60s.mp4")
+    (tmp_path / "sh010").mkdir()
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(lieu), "-t", "3", "-start_number", "1001",
+                    str(tmp_path / "sh010" / "plate.%04d.png")], check=True)
+    recorder = _cut(lieu, 3.0, tmp_path / "recorder.wav")
+    plate = sequencer.add_image_sequence(scene, sorted((tmp_path / "sh010").glob("*.png")), 1, 2, name="sh010")
+    sequencer.set_handles(plate, 11, 76)        # frames 10-74 of 75: 0.4 s to 3.0 s
+    select_only(scene, plate)
+    scene.synctalk.clip, scene.synctalk.subject_name, scene.synctalk.preset = "", "", "tiny"
+    scene.synctalk.size, scene.synctalk.rig_drives_mouth = 64, False
+    _bad(bpy.ops.synctalk.train_subject, "image strip 'sh010' has no sound: select the sound strip")
+    sound = sequencer.add_sound(scene, recorder, frame_start=1, channel=1)
+    sound.select = True
+    assert bpy.ops.synctalk.train_subject() == {"FINISHED"}
+    subject = Subject(tmp_path / "subjects" / "sh010")
+    source = subject.meta.source
+    assert (source.sequence, source.first_frame, source.fps) == (str(tmp_path / "sh010" / "plate.####.png"), 10, 25)
+    assert subject.meta.frames == 65 and (subject.root / source.path).is_file()
+    assert (subject.root / "model" / "head.safetensors").is_file()
+    plate.elements.append("plate.1080.png")     # a frame after a gap (not rendered yet)
+    _bad(bpy.ops.synctalk.train_subject, r"4 of frames 1001-1080 are missing \(the first 1076\)")
+
+
+@pytest.mark.slow
 def test_train_subject_cancel_leaves_a_resumable_subject_then_resumes(scene, lieu_3s, monkeypatch):
     monkeypatch.setenv("SYNCTALK_SUBJECTS", str(lieu_3s.parent))
     scene.synctalk.clip, scene.synctalk.subject_name, scene.synctalk.preset = str(lieu_3s), "lieu", "tiny"

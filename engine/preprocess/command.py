@@ -7,7 +7,8 @@ from ..cli import add_channel_option
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("clip", help="video of one person talking (mp4, mov, mkv, webm), with its sound")
+    parser.add_argument("clip", help="video of one person talking (mp4, mov, mkv, webm), with its sound; or an image "
+                                     "sequence (plate.####.exr, plate.%%04d.png, or their folder) with --audio")
     parser.add_argument("-o", "--output", required=True, metavar="SUBJECT_DIR",
                         help="subject folder to write (replaced whole, only once preprocessing succeeds)")
     parser.add_argument("--fps", type=float, default=25.0, help="frame rate to resample to (default 25)")
@@ -23,6 +24,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio-offset", type=float, default=0.0, metavar="SECONDS",
                         help="the recording's time at the clip's first frame (default 0); without --audio, the "
                              "clip's own track's: puts right a clip whose sound is out of step with its picture")
+    parser.add_argument("--sequence-fps", type=float, default=None, metavar="RATE",
+                        help="the frame rate an image sequence plays at (required for one: its frames have none)")
     add_channel_option(parser)
     parser.add_argument("--models", default=None, metavar="DIR",
                         help="folder with face_landmarker.task and selfie_segmenter.tflite "
@@ -33,4 +36,5 @@ def run(args: argparse.Namespace, progress) -> dict:
     from .pipeline import preprocess
     return preprocess(args.clip, args.output, fps=args.fps, size=args.size, models_dir=args.models,
                       progress=progress, start_s=args.start, end_s=args.end, audio=args.audio,
-                      audio_offset=args.audio_offset, channel=args.channel)
+                      audio_offset=args.audio_offset, channel=args.channel,
+                      sequence_fps=args.sequence_fps)

@@ -19,9 +19,12 @@ earlier subject untouched.
 """
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -34,12 +37,13 @@ from ..face.parsing import CHIN, FOREHEAD, face_mask, parse
 from ..media import checked_span
 from ..media.audio import open_audio, two_voices_warning, write_wav
 from ..media.ffmpeg import MediaInfo
+from ..media.sequence import ImageSequence, encode_working_copy, find_image_sequence, is_image_sequence
 from ..media.video import open_clip, read_frames
 from ..progress import Progress
 from ..tracking import stabilize
 from ..files import preallocated_memmap, require_free_space, sha256_of, write_failed
 from ..lock import JobLock
-from ..subject.format import SubjectWriter, frame_name
+from ..subject.format import SOURCE_COPY, SubjectWriter, frame_name
 from ..subject.schema import MAX_FPS, CropBox, Source, Split, SubjectMeta, span_frames
 from . import gaps
 from .shots import ShotDetector, face_steps, held_out_stretch
@@ -107,14 +111,28 @@ class Analysed:
 def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, size: int | None = None,
                models_dir: str | Path | None = None, progress: Progress | None = None,
                start_s: float | None = None, end_s: float | None = None, audio: str | Path | None = None,
-               audio_offset: float = 0.0, channel: str | None = None) -> dict:
+               audio_offset: float = 0.0, channel: str | None = None, sequence_fps: float | None = None) -> dict:
     """`start_s`, `end_s`: the span of the clip to make the subject from, in seconds (None: its start, its end);
     its frames are numbered from 0 and subject.json's source says where frame 0 lies in the clip.
     `audio`: the speech from this recording instead of the clip's own track (double-system sound: a sound
     recorder's file beside the camera's clip); its (or the own track's) second `audio_offset` lies at the clip's
-    first frame. `channel`: the side of a two-microphone recording that holds the person's voice."""
+    first frame. `channel`: the side of a two-microphone recording that holds the person's voice.
+    `clip` may name an image sequence (media/sequence.py), played at `sequence_fps`, with its sound in `audio`:
+    it is encoded once into a working copy that the subject keeps (SOURCE_COPY)."""
     progress = progress or Progress("quiet")
     clip = Path(clip)
+    sequence = find_image_sequence(clip) if is_image_sequence(clip) else None
+    if sequence is not None:
+        if sequence_fps is None or not 0 < sequence_fps <= MAX_FPS:
+            raise EngineError(f"{sequence.name}: an image sequence has no frame rate of its own",
+                              "give the rate it plays at (--sequence-fps 24; Blender: the scene's)", path=sequence.name)
+        if audio is None:
+            raise EngineError(f"{sequence.name}: an image sequence has no sound", "the subject learns from the "
+                              "speech: give the sound recorded with it (--audio, and --audio-offset where the "
+                              "recording starts before the first frame)", path=sequence.name)
+    elif sequence_fps is not None:
+        raise EngineError(f"{clip}: --sequence-fps is for an image sequence", "leave it out: a video clip has its "
+                          "own frame rate", path=str(clip))
     if not 0 < fps <= MAX_FPS:
         raise EngineError(f"--fps must be above 0 and at most {MAX_FPS:g}, got {fps}", "use 25 (SyncTalk's rate)")
     if size is not None and not 64 <= size <= 2048:
@@ -124,15 +142,26 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
         # Checked now as well as at commit, so a wrong folder is refused before minutes of work.
         raise EngineError(f"{destination} exists and is not a subject folder",
                           "choose an empty or new output folder", path=str(destination))
-    info = open_clip(clip)
-    if not info.has_audio and audio is None:
-        raise EngineError(f"{clip}: has no audio track", "the subject learns from the speech: use the "
-                          "original recording with its sound, or give the sound recorded with it (--audio)",
-                          path=str(clip))
-    footage = Footage(clip, info, fps, *clip_span(clip, info, fps, start_s, end_s))
     sound = SoundOfClip(None if audio is None else Path(audio), audio_offset, channel)
+    if sequence is None:
+        info = open_clip(clip)
+        if not info.has_audio and audio is None:
+            raise EngineError(f"{clip}: has no audio track", "the subject learns from the speech: use the "
+                              "original recording with its sound, or give the sound recorded with it (--audio)",
+                              path=str(clip))
+        footage = Footage(clip, info, fps, *clip_span(clip, info, fps, start_s, end_s))
+        with JobLock(destination, "preprocess"):
+            return _preprocess(footage, sound, destination, size, models_dir, progress)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    working = f".{destination.name}.sequence-"
     with JobLock(destination, "preprocess"):
-        return _preprocess(footage, sound, destination, size, models_dir, progress)
+        for stale in destination.parent.glob(f"{working}*"):   # a killed run's working copy
+            shutil.rmtree(stale, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix=working, dir=destination.parent) as folder:
+            copy = encode_working_copy(sequence, sequence_fps, Path(folder) / SOURCE_COPY, progress)
+            info = open_clip(copy)
+            footage = Footage(copy, info, fps, *clip_span(Path(sequence.name), info, fps, start_s, end_s))
+            return _preprocess(footage, sound, destination, size, models_dir, progress, sequence)
 
 
 @dataclass(frozen=True)
@@ -180,11 +209,16 @@ def clip_span(clip: Path, info: MediaInfo, fps: float, start_s: float | None, en
 
 
 def _preprocess(footage: Footage, sound: SoundOfClip, destination: Path, size: int | None, models_dir,
-                progress: Progress) -> dict:
-    clip, info, fps = footage.path, footage.info, footage.fps
+                progress: Progress, sequence: ImageSequence | None = None) -> dict:
+    """`sequence`: the image sequence whose working copy `footage` reads, moved into the subject it makes."""
     warnings: list[str] = []
     with SubjectWriter(destination) as writer:
         root = writer.root
+        if sequence is not None:
+            os.replace(footage.path, root / SOURCE_COPY)
+            footage = replace(footage, path=root / SOURCE_COPY)
+        info, fps = footage.info, footage.fps
+        clip = Path(sequence.name) if sequence else footage.path   # as messages name it
         stage = progress.stage("audio", 1)
         samples = sound.under(footage, warnings)
         write_wav(writer.audio_path, samples)
@@ -257,9 +291,11 @@ def _preprocess(footage: Footage, sound: SoundOfClip, destination: Path, size: i
                       np.flatnonzero(valid == gaps.VALID_EXCLUDED).tolist())
         meta = SubjectMeta(
             fps=fps, frames=n, size=size, crop_box=box,
-            source=Source(str(clip.resolve()), sha256_of(clip), info.width, info.height, info.fps, info.duration,
-                          first_frame=footage.first, audio=None if sound.path is None else str(sound.path.resolve()),
-                          audio_offset=sound.offset, audio_channel=sound.channel),
+            source=Source(SOURCE_COPY if sequence else str(clip.resolve()), sha256_of(footage.path), info.width,
+                          info.height, info.fps, info.duration, first_frame=footage.first,
+                          audio=None if sound.path is None else str(sound.path.resolve()),
+                          audio_offset=sound.offset, audio_channel=sound.channel,
+                          sequence=sequence and str(clip.resolve())),
             intrinsics=stabilised.intrinsics,
             split=split,
             gaps=sorted(gap_list, key=lambda g: g["start_frame"]), warnings=warnings, shots=shots.starts,

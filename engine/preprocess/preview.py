@@ -35,7 +35,7 @@ def write_preview(root: Path, meta: SubjectMeta, landmarks: np.ndarray, valid: n
     ax.set_axis_off()
     stabilizer = meta.stabilizer
     jitter = stabilizer.get("jitter", {})
-    ax.set_title(f"{Path(meta.source.path).name}: {meta.frames} frames at {meta.fps:g} fps, "
+    ax.set_title(f"{Path(meta.source.sequence or meta.source.path).name}: {meta.frames} frames at {meta.fps:g} fps, "
                  f"{meta.size} px crop of the source at {_box_text(meta.crop_box)}; "
                  f"{len(meta.split.excluded)} frames excluded, {len(meta.warnings)} warnings\n"
                  f"stabilizer: reprojection RMSE {stabilizer.get('reprojection_rmse_px', float('nan')):.2f} px "

@@ -36,7 +36,7 @@ class Framing:
             progress.warn(f"{subject.root / 'subject.json'} records no source clip or crop box; "
                           "rendering at the crop size")
             return
-        path = Path(source.path)
+        path = source.clip_in(subject.root)
         if not path.is_file():
             progress.warn(f"source clip {path} not found; rendering at the crop size "
                           "(put the clip back there to get full-frame output)")

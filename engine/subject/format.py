@@ -4,6 +4,8 @@
                           intrinsics, source checksum, split, gaps, warnings, the first frame of
                           each shot (an edited clip's cuts), which models exist
     audio.wav             the clip's speech, 16 kHz mono
+    source.mp4            where the subject was made from an image sequence: its working copy (the clip
+                          that full-frame renders paste into; media/sequence.py)
     tracks.safetensors    per-frame arrays (N = frames):
                             landmarks       (N, 478, 3) float32, x and y in crop pixels
                             blendshapes     (N, 52) float32, ARKit order, jawOpen floored by the lip gap
@@ -46,6 +48,7 @@ from .schema import FORMAT, REPROCESS, VERSION, CropBox, SubjectMeta
 LABEL_BACKGROUND, LABEL_HEAD, LABEL_NECK, LABEL_TORSO = 0, 1, 2, 3
 IMAGE_FOLDERS = ("frames", "parsing", "facemask", "torso")
 META_FILE, TRACKS_FILE, AUDIO_FILE = "subject.json", "tracks.safetensors", "audio.wav"
+SOURCE_COPY = "source.mp4"
 MODEL_DIR = "model"
 HEAD_WEIGHTS, HEAD_CONFIG, CHECKPOINT = "head.safetensors", "head.json", "checkpoint.safetensors"
 

@@ -150,7 +150,8 @@ def span_frames(start_s: float, end_s: float | None, fps: float) -> tuple[int, i
 
 @dataclass
 class Source:
-    """The clip the subject was made from (for full-frame renders and the checksum check)."""
+    """The clip the subject was made from (for full-frame renders and the checksum check). `path` is relative to
+    the subject folder where the clip lies in it: an image sequence's working copy (`sequence` names the frames)."""
     path: str
     sha256: str | None = None
     width: int | None = None
@@ -161,7 +162,12 @@ class Source:
     audio: str | None = None    # the recording its speech came from, where not the clip's own track
     audio_offset: float = 0.0   # ... that recording's (or the clip's own track's) second at the clip's first frame
     audio_channel: str | None = None   # the side of a two-microphone recording read alone (media.audio.CHANNELS)
+    sequence: str | None = None  # the image sequence (plate.####.exr) whose working copy `path` is
     extra: dict = field(default_factory=dict)
+
+    def clip_in(self, subject_root: Path) -> Path:
+        """The clip's path, a working copy's found in the subject folder wherever that has moved."""
+        return Path(subject_root) / self.path
 
     def to_dict(self) -> dict:
         data = {k: v for k, v in asdict(self).items() if k != "extra" and v is not None}
@@ -189,9 +195,9 @@ class Source:
                    first_frame=c.number("first_frame", 0, 1e9, required=False, integer=True, default=0),
                    audio=c.text("audio", required=False),
                    audio_offset=c.number("audio_offset", -1e7, 1e7, required=False, default=0.0),
-                   audio_channel=channel,
+                   audio_channel=channel, sequence=c.text("sequence", required=False),
                    extra=c.extra(("path", "sha256", "width", "height", "fps", "duration", "first_frame", "audio",
-                                  "audio_offset", "audio_channel")))
+                                  "audio_offset", "audio_channel", "sequence")))
 
 
 @dataclass

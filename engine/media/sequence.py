@@ -1,0 +1,175 @@
+"""Image sequences: a plate delivered as numbered frames (PNG, JPEG, TIFF, DPX, OpenEXR), found, checked and
+encoded once into a working copy that the rest of the engine reads as a clip.
+
+Named the way compositing tools write them: `shot/plate.####.exr` (one # a digit of padding), `plate.%04d.png`,
+or the folder that holds them. The working copy is H.264 at 4:4:4 and a quality no eye tells from the frames
+(every pass of preprocessing, and the full-frame render's paste-back, reads it as a clip); an OpenEXR plate is
+scene-linear light and is given the sRGB curve on the way in, as a viewer shows it.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import EngineError
+from ..files import disk_full, partial_path, require_free_space
+from ..progress import Progress
+from .ffmpeg import ffmpeg_exe, probe
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dpx", ".exr", ".bmp", ".tga")
+_PLACEHOLDER = re.compile(r"#+|%(0\d+)?d")
+_NUMBERED = re.compile(r"^(.*?)(\d+)(\.[^.]+)$")   # the last run of digits before the extension
+WORKING_COPY_CRF = 12          # x264 at 4:4:4: visually lossless, a tenth of the frames' size as PNG
+WORKING_COPY_BYTES_PER_PIXEL = 0.5   # an upper estimate of that copy's size, for the free-space check
+# OpenEXR holds scene-linear light; read as it is, a face is dark and its shadows crushed
+SCENE_LINEAR_TO_SRGB = "zscale=transferin=linear:transfer=iec61966-2-1:primariesin=709:primaries=709:matrixin=gbr:matrix=gbr,format=gbrp"
+
+
+def is_image_sequence(path: str | Path) -> bool:
+    """Whether `path` names an image sequence: a frame-number placeholder in its file name, or a folder."""
+    path = Path(path)
+    return bool(_PLACEHOLDER.search(path.name)) or path.is_dir()
+
+
+@dataclass(frozen=True)
+class ImageSequence:
+    """Frames folder/prefix + number + suffix, numbered first .. first + count - 1 without a gap, each number
+    written with at least `digits` digits (0: as it comes)."""
+    folder: Path
+    prefix: str
+    suffix: str
+    digits: int
+    first: int
+    count: int
+
+    @property
+    def name(self) -> str:
+        """The sequence as users write it: folder/plate.####.exr (plate.#.exr where the numbers are unpadded)."""
+        return str(self.folder / f"{self.prefix}{'#' * max(1, self.digits)}{self.suffix}")
+
+    def frame_path(self, number: int) -> Path:
+        return self.folder / f"{self.prefix}{number:0{self.digits}d}{self.suffix}"
+
+    @property
+    def ffmpeg_pattern(self) -> str:
+        """The image2 demuxer's name for it (a % of the file name doubled, as the demuxer reads it)."""
+        digits = f"%0{self.digits}d" if self.digits else "%d"
+        return str(self.folder / (self.prefix.replace("%", "%%") + digits + self.suffix.replace("%", "%%")))
+
+
+def find_image_sequence(path: str | Path) -> ImageSequence:
+    """The sequence a pattern or a folder names, checked: every frame between the first and the last is there."""
+    path = Path(path)
+    if path.is_dir():
+        runs = _runs(path, [p.name for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES])
+        if not runs:
+            raise EngineError(f"{path}: is a folder, and holds no numbered image frames ({', '.join(IMAGE_SUFFIXES)})",
+                              "pick a video clip in it, or the folder of a plate's numbered frames", path=str(path))
+        if len(runs) > 1:
+            names = ", ".join(sorted(Path(r.name).name for r in runs)[:4])
+            raise EngineError(f"{path}: holds {len(runs)} image sequences ({names})",
+                              f"name the one to use, e.g. {runs[0].name}", path=str(path))
+        return runs[0]
+    placeholder = _PLACEHOLDER.search(path.name)
+    if placeholder is None or not path.parent.is_dir():
+        raise EngineError(f"{path}: no such image sequence", "check the folder and the frame-number placeholder "
+                          "(plate.####.exr, plate.%04d.png)", path=str(path))
+    prefix, suffix = path.name[:placeholder.start()], path.name[placeholder.end():]
+    spec = placeholder.group(0)
+    digits = len(spec) if spec.startswith("#") else int(placeholder.group(1) or 0)
+    numbered = re.compile(re.escape(prefix) + r"(\d+)" + re.escape(suffix) + "$")
+    numbers = []
+    for p in path.parent.iterdir():
+        if (m := numbered.match(p.name)) and (len(m.group(1)) == digits or not digits
+                                              or (len(m.group(1)) > digits and m.group(1)[0] != "0")):
+            numbers.append(int(m.group(1)))
+    if not numbers:
+        raise EngineError(f"{path}: no frames match it", "check the file names' padding (#### is four digits)",
+                          path=str(path))
+    return _checked(path.parent, prefix, suffix, digits, numbers)
+
+
+def image_sequence_of_files(files: list[Path]) -> ImageSequence:
+    """The sequence a list of frames forms (an image strip's), refused unless they are one numbered run."""
+    files = [Path(f) for f in files]
+    folders = {f.parent for f in files}
+    runs = _runs(files[0].parent, [f.name for f in files]) if len(folders) == 1 else []
+    if len(runs) != 1 or runs[0].count != len(files):
+        raise EngineError(f"{files[0].parent}: the {len(files)} images are not one numbered sequence",
+                          "use a strip of numbered frames from one folder (plate.0001.exr, plate.0002.exr, ...)",
+                          path=str(files[0]))
+    return runs[0]
+
+
+def _runs(folder: Path, names: list[str]) -> list[ImageSequence]:
+    """The numbered runs among `names`, each checked for gaps."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for name in names:
+        if m := _NUMBERED.match(name):
+            groups.setdefault((m.group(1), m.group(3)), []).append(m.group(2))
+    runs = []
+    for (prefix, suffix), digit_strings in sorted(groups.items()):
+        # padded where any number has a leading zero, or all are written with as many digits
+        widths = {len(d) for d in digit_strings}
+        padded = any(d[0] == "0" and len(d) > 1 for d in digit_strings) or len(widths) == 1
+        runs.append(_checked(folder, prefix, suffix, min(widths) if padded else 0,
+                             [int(d) for d in digit_strings]))
+    return runs
+
+
+def _checked(folder: Path, prefix: str, suffix: str, digits: int, numbers: list[int]) -> ImageSequence:
+    numbers = sorted(set(numbers))
+    sequence = ImageSequence(folder, prefix, suffix, digits, numbers[0], numbers[-1] - numbers[0] + 1)
+    if len(numbers) != sequence.count:
+        # A plate's missing frame is an error in its delivery; read past it, every later frame would be late.
+        missing = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
+        raise EngineError(f"{sequence.name}: {len(missing)} of frames {numbers[0]}-{numbers[-1]} are missing "
+                          f"(the first {missing[0]})", "render or copy the missing frames in, or move the frames "
+                          "after the gap into their own folder", path=str(sequence.frame_path(missing[0])))
+    return sequence
+
+
+def encode_working_copy(sequence: ImageSequence, fps: float, path: Path, progress: Progress) -> Path:
+    """Encode the sequence at `fps` into `path` (an mp4), written under a temporary name and renamed at the end."""
+    first = probe(sequence.frame_path(sequence.first))   # readable, and its size for the disk check
+    require_free_space(path.parent, int(sequence.count * first.width * first.height * WORKING_COPY_BYTES_PER_PIXEL),
+                       f"a working copy of {sequence.name}'s {sequence.count} frames")
+    linear = sequence.suffix.lower() == ".exr"
+    tmp = partial_path(path)
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-nostats", "-progress", "pipe:1",
+           "-framerate", repr(float(fps)), "-start_number", str(sequence.first),
+           "-f", "image2", "-i", sequence.ffmpeg_pattern, "-frames:v", str(sequence.count), "-an",
+           *(["-vf", SCENE_LINEAR_TO_SRGB] if linear else []),
+           "-c:v", "libx264", "-preset", "veryfast", "-crf", str(WORKING_COPY_CRF), "-pix_fmt", "yuv444p",
+           "-movflags", "+faststart", str(tmp)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+    done = 0
+    try:
+        with progress.stage("image sequence", sequence.count) as stage:
+            for line in proc.stdout:
+                if line.startswith("frame=") and (frame := int(line[6:].strip() or 0)) > done:
+                    stage.advance(frame - done)
+                    done = frame
+        err = proc.stderr.read().strip()
+        proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        proc.stdout.close()
+        proc.stderr.close()
+    if proc.returncode != 0 or done < sequence.count:
+        tmp.unlink(missing_ok=True)
+        if "No space left on device" in err:
+            raise disk_full(path)
+        raise EngineError(f"{sequence.name}: {done} of its {sequence.count} frames could be encoded "
+                          f"({err.splitlines()[-1] if err else 'ffmpeg stopped'})",
+                          "check that every frame opens in an image viewer and that all have one size",
+                          path=sequence.name)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,127 @@
+"""A plate delivered as numbered frames (PNG, OpenEXR) instead of a video file: found by its pattern or folder,
+checked for missing frames, encoded once into a working copy that the subject keeps, and pasted back into by a
+full-frame render wherever the subject folder has moved. Real ffmpeg, real MediaPipe."""
+import shutil
+import subprocess
+from contextlib import ExitStack
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import events, run_engine, shared_file
+from engine.errors import EngineError
+from engine.media.ffmpeg import ffmpeg_exe
+from engine.media.sequence import encode_working_copy, find_image_sequence, image_sequence_of_files
+from engine.media.video import read_frames
+from engine.progress import Progress
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255 ** 2 / np.mean((a.astype(float) - b.astype(float)) ** 2)))
+
+
+def _png_plate(folder: Path, seconds: float, first: int = 1001) -> Path:
+    """lieu's first `seconds` as plate.NNNN.png numbered from `first`, and its sound beside them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lieu = shared_file("video", "lieu_60s.mp4")
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(lieu), "-t", str(seconds), "-start_number",
+                    str(first), str(folder / "plate.%04d.png")], check=True)
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(lieu), "-t", str(seconds), "-vn",
+                    str(folder.parent / "plate.wav")], check=True)
+    return folder / "plate.####.png"
+
+
+def _touch(folder: Path, names) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(b"")
+
+
+def test_a_plate_is_named_by_its_pattern_or_its_folder(tmp_path):
+    _touch(tmp_path / "sh010", [f"plate.{n:04d}.exr" for n in range(1001, 1011)] + ["notes.txt"])
+    for name in ("sh010", "sh010/plate.####.exr", "sh010/plate.%04d.exr"):
+        sequence = find_image_sequence(tmp_path / name)
+        assert (sequence.first, sequence.count, sequence.digits) == (1001, 10, 4)
+        assert sequence.name == str(tmp_path / "sh010" / "plate.####.exr")
+        assert sequence.ffmpeg_pattern == str(tmp_path / "sh010" / "plate.%04d.exr")
+    # frames numbered without padding, and an image strip's list of them
+    _touch(tmp_path / "raw", [f"f{n}.png" for n in range(1, 13)])
+    sequence = find_image_sequence(tmp_path / "raw")
+    assert (sequence.first, sequence.count, sequence.digits, sequence.ffmpeg_pattern) == (
+        1, 12, 0, str(tmp_path / "raw" / "f%d.png"))
+    files = [tmp_path / "sh010" / f"plate.{n:04d}.exr" for n in range(1001, 1011)]
+    assert image_sequence_of_files(files).name == str(tmp_path / "sh010" / "plate.####.exr")
+
+
+@pytest.mark.parametrize("names,where,words", [
+    ([f"plate.{n:04d}.png" for n in (1, 2, 3, 6, 7)], "plate.####.png", "2 of frames 1-7 are missing (the first 4)"),
+    (["a.0001.png", "a.0002.png", "b.0001.png", "b.0002.png"], ".", "holds 2 image sequences"),
+    (["readme.txt"], ".", "holds no numbered image frames"),
+    (["plate.0001.png"], "plate.%03d.png", "no frames match it"),
+])
+def test_a_plate_with_a_missing_frame_or_no_single_run_is_refused(tmp_path, names, where, words):
+    _touch(tmp_path / "plate", names)
+    with pytest.raises(EngineError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        find_image_sequence(tmp_path / "plate" / where)
+
+
+def test_an_image_strip_of_frames_that_are_not_one_run_is_refused(tmp_path):
+    _touch(tmp_path, ["a.0001.png", "a.0002.png", "b.0003.png"])
+    with pytest.raises(EngineError, match="not one numbered sequence"):
+        image_sequence_of_files([tmp_path / n for n in ("a.0001.png", "a.0002.png", "b.0003.png")])
+
+
+def test_the_working_copy_keeps_the_frames_and_shows_an_exr_plate_as_a_viewer_does(tmp_path):
+    plate = _png_plate(tmp_path / "png", 0.4)
+    copy = encode_working_copy(find_image_sequence(plate), 25, tmp_path / "png.mp4", Progress("quiet"))
+    frames = list(read_frames(copy, 25))
+    png = [cv2.imread(str(tmp_path / "png" / f"plate.{1001 + k:04d}.png"))[..., ::-1] for k in range(10)]
+    assert len(frames) == 10 and min(_psnr(f, p) for f, p in zip(frames, png)) > 38
+    # The same frames as an OpenEXR plate: scene-linear light, as a renderer or a conform writes it.
+    (tmp_path / "exr").mkdir()
+    for k, image in enumerate(png[:3]):
+        srgb = image.astype(np.float32) / 255
+        linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4).astype(np.float32)
+        h, w = linear.shape[:2]
+        subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgbf32le", "-s",
+                        f"{w}x{h}", "-i", "-", "-c:v", "exr", str(tmp_path / "exr" / f"sh010.{k + 1:03d}.exr")],
+                       input=linear.tobytes(), check=True)
+    copy = encode_working_copy(find_image_sequence(tmp_path / "exr"), 24, tmp_path / "exr.mp4", Progress("quiet"))
+    frames = list(read_frames(copy, 24))
+    assert len(frames) == 3
+    # (read as stored, without the sRGB curve, these frames scored 12.0 dB against the PNGs)
+    assert min(_psnr(f, p) for f, p in zip(frames, png)) > 38
+    assert abs(frames[0].mean() - png[0].mean()) < 1.5
+
+
+@pytest.mark.slow
+def test_a_subject_is_made_from_a_plate_and_keeps_its_working_copy(tmp_path):
+    from engine.render.pipeline import Framing
+    from engine.subject import Subject
+    plate = _png_plate(tmp_path / "plate", 3.0)
+    subject = tmp_path / "subjects" / "plate"
+    # a plate has neither a frame rate nor a sound of its own
+    for argv, words in (([], "an image sequence has no frame rate of its own"),
+                        (["--sequence-fps", "25"], "an image sequence has no sound")):
+        proc = run_engine("preprocess", plate, "-o", subject, *argv)
+        assert proc.returncode != 0 and words in proc.stdout
+    proc = run_engine("preprocess", shared_file("video", "may_5s.mp4"), "-o", subject, "--sequence-fps", "25")
+    assert proc.returncode != 0 and "--sequence-fps is for an image sequence" in proc.stdout
+    proc = run_engine("preprocess", plate, "-o", subject, "--sequence-fps", "25", "--audio",
+                      tmp_path / "plate.wav", "--start", "0.4", "--size", "64")
+    assert proc.returncode == 0, proc.stderr
+    assert any(e["event"] == "progress" and e.get("stage") == "image sequence" for e in events(proc))
+    assert sorted(p.name for p in subject.parent.iterdir()) == ["plate"]   # no working files left beside it
+    source = Subject(subject).meta.source
+    assert (source.path, source.sequence, source.first_frame) == ("source.mp4", str(plate), 10)
+    assert (source.width, source.height, source.fps) == (256, 256, 25.0)
+    # The subject moved (a project handed on): the full-frame render still finds its plate.
+    moved = shutil.move(str(subject), tmp_path / "handed_on")
+    with ExitStack() as stack:
+        framing = Framing(Subject(moved), True, [0, 1, 2], Progress("quiet"), stack)
+        assert framing.full and framing.size(64) == (256, 256)
+        served = [framing.source[k] for k in range(3)]
+    for k, frame in enumerate(served):   # subject frame k is the plate's frame 1001 + 10 + k
+        assert _psnr(frame, cv2.imread(str(plate.parent / f"plate.{1011 + k}.png"))[..., ::-1]) > 38

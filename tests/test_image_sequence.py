@@ -96,6 +96,22 @@ def test_the_working_copy_keeps_the_frames_and_shows_an_exr_plate_as_a_viewer_do
     assert abs(frames[0].mean() - png[0].mean()) < 1.5
 
 
+def test_a_plate_whose_frames_differ_in_size_or_do_not_decode_is_refused(tmp_path):
+    """ffmpeg would scale a frame of another size (a proxy among the plate's) to the first's and skip one that
+    does not decode: each is refused, naming the plate, and no working copy is left behind."""
+    for size, first in (("320x240", 1), ("400x300", 6)):
+        subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", f"testsrc=size={size}:rate=25",
+                        "-frames:v", "5", "-start_number", str(first), str(tmp_path / "p.%04d.png")], check=True)
+    with pytest.raises(EngineError, match=r"p.####.png: its frames are not all one size \(320x240, 400x300\)"):
+        encode_working_copy(find_image_sequence(tmp_path), 25, tmp_path / "copy.mp4", Progress("quiet"))
+    for n in range(6, 11):
+        (tmp_path / f"p.{n:04d}.png").unlink()
+    (tmp_path / "p.0003.png").write_bytes(b"not a picture")
+    with pytest.raises(EngineError, match="4 of its 5 frames could be encoded"):
+        encode_working_copy(find_image_sequence(tmp_path), 25, tmp_path / "copy.mp4", Progress("quiet"))
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("p.")) == []
+
+
 @pytest.mark.slow
 def test_a_subject_is_made_from_a_plate_and_keeps_its_working_copy(tmp_path):
     from engine.render.pipeline import Framing

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,13 +140,14 @@ def encode_working_copy(sequence: ImageSequence, fps: float, path: Path, progres
                        f"a working copy of {sequence.name}'s {sequence.count} frames")
     linear = sequence.suffix.lower() == ".exr"
     tmp = partial_path(path)
-    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-nostats", "-progress", "pipe:1",
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "level+info", "-nostdin", "-y", "-nostats", "-progress", "pipe:1",
            "-framerate", repr(float(fps)), "-start_number", str(sequence.first),
            "-f", "image2", "-i", sequence.ffmpeg_pattern, "-frames:v", str(sequence.count), "-an",
            *(["-vf", SCENE_LINEAR_TO_SRGB] if linear else []),
            "-c:v", "libx264", "-preset", "veryfast", "-crf", str(WORKING_COPY_CRF), "-pix_fmt", "yuv444p",
            "-movflags", "+faststart", str(tmp)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+    report = _Report(proc.stderr)
     done = 0
     try:
         with progress.stage("image sequence", sequence.count) as stage:
@@ -153,8 +155,8 @@ def encode_working_copy(sequence: ImageSequence, fps: float, path: Path, progres
                 if line.startswith("frame=") and (frame := int(line[6:].strip() or 0)) > done:
                     stage.advance(frame - done)
                     done = frame
-        err = proc.stderr.read().strip()
         proc.wait()
+        report.join()
     except BaseException:
         proc.kill()
         proc.wait()
@@ -162,14 +164,36 @@ def encode_working_copy(sequence: ImageSequence, fps: float, path: Path, progres
         raise
     finally:
         proc.stdout.close()
-        proc.stderr.close()
-    if proc.returncode != 0 or done < sequence.count:
+    sizes = {(first.width, first.height), *report.sizes}
+    if proc.returncode != 0 or done < sequence.count or len(sizes) > 1:
         tmp.unlink(missing_ok=True)
-        if "No space left on device" in err:
+        if any("No space left on device" in line for line in report.errors):
             raise disk_full(path)
+        if len(sizes) > 1:   # ffmpeg would scale them to the first's: a proxy frame among the plate's, say
+            listed = ", ".join(f"{w}x{h}" for w, h in sorted(sizes))
+            raise EngineError(f"{sequence.name}: its frames are not all one size ({listed})",
+                              "render or export the frames again at one size", path=sequence.name)
         raise EngineError(f"{sequence.name}: {done} of its {sequence.count} frames could be encoded "
-                          f"({err.splitlines()[-1] if err else 'ffmpeg stopped'})",
-                          "check that every frame opens in an image viewer and that all have one size",
-                          path=sequence.name)
+                          f"({report.errors[-1] if report.errors else 'ffmpeg stopped'})",
+                          "check that every frame opens in an image viewer", path=sequence.name)
     os.replace(tmp, path)
     return path
+
+
+class _Report(threading.Thread):
+    """ffmpeg's messages (`-loglevel level+info`), read as they come so that its pipe never fills: the errors, and
+    the sizes its frames changed to."""
+    _RESIZED = re.compile(r"\[info\] Reconfiguring filter graph because video parameters changed to .*?(\d+)x(\d+)")
+
+    def __init__(self, stream):
+        super().__init__(daemon=True)
+        self.stream, self.errors, self.sizes = stream, [], set()
+        self.start()
+
+    def run(self) -> None:
+        for line in self.stream:
+            if m := self._RESIZED.search(line):
+                self.sizes.add((int(m.group(1)), int(m.group(2))))
+            elif "[error]" in line or "[fatal]" in line:
+                self.errors = (self.errors + [line.split("]")[-1].strip()])[-5:]
+        self.stream.close()

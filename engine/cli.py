@@ -53,11 +53,20 @@ def add_progress_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_channel_option(parser: argparse.ArgumentParser) -> None:
-    """`--channel left|right`, for the commands that read speech."""
+    """`--channel left|right` and `--audio-track N`, for the commands that read speech."""
     from .media.audio import CHANNELS
     parser.add_argument("--channel", choices=CHANNELS, default=None,
                         help="read one side of a stereo recording alone: one voice of a dialogue recorded with a "
                              "speaker on each channel (default: both)")
+    parser.add_argument("--audio-track", type=_track_number, default=1, metavar="N",
+                        help="read the recording's audio track N, counted from 1 as players number them: a "
+                             "camera's second input, a screen recording's microphone track (default: 1)")
+
+
+def _track_number(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a track number (1, 2, ...)")
+    return int(text)
 
 
 def available_commands() -> dict:

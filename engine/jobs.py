@@ -369,22 +369,26 @@ class Relay:
 # ---------------------------------------------------------------- the commands' arguments
 # One builder a command, for every program that starts engine jobs; tests/test_jobs.py parses each
 # builder's output with the command's own parser, so the two cannot drift apart.
+def _voice(channel: str | None, track: int) -> list[str]:
+    """Where in a recording the speech is (engine.cli.add_channel_option): a side, an audio track."""
+    return (["--channel", channel] if channel else []) + (["--audio-track", str(track)] if track != 1 else [])
+
+
 def preprocess_argv(clip, subject, fps: float | None = None, size: int | None = None,
                     span: tuple[float, float] | None = None, audio=None, audio_offset: float = 0.0,
-                    channel: str | None = None, sequence_fps: float | None = None) -> list[str]:
+                    channel: str | None = None, sequence_fps: float | None = None, track: int = 1) -> list[str]:
     """fps: the frame rate to resample to (the scene's, so renders line up frame for frame); size: the
     subject's square crop in pixels (None: the crop's own); span: the seconds of the clip to use (None: all);
     audio: the recording of its speech, when not the clip's own track; audio_offset: the recording's (or the
     own track's) second at the clip's first frame; channel: the side of a two-microphone recording that holds
     the person's voice ("left", "right"; None: both); sequence_fps: the rate an image sequence (`clip`
-    plate.####.exr) plays at."""
+    plate.####.exr) plays at; track: which of the recording's (or the clip's) audio tracks, from 1."""
     return (["preprocess", str(clip), "-o", str(subject)] + (["--fps", repr(float(fps))] if fps else [])
             + (["--size", str(size)] if size else [])
             + (["--start", repr(float(span[0])), "--end", repr(float(span[1]))] if span else [])
             + (["--audio", str(audio)] if audio is not None else [])
             + (["--audio-offset", repr(float(audio_offset))] if audio_offset else [])
-            + (["--channel", channel] if channel else [])
-            + (["--sequence-fps", repr(float(sequence_fps))] if sequence_fps else []))
+            + _voice(channel, track) + (["--sequence-fps", repr(float(sequence_fps))] if sequence_fps else []))
 
 
 def train_argv(subject, preset: str | None = None, device: str | None = None, expression: str | None = None,
@@ -402,11 +406,11 @@ def train_argv(subject, preset: str | None = None, device: str | None = None, ex
 def animate_argv(speech, curves, subject=None, generic: bool = False, model=None, fps: float | None = None,
                  seed: int | None = None, smooth: float = 0.0, intensity: dict | None = None,
                  blink_rate: float | None = None, lead: float = 0.0,
-                 span: tuple[float, float] | None = None, channel: str | None = None) -> list[str]:
+                 span: tuple[float, float] | None = None, channel: str | None = None, track: int = 1) -> list[str]:
     """Exactly one of subject (its own model), generic (the bundled one) and model (a file). intensity:
     {region: scale}, 1 for unchanged; blink_rate: blinks a minute, 0 or None for the model's own; lead:
     frames the mouth moves ahead of the sound; span: the seconds of the speech to animate (None: all);
-    channel: the side of a stereo recording read alone ("left", "right"; None: both)."""
+    channel: the side of a stereo recording read alone ("left", "right"; None: both); track: its audio track."""
     if (subject is not None) + generic + (model is not None) != 1:
         raise ValueError("animate needs exactly one of subject, generic and model")
     who = ["--subject", str(subject)] if subject is not None else ["--model", str(model)] if model else ["--generic"]
@@ -424,16 +428,16 @@ def animate_argv(speech, curves, subject=None, generic: bool = False, model=None
         argv += ["--lead", repr(float(lead))]
     if span:
         argv += ["--start", repr(float(span[0])), "--end", repr(float(span[1]))]
-    return argv + (["--channel", channel] if channel else [])
+    return argv + _voice(channel, track)
 
 
 def render_argv(subject, audio, output, curves=None, device: str | None = None,
                 output_format: str | None = None, fps: float | None = None,
-                frames: tuple[int, int] | None = None, channel: str | None = None) -> list[str]:
+                frames: tuple[int, int] | None = None, channel: str | None = None, track: int = 1) -> list[str]:
     """output_format: mp4, png or rgba (None: from the output's name); fps: the output's frame rate
     (None: the subject's); frames: (A, B), render only the speech's frames A..B-1 (None: all); channel: the
-    side of a stereo recording the subject speaks ("left", "right"; None: both)."""
-    return (["render", str(subject), "--audio", str(audio)] + (["--channel", channel] if channel else [])
+    side of a stereo recording the subject speaks ("left", "right"; None: both); track: its audio track."""
+    return (["render", str(subject), "--audio", str(audio)] + _voice(channel, track)
             + (["--curves", str(curves)] if curves else [])
             + ["-o", str(output)] + (["--format", output_format] if output_format else [])
             + (["--fps", repr(float(fps))] if fps else []) + (["--device", device] if device else [])

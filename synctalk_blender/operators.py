@@ -282,6 +282,8 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
             clip, span, sound = self._picture_strip(context.scene, fps)
         if channel := side(s.clip_channel):   # the person's voice on one side of a two-microphone recording
             sound["channel"] = channel
+        if s.clip_track > 1:                  # ... or on another of its audio tracks
+            sound["track"] = s.clip_track
         name = re.sub(r"[^\w.-]+", "_", s.subject_name or self._strip_name or clip.stem)
         self._subject = subjects_dir() / name
         from engine.subject.format import CHECKPOINT, META_FILE, MODEL_DIR
@@ -379,11 +381,12 @@ def _check_same_footage(subject: Path, clip: Path, fps: float, span, sound: dict
                         "one another Subject Name, or delete that folder to make it again")
     def recording(path) -> str | None:   # the clip's own track, whether named or not
         return None if path is None or Path(path).resolve() == clip.resolve() else Path(path).name
-    had = (recording(source.audio), round(source.audio_offset, 3), source.audio_channel)
-    wanted = (recording(sound.get("audio")), round(sound.get("audio_offset", 0.0), 3), sound.get("channel"))
+    had = (recording(source.audio), round(source.audio_offset, 3), source.audio_channel, source.audio_track)
+    wanted = (recording(sound.get("audio")), round(sound.get("audio_offset", 0.0), 3), sound.get("channel"),
+              sound.get("track", 1))
     if had != wanted:
         made = (f"{had[0] or 'its own sound'} from {had[1]:g} s" if had[0] or had[1] else "the clip's own sound") + \
-            (f", its {had[2]} channel" if had[2] else "")
+            (f", its {had[2]} channel" if had[2] else "") + (f", audio track {had[3]}" if had[3] > 1 else "")
         raise UserError(f"a subject named '{subject.name}' was made with other sound ({made}); give this one "
                         "another Subject Name, or delete that folder to make it again")
 

@@ -58,8 +58,10 @@ class SYNCTALK_PT_train(_SequencerPanel, bpy.types.Panel):
         layout = self.layout
         layout.prop(s, "clip")
         if not s.clip:
-            layout.label(text="Uses the selected movie strip (and sound strip)", icon="SEQUENCE")
-        layout.prop(s, "clip_channel")
+            layout.label(text="Uses the selected movie or image strip (and sound strip)", icon="SEQUENCE")
+        row = layout.row()
+        row.prop(s, "clip_channel")
+        row.prop(s, "clip_track")
         layout.prop(s, "subject_name")
         layout.prop(s, "preset")
         layout.prop(s, "rig_drives_mouth")

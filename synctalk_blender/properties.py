@@ -112,6 +112,10 @@ class SyncTalkSceneSettings(bpy.types.PropertyGroup):
     clip_channel: EnumProperty(name="Channel", default="BOTH", items=CHANNEL_ITEMS,
                                description="Which channel of the clip's sound is the person's voice (an interview "
                                            "recorded with a microphone on each speaker)")
+    clip_track: IntProperty(name="Track", default=1, min=1, max=64,
+                            description="Which of the clip's audio tracks is the person's voice: a camera's second "
+                                        "input, a screen recording's microphone track (Blender and players play the "
+                                        "first)")
     preset: EnumProperty(name="Preset", items=TRAIN_PRESETS, default="preview")
     rig_drives_mouth: BoolProperty(
         name="Rig Drives the Mouth", default=True,

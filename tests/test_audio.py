@@ -158,15 +158,27 @@ def test_a_dialogue_with_a_microphone_on_each_speaker_is_told_from_one_voice_on_
         assert not open_audio(path).two_voices, path
 
 
-def test_a_camera_clip_whose_first_audio_track_is_silent_names_the_track_to_export(speech_2s, tmp_path):
+def test_a_camera_clip_whose_first_audio_track_is_silent_names_the_track_to_read(speech_2s, tmp_path):
     """A camera's clip with two audio tracks, the first silent (its input was off) and the speech on the second:
-    players, Blender and the engine play the first, so the error says so and how to export the second."""
+    players, Blender and the engine play the first, so the error says so and names the track to read; read
+    (`--audio-track 2`), it is the speech, and the features cache keeps it apart from the first."""
+    from engine.audio.features import SpeechFeatures
     clip = tmp_path / "camera.mov"
     _ffmpeg("-f", "lavfi", "-i", "anullsrc=r=48000:cl=mono", "-i", str(speech_2s), "-map", "0:a", "-map", "1:a",
             "-t", "2", "-c:a", "pcm_s16le", str(clip))
     with pytest.raises(EngineError, match="its first audio track is silent \\(it has 2") as error:
         open_audio(clip)
-    assert "-map 0:a:1" in error.value.hint and str(clip) in str(error.value)
+    assert "--audio-track 2" in error.value.hint and str(clip) in str(error.value)
+    second, speech = open_audio(clip, track=2).read(), load_audio(speech_2s)
+    assert abs(len(second) - len(speech)) <= 16 and np.corrcoef(second[:len(speech)], speech[:len(second)])[0, 1] > 0.99
+    features = SpeechFeatures(clip, tmp_path / "cache", track=2)
+    assert features.per_frame(get_encoder("mel"), 25).std() > 0
+    assert [p.name.endswith("-track2.safetensors") for p in (tmp_path / "cache").iterdir()] == [True]
+    with pytest.raises(EngineError, match="has 2 audio tracks, so no track 3") as error:
+        open_audio(clip, track=3)
+    assert "from 1 to 2" in error.value.hint
+    with pytest.raises(EngineError, match="has 1 audio track, so no track 2"):   # a wav, read by libsndfile at 1
+        open_audio(speech_2s, track=2)
     silent = tmp_path / "silent.wav"
     _ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "1", str(silent))
     with pytest.raises(EngineError, match="the audio is silent"):   # one track: the message as before

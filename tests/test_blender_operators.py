@@ -432,6 +432,9 @@ def test_train_subject_learns_an_image_strip_of_a_plate_with_the_sound_synced_un
     assert (source.sequence, source.first_frame, source.fps) == (str(tmp_path / "sh010" / "plate.####.png"), 10, 25)
     assert subject.meta.frames == 65 and (subject.root / source.path).is_file()
     assert (subject.root / "model" / "head.safetensors").is_file()
+    scene.synctalk.clip_track = 2               # its sound's second track: not trained in this one's place
+    _bad(bpy.ops.synctalk.train_subject, r"made with other sound \(recorder.wav from 0 s\)")
+    scene.synctalk.clip_track = 1
     plate.elements.append("plate.1080.png")     # a frame after a gap (not rendered yet)
     _bad(bpy.ops.synctalk.train_subject, r"4 of frames 1001-1080 are missing \(the first 1076\)")
 

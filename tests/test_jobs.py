@@ -132,9 +132,12 @@ def test_argument_builders_speak_each_commands_own_parser(tmp_path):
                                                               30 / 1.001, 256)   # the NTSC rate exactly
     defaults = _parsed(jobs.preprocess_argv("c.mp4", "s"))
     assert defaults.fps == 25.0 and defaults.size is None
-    assert (defaults.audio, defaults.audio_offset, defaults.channel) == (None, 0.0, None)
-    args = _parsed(jobs.preprocess_argv("c.mp4", "s", audio="r.wav", audio_offset=-1.25, channel="left"))
-    assert (args.audio, args.audio_offset, args.channel) == ("r.wav", -1.25, "left")
+    assert (defaults.audio, defaults.audio_offset, defaults.channel, defaults.audio_track) == (None, 0.0, None, 1)
+    assert defaults.sequence_fps is None
+    args = _parsed(jobs.preprocess_argv("c.mp4", "s", audio="r.wav", audio_offset=-1.25, channel="left", track=2))
+    assert (args.audio, args.audio_offset, args.channel, args.audio_track) == ("r.wav", -1.25, "left", 2)
+    args = _parsed(jobs.preprocess_argv(tmp_path / "sh010" / "plate.####.exr", "s", sequence_fps=24, audio="r.wav"))
+    assert (args.clip, args.sequence_fps) == (str(tmp_path / "sh010" / "plate.####.exr"), 24.0)
     assert _parsed(jobs.preprocess_argv("c.mp4", "s", audio_offset=0.5)).audio_offset == 0.5   # the own track
 
     args = _parsed(jobs.train_argv("s", preset="tiny", device="cpu", expression="all", resume=True,
@@ -158,6 +161,7 @@ def test_argument_builders_speak_each_commands_own_parser(tmp_path):
     assert _parsed(jobs.animate_argv("speech.wav", "c.csv", generic=True)).start is None
     assert _parsed(jobs.animate_argv("speech.wav", "c.csv", generic=True)).channel is None
     assert _parsed(jobs.animate_argv("speech.wav", "c.csv", generic=True, channel="right")).channel == "right"
+    assert _parsed(jobs.animate_argv("speech.wav", "c.csv", generic=True, track=3)).audio_track == 3
     with pytest.raises(ValueError):
         jobs.animate_argv("speech.wav", "c.csv", subject="s", generic=True)
 
@@ -167,6 +171,7 @@ def test_argument_builders_speak_each_commands_own_parser(tmp_path):
     assert _parsed(jobs.render_argv("s", "a.wav", "o.mp4", frames=(12, 40))).frames == "12:40"
     assert _parsed(jobs.render_argv("s", "a.wav", "o.mp4")).channel is None
     assert _parsed(jobs.render_argv("s", "a.wav", "o.mp4", channel="left")).channel == "left"
+    assert _parsed(jobs.render_argv("s", "a.wav", "o.mp4", track=2)).audio_track == 2
     args = _parsed(jobs.evaluate_argv("s", "report", device="cpu", limit=10))
     assert (args.subject, args.output, args.device, args.limit) == (Path("s"), Path("report"), "cpu", 10)
     args = _parsed(jobs.models_argv(fetch=True, models_dir="/m"))

@@ -15,7 +15,7 @@ from engine.arkit import ARKIT_INDEX, ARKIT_NAMES
 from engine.audio.vad import voice_activity
 from engine.errors import EngineError
 from engine.expression.blinks import BLINK_CHANNELS, blink_frames
-from engine.media.audio import SAMPLE_RATE, load_audio
+from engine.media.audio import SAMPLE_RATE, load_audio, write_wav
 from engine.preprocess import preprocess
 from engine.preprocess.crop import choose_crop_box
 from engine.preprocess.pipeline import smooth_blendshapes
@@ -432,6 +432,29 @@ def test_an_interview_learns_the_persons_voice_from_their_channel_of_a_sound_out
     with pytest.raises(EngineError, match="has one channel"):
         preprocess(mono, tmp_path / "m", channel="right")
     assert not (tmp_path / "m").exists()
+
+
+def test_a_recording_with_the_microphone_on_its_second_track_learns_from_that_track(tmp_path):
+    """A screen or camera recording with two audio tracks: the first a mix (the voice under loud music), the
+    second the microphone alone. With --audio-track 2 the subject's sound is the voice alone; subject.json keeps
+    the track."""
+    voice = load_audio(shared_file("video", "lieu_60s.mp4"))[6 * SAMPLE_RATE:9 * SAMPLE_RATE]
+    t = np.arange(len(voice)) / SAMPLE_RATE
+    music = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 2 * t))   # louder than the voice
+    mix, mic, clip = tmp_path / "mix.wav", tmp_path / "mic.wav", tmp_path / "recording.mkv"
+    write_wav(mix, (voice + music).astype(np.float32))
+    write_wav(mic, voice)
+    ffmpeg("-ss", "6", *lieu(3.0), "-i", mix, "-i", mic, "-map", "0:v", "-map", "1:a", "-map", "2:a",
+           "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "flac", clip)
+    preprocess(clip, tmp_path / "s", audio_track=2, size=64)
+    source = Subject(tmp_path / "s").meta.source
+    assert (source.audio, source.audio_track) == (None, 2)
+    sound = load_audio(Subject(tmp_path / "s").audio_path)
+    n = min(len(sound), len(voice))
+    assert np.corrcoef(sound[:n], voice[:n])[0, 1] > 0.99
+    with pytest.raises(EngineError, match="has 2 audio tracks, so no track 3"):
+        preprocess(clip, tmp_path / "t", audio_track=3)
+    assert not (tmp_path / "t").exists()
 
 
 def test_command_line_reports_error_as_json(clips, tmp_path):

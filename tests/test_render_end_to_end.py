@@ -4,6 +4,7 @@ The NeRF is the expensive part on CPU: each test renders only a handful of frame
 """
 import json
 import shutil
+import subprocess
 
 import cv2
 import numpy as np
@@ -93,6 +94,26 @@ def test_render_speaks_one_voice_of_a_dialogue_recording(subject, speech, tmp_pa
     np.testing.assert_allclose(drive(right), drive(voice), atol=0.05 * np.abs(drive(voice)).max())
     assert not np.allclose(drive(SpeechFeatures(dialogue, channel="left")), drive(voice),
                            atol=0.05 * np.abs(drive(voice)).max())
+
+
+def test_render_speaks_the_audio_track_it_is_given_and_carries_that_track(subject, speech, tmp_path):
+    """`render --audio-track 2` on a recording of two tracks (another voice on the first): the head speaks the
+    second, and the mp4 carries it."""
+    from engine.media.audio import load_audio, write_wav
+    from engine.media.ffmpeg import ffmpeg_exe
+    voice = load_audio(speech)
+    other = load_audio(shared_file("audio", "en_60s.wav"))[:len(voice)]
+    first, second, recording = tmp_path / "first.wav", tmp_path / "second.wav", tmp_path / "recording.mka"
+    write_wav(first, other)
+    write_wav(second, voice)
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(first), "-i", str(second), "-map", "0:a", "-map", "1:a",
+                    "-c:a", "flac", str(recording)], check=True)
+    out = tmp_path / "second.mp4"
+    assert main(["render", str(subject.root), "--audio", str(recording), "--audio-track", "2", "-o", str(out),
+                 "--crop", "--frames", "0:10", "--progress", "quiet"]) == 0
+    carried = load_audio(out)
+    n = min(len(carried), len(voice))
+    assert n > 0.3 * 16000 and np.corrcoef(carried[:n], voice[:n])[0, 1] > 0.95
 
 
 def test_rendered_face_joins_the_frame_without_a_seam(subject):

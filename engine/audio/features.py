@@ -162,16 +162,18 @@ class SpeechFeatures:
     """One speech (a file, or 16 kHz samples in memory) as per-frame features of any encoder at any fps.
 
     cache_dir: where whole-speech features are kept between runs (a subject's cache folder), or None.
-    channel: for a file, the side read alone (`media.audio.CHANNELS`: one voice of a two-person recording).
+    channel: for a file, the side read alone (`media.audio.CHANNELS`: one voice of a two-person recording);
+    track: which of its audio tracks, from 1.
     """
 
-    def __init__(self, audio, cache_dir: Path | None = None, progress=None, channel: str | None = None):
+    def __init__(self, audio, cache_dir: Path | None = None, progress=None, channel: str | None = None,
+                 track: int = 1):
         if isinstance(audio, (str, Path)):
-            self.audio: Audio = open_audio(audio, progress=progress, channel=channel)
+            self.audio: Audio = open_audio(audio, progress=progress, channel=channel, track=track)
             if progress is not None and (warning := two_voices_warning(self.audio)):
                 progress.warn(warning)
-        elif channel is not None:
-            raise ValueError("a channel is chosen when a file is opened: open_audio(path, channel=...)")
+        elif channel is not None or track != 1:
+            raise ValueError("a channel or track is chosen when a file is opened: open_audio(path, channel=...)")
         else:
             self.audio = as_audio(audio)
         self.cache_dir, self.progress = cache_dir, progress
@@ -278,6 +280,7 @@ class SpeechFeatures:
         if self._checksum is None:
             self._checksum = sha256_of(self.audio.path)
         side = f"-{self.audio.channel}" if self.audio.channel else ""   # one file, two voices
+        side += f"-track{self.audio.track}" if self.audio.track > 1 else ""
         name = (f"features-v{CACHE_VERSION}-{encoder.key}-{float(fps)!r}fps-{stop}-{self._checksum[:24]}{side}"
                 ".safetensors")
         path = Path(self.cache_dir) / name

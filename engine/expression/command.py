@@ -61,7 +61,7 @@ def run(args, progress) -> dict:
     subject = Subject(args.subject) if args.subject else None
     animator = Animator(subject, args.generic, args.encoder, args.models, args.model)
     loaded = time.monotonic()
-    speech = SpeechFeatures(args.speech, progress=progress, channel=args.channel)
+    speech = SpeechFeatures(args.speech, progress=progress, channel=args.channel, track=args.audio_track)
     if args.start is not None or args.end is not None:
         speech = SpeechFeatures(speech.audio.span(args.start, args.end), progress=progress)
     seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2 ** 31)
@@ -70,6 +70,7 @@ def run(args, progress) -> dict:
     curves.save(output)
     return {"output": str(output), "frames": len(curves), "fps": curves.fps,
             "seconds_audio": round(speech.audio.seconds, 2), "start_s": args.start or 0.0, "channel": args.channel,
+            "audio_track": args.audio_track,
             "encoder": animator.model.config.encoder, "seed": seed, "lead": args.lead,
             "blinks": animator.blinks.as_dict(), "load_s": round(loaded - started, 2),
             "animate_s": round(time.monotonic() - loaded, 2)}

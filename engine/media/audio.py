@@ -49,12 +49,13 @@ class Audio:
     """A speech file opened for streaming: mono float32 at `sample_rate`, `len(audio)` samples."""
 
     channel: str | None = None   # the side read alone (CHANNELS), or None for the mixdown
+    track = 1                    # which of the file's audio tracks, counted from 1 as players number them
     two_voices = False           # read as a mixdown, its sides hold different voices at different times (a dialogue)
 
     def __init__(self, path: Path, native_rate: int, channels: np.ndarray, n_native: int, sample_rate: int,
-                 decoder, channel: str | None = None, two_voices: bool = False):
+                 decoder, channel: str | None = None, two_voices: bool = False, track: int = 1):
         self.path, self.native_rate, self.sample_rate = path, native_rate, sample_rate
-        self.channel, self.two_voices = channel, two_voices
+        self.channel, self.two_voices, self.track = channel, two_voices, track
         self._channels = channels          # the channels the mixdown averages (unused where a side is read)
         self._decoder = decoder            # () -> iterator of (n, all channels) float32 blocks
         self.n_samples = _resampled_length(n_native, native_rate, sample_rate)
@@ -198,24 +199,25 @@ def _resampled_length(n: int, rate: int, sample_rate: int) -> int:
 
 
 def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: bool = False,
-               progress=None, channel: str | None = None) -> Audio:
+               progress=None, channel: str | None = None, track: int = 1) -> Audio:
     """The file checked and opened for streaming; raises EngineError on bad input.
 
     Reads the whole file once, in blocks, for its length and its channels' loudness (a stage of
-    `progress` in blocks, when given). channel: one of CHANNELS to read that side alone, None for the mixdown."""
+    `progress` in blocks, when given). channel: one of CHANNELS to read that side alone, None for the mixdown.
+    track: which of its audio tracks, from 1 (a camera's clip or a screen recording may hold several)."""
     path = Path(path)
     if channel is not None and channel not in CHANNELS:
         raise ValueError(f"channel {channel!r} is not one of {CHANNELS}")
     require_input_file(path, "the audio")
-    info, centre = _soundfile_info(path), None
+    info, centre = (_soundfile_info(path) if track == 1 else None), None   # libsndfile reads files of one track
     if info is not None:
         _check_wav_complete(path, *info)
     if info is not None and info[1] <= 2:
         rate, channels = info
         decoder = lambda: _soundfile_blocks(path, rate)  # noqa: E731
     else:  # libsndfile does not say which channel of a surround file is which; ffmpeg's wav header does
-        rate, channels, centre, video_lead = _ffmpeg_format(path)
-        decoder = lambda: _ffmpeg_blocks(path, video_lead)  # noqa: E731
+        rate, channels, centre, video_lead = _ffmpeg_format(path, track)
+        decoder = lambda: _ffmpeg_blocks(path, video_lead, track)  # noqa: E731
     gram, n_native = np.zeros((channels, channels)), 0   # the channels' energies and cross-products
     sides = []             # a stereo file's two energies per 50-ms window, read as a mixdown (for _two_voices)
     window = max(1, rate // 20)
@@ -242,17 +244,16 @@ def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: b
                           path=str(path))
     else:
         read = np.array([CHANNELS.index(channel)])
-    audio = Audio(path, rate, read, n_native, sample_rate, decoder, channel, _two_voices(sides))
+    audio = Audio(path, rate, read, n_native, sample_rate, decoder, channel, _two_voices(sides), track)
     if audio.n_samples < sample_rate // 10:
         raise EngineError(f"{path}: holds less than 0.1 s of audio", "use a longer recording", path=str(path))
     if not allow_silent and float(np.sqrt(energy[read].max() / n_native)) < _SILENCE_RMS:
-        if info is None and (tracks := probe(path).audio_tracks) > 1:   # ffmpeg decoded its first track
+        if track == 1 and info is None and (tracks := probe(path).audio_tracks) > 1:
             raise EngineError(f"{path}: its first audio track is silent (it has {tracks}; players, Blender and the "
                               "engine play the first: a camera's input that was off?)",
-                              f"export the track with the speech to a file (ffmpeg -i {path.name} -map 0:a:1 "
-                              "speech.wav) and give that as the sound (--audio; in Blender, a sound strip)",
+                              "read the track with the speech (--audio-track 2; Blender's Train Subject: Track)",
                               path=str(path))
-        side = f"its {channel} channel" if channel else "the audio"
+        side = f"its {channel} channel" if channel else f"its audio track {track}" if track > 1 else "the audio"
         raise EngineError(f"{path}: {side} is silent",
                           "read the other channel or both" if channel else
                           "check the recording level or pick another file", path=str(path))
@@ -326,39 +327,43 @@ def _soundfile_blocks(path: Path, rate: int) -> Iterator[np.ndarray]:
             yield block
 
 
-def _ffmpeg_command(path: Path, video_lead: float) -> list[str]:
+def _ffmpeg_command(path: Path, video_lead: float, track: int) -> list[str]:
     """The sound as a player plays it beside the picture: from the container's first timestamp (a track that
     starts later is padded with silence), then from the first video frame on (sample 0 is frame 0's time)."""
     timeline = "aresample=async=1:first_pts=0"
     if video_lead > 0:
         timeline += f",atrim=start={video_lead!r},asetpts=PTS-STARTPTS"
-    return [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-i", str(path), "-map", "0:a:0",
+    return [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-i", str(path), "-map", f"0:a:{track - 1}",
             "-vn", "-af", timeline, "-c:a", "pcm_f32le", "-f", "wav", "pipe:1"]
 
 
-def _ffmpeg_format(path: Path) -> tuple[int, int, int | None, float]:
-    """(rate, channels, the centre channel's index or None) of the first audio track, from the header ffmpeg
-    writes for it, and where the video's first frame lies after the container's start (0 without video)."""
+def _ffmpeg_format(path: Path, track: int) -> tuple[int, int, int | None, float]:
+    """(rate, channels, the centre channel's index or None) of the audio track, from the header ffmpeg writes
+    for it, and where the video's first frame lies after the container's start (0 without video)."""
     info = probe(path)
     if not info.has_audio:
         raise EngineError(f"{path}: has no audio track",
                           "pick a file with sound, or add the speech as a separate audio file", path=str(path))
-    with _FfmpegWav(path, info.video_lead) as wav:
+    if track > info.audio_tracks:
+        raise EngineError(f"{path}: has {info.audio_tracks} audio track{'s' if info.audio_tracks > 1 else ''}, "
+                          f"so no track {track}", f"pick a track from 1 to {info.audio_tracks}", path=str(path))
+    with _FfmpegWav(path, info.video_lead, track) as wav:
         return wav.rate, wav.channels, wav.centre, info.video_lead
 
 
-def _ffmpeg_blocks(path: Path, video_lead: float) -> Iterator[np.ndarray]:
-    with _FfmpegWav(path, video_lead) as wav:
+def _ffmpeg_blocks(path: Path, video_lead: float, track: int) -> Iterator[np.ndarray]:
+    with _FfmpegWav(path, video_lead, track) as wav:
         yield from wav.blocks()
 
 
 class _FfmpegWav:
     """ffmpeg decoding into a pipe as a float32 wav stream (whose header gives the rate and channels)."""
 
-    def __init__(self, path: Path, video_lead: float):
+    def __init__(self, path: Path, video_lead: float, track: int):
         self.path = path
         self._errors = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen(_ffmpeg_command(path, video_lead), stdout=subprocess.PIPE, stderr=self._errors)
+        self._proc = subprocess.Popen(_ffmpeg_command(path, video_lead, track), stdout=subprocess.PIPE,
+                                      stderr=self._errors)
         self.rate, self.channels, self.centre = self._read_header()
 
     def _read_header(self) -> tuple[int, int, int | None]:

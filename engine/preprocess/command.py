@@ -37,4 +37,4 @@ def run(args: argparse.Namespace, progress) -> dict:
     return preprocess(args.clip, args.output, fps=args.fps, size=args.size, models_dir=args.models,
                       progress=progress, start_s=args.start, end_s=args.end, audio=args.audio,
                       audio_offset=args.audio_offset, channel=args.channel,
-                      sequence_fps=args.sequence_fps)
+                      sequence_fps=args.sequence_fps, audio_track=args.audio_track)

@@ -111,12 +111,14 @@ class Analysed:
 def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, size: int | None = None,
                models_dir: str | Path | None = None, progress: Progress | None = None,
                start_s: float | None = None, end_s: float | None = None, audio: str | Path | None = None,
-               audio_offset: float = 0.0, channel: str | None = None, sequence_fps: float | None = None) -> dict:
+               audio_offset: float = 0.0, channel: str | None = None, sequence_fps: float | None = None,
+               audio_track: int = 1) -> dict:
     """`start_s`, `end_s`: the span of the clip to make the subject from, in seconds (None: its start, its end);
     its frames are numbered from 0 and subject.json's source says where frame 0 lies in the clip.
     `audio`: the speech from this recording instead of the clip's own track (double-system sound: a sound
     recorder's file beside the camera's clip); its (or the own track's) second `audio_offset` lies at the clip's
-    first frame. `channel`: the side of a two-microphone recording that holds the person's voice.
+    first frame. `channel`: the side of a two-microphone recording that holds the person's voice; `audio_track`:
+    which of its (or the clip's) audio tracks, from 1.
     `clip` may name an image sequence (media/sequence.py), played at `sequence_fps`, with its sound in `audio`:
     it is encoded once into a working copy that the subject keeps (SOURCE_COPY)."""
     progress = progress or Progress("quiet")
@@ -142,7 +144,7 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
         # Checked now as well as at commit, so a wrong folder is refused before minutes of work.
         raise EngineError(f"{destination} exists and is not a subject folder",
                           "choose an empty or new output folder", path=str(destination))
-    sound = SoundOfClip(None if audio is None else Path(audio), audio_offset, channel)
+    sound = SoundOfClip(None if audio is None else Path(audio), audio_offset, channel, audio_track)
     if sequence is None:
         info = open_clip(clip)
         if not info.has_audio and audio is None:
@@ -168,10 +170,12 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
 class SoundOfClip:
     """Where a clip's speech is: its own sound track (path None) or a recording made beside it, whose second
     `offset` lies at the clip's first frame (the own track's too: a clip whose sound is out of step with its
-    picture), from one side of it where `channel` names one (media.audio.CHANNELS)."""
+    picture), from one side of it where `channel` names one (media.audio.CHANNELS), from its audio track `track`
+    (from 1)."""
     path: Path | None = None
     offset: float = 0.0
     channel: str | None = None
+    track: int = 1
 
     def under(self, footage: Footage, warnings: list[str]) -> np.ndarray:
         """16 kHz samples under the footage's frames, frame 0 at sample 0. A recording (or offset track) that
@@ -179,7 +183,7 @@ class SoundOfClip:
         them); one whose two sides hold two voices adds a warning to `warnings`."""
         start = footage.first / footage.fps
         recording = self.path or footage.path
-        audio = open_audio(recording, channel=self.channel)
+        audio = open_audio(recording, channel=self.channel, track=self.track)
         if warning := two_voices_warning(audio):
             warnings.append(warning)
         if self.path is None and not self.offset:
@@ -294,7 +298,7 @@ def _preprocess(footage: Footage, sound: SoundOfClip, destination: Path, size: i
             source=Source(SOURCE_COPY if sequence else str(clip.resolve()), sha256_of(footage.path), info.width,
                           info.height, info.fps, info.duration, first_frame=footage.first,
                           audio=None if sound.path is None else str(sound.path.resolve()),
-                          audio_offset=sound.offset, audio_channel=sound.channel,
+                          audio_offset=sound.offset, audio_channel=sound.channel, audio_track=sound.track,
                           sequence=sequence and str(clip.resolve())),
             intrinsics=stabilised.intrinsics,
             split=split,

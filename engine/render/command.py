@@ -72,7 +72,7 @@ def _render(subject: Subject, fmt: str, fps: float, args, progress) -> dict:
     from ..files import require_free_space
     from ..nerf.talking_head import TalkingHead
 
-    speech = SpeechFeatures(args.audio, subject.cache_dir, progress, channel=args.channel)
+    speech = SpeechFeatures(args.audio, subject.cache_dir, progress, channel=args.channel, track=args.audio_track)
     curves = Curves.load(args.curves) if args.curves is not None else None
     head = TalkingHead.load(subject, device=args.device)
     progress.info(f"audio features: {head.audio_encoder}")
@@ -93,7 +93,7 @@ def _render(subject: Subject, fmt: str, fps: float, args, progress) -> dict:
         width, height = framing.size(head.size)
         require_free_space(args.output.parent, count * width * height * OUTPUT_BYTES_PER_PIXEL[fmt],
                            f"rendering {count} frames of {width}x{height}")
-        output = open_output(fmt, args.output, width, height, fps, args.audio, start, count)
+        output = open_output(fmt, args.output, width, height, fps, args.audio, start, count, args.audio_track)
         started = time.monotonic()
         try:
             with progress.stage("render", count) as stage:
@@ -113,4 +113,4 @@ def _render(subject: Subject, fmt: str, fps: float, args, progress) -> dict:
     elapsed = time.monotonic() - started
     return {"output": str(path), "format": fmt, "frames": [start, stop], "total_frames": total,
             "width": width, "height": height, "full_frame": framing.full, "fps": fps, "channel": args.channel,
-            "render_fps": round(count / max(elapsed, 1e-9), 3)}
+            "audio_track": args.audio_track, "render_fps": round(count / max(elapsed, 1e-9), 3)}

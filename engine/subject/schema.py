@@ -162,6 +162,7 @@ class Source:
     audio: str | None = None    # the recording its speech came from, where not the clip's own track
     audio_offset: float = 0.0   # ... that recording's (or the clip's own track's) second at the clip's first frame
     audio_channel: str | None = None   # the side of a two-microphone recording read alone (media.audio.CHANNELS)
+    audio_track: int = 1        # which of that recording's (or the clip's) audio tracks, from 1
     sequence: str | None = None  # the image sequence (plate.####.exr) whose working copy `path` is
     extra: dict = field(default_factory=dict)
 
@@ -175,6 +176,8 @@ class Source:
             data.pop("first_frame")
         if not self.audio_offset:
             data.pop("audio_offset")
+        if self.audio_track == 1:
+            data.pop("audio_track")
         return {**data, **self.extra}
 
     @classmethod
@@ -196,8 +199,9 @@ class Source:
                    audio=c.text("audio", required=False),
                    audio_offset=c.number("audio_offset", -1e7, 1e7, required=False, default=0.0),
                    audio_channel=channel, sequence=c.text("sequence", required=False),
+                   audio_track=c.number("audio_track", 1, 64, required=False, integer=True, default=1),
                    extra=c.extra(("path", "sha256", "width", "height", "fps", "duration", "first_frame", "audio",
-                                  "audio_offset", "audio_channel", "sequence")))
+                                  "audio_offset", "audio_channel", "sequence", "audio_track")))
 
 
 @dataclass

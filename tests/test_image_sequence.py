@@ -27,7 +27,7 @@ def _png_plate(folder: Path, seconds: float, first: int = 1001) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     lieu = shared_file("video", "lieu_60s.mp4")
     subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(lieu), "-t", str(seconds), "-start_number",
-                    str(first), str(folder / "plate.%04d.png")], check=True)
+                    str(first), str(folder).replace("%", "%%") + "/plate.%04d.png"], check=True)
     subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(lieu), "-t", str(seconds), "-vn",
                     str(folder.parent / "plate.wav")], check=True)
     return folder / "plate.####.png"
@@ -74,10 +74,10 @@ def test_an_image_strip_of_frames_that_are_not_one_run_is_refused(tmp_path):
 
 
 def test_the_working_copy_keeps_the_frames_and_shows_an_exr_plate_as_a_viewer_does(tmp_path):
-    plate = _png_plate(tmp_path / "png", 0.4)
+    plate = _png_plate(tmp_path / "100% take 2 インタビュー", 0.4)   # a % in the path, as ffmpeg's patterns use it
     copy = encode_working_copy(find_image_sequence(plate), 25, tmp_path / "png.mp4", Progress("quiet"))
     frames = list(read_frames(copy, 25))
-    png = [cv2.imread(str(tmp_path / "png" / f"plate.{1001 + k:04d}.png"))[..., ::-1] for k in range(10)]
+    png = [cv2.imread(str(plate.parent / f"plate.{1001 + k:04d}.png"))[..., ::-1] for k in range(10)]
     assert len(frames) == 10 and min(_psnr(f, p) for f, p in zip(frames, png)) > 38
     # The same frames as an OpenEXR plate: scene-linear light, as a renderer or a conform writes it.
     (tmp_path / "exr").mkdir()

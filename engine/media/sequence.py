@@ -56,9 +56,9 @@ class ImageSequence:
 
     @property
     def ffmpeg_pattern(self) -> str:
-        """The image2 demuxer's name for it (a % of the file name doubled, as the demuxer reads it)."""
+        """The image2 demuxer's name for it (a % of the path doubled, as the demuxer reads it)."""
         digits = f"%0{self.digits}d" if self.digits else "%d"
-        return str(self.folder / (self.prefix.replace("%", "%%") + digits + self.suffix.replace("%", "%%")))
+        return "%%".join(str(self.folder / self.prefix).split("%")) + digits + self.suffix.replace("%", "%%")
 
 
 def find_image_sequence(path: str | Path) -> ImageSequence:

@@ -61,6 +61,10 @@ def clips(tmp_path_factory):
            "-c:a", "aac", folder / "wide.mp4")
     (folder / "empty.mp4").write_bytes(b"")
     (folder / "notes.mp4").write_text("these are meeting notes, not a video\n" * 50)
+    # A phone's recording cut off before it was closed: its index, written last, is missing.
+    ffmpeg(*lieu(2.0), "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", folder / "whole.mp4")
+    whole = (folder / "whole.mp4").read_bytes()
+    (folder / "cut_off.mp4").write_bytes(whole[:whole.index(b"moov") - 4])
     return folder
 
 
@@ -319,6 +323,7 @@ def test_the_held_out_frames_hold_speech_motion_and_a_blink(name, missing):
     ("empty.mp4", "empty"),
     ("notes.mp4", "not a readable video"),
     ("missing.mp4", "not found"),
+    ("cut_off.mp4", "the recording was never finished"),
 ])
 def test_bad_clips_are_refused_with_a_clear_message(clips, tmp_path, name, words):
     with pytest.raises(EngineError) as err:

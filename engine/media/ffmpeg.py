@@ -67,6 +67,11 @@ def probe(path: str | Path) -> MediaInfo:
     proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)],
                           capture_output=True, text=True, errors="replace")
     report = proc.stderr
+    if "moov atom not found" in report and _starts_like_mp4(path):
+        raise EngineError(f"{path}: the recording was never finished: its index (the mp4's 'moov' atom) is missing, "
+                          "as when a camera or phone stops without closing the file (a flat battery, a full card)",
+                          "recover it (the camera's own repair, or a tool such as untrunc given a good clip from the "
+                          "same camera) and use the recovered file", path=str(path))
     if "Invalid data found" in report or "Stream #" not in report:
         raise EngineError(f"{path}: not a readable video or audio file",
                           "use a common container (mp4, mov, mkv, webm, wav, mp3, flac, ogg, m4a)",
@@ -110,6 +115,12 @@ def probe(path: str | Path) -> MediaInfo:
         num, den = info.pixel_aspect
         info.width = int(info.width * (num / den) / 2) * 2
     return info
+
+
+def _starts_like_mp4(path: Path) -> bool:
+    """Whether the file begins with an MP4/QuickTime box (what a recording cut off before its index still has)."""
+    with open(path, "rb") as file:
+        return file.read(8)[4:8] in (b"ftyp", b"mdat", b"wide", b"free", b"skip")
 
 
 def run_ffmpeg(args: list[str], what: str, path: str | Path) -> bytes:

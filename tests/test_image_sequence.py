@@ -40,7 +40,8 @@ def _touch(folder: Path, names) -> None:
 
 
 def test_a_plate_is_named_by_its_pattern_or_its_folder(tmp_path):
-    _touch(tmp_path / "sh010", [f"plate.{n:04d}.exr" for n in range(1001, 1011)] + ["notes.txt"])
+    _touch(tmp_path / "sh010", [f"plate.{n:04d}.exr" for n in range(1001, 1011)] + ["notes.txt"]
+           + [f"._plate.{n:04d}.exr" for n in range(1001, 1004)])   # a Mac's AppleDouble files on a shared drive
     for name in ("sh010", "sh010/plate.####.exr", "sh010/plate.%04d.exr"):
         sequence = find_image_sequence(tmp_path / name)
         assert (sequence.first, sequence.count, sequence.digits) == (1001, 10, 4)

@@ -66,7 +66,9 @@ def find_image_sequence(path: str | Path) -> ImageSequence:
     """The sequence a pattern or a folder names, checked: every frame between the first and the last is there."""
     path = Path(path)
     if path.is_dir():
-        runs = _runs(path, [p.name for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES])
+        # hidden files left out: a Mac's AppleDouble twins (._plate.0001.exr) on a shared drive, say
+        runs = _runs(path, [p.name for p in path.iterdir()
+                            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")])
         if not runs:
             raise EngineError(f"{path}: is a folder, and holds no numbered image frames ({', '.join(IMAGE_SUFFIXES)})",
                               "pick a video clip in it, or the folder of a plate's numbered frames", path=str(path))

@@ -14,6 +14,7 @@ import random
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
@@ -409,9 +410,20 @@ def animation_arguments(s, seed: int) -> dict:
             "lead": s.mouth_lead}
 
 
+@dataclass
+class SpokenLine:
+    """A line Audio to Rig keys: its sound, the part of it heard (None: all), where its keys start, its curves."""
+    name: str
+    audio: Path
+    span: tuple[float, float] | None
+    start_frame: float
+    curves: Path
+    seed: int
+
+
 class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):
     """Key ARKit blendshape curves from speech as a new take on the selected meshes' shape keys (the active
-    one first) and the head pose"""
+    one first) and the head pose: one take for each selected sound strip (a character's lines)"""
     bl_idname = "synctalk.audio_to_rig"
     bl_label = "Audio to Rig"
 
@@ -421,19 +433,23 @@ class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):
         self._meshes, self._skipped, self._head = keyable_rig(context)
         self._fps = scene_fps(scene)
         self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
-        span = None
+        # A seed a line: one seed would put the same blinks at the same moment of every line.
+        seed = random.randrange(1, 100000) if s.new_seed else s.seed
         if s.audio:
             audio = _existing_file(Path(bpy.path.abspath(s.audio)), "audio file")
-            self._start_frame, self._name = scene.frame_current, audio.stem
+            self._lines = [SpokenLine(audio.stem, audio, None, scene.frame_current, self._tmp / "line0.stcurves", seed)]
         else:
+            self._lines = []
             try:
-                strip = sequencer.selected_strip(scene, "SOUND")
-                heard = sequencer.heard_sound(strip, self._fps)
+                for k, strip in enumerate(sequencer.selected_sound_strips(scene)):
+                    heard = sequencer.heard_sound(strip, self._fps)
+                    (folder := self._tmp / f"line{k}").mkdir()   # a packed sound is written out here
+                    audio = _existing_file(sequencer.sound_file(strip, folder), f"sound of strip '{strip.name}'")
+                    # What the edit plays: the keys cover the strip's visible part, where its sound is heard.
+                    self._lines.append(SpokenLine(strip.name, audio, heard.span, heard.first_frame,
+                                                  self._tmp / f"line{k}.stcurves", seed + k))
             except ValueError as exc:
                 raise UserError(f"{exc}, or choose an audio file") from exc
-            audio = _existing_file(sequencer.sound_file(strip, self._tmp), f"sound of strip '{strip.name}'")
-            # What the edit plays: the keys cover the strip's visible part, where its sound is heard.
-            self._start_frame, self._name, span = heard.first_frame, strip.name, heard.span
         if not s.generic:
             who, self._source = {"subject": _subject_folder(context)}, Path(s.subject).name or "subject"
         elif s.model_file:
@@ -443,22 +459,25 @@ class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):
             who, self._source = {"generic": True}, "generic model"
         if channel := side(s.speech_channel):
             self._source += f", {channel} channel"   # the take says which voice it heard
-        self._seed = random.randrange(1, 100000) if s.new_seed else s.seed
-        self._curves_path = self._tmp / "speech.stcurves"
-        return "Audio to Rig", [engine_jobs.animate_argv(audio, self._curves_path, **who, fps=self._fps, span=span,
-                                                         channel=channel, **animation_arguments(s, self._seed))]
+        return "Audio to Rig", [engine_jobs.animate_argv(line.audio, line.curves, **who, fps=self._fps, span=line.span,
+                                                         channel=channel, **animation_arguments(s, line.seed))
+                                for line in self._lines]
 
     def finish(self, context, result):
         from engine.curves import Curves
         s = settings(context)
-        curves = Curves.load(self._curves_path)
-        written = key_take(context.scene, self._meshes, curves, self._start_frame, self._fps, self._name, self._head,
-                           s.replace, s.clear_stale, self._seed, self._source)
-        s.seed = self._seed
+        done, notes = [], ""
+        for line in self._lines:   # in the order they play: each take starts from the one before
+            curves = Curves.load(line.curves)
+            written = key_take(context.scene, self._meshes, curves, line.start_frame, self._fps, line.name,
+                               self._head, s.replace, s.clear_stale, line.seed, self._source)
+            notes += f"; {written['notes']}" if written["notes"] else ""
+            done.append(f"take '{written['take']}' (seed {line.seed}): {written['curves']} curves x "
+                        f"{written['frames']} frames (frames {line.start_frame:g}-{written['end']:g})")
+        s.seed = self._lines[0].seed
         report = keying_report(context, self._meshes, self._skipped)
-        notes = f"; {written['notes']}" if written["notes"] else ""
-        return (f"keyed take '{written['take']}' (seed {self._seed}): {written['curves']} curves x "
-                f"{written['frames']} frames (frames {self._start_frame:g}-{written['end']:g}); {report}{notes}")
+        lines = f"{len(done)} lines: " if len(done) > 1 else ""
+        return f"keyed {lines}{', '.join(done)}; {report}{notes}"
 
 
 def _render_output(context, subject: Path, name: str, rgba: bool) -> Path:

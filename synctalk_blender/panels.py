@@ -135,7 +135,7 @@ class SYNCTALK_PT_audio_to_rig(_AudioToRigPanel, bpy.types.Panel):
         layout = self.layout
         layout.prop(s, "audio")
         if not s.audio:
-            layout.label(text="Uses the selected sound strip", icon="SOUND")
+            layout.label(text="Uses the selected sound strips (a take each)", icon="SOUND")
         layout.prop(s, "speech_channel")
         layout.prop(s, "generic")
         if s.generic:

@@ -60,6 +60,15 @@ def strip_rate(strip, scene_fps: float) -> float:
     return strip.fps if strip.type == "MOVIE" else scene_fps
 
 
+def selected_sound_strips(scene) -> list:
+    """The selected sound strips in the order they play (each a line of dialogue, say); the active one alone
+    where no other is selected. Raises ValueError with a message for the user when there is none."""
+    chosen = [s for s in strips(scene, all_levels=True) if s.select and s.type == "SOUND"]
+    if not chosen:
+        selected_strip(scene, "SOUND")   # says why: no strip, or the active one is of another kind
+    return sorted(chosen, key=lambda s: (visible_handles(s)[0], s.channel))
+
+
 def strip_file(strip) -> Path:
     """Absolute path of a sound or movie strip's file."""
     if strip.type == "SOUND":

@@ -63,6 +63,35 @@ def test_audio_to_rig_keys_real_speech_at_the_strip_start_at_29_97_fps(scene):
     assert len(bpy.data.actions) == 1    # one new action, nothing else touched
 
 
+def test_audio_to_rig_keys_each_selected_line_of_a_dialogue_as_its_own_take(scene):
+    """A dialogue cut into lines in the edit, two characters taking turns: with one character's lines selected,
+    one run keys each of them as a take (each starting from the one before, so the last plays them all), the
+    other character's line between them left unkeyed, each line with its own seed (its own blinks)."""
+    wav = shared_file("audio", "en_60s.wav")
+    lines = []
+    for k, (first, at) in enumerate(((0, 1), (3, 100), (6, 200))):   # file seconds first..first+3 at frame `at`
+        strip = sequencer.add_sound(scene, wav, frame_start=at - first * 25, channel=2 + k % 2)
+        sequencer.set_handles(strip, at, at + 75)
+        lines.append(strip)
+    select_only(scene, lines[0])
+    lines[2].select = True                       # the first character's lines; the second's (frames 100-174) not
+    face = arkit_head("Face", ARKIT_NAMES)
+    scene.synctalk.generic, scene.synctalk.new_seed = True, True
+    assert bpy.ops.synctalk.audio_to_rig() == {"FINISHED"}
+    takes = scene.synctalk.takes
+    assert [t.line for t in takes] == [lines[0].name, lines[2].name] and takes[0].seed != takes[1].seed
+    key = face.data.shape_keys
+    assert key.animation_data.action.name == f"{lines[2].name} take 1"   # the last line's take plays both
+    jaw = _keys(key, "jawOpen")
+    frames = jaw[:, 0]
+    assert frames.min() == 1 and frames.max() >= 270 and not ((frames > 80) & (frames < 195)).any()
+    for at in (1, 200):                          # each line's mouth moves with its speech
+        assert jaw[(frames >= at) & (frames < at + 75), 1].std() > 0.02
+    blink = _keys(key, "eyeBlinkLeft")
+    first, second = (blink[(blink[:, 0] >= at) & (blink[:, 0] < at + 75), 1] for at in (1, 200))
+    assert not np.allclose(first[:70], second[:70], atol=0.05)   # not the same blinks at the same moments
+
+
 def test_audio_to_rig_keys_what_the_edit_plays_of_a_trimmed_offset_or_packed_strip(scene, tmp_path):
     """Keys lie where the strip's sound is heard: between its handles, moved by its sound offset (as Blender
     plays it: the test below), from the sound the .blend holds when it is packed; a retimed strip is refused

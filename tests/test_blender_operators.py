@@ -15,6 +15,7 @@ from conftest import select_only, shared_file
 from engine.arkit import ARKIT_NAMES
 from engine.jobs import preprocess_argv, train_argv
 from engine.media.audio import load_audio
+from engine.media.ffmpeg import probe
 from synctalk_blender import sequencer
 from synctalk_blender.demo_scene import arkit_head
 from synctalk_blender.jobs import Job
@@ -461,6 +462,17 @@ def test_train_subject_learns_an_image_strip_of_a_plate_with_the_sound_synced_un
     assert (source.sequence, source.first_frame, source.fps) == (str(tmp_path / "sh010" / "plate.####.png"), 10, 25)
     assert subject.meta.frames == 65 and (subject.root / source.path).is_file()
     assert (subject.root / "model" / "head.safetensors").is_file()
+    # rendered into the edit at the plate's full size: the head pasted into the subject's working copy
+    line = sequencer.add_sound(scene, _cut(shared_file("audio", "en_60s.wav"), 0.4, tmp_path / "line.wav"), 300, 1)
+    select_only(scene, line)
+    assert bpy.ops.synctalk.render_to_sequencer() == {"FINISHED"}
+    rendered = next(s for s in sequencer.strips(scene) if s.type == "MOVIE")
+    info = probe(sequencer.strip_file(rendered))
+    assert (info.width, info.height) == (256, 256) and subject.meta.size == 64
+    sequencer.strips(scene).remove(rendered)
+    sequencer.strips(scene).remove(line)
+    select_only(scene, plate)
+    sound.select = True
     scene.synctalk.clip_track = 2               # its sound's second track: not trained in this one's place
     _bad(bpy.ops.synctalk.train_subject, r"made with other sound \(recorder.wav from 0 s\)")
     scene.synctalk.clip_track = 1

@@ -1,6 +1,7 @@
 """A plate delivered as numbered frames (PNG, OpenEXR) instead of a video file: found by its pattern or folder,
 checked for missing frames, encoded once into a working copy that the subject keeps, and pasted back into by a
 full-frame render wherever the subject folder has moved. Real ffmpeg, real MediaPipe."""
+import json
 import shutil
 import subprocess
 from contextlib import ExitStack
@@ -16,6 +17,7 @@ from engine.media.ffmpeg import ffmpeg_exe
 from engine.media.sequence import encode_working_copy, find_image_sequence, image_sequence_of_files
 from engine.media.video import read_frames
 from engine.progress import Progress
+from engine.subject.schema import SubjectMeta
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -134,6 +136,8 @@ def test_a_subject_is_made_from_a_plate_and_keeps_its_working_copy(tmp_path):
     source = Subject(subject).meta.source
     assert (source.path, source.sequence, source.first_frame) == ("source.mp4", str(plate), 10)
     assert (source.width, source.height, source.fps) == (256, 256, 25.0)
+    written = json.loads((subject / "subject.json").read_text())
+    assert SubjectMeta.from_dict(written, subject / "subject.json").to_dict() == written   # read back as written
     # The subject moved (a project handed on): the full-frame render still finds its plate.
     moved = shutil.move(str(subject), tmp_path / "handed_on")
     with ExitStack() as stack:

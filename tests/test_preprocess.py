@@ -454,6 +454,9 @@ def test_a_recording_with_the_microphone_on_its_second_track_learns_from_that_tr
     preprocess(clip, tmp_path / "s", audio_track=2, size=64)
     source = Subject(tmp_path / "s").meta.source
     assert (source.audio, source.audio_track) == (None, 2)
+    written = json.loads((tmp_path / "s" / "subject.json").read_text())
+    assert written["source"]["audio_track"] == 2
+    assert SubjectMeta.from_dict(written, tmp_path / "s" / "subject.json").to_dict() == written
     sound = load_audio(Subject(tmp_path / "s").audio_path)
     n = min(len(sound), len(voice))
     assert np.corrcoef(sound[:n], voice[:n])[0, 1] > 0.99

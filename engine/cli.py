@@ -24,6 +24,7 @@ COMMANDS = {
     "render": ("engine.render.command", "render a subject speaking an audio file, composited into its frame"),
     "evaluate": ("engine.evaluation.command", "score a subject on its held-out frames"),
     "animate": ("engine.expression.command", "turn speech into ARKit blendshape and head-pose curves"),
+    "lines": ("engine.audio.lines_command", "find where a recording's pauses cut it into lines"),
     "train-generic": ("engine.expression.generic_command", "train the generic (any voice) expression model on clips"),
     "train-ave": ("engine.audio.ave_command", "train the audio-visual sync encoder on subject clips"),
     "models": ("engine.models_command", "show where the pretrained models are found, or fetch them"),

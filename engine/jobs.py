@@ -431,6 +431,14 @@ def animate_argv(speech, curves, subject=None, generic: bool = False, model=None
     return argv + _voice(channel, track)
 
 
+def lines_argv(speech, fps: float, span: tuple[float, float] | None = None, min_pause: float = 0.5,
+               channel: str | None = None, track: int = 1) -> list[str]:
+    """span: the seconds of the speech to read (None: all); min_pause: the shortest pause that ends a line."""
+    return (["lines", str(speech), "--fps", repr(float(fps)), "--min-pause", repr(float(min_pause))]
+            + (["--start", repr(float(span[0])), "--end", repr(float(span[1]))] if span else [])
+            + _voice(channel, track))
+
+
 def render_argv(subject, audio, output, curves=None, device: str | None = None,
                 output_format: str | None = None, fps: float | None = None,
                 frames: tuple[int, int] | None = None, channel: str | None = None, track: int = 1) -> list[str]:

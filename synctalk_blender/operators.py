@@ -480,6 +480,39 @@ class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):
         return f"keyed {lines}{', '.join(done)}; {report}{notes}"
 
 
+class SYNCTALK_OT_split_lines(_EngineJobOperator, bpy.types.Operator):
+    """Cut the selected sound strip into lines at its pauses: a dialogue recorded on one microphone, each
+    character then keyed from a selection of their own lines"""
+    bl_idname = "synctalk.split_lines"
+    bl_label = "Split into Lines"
+
+    def prepare(self, context):
+        s = settings(context)
+        scene = context.scene
+        self._fps = scene_fps(scene)
+        try:
+            self._strip = sequencer.selected_strip(scene, "SOUND")
+            self._heard = sequencer.heard_sound(self._strip, self._fps)
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+        if sequencer.enclosing_metas(self._strip):
+            raise UserError(f"sound strip '{self._strip.name}' lies in a meta strip: take it out (Ungroup) to split it")
+        self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
+        audio = _existing_file(sequencer.sound_file(self._strip, self._tmp), f"sound of strip '{self._strip.name}'")
+        self._min_pause = s.min_pause
+        return "Split into Lines", [engine_jobs.lines_argv(audio, self._fps, self._heard.span, s.min_pause,
+                                                           channel=side(s.speech_channel))]
+
+    def finish(self, context, result):
+        name = self._strip.name
+        cuts = [self._heard.first_frame + cut for cut in result["cuts"]]   # the span's frame 0 is its first heard
+        pieces = sequencer.split_sound_strip(self._strip, cuts, self._tmp)
+        for piece in pieces:
+            piece.select = True
+        return (f"split '{name}' into {len(pieces)} lines at its pauses of {self._min_pause:g} s or more: select "
+                "one character's lines for Audio to Rig")
+
+
 def _render_output(context, subject: Path, name: str, rgba: bool) -> Path:
     """Next to the .blend when it is saved (//synctalk/), else in the subject's renders/ folder."""
     folder = Path(bpy.path.abspath("//synctalk")) if bpy.data.filepath else subject / "renders"
@@ -621,5 +654,5 @@ class SYNCTALK_OT_cancel_job(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (SYNCTALK_OT_train_subject, SYNCTALK_OT_audio_to_rig, SYNCTALK_OT_render_to_sequencer,
+classes = (SYNCTALK_OT_train_subject, SYNCTALK_OT_audio_to_rig, SYNCTALK_OT_split_lines, SYNCTALK_OT_render_to_sequencer,
            SYNCTALK_OT_download_models, SYNCTALK_OT_cancel_job)

@@ -136,6 +136,9 @@ class SYNCTALK_PT_audio_to_rig(_AudioToRigPanel, bpy.types.Panel):
         layout.prop(s, "audio")
         if not s.audio:
             layout.label(text="Uses the selected sound strips (a take each)", icon="SOUND")
+            row = layout.row(align=True)
+            row.operator("synctalk.split_lines", icon="SEQ_SEQUENCER")
+            row.prop(s, "min_pause")
         layout.prop(s, "speech_channel")
         layout.prop(s, "generic")
         if s.generic:

@@ -134,6 +134,8 @@ class SyncTalkSceneSettings(bpy.types.PropertyGroup):
     speech_channel: EnumProperty(
         name="Channel", default="BOTH", items=CHANNEL_ITEMS,
         description="Which channel of the speech is this character's voice (Audio to Rig and Render)")
+    min_pause: FloatProperty(name="Pause", default=0.5, min=0.1, max=10.0, unit="TIME_ABSOLUTE",
+                             description="Split into Lines cuts at pauses this long or longer (seconds)")
     generic: BoolProperty(name="Generic Model", default=False,
                           description="Use the model that works for any voice instead of the subject's own")
     model_file: StringProperty(name="Model File", subtype="FILE_PATH",

@@ -232,6 +232,34 @@ def set_handles(strip, start: int, end: int) -> None:
         setattr(strip, name, value)
 
 
+def split_sound_strip(strip, cuts, folder: Path) -> list:
+    """Cut a sound strip that lies in the scene's own channels at the scene frames `cuts` into strips of the same
+    sound, one a line, in its channel (the strip itself removed); returns them in order. `folder` receives its
+    sound where the .blend holds it packed (a new strip is made from a file, then given the strip's sound)."""
+    scene = strip.id_data
+    left, right = handles(strip)
+    bounds = [left, *sorted({int(c) for c in cuts if left < c < right}), right]
+    path = sound_file(strip, folder)
+    sound, channel, start = strip.sound, strip.channel, content_start(strip)
+    kept = {name: getattr(strip, name) for name in ("sound_offset", "volume", "pan", "show_waveform", "mute")}
+    above, name = free_channel_above(scene, strip), strip.name
+    pieces = []
+    for k, (first, end) in enumerate(zip(bounds, bounds[1:])):
+        piece = strips(scene).new_sound(f"{name} line {k + 1}", str(path), above, math.floor(start))
+        made, piece.sound = piece.sound, sound
+        if made != sound and made.users == 0:
+            bpy.data.sounds.remove(made)
+        setattr(piece, "content_start" if _renamed(piece) else "frame_start", start)
+        for prop, value in kept.items():
+            setattr(piece, prop, value)
+        set_handles(piece, first, end)
+        pieces.append(piece)
+    strips(scene).remove(strip)
+    for piece in pieces:
+        piece.channel = channel
+    return pieces
+
+
 def free_channel_above(scene, strip) -> int:
     """The lowest channel above `strip` that is empty over the strip's whole frame range."""
     start, end = handles(strip)

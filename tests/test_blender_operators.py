@@ -14,7 +14,7 @@ pytestmark = pytest.mark.blender
 from conftest import select_only, shared_file
 from engine.arkit import ARKIT_NAMES
 from engine.jobs import preprocess_argv, train_argv
-from engine.media.audio import load_audio
+from engine.media.audio import load_audio, write_wav
 from engine.media.ffmpeg import probe
 from synctalk_blender import sequencer
 from synctalk_blender.demo_scene import arkit_head
@@ -91,6 +91,37 @@ def test_audio_to_rig_keys_each_selected_line_of_a_dialogue_as_its_own_take(scen
     blink = _keys(key, "eyeBlinkLeft")
     first, second = (blink[(blink[:, 0] >= at) & (blink[:, 0] < at + 75), 1] for at in (1, 200))
     assert not np.allclose(first[:70], second[:70], atol=0.05)   # not the same blinks at the same moments
+
+
+def test_a_dialogue_on_one_microphone_is_split_into_lines_and_one_voice_keyed_from_its_own(scene, tmp_path):
+    """Two characters on one microphone, their lines with pauses between them, the sound packed in the .blend:
+    Split into Lines cuts the strip in each pause into strips of the same sound that play what it played; the
+    first and third lines (one character's) then key their rig, the second line's frames left unkeyed."""
+    rate = 16000
+    en, zh = load_audio(shared_file("audio", "en_60s.wav")), load_audio(shared_file("audio", "zh_8s.wav"))
+    silence = lambda seconds: np.zeros(int(seconds * rate), np.float32)  # noqa: E731
+    wav = write_wav(tmp_path / "scene12.wav", np.concatenate(
+        [silence(0.5), en[:3 * rate], silence(0.8), zh[:3 * rate], silence(1.2), en[10 * rate:13 * rate]]))
+    strip = sequencer.add_sound(scene, wav, frame_start=11, channel=2)
+    strip.sound.pack()
+    select_only(scene, strip)
+    sound, span = strip.sound, sequencer.handles(strip)
+    assert bpy.ops.synctalk.split_lines() == {"FINISHED"}
+    lines = sorted((s for s in sequencer.strips(scene) if s.type == "SOUND"), key=lambda s: sequencer.handles(s)[0])
+    assert [s.name for s in lines] == ["scene12 line 1", "scene12 line 2", "scene12 line 3"]
+    assert all(s.sound == sound and s.channel == 2 and sequencer.content_start(s) == 11 for s in lines)
+    edges = [sequencer.handles(s) for s in lines]
+    assert edges[0][0] == span[0] and edges[-1][1] == span[1] and all(a[1] == b[0] for a, b in zip(edges, edges[1:]))
+    for (_, cut), (start, end) in zip(edges, [(3.5, 4.3), (7.3, 8.5)]):   # in each pause
+        assert 11 + start * 25 < cut < 11 + end * 25
+    face = arkit_head("Face", ARKIT_NAMES)
+    select_only(scene, lines[0])
+    lines[2].select = True
+    scene.synctalk.generic = True
+    assert bpy.ops.synctalk.audio_to_rig() == {"FINISHED"}
+    frames = _keys(face.data.shape_keys, "jawOpen")[:, 0]
+    assert not ((frames >= edges[1][0]) & (frames < edges[1][1])).any()
+    assert frames.min() == edges[0][0] and frames.max() >= edges[2][1] - 2
 
 
 def test_audio_to_rig_keys_what_the_edit_plays_of_a_trimmed_offset_or_packed_strip(scene, tmp_path):

@@ -172,6 +172,9 @@ def test_argument_builders_speak_each_commands_own_parser(tmp_path):
     assert _parsed(jobs.render_argv("s", "a.wav", "o.mp4")).channel is None
     assert _parsed(jobs.render_argv("s", "a.wav", "o.mp4", channel="left")).channel == "left"
     assert _parsed(jobs.render_argv("s", "a.wav", "o.mp4", track=2)).audio_track == 2
+    args = _parsed(jobs.lines_argv("dialogue.wav", 24, span=(2.0, 9.5), min_pause=0.8, channel="left", track=2))
+    assert (args.speech, args.fps, args.start, args.end, args.min_pause, args.channel, args.audio_track) == (
+        "dialogue.wav", 24.0, 2.0, 9.5, 0.8, "left", 2)
     args = _parsed(jobs.evaluate_argv("s", "report", device="cpu", limit=10))
     assert (args.subject, args.output, args.device, args.limit) == (Path("s"), Path("report"), "cpu", 10)
     args = _parsed(jobs.models_argv(fetch=True, models_dir="/m"))

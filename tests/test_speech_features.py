@@ -160,3 +160,25 @@ def test_streamed_audio_is_mixed_resampled_and_encoded_in_bounded_memory(tmp_pat
     # They are the features of those samples: the last 20 s of the hour, encoded on their own.
     tail = SpeechFeatures(hour.read(len(hour) - 20 * 16000))
     np.testing.assert_allclose(last, tail.windows(encoder, 25, 8, 490, 500), atol=1e-5)
+
+
+def test_a_dialogue_is_cut_into_lines_in_its_pauses_and_nowhere_else(tmp_path):
+    """Three lines recorded one after the other with pauses of 0.8 and 1.2 s between them, and the short gaps
+    of running speech inside each: `lines` cuts in the middle of each long pause only."""
+    from conftest import events, run_engine
+    from engine.audio.vad import pause_cuts
+    from engine.media.audio import write_wav
+    assert pause_cuts(np.array([0, 1, 1, 0, 0, 0, 1, 0, 1, 0, 0]), 3) == [4]   # not the lead, tail or short gap
+    rate = 16000
+    en = load_audio(shared_file("audio", "en_60s.wav"))
+    zh = load_audio(shared_file("audio", "zh_8s.wav"))
+    silence = lambda seconds: np.zeros(int(seconds * rate), np.float32)  # noqa: E731
+    dialogue = write_wav(tmp_path / "dialogue.wav", np.concatenate(
+        [silence(0.5), en[:3 * rate], silence(0.8), zh[:3 * rate], silence(1.2), en[10 * rate:13 * rate], silence(0.5)]))
+    proc = run_engine("lines", dialogue, "--fps", "25")
+    assert proc.returncode == 0, proc.stderr
+    result = [e for e in events(proc) if e["event"] == "result"][0]
+    assert len(result["cuts"]) == 2, result
+    for cut, (start, end) in zip(result["cuts"], [(3.5, 4.3), (7.3, 8.5)]):   # each pause, in seconds
+        assert start * 25 < cut < end * 25
+    assert result["lines"][0][0] == 0 and result["lines"][-1][1] == result["frames"]

@@ -103,3 +103,17 @@ def _extend(mask: np.ndarray, frames: int) -> np.ndarray:
     for shift in range(1, frames + 1):
         out[shift:] |= mask[:-shift]
     return out
+
+
+def pause_cuts(activity: np.ndarray, min_pause_frames: int) -> list[int]:
+    """Frames at which to cut a recording into lines: the middle of each pause of `min_pause_frames` or more
+    that lies between two stretches of speech (`activity` from voice_activity; silence before the first word
+    and after the last stays with its line)."""
+    spoken = activity > 0.5
+    cuts = []
+    change = np.flatnonzero(np.diff(spoken.astype(np.int8))) + 1
+    starts, ends = np.concatenate([[0], change]), np.concatenate([change, [len(spoken)]])
+    for s, e in zip(starts, ends):
+        if not spoken[s] and s > 0 and e < len(spoken) and e - s >= min_pause_frames:
+            cuts.append(int((s + e) // 2))
+    return cuts

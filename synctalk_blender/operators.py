@@ -505,6 +505,8 @@ class SYNCTALK_OT_split_lines(_EngineJobOperator, bpy.types.Operator):
 
     def finish(self, context, result):
         name = self._strip.name
+        if not result["cuts"]:
+            return f"'{name}' has no pause of {self._min_pause:g} s or more: left as it is (try a shorter Pause)"
         cuts = [self._heard.first_frame + cut for cut in result["cuts"]]   # the span's frame 0 is its first heard
         pieces = sequencer.split_sound_strip(self._strip, cuts, self._tmp)
         for piece in pieces:

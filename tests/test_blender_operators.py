@@ -106,6 +106,10 @@ def test_a_dialogue_on_one_microphone_is_split_into_lines_and_one_voice_keyed_fr
     strip.sound.pack()
     select_only(scene, strip)
     sound, span = strip.sound, sequencer.handles(strip)
+    scene.synctalk.min_pause = 1.5                        # longer than any pause: nothing to cut
+    assert bpy.ops.synctalk.split_lines() == {"FINISHED"}
+    assert [s.name for s in sequencer.strips(scene)] == ["scene12"]
+    scene.synctalk.min_pause = 0.5
     assert bpy.ops.synctalk.split_lines() == {"FINISHED"}
     lines = sorted((s for s in sequencer.strips(scene) if s.type == "SOUND"), key=lambda s: sequencer.handles(s)[0])
     assert [s.name for s in lines] == ["scene12 line 1", "scene12 line 2", "scene12 line 3"]

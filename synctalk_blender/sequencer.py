@@ -61,8 +61,8 @@ def strip_rate(strip, scene_fps: float) -> float:
 
 
 def selected_sound_strips(scene) -> list:
-    """The selected sound strips in the order they play (each a line of dialogue, say); the active one alone
-    where no other is selected. Raises ValueError with a message for the user when there is none."""
+    """The selected sound strips in the order they play (each a line of dialogue, say). Raises ValueError with a
+    message for the user when there is none."""
     chosen = [s for s in strips(scene, all_levels=True) if s.select and s.type == "SOUND"]
     if not chosen:
         selected_strip(scene, "SOUND")   # says why: no strip, or the active one is of another kind

@@ -301,10 +301,14 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
         """The selected movie strip's file (or image strip's sequence), the part of it the edit shows (None: all),
         and the sound strip it plays with where one is selected with it (preprocess's audio and audio_offset;
         {}: the file's own)."""
+        lead = 0.0   # seconds of the clip before the strip's first frame: an image strip of part of a plate's frames
         try:
-            strip = sequencer.selected_strip(scene, "MOVIE", "IMAGE")
+            try:   # a movie, where one is selected (a still image over it is not footage)
+                strip = sequencer.selected_strip(scene, "MOVIE")
+            except ValueError:
+                strip = sequencer.selected_strip(scene, "MOVIE", "IMAGE")
             if strip.type == "IMAGE":
-                clip, sound = _image_sequence(strip), {"sequence_fps": fps}   # a frame per scene frame
+                (clip, lead), sound = _image_sequence(strip, fps), {"sequence_fps": fps}   # a frame per scene frame
                 self._strip_name = strip.name
             else:
                 clip, sound = _existing_file(sequencer.strip_file(strip), "the movie strip's file"), {}
@@ -317,11 +321,14 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
                 self._note = " (the strip is retimed: its whole file was used)"
             else:
                 span = sequencer.movie_span(strip, fps)
+                if lead:
+                    start, end = span or (0.0, len(strip.elements) / fps)
+                    span = (start + lead, end + lead)
             # and the sound it plays with: a recorder's file synced under a camera's clip, say
             if (sound_strip := sequencer.sound_beside(scene, strip)) is not None:
                 self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
                 audio = _existing_file(sequencer.sound_file(sound_strip, self._tmp), f"sound of strip '{sound_strip.name}'")
-                offset = sequencer.sound_offset(strip, sound_strip, fps)
+                offset = sequencer.sound_offset(strip, sound_strip, fps) - lead
                 if audio.resolve() != clip.resolve() or abs(offset) > 0.5 / fps:   # else: the movie's own, in step
                     sound.update(audio=audio, audio_offset=offset)
                     self._note += f" (its sound from strip '{sound_strip.name}')"
@@ -337,23 +344,25 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
         return f"subject '{self._subject.name}' trained: {self._subject}{self._note}"
 
 
-def _image_sequence(strip) -> Path:
+def _image_sequence(strip, fps: float) -> tuple[Path, float]:
     """An image strip's frames as the engine names their sequence (folder/plate.####.exr), checked: one numbered
-    run, every frame on disk."""
+    run, every frame on disk; and the seconds the engine's clip of it plays before the strip's first frame (the
+    engine reads the folder's whole run; a strip may show from a later frame of it)."""
     from engine.errors import EngineError
-    from engine.media.sequence import image_sequence_of_files
+    from engine.media.sequence import find_image_sequence, image_sequence_of_files
     files = sequencer.image_files(strip)
     if len(files) < 2:
         raise UserError(f"image strip '{strip.name}' shows one still image: Train Subject needs the person talking "
                         "(a movie strip, or an image strip of the clip's frames)")
     try:
         sequence = image_sequence_of_files(files)
+        missing = next((f for f in files if not f.is_file()), None)
+        if missing is not None:
+            raise UserError(f"image strip '{strip.name}': frame {missing} not found (moved or not rendered yet)")
+        plate = find_image_sequence(Path(sequence.name))
     except EngineError as exc:
         raise UserError(f"image strip '{strip.name}': {exc.message} ({exc.hint})") from exc
-    missing = next((f for f in files if not f.is_file()), None)
-    if missing is not None:
-        raise UserError(f"image strip '{strip.name}': frame {missing} not found (moved or not rendered yet)")
-    return Path(sequence.name)
+    return Path(sequence.name), (sequence.first - plate.first) / fps
 
 
 def _has_sound(clip: Path) -> bool:
@@ -497,6 +506,11 @@ class SYNCTALK_OT_split_lines(_EngineJobOperator, bpy.types.Operator):
             raise UserError(str(exc)) from exc
         if sequencer.enclosing_metas(self._strip):
             raise UserError(f"sound strip '{self._strip.name}' lies in a meta strip: take it out (Ungroup) to split it")
+        fcurves = fcurves_of(scene)
+        if fcurves is not None and any(f'["{self._strip.name}"]' in f.data_path for f in fcurves):
+            raise UserError(f"sound strip '{self._strip.name}' is animated (a fade of its volume, say), which its "
+                            "lines would not keep: cut it by hand")
+        self._name, self._handles = self._strip.name, sequencer.handles(self._strip)
         self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
         audio = _existing_file(sequencer.sound_file(self._strip, self._tmp), f"sound of strip '{self._strip.name}'")
         self._min_pause = s.min_pause
@@ -504,11 +518,21 @@ class SYNCTALK_OT_split_lines(_EngineJobOperator, bpy.types.Operator):
                                                            channel=side(s.speech_channel))]
 
     def finish(self, context, result):
-        name = self._strip.name
+        name = self._name
+        # The edit went on while the pauses were found: the strip is looked up again, and left alone if it changed.
+        strip = next((s for s in sequencer.strips(context.scene, all_levels=True) if s.name == name), None)
+        try:
+            changed = strip is None or sequencer.handles(strip) != self._handles or \
+                sequencer.heard_sound(strip, self._fps).origin != self._heard.origin
+        except ValueError:   # retimed since
+            changed = True
+        if changed:
+            raise UserError(f"sound strip '{name}' was moved, trimmed or removed while its pauses were found: "
+                            "nothing was cut; run Split into Lines again")
         if not result["cuts"]:
             return f"'{name}' has no pause of {self._min_pause:g} s or more: left as it is (try a shorter Pause)"
         cuts = [self._heard.first_frame + cut for cut in result["cuts"]]   # the span's frame 0 is its first heard
-        pieces = sequencer.split_sound_strip(self._strip, cuts, self._tmp)
+        pieces = sequencer.split_sound_strip(strip, cuts, self._tmp)
         for piece in pieces:
             piece.select = True
         return (f"split '{name}' into {len(pieces)} lines at its pauses of {self._min_pause:g} s or more: select "

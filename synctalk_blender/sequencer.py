@@ -192,8 +192,8 @@ def sound_beside(scene, movie):
     sounds = [s for s in strips(scene, all_levels=True) if s.select and s.type == "SOUND"
               and (heard := visible_handles(s))[0] < right and heard[1] > left]
     if len(sounds) > 1:
-        raise ValueError(f"{len(sounds)} selected sound strips play with movie strip '{movie.name}': select only "
-                         "the one that holds its speech")
+        raise ValueError(f"{len(sounds)} selected sound strips play with {movie.type.lower()} strip '{movie.name}': "
+                         "select only the one that holds its speech")
     return sounds[0] if sounds else None
 
 
@@ -241,7 +241,8 @@ def split_sound_strip(strip, cuts, folder: Path) -> list:
     bounds = [left, *sorted({int(c) for c in cuts if left < c < right}), right]
     path = sound_file(strip, folder)
     sound, channel, start = strip.sound, strip.channel, content_start(strip)
-    kept = {name: getattr(strip, name) for name in ("sound_offset", "volume", "pan", "show_waveform", "mute")}
+    kept = {name: getattr(strip, name) for name in ("sound_offset", "volume", "pan", "show_waveform", "mute",
+                                                    "color_tag") if hasattr(strip, name)}
     above, name = free_channel_above(scene, strip), strip.name
     pieces = []
     for k, (first, end) in enumerate(zip(bounds, bounds[1:])):

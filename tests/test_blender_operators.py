@@ -106,6 +106,9 @@ def test_a_dialogue_on_one_microphone_is_split_into_lines_and_one_voice_keyed_fr
     strip.sound.pack()
     select_only(scene, strip)
     sound, span = strip.sound, sequencer.handles(strip)
+    strip.keyframe_insert("volume", frame=1)              # a fade: refused, its lines would not keep it
+    _bad(bpy.ops.synctalk.split_lines, "is animated")
+    scene.animation_data_clear()
     scene.synctalk.min_pause = 1.5                        # longer than any pause: nothing to cut
     assert bpy.ops.synctalk.split_lines() == {"FINISHED"}
     assert [s.name for s in sequencer.strips(scene)] == ["scene12"]
@@ -472,9 +475,10 @@ def test_train_subject_learns_a_camera_clip_from_the_sound_strip_synced_under_it
 @pytest.mark.slow
 def test_train_subject_learns_an_image_strip_of_a_plate_with_the_sound_synced_under_it(scene, tmp_path,
                                                                                      monkeypatch):
-    """A plate delivered as numbered frames (an image strip, played a frame per scene frame) and its sound
-    recorded beside it: Train Subject makes the subject from the part of the plate the edit shows, keeps its
-    working copy, and refuses a strip whose frames are not one numbered run."""
+    """A plate delivered as numbered frames (an image strip of its frames from the sixth on, played a frame per
+    scene frame) and its sound recorded beside it: Train Subject makes the subject from the part of the plate the
+    edit shows, in step with the sound, keeps its working copy, and refuses a strip whose frames are not one
+    numbered run."""
     from engine.media.ffmpeg import ffmpeg_exe
     from engine.subject import Subject
     monkeypatch.setenv("SYNCTALK_SUBJECTS", str(tmp_path / "subjects"))
@@ -483,18 +487,23 @@ def test_train_subject_learns_an_image_strip_of_a_plate_with_the_sound_synced_un
     subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(lieu), "-t", "3", "-start_number", "1001",
                     str(tmp_path / "sh010" / "plate.%04d.png")], check=True)
     recorder = _cut(lieu, 3.0, tmp_path / "recorder.wav")
-    plate = sequencer.add_image_sequence(scene, sorted((tmp_path / "sh010").glob("*.png")), 1, 2, name="sh010")
-    sequencer.set_handles(plate, 11, 76)        # frames 10-74 of 75: 0.4 s to 3.0 s
+    # the strip shows plate frames 1006-1075 from scene frame 1; the edit trims it to frames 6-70: plate 1011-1075
+    plate = sequencer.add_image_sequence(scene, sorted((tmp_path / "sh010").glob("*.png"))[5:], 1, 2, name="sh010")
+    sequencer.set_handles(plate, 6, 71)
     select_only(scene, plate)
     scene.synctalk.clip, scene.synctalk.subject_name, scene.synctalk.preset = "", "", "tiny"
     scene.synctalk.size, scene.synctalk.rig_drives_mouth = 64, False
     _bad(bpy.ops.synctalk.train_subject, "image strip 'sh010' has no sound: select the sound strip")
-    sound = sequencer.add_sound(scene, recorder, frame_start=1, channel=1)
+    sound = sequencer.add_sound(scene, recorder, frame_start=-4, channel=1)   # its 0.2 s under plate frame 1006
     sound.select = True
     assert bpy.ops.synctalk.train_subject() == {"FINISHED"}
     subject = Subject(tmp_path / "subjects" / "sh010")
     source = subject.meta.source
     assert (source.sequence, source.first_frame, source.fps) == (str(tmp_path / "sh010" / "plate.####.png"), 10, 25)
+    assert abs(source.audio_offset) < 1e-6     # the plate's first frame and the recording's start, in step
+    heard, spoken = load_audio(subject.audio_path), load_audio(recorder)[int(0.4 * 16000):]
+    n = min(len(heard), len(spoken))
+    assert np.corrcoef(heard[:n], spoken[:n])[0, 1] > 0.99
     assert subject.meta.frames == 65 and (subject.root / source.path).is_file()
     assert (subject.root / "model" / "head.safetensors").is_file()
     # rendered into the edit at the plate's full size: the head pasted into the subject's working copy
@@ -512,7 +521,7 @@ def test_train_subject_learns_an_image_strip_of_a_plate_with_the_sound_synced_un
     _bad(bpy.ops.synctalk.train_subject, r"made with other sound \(recorder.wav from 0 s\)")
     scene.synctalk.clip_track = 1
     plate.elements.append("plate.1080.png")     # a frame after a gap (not rendered yet)
-    _bad(bpy.ops.synctalk.train_subject, r"4 of frames 1001-1080 are missing \(the first 1076\)")
+    _bad(bpy.ops.synctalk.train_subject, r"4 of frames 1006-1080 are missing \(the first 1076\)")
 
 
 @pytest.mark.slow

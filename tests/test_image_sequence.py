@@ -14,7 +14,7 @@ import pytest
 from conftest import events, run_engine, shared_file
 from engine.errors import EngineError
 from engine.media.ffmpeg import ffmpeg_exe
-from engine.media.sequence import encode_working_copy, find_image_sequence, image_sequence_of_files
+from engine.media.sequence import encode_working_copy, find_image_sequence, image_sequence_of_files, is_image_sequence
 from engine.media.video import read_frames
 from engine.progress import Progress
 from engine.subject.schema import SubjectMeta
@@ -56,6 +56,12 @@ def test_a_plate_is_named_by_its_pattern_or_its_folder(tmp_path):
         1, 12, 0, str(tmp_path / "raw" / "f%d.png"))
     files = [tmp_path / "sh010" / f"plate.{n:04d}.exr" for n in range(1001, 1011)]
     assert image_sequence_of_files(files).name == str(tmp_path / "sh010" / "plate.####.exr")
+    # %d names padded frames by their own padding; a # before the frame number's is the name's
+    assert find_image_sequence(tmp_path / "sh010" / "plate.%d.exr").ffmpeg_pattern.endswith("plate.%04d.exr")
+    _touch(tmp_path / "takes", [f"take#1_{n:04d}.png" for n in range(1, 4)] + ["Interview #3.mov"])
+    assert find_image_sequence(tmp_path / "takes" / "take#1_####.png").count == 3
+    assert is_image_sequence(tmp_path / "takes" / "take#1_####.png")
+    assert not is_image_sequence(tmp_path / "takes" / "Interview #3.mov")   # a clip named with a #
 
 
 @pytest.mark.parametrize("names,where,words", [

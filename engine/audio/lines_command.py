@@ -20,8 +20,11 @@ def configure(parser) -> None:
 def run(args, progress) -> dict:
     from .features import SpeechFeatures
     from .vad import pause_cuts, voice_activity
+    from ..subject.schema import MAX_FPS
     if not 0.1 <= args.min_pause <= 10:
         raise EngineError(f"--min-pause must be between 0.1 and 10 seconds, got {args.min_pause}", "use 0.5")
+    if not 0 < args.fps <= MAX_FPS:
+        raise EngineError(f"--fps must be above 0 and at most {MAX_FPS:g}, got {args.fps}", "use the scene's rate")
     speech = SpeechFeatures(args.speech, progress=progress, channel=args.channel, track=args.audio_track)
     if args.start is not None or args.end is not None:
         speech = SpeechFeatures(speech.audio.span(args.start, args.end), progress=progress)

@@ -31,9 +31,19 @@ SCENE_LINEAR_TO_SRGB = ("zscale=transferin=linear:transfer=iec61966-2-1:primarie
 
 
 def is_image_sequence(path: str | Path) -> bool:
-    """Whether `path` names an image sequence: a frame-number placeholder in its file name, or a folder."""
+    """Whether `path` names an image sequence: a folder, or a frame-number placeholder in the name of a picture
+    file that is not there itself (a clip named "Interview #3.mov" is a clip)."""
     path = Path(path)
-    return bool(_PLACEHOLDER.search(path.name)) or path.is_dir()
+    if path.is_dir():
+        return True
+    return (not path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+            and _last_placeholder(path.name) is not None)
+
+
+def _last_placeholder(name: str):
+    """The frame-number placeholder nearest the extension (`take#1_####.png`: the second)."""
+    found = list(_PLACEHOLDER.finditer(name))
+    return found[-1] if found else None
 
 
 @dataclass(frozen=True)
@@ -77,7 +87,7 @@ def find_image_sequence(path: str | Path) -> ImageSequence:
             raise EngineError(f"{path}: holds {len(runs)} image sequences ({names})",
                               f"name the one to use, e.g. {runs[0].name}", path=str(path))
         return runs[0]
-    placeholder = _PLACEHOLDER.search(path.name)
+    placeholder = _last_placeholder(path.name)
     if placeholder is None or not path.parent.is_dir():
         raise EngineError(f"{path}: no such image sequence", "check the folder and the frame-number placeholder "
                           "(plate.####.exr, plate.%04d.png)", path=str(path))
@@ -85,15 +95,16 @@ def find_image_sequence(path: str | Path) -> ImageSequence:
     spec = placeholder.group(0)
     digits = len(spec) if spec.startswith("#") else int(placeholder.group(1) or 0)
     numbered = re.compile(re.escape(prefix) + r"(\d+)" + re.escape(suffix) + "$")
-    numbers = []
+    written = []
     for p in path.parent.iterdir():
         if (m := numbered.match(p.name)) and (len(m.group(1)) == digits or not digits
                                               or (len(m.group(1)) > digits and m.group(1)[0] != "0")):
-            numbers.append(int(m.group(1)))
-    if not numbers:
+            written.append(m.group(1))
+    if not written:
         raise EngineError(f"{path}: no frames match it", "check the file names' padding (#### is four digits)",
                           path=str(path))
-    return _checked(path.parent, prefix, suffix, digits, numbers)
+    # %d gives no padding: the names' own (plate.%d.png naming plate.0001.png ...)
+    return _checked(path.parent, prefix, suffix, digits or _padding(written), [int(d) for d in written])
 
 
 def image_sequence_of_files(files: list[Path]) -> ImageSequence:
@@ -114,14 +125,16 @@ def _runs(folder: Path, names: list[str]) -> list[ImageSequence]:
     for name in names:
         if m := _NUMBERED.match(name):
             groups.setdefault((m.group(1), m.group(3)), []).append(m.group(2))
-    runs = []
-    for (prefix, suffix), digit_strings in sorted(groups.items()):
-        # padded where any number has a leading zero, or all are written with as many digits
-        widths = {len(d) for d in digit_strings}
-        padded = any(d[0] == "0" and len(d) > 1 for d in digit_strings) or len(widths) == 1
-        runs.append(_checked(folder, prefix, suffix, min(widths) if padded else 0,
-                             [int(d) for d in digit_strings]))
-    return runs
+    return [_checked(folder, prefix, suffix, _padding(digit_strings), [int(d) for d in digit_strings])
+            for (prefix, suffix), digit_strings in sorted(groups.items())]
+
+
+def _padding(digit_strings: list[str]) -> int:
+    """The digits frame numbers are written with: padded where any has a leading zero, or all are written with
+    as many digits; else 0 (as they come)."""
+    widths = {len(d) for d in digit_strings}
+    padded = any(d[0] == "0" and len(d) > 1 for d in digit_strings) or len(widths) == 1
+    return min(widths) if padded else 0
 
 
 def _checked(folder: Path, prefix: str, suffix: str, digits: int, numbers: list[int]) -> ImageSequence:

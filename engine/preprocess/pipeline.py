@@ -67,12 +67,14 @@ MISSING_SOUND_S = 0.5        # a separate recording may start or end this much i
 @dataclass(frozen=True)
 class Footage:
     """The clip a subject is made from and the frames it takes at `fps`: `count` from `first` (a span of
-    the clip, e.g. a trimmed strip), or all of them."""
+    the clip, e.g. a trimmed strip), or all of them. `name`: what messages call it (an image sequence's
+    pattern, not its working copy's file); "" for the clip's file name."""
     path: Path
     info: MediaInfo
     fps: float
     first: int = 0
     count: int | None = None
+    name: str = ""
 
     def frames(self):
         return read_frames(self.path, self.fps, self.info, self.first, self.count)
@@ -157,12 +159,14 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
     destination.parent.mkdir(parents=True, exist_ok=True)
     working = f".{destination.name}.sequence-"
     with JobLock(destination, "preprocess"):
-        for stale in destination.parent.glob(f"{working}*"):   # a killed run's working copy
-            shutil.rmtree(stale, ignore_errors=True)
+        for stale in destination.parent.iterdir():   # a killed run's working copy (no glob: a name may hold [])
+            if stale.name.startswith(working):
+                shutil.rmtree(stale, ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix=working, dir=destination.parent) as folder:
             copy = encode_working_copy(sequence, sequence_fps, Path(folder) / SOURCE_COPY, progress)
             info = open_clip(copy)
-            footage = Footage(copy, info, fps, *clip_span(Path(sequence.name), info, fps, start_s, end_s))
+            footage = Footage(copy, info, fps, *clip_span(Path(sequence.name), info, fps, start_s, end_s),
+                              name=Path(sequence.name).name)
             return _preprocess(footage, sound, destination, size, models_dir, progress, sequence)
 
 
@@ -193,7 +197,7 @@ class SoundOfClip:
         if start < -MISSING_SOUND_S or end > audio.seconds + MISSING_SOUND_S:
             raise EngineError(
                 f"{recording}: covers {max(0.0, -self.offset):.2f}-{audio.seconds - self.offset:.2f} s of the clip "
-                f"{footage.path.name}, which plays {start - self.offset:.2f}-{end - self.offset:.2f} s",
+                f"{footage.name or footage.path.name}, which plays {start - self.offset:.2f}-{end - self.offset:.2f} s",
                 "give where the clip's first frame lies in the recording (--audio-offset, seconds), or a "
                 "recording that covers the clip" if self.path else
                 "its own sound, moved by the offset, leaves the clip's ends without sound: make the subject from "

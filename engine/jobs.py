@@ -374,6 +374,11 @@ def _voice(channel: str | None, track: int) -> list[str]:
     return (["--channel", channel] if channel else []) + (["--audio-track", str(track)] if track != 1 else [])
 
 
+def _span(span: tuple[float, float] | None) -> list[str]:
+    """The seconds of a clip or a recording a command reads (None: all of it)."""
+    return ["--start", repr(float(span[0])), "--end", repr(float(span[1]))] if span else []
+
+
 def preprocess_argv(clip, subject, fps: float | None = None, size: int | None = None,
                     span: tuple[float, float] | None = None, audio=None, audio_offset: float = 0.0,
                     channel: str | None = None, sequence_fps: float | None = None, track: int = 1) -> list[str]:
@@ -385,7 +390,7 @@ def preprocess_argv(clip, subject, fps: float | None = None, size: int | None = 
     plate.####.exr) plays at; track: which of the recording's (or the clip's) audio tracks, from 1."""
     return (["preprocess", str(clip), "-o", str(subject)] + (["--fps", repr(float(fps))] if fps else [])
             + (["--size", str(size)] if size else [])
-            + (["--start", repr(float(span[0])), "--end", repr(float(span[1]))] if span else [])
+            + _span(span)
             + (["--audio", str(audio)] if audio is not None else [])
             + (["--audio-offset", repr(float(audio_offset))] if audio_offset else [])
             + _voice(channel, track) + (["--sequence-fps", repr(float(sequence_fps))] if sequence_fps else []))
@@ -426,16 +431,14 @@ def animate_argv(speech, curves, subject=None, generic: bool = False, model=None
         argv += ["--blink-rate", repr(float(blink_rate))]
     if lead:
         argv += ["--lead", repr(float(lead))]
-    if span:
-        argv += ["--start", repr(float(span[0])), "--end", repr(float(span[1]))]
-    return argv + _voice(channel, track)
+    return argv + _span(span) + _voice(channel, track)
 
 
 def lines_argv(speech, fps: float, span: tuple[float, float] | None = None, min_pause: float = 0.5,
                channel: str | None = None, track: int = 1) -> list[str]:
     """span: the seconds of the speech to read (None: all); min_pause: the shortest pause that ends a line."""
     return (["lines", str(speech), "--fps", repr(float(fps)), "--min-pause", repr(float(min_pause))]
-            + (["--start", repr(float(span[0])), "--end", repr(float(span[1]))] if span else [])
+            + _span(span)
             + _voice(channel, track))
 
 

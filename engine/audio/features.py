@@ -181,6 +181,15 @@ class SpeechFeatures:
         self._whole: dict = {}                     # (encoder key, fps, n_frames) -> (n_frames, dim)
         self._checksum: str | None = None
 
+    @classmethod
+    def of_span(cls, path, start: float | None, end: float | None, progress=None, channel: str | None = None,
+                track: int = 1) -> "SpeechFeatures":
+        """A file's speech from second `start` to `end` (None: its start, its end): one line of a recording."""
+        speech = cls(path, progress=progress, channel=channel, track=track)
+        if start is None and end is None:
+            return speech
+        return cls(speech.audio.span(start, end), progress=progress)
+
     def __len__(self) -> int:
         return len(self.audio)
 

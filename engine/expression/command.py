@@ -61,9 +61,7 @@ def run(args, progress) -> dict:
     subject = Subject(args.subject) if args.subject else None
     animator = Animator(subject, args.generic, args.encoder, args.models, args.model)
     loaded = time.monotonic()
-    speech = SpeechFeatures(args.speech, progress=progress, channel=args.channel, track=args.audio_track)
-    if args.start is not None or args.end is not None:
-        speech = SpeechFeatures(speech.audio.span(args.start, args.end), progress=progress)
+    speech = SpeechFeatures.of_span(args.speech, args.start, args.end, progress, args.channel, args.audio_track)
     seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2 ** 31)
     curves = animator(speech, args.fps, args.smooth, intensity, args.head, seed, args.blink_rate, progress=progress,
                       lead=args.lead)

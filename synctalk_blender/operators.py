@@ -500,19 +500,20 @@ class SYNCTALK_OT_split_lines(_EngineJobOperator, bpy.types.Operator):
         scene = context.scene
         self._fps = scene_fps(scene)
         try:
-            self._strip = sequencer.selected_strip(scene, "SOUND")
-            self._heard = sequencer.heard_sound(self._strip, self._fps)
+            strip = sequencer.selected_strip(scene, "SOUND")
+            self._heard = sequencer.heard_sound(strip, self._fps)
         except ValueError as exc:
             raise UserError(str(exc)) from exc
-        if sequencer.enclosing_metas(self._strip):
-            raise UserError(f"sound strip '{self._strip.name}' lies in a meta strip: take it out (Ungroup) to split it")
+        if sequencer.enclosing_metas(strip):
+            raise UserError(f"sound strip '{strip.name}' lies in a meta strip: take it out (Ungroup) to split it")
         fcurves = fcurves_of(scene)
-        if fcurves is not None and any(f'["{self._strip.name}"]' in f.data_path for f in fcurves):
-            raise UserError(f"sound strip '{self._strip.name}' is animated (a fade of its volume, say), which its "
+        if fcurves is not None and any(f'["{strip.name}"]' in f.data_path for f in fcurves):
+            raise UserError(f"sound strip '{strip.name}' is animated (a fade of its volume, say), which its "
                             "lines would not keep: cut it by hand")
-        self._name, self._handles = self._strip.name, sequencer.handles(self._strip)
+        # kept by name: the strip is looked up again when the job ends
+        self._name, self._handles = strip.name, sequencer.handles(strip)
         self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
-        audio = _existing_file(sequencer.sound_file(self._strip, self._tmp), f"sound of strip '{self._strip.name}'")
+        audio = _existing_file(sequencer.sound_file(strip, self._tmp), f"sound of strip '{strip.name}'")
         self._min_pause = s.min_pause
         return "Split into Lines", [engine_jobs.lines_argv(audio, self._fps, self._heard.span, s.min_pause,
                                                            channel=side(s.speech_channel))]

@@ -21,7 +21,6 @@ class MediaInfo:
     path: str
     duration: float | None
     has_video: bool
-    has_audio: bool
     width: int = 0
     height: int = 0
     fps: float = 0.0
@@ -37,6 +36,10 @@ class MediaInfo:
     video_lead: float = 0.0
     # A high-dynamic-range transfer ("hlg": a phone's HDR video, broadcast HDR; "pq": HDR10), "" for SDR.
     hdr: str = ""
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio_tracks > 0
 
     @property
     def still_image(self) -> bool:
@@ -76,7 +79,7 @@ def probe(path: str | Path) -> MediaInfo:
         raise EngineError(f"{path}: not a readable video or audio file",
                           "use a common container (mp4, mov, mkv, webm, wav, mp3, flac, ogg, m4a)",
                           path=str(path))
-    info = MediaInfo(str(path), None, False, False)
+    info = MediaInfo(str(path), None, False)
     if m := _CONTAINER.search(report):
         info.container = m.group(1).split(",")[0]
     if m := _DURATION.search(report):
@@ -102,10 +105,9 @@ def probe(path: str | Path) -> MediaInfo:
         if "Stream #" in line:
             in_video = False
         if m := _AUDIO.search(line):
-            info.audio_tracks += 1
-            if not info.has_audio:
-                info.has_audio = True
+            if not info.has_audio:   # the first track's
                 info.audio_codec, info.sample_rate = m.group(1), int(m.group(2))
+            info.audio_tracks += 1
         elif in_video and (m := _ROTATION.search(line)) and round(float(m.group(1))) % 180 == 90:
             # A phone filming upright stores its frames sideways and a rotation to show them by; ffmpeg
             # decodes them turned (every command here reads frames through it), so they are this size.

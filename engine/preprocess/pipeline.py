@@ -67,14 +67,18 @@ MISSING_SOUND_S = 0.5        # a separate recording may start or end this much i
 @dataclass(frozen=True)
 class Footage:
     """The clip a subject is made from and the frames it takes at `fps`: `count` from `first` (a span of
-    the clip, e.g. a trimmed strip), or all of them. `name`: what messages call it (an image sequence's
-    pattern, not its working copy's file); "" for the clip's file name."""
+    the clip, e.g. a trimmed strip), or all of them. `shown_as`: what messages call it where that is not
+    `path` (an image sequence's pattern, not its working copy's file)."""
     path: Path
     info: MediaInfo
     fps: float
     first: int = 0
     count: int | None = None
-    name: str = ""
+    shown_as: Path | None = None
+
+    @property
+    def label(self) -> Path:
+        return self.shown_as or self.path
 
     def frames(self):
         return read_frames(self.path, self.fps, self.info, self.first, self.count)
@@ -166,7 +170,7 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
             copy = encode_working_copy(sequence, sequence_fps, Path(folder) / SOURCE_COPY, progress)
             info = open_clip(copy)
             footage = Footage(copy, info, fps, *clip_span(Path(sequence.name), info, fps, start_s, end_s),
-                              name=Path(sequence.name).name)
+                              shown_as=Path(sequence.name))
             return _preprocess(footage, sound, destination, size, models_dir, progress, sequence)
 
 
@@ -197,7 +201,7 @@ class SoundOfClip:
         if start < -MISSING_SOUND_S or end > audio.seconds + MISSING_SOUND_S:
             raise EngineError(
                 f"{recording}: covers {max(0.0, -self.offset):.2f}-{audio.seconds - self.offset:.2f} s of the clip "
-                f"{footage.name or footage.path.name}, which plays {start - self.offset:.2f}-{end - self.offset:.2f} s",
+                f"{footage.label.name}, which plays {start - self.offset:.2f}-{end - self.offset:.2f} s",
                 "give where the clip's first frame lies in the recording (--audio-offset, seconds), or a "
                 "recording that covers the clip" if self.path else
                 "its own sound, moved by the offset, leaves the clip's ends without sound: make the subject from "
@@ -226,7 +230,7 @@ def _preprocess(footage: Footage, sound: SoundOfClip, destination: Path, size: i
             os.replace(footage.path, root / SOURCE_COPY)
             footage = replace(footage, path=root / SOURCE_COPY)
         info, fps = footage.info, footage.fps
-        clip = Path(sequence.name) if sequence else footage.path   # as messages name it
+        clip = footage.label   # as messages name it
         stage = progress.stage("audio", 1)
         samples = sound.under(footage, warnings)
         write_wav(writer.audio_path, samples)

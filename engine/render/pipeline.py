@@ -8,7 +8,6 @@ Three kinds of frame:
 from __future__ import annotations
 
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np

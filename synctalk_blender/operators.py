@@ -385,13 +385,20 @@ def _check_same_footage(subject: Path, clip: Path, fps: float, span, sound: dict
     first, frames = span_frames(*span, fps) if span else (0, None)
     source = meta.source
     same_file = source is not None and Path(source.sequence or source.path).resolve() == clip.resolve()
-    if not same_file or source.first_frame != first or (frames is not None and abs(meta.frames - frames) > 1):
+    # A plate's working copy starts at the part of it the subject was made from: its frames, and its sound's
+    # offset, counted from the plate's first frame as the edit's are.
+    lead = 0
+    if same_file and source.sequence and source.sequence_first is not None:
+        from engine.media.sequence import find_image_sequence
+        lead = source.sequence_first - find_image_sequence(clip).first
+    if not same_file or lead + source.first_frame != first or (frames is not None and abs(meta.frames - frames) > 1):
         made_from = (source.sequence or source.path) if source else "unknown"
         raise UserError(f"a subject named '{subject.name}' was made from other footage ({made_from}); give this "
                         "one another Subject Name, or delete that folder to make it again")
     def recording(path) -> str | None:   # the clip's own track, whether named or not
         return None if path is None or Path(path).resolve() == clip.resolve() else Path(path).name
-    had = (recording(source.audio), round(source.audio_offset, 3), source.audio_channel, source.audio_track)
+    had = (recording(source.audio), round(source.audio_offset - lead / fps, 3), source.audio_channel,
+           source.audio_track)
     wanted = (recording(sound.get("audio")), round(sound.get("audio_offset", 0.0), 3), sound.get("channel"),
               sound.get("track", 1))
     if had != wanted:

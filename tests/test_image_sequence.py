@@ -13,6 +13,7 @@ import pytest
 
 from conftest import events, run_engine, shared_file
 from engine.errors import EngineError
+from engine.media.audio import load_audio
 from engine.media.ffmpeg import ffmpeg_exe
 from engine.media.sequence import encode_working_copy, find_image_sequence, image_sequence_of_files, is_image_sequence
 from engine.media.video import read_frames
@@ -65,15 +66,32 @@ def test_a_plate_is_named_by_its_pattern_or_its_folder(tmp_path):
 
 
 @pytest.mark.parametrize("names,where,words", [
-    ([f"plate.{n:04d}.png" for n in (1, 2, 3, 6, 7)], "plate.####.png", "2 of frames 1-7 are missing (the first 4)"),
     (["a.0001.png", "a.0002.png", "b.0001.png", "b.0002.png"], ".", "holds 2 image sequences"),
     (["readme.txt"], ".", "holds no numbered image frames"),
     (["plate.0001.png"], "plate.%03d.png", "no frames match it"),
 ])
-def test_a_plate_with_a_missing_frame_or_no_single_run_is_refused(tmp_path, names, where, words):
+def test_a_folder_or_pattern_of_no_single_run_is_refused(tmp_path, names, where, words):
     _touch(tmp_path / "plate", names)
-    with pytest.raises(EngineError, match=words.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(EngineError, match=words):
         find_image_sequence(tmp_path / "plate" / where)
+
+
+def test_a_gap_in_a_plate_refuses_only_the_part_of_it_that_spans_the_gap(tmp_path):
+    """A plate's missing frame is an error in its delivery where the edit uses it (read past it, every later
+    frame would be late), and none elsewhere: a long plate whose later frames are not rendered yet, say."""
+    _touch(tmp_path, [f"plate.{n:04d}.png" for n in (1, 2, 3, 6, 7)])
+    plate = find_image_sequence(tmp_path / "plate.####.png")
+    assert (plate.first, plate.count, plate.missing) == (1, 7, (4, 5))
+    assert plate.part(0, 3).missing == () and plate.part(5, 2).first == 6
+    plate.part(0, 3).require_every_frame()
+    for refused in (plate.part(2, 3), plate):
+        with pytest.raises(EngineError, match=r"plate.####.png: 2 of frames \d-\d are missing \(the first 4\)"):
+            refused.require_every_frame()
+    with pytest.raises(EngineError, match=r"2 of frames 1-7 are missing \(the first 4\)") as refused:
+        encode_working_copy(plate, 25, tmp_path / "copy.mp4", Progress("quiet"))
+    assert refused.value.path == str(tmp_path / "plate.0004.png")
+    with pytest.raises(EngineError, match=r"2 of frames 1-7 are missing \(the first 4\)"):   # an image strip's
+        image_sequence_of_files(sorted(tmp_path.glob("plate.*.png")))
 
 
 def test_an_image_strip_of_frames_that_are_not_one_run_is_refused(tmp_path):
@@ -116,7 +134,7 @@ def test_a_plate_whose_frames_differ_in_size_or_do_not_decode_is_refused(tmp_pat
     for n in range(6, 11):
         (tmp_path / f"p.{n:04d}.png").unlink()
     (tmp_path / "p.0003.png").write_bytes(b"not a picture")
-    with pytest.raises(EngineError, match="4 of its 5 frames could be encoded"):
+    with pytest.raises(EngineError, match=r"p.0003.png: does not decode \(.*\); 4 of .*p.####.png's 5 frames"):
         encode_working_copy(find_image_sequence(tmp_path), 25, tmp_path / "copy.mp4", Progress("quiet"))
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("p.")) == []
 
@@ -134,14 +152,23 @@ def test_a_subject_is_made_from_a_plate_and_keeps_its_working_copy(tmp_path):
         assert proc.returncode != 0 and words in proc.stdout
     proc = run_engine("preprocess", shared_file("video", "may_5s.mp4"), "-o", subject, "--sequence-fps", "25")
     assert proc.returncode != 0 and "--sequence-fps is for an image sequence" in proc.stdout
+    # frames missing outside the span used (1003; 1072 on): only the span's 2.2 s are encoded and checked
+    for n in (1003, *range(1072, 1076)):
+        (plate.parent / f"plate.{n}.png").unlink()
+    (plate.parent / "plate.1075.png").write_bytes(b"")   # the run's last, a frame not rendered yet
     proc = run_engine("preprocess", plate, "-o", subject, "--sequence-fps", "25", "--audio",
-                      tmp_path / "plate.wav", "--start", "0.4", "--size", "64")
+                      tmp_path / "plate.wav", "--start", "0.4", "--end", "2.6", "--size", "64")
     assert proc.returncode == 0, proc.stderr
     assert any(e["event"] == "progress" and e.get("stage") == "image sequence" for e in events(proc))
     assert sorted(p.name for p in subject.parent.iterdir()) == ["plate"]   # no working files left beside it
-    source = Subject(subject).meta.source
-    assert (source.path, source.sequence, source.first_frame) == ("source.mp4", str(plate), 10)
-    assert (source.width, source.height, source.fps) == (256, 256, 25.0)
+    meta = Subject(subject).meta
+    source = meta.source
+    assert (source.path, source.sequence, source.sequence_first, source.first_frame) == (
+        "source.mp4", str(plate), 1011, 0)
+    assert (source.width, source.height, source.fps, meta.frames) == (256, 256, 25.0, 55)
+    assert source.audio_offset == pytest.approx(0.4)   # the recording's second at the copy's first frame
+    heard, recorded = load_audio(subject / "audio.wav"), load_audio(tmp_path / "plate.wav")[int(0.4 * 16000):]
+    assert np.corrcoef(heard[:30000], recorded[:30000])[0, 1] > 0.99
     written = json.loads((subject / "subject.json").read_text())
     assert SubjectMeta.from_dict(written, subject / "subject.json").to_dict() == written   # read back as written
     # The subject moved (a project handed on): the full-frame render still finds its plate.

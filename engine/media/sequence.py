@@ -12,7 +12,7 @@ import os
 import re
 import subprocess
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import EngineError
@@ -48,14 +48,31 @@ def _last_placeholder(name: str):
 
 @dataclass(frozen=True)
 class ImageSequence:
-    """Frames folder/prefix + number + suffix, numbered first .. first + count - 1 without a gap, each number
-    written with at least `digits` digits (0: as it comes)."""
+    """Frames folder/prefix + number + suffix, numbered first .. first + count - 1 but for the numbers in
+    `missing`, each number written with at least `digits` digits (0: as it comes)."""
     folder: Path
     prefix: str
     suffix: str
     digits: int
     first: int
     count: int
+    missing: tuple[int, ...] = ()
+
+    def part(self, start: int, count: int) -> "ImageSequence":
+        """Its frames first + start .. first + start + count - 1 (the part of a plate an edit uses)."""
+        first = self.first + start
+        return replace(self, first=first, count=count,
+                       missing=tuple(n for n in self.missing if first <= n < first + count))
+
+    def require_every_frame(self) -> None:
+        """Refuses the sequence where a frame is missing: read past a gap, every later frame would be late (a
+        plate's missing frame is an error in its delivery)."""
+        if self.missing:
+            last = self.first + self.count - 1
+            raise EngineError(f"{self.name}: {len(self.missing)} of frames {self.first}-{last} are missing (the first "
+                              f"{self.missing[0]})", "render or copy the missing frames in, or use only frames on "
+                              "one side of the gap (trim the strip; --start and --end)",
+                              path=str(self.frame_path(self.missing[0])))
 
     @property
     def name(self) -> str:
@@ -73,7 +90,7 @@ class ImageSequence:
 
 
 def find_image_sequence(path: str | Path) -> ImageSequence:
-    """The sequence a pattern or a folder names, checked: every frame between the first and the last is there."""
+    """The sequence a pattern or a folder names (gaps are allowed: the part of it used is checked)."""
     path = Path(path)
     if path.is_dir():
         # hidden files left out: a Mac's AppleDouble twins (._plate.0001.exr) on a shared drive, say
@@ -104,7 +121,7 @@ def find_image_sequence(path: str | Path) -> ImageSequence:
         raise EngineError(f"{path}: no frames match it", "check the file names' padding (#### is four digits)",
                           path=str(path))
     # %d gives no padding: the names' own (plate.%d.png naming plate.0001.png ...)
-    return _checked(path.parent, prefix, suffix, digits or _padding(written), [int(d) for d in written])
+    return _sequence(path.parent, prefix, suffix, digits or _padding(written), [int(d) for d in written])
 
 
 def image_sequence_of_files(files: list[Path]) -> ImageSequence:
@@ -112,20 +129,21 @@ def image_sequence_of_files(files: list[Path]) -> ImageSequence:
     files = [Path(f) for f in files]
     folders = {f.parent for f in files}
     runs = _runs(files[0].parent, [f.name for f in files]) if len(folders) == 1 else []
-    if len(runs) != 1 or runs[0].count != len(files):
+    if len(runs) != 1 or runs[0].count - len(runs[0].missing) != len(files):
         raise EngineError(f"{files[0].parent}: the {len(files)} images are not one numbered sequence",
                           "use a strip of numbered frames from one folder (plate.0001.exr, plate.0002.exr, ...)",
                           path=str(files[0]))
+    runs[0].require_every_frame()
     return runs[0]
 
 
 def _runs(folder: Path, names: list[str]) -> list[ImageSequence]:
-    """The numbered runs among `names`, each checked for gaps."""
+    """The numbered runs among `names` (a run's gaps in its `missing`)."""
     groups: dict[tuple[str, str], list[str]] = {}
     for name in names:
         if m := _NUMBERED.match(name):
             groups.setdefault((m.group(1), m.group(3)), []).append(m.group(2))
-    return [_checked(folder, prefix, suffix, _padding(digit_strings), [int(d) for d in digit_strings])
+    return [_sequence(folder, prefix, suffix, _padding(digit_strings), [int(d) for d in digit_strings])
             for (prefix, suffix), digit_strings in sorted(groups.items())]
 
 
@@ -137,20 +155,15 @@ def _padding(digit_strings: list[str]) -> int:
     return min(widths) if padded else 0
 
 
-def _checked(folder: Path, prefix: str, suffix: str, digits: int, numbers: list[int]) -> ImageSequence:
+def _sequence(folder: Path, prefix: str, suffix: str, digits: int, numbers: list[int]) -> ImageSequence:
     numbers = sorted(set(numbers))
-    sequence = ImageSequence(folder, prefix, suffix, digits, numbers[0], numbers[-1] - numbers[0] + 1)
-    if len(numbers) != sequence.count:
-        # A plate's missing frame is an error in its delivery; read past it, every later frame would be late.
-        missing = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
-        raise EngineError(f"{sequence.name}: {len(missing)} of frames {numbers[0]}-{numbers[-1]} are missing "
-                          f"(the first {missing[0]})", "render or copy the missing frames in, or move the frames "
-                          "after the gap into their own folder", path=str(sequence.frame_path(missing[0])))
-    return sequence
+    missing = tuple(sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers)))
+    return ImageSequence(folder, prefix, suffix, digits, numbers[0], numbers[-1] - numbers[0] + 1, missing)
 
 
 def encode_working_copy(sequence: ImageSequence, fps: float, path: Path, progress: Progress) -> Path:
     """Encode the sequence at `fps` into `path` (an mp4), written under a temporary name and renamed at the end."""
+    sequence.require_every_frame()
     first = probe(sequence.frame_path(sequence.first))   # readable, and its size for the disk check
     require_free_space(path.parent, int(sequence.count * first.width * first.height * WORKING_COPY_BYTES_PER_PIXEL),
                        f"a working copy of {sequence.name}'s {sequence.count} frames")
@@ -159,7 +172,8 @@ def encode_working_copy(sequence: ImageSequence, fps: float, path: Path, progres
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "level+info", "-nostdin", "-y", "-nostats", "-progress", "pipe:1",
            "-framerate", repr(float(fps)), "-start_number", str(sequence.first),
            "-f", "image2", "-i", sequence.ffmpeg_pattern, "-frames:v", str(sequence.count), "-an",
-           *(["-vf", SCENE_LINEAR_TO_SRGB] if linear else []),
+           # showinfo first: the frames that decoded, by number, to name one that did not
+           "-vf", "showinfo=checksum=0" + (f",{SCENE_LINEAR_TO_SRGB}" if linear else ""),
            "-c:v", "libx264", "-preset", "veryfast", "-crf", str(WORKING_COPY_CRF), "-pix_fmt", "yuv444p",
            "-movflags", "+faststart", str(tmp)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
@@ -189,26 +203,35 @@ def encode_working_copy(sequence: ImageSequence, fps: float, path: Path, progres
             listed = ", ".join(f"{w}x{h}" for w, h in sorted(sizes))
             raise EngineError(f"{sequence.name}: its frames are not all one size ({listed})",
                               "render or export the frames again at one size", path=sequence.name)
-        raise EngineError(f"{sequence.name}: {done} of its {sequence.count} frames could be encoded "
-                          f"({report.errors[-1] if report.errors else 'ffmpeg stopped'})",
+        message = report.errors[-1] if report.errors else "ffmpeg stopped"
+        skipped = sorted(set(range(sequence.count)) - report.decoded) if proc.returncode == 0 else []
+        if skipped:   # ffmpeg goes on past a frame it cannot decode
+            bad = sequence.frame_path(sequence.first + skipped[0])
+            raise EngineError(f"{bad}: does not decode ({message}); {done} of {sequence.name}'s {sequence.count} "
+                              "frames could be encoded", "render or copy that frame again (check that it opens "
+                              "in an image viewer)", path=str(bad))
+        raise EngineError(f"{sequence.name}: {done} of its {sequence.count} frames could be encoded ({message})",
                           "check that every frame opens in an image viewer", path=sequence.name)
     os.replace(tmp, path)
     return path
 
 
 class _Report(threading.Thread):
-    """ffmpeg's messages (`-loglevel level+info`), read as they come so that its pipe never fills: the errors, and
-    the sizes its frames changed to."""
+    """ffmpeg's messages (`-loglevel level+info`), read as they come so that its pipe never fills: the errors, the
+    sizes its frames changed to, and the frames that decoded (showinfo's pts: the frame's place in the sequence)."""
     _RESIZED = re.compile(r"\[info\] Reconfiguring filter graph because video parameters changed to .*?(\d+)x(\d+)")
+    _SHOWN = re.compile(r"\[Parsed_showinfo.*\bn: *\d+ pts: *(\d+)")
 
     def __init__(self, stream):
         super().__init__(daemon=True)
-        self.stream, self.errors, self.sizes = stream, [], set()
+        self.stream, self.errors, self.sizes, self.decoded = stream, [], set(), set()
         self.start()
 
     def run(self) -> None:
         for line in self.stream:
-            if m := self._RESIZED.search(line):
+            if m := self._SHOWN.search(line):
+                self.decoded.add(int(m.group(1)))
+            elif m := self._RESIZED.search(line):
                 self.sizes.add((int(m.group(1)), int(m.group(2))))
             elif "[error]" in line or "[fatal]" in line:
                 self.errors = (self.errors + [line.split("]")[-1].strip()])[-5:]

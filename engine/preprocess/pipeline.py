@@ -19,6 +19,7 @@ earlier subject untouched.
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -167,11 +168,18 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
             if stale.name.startswith(working):
                 shutil.rmtree(stale, ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix=working, dir=destination.parent) as folder:
-            copy = encode_working_copy(sequence, sequence_fps, Path(folder) / SOURCE_COPY, progress)
+            # Only the frames the span shows are encoded (a long plate's other frames may not even be there);
+            # the copy is the clip from then on, its first frame `lead` seconds into the plate.
+            start, end = checked_span(Path(sequence.name), start_s, end_s, sequence.count / sequence_fps, "plate")
+            first = math.floor(start * sequence_fps + 1e-6)
+            last = sequence.count if end is None else min(sequence.count, math.ceil(end * sequence_fps - 1e-6))
+            used, lead = sequence.part(first, last - first), first / sequence_fps
+            copy = encode_working_copy(used, sequence_fps, Path(folder) / SOURCE_COPY, progress)
             info = open_clip(copy)
-            footage = Footage(copy, info, fps, *clip_span(Path(sequence.name), info, fps, start_s, end_s),
+            footage = Footage(copy, info, fps, *span_frames(max(0.0, start - lead), end and end - lead, fps),
                               shown_as=Path(sequence.name))
-            return _preprocess(footage, sound, destination, size, models_dir, progress, sequence)
+            return _preprocess(footage, replace(sound, offset=sound.offset + lead), destination, size, models_dir,
+                               progress, used)
 
 
 @dataclass(frozen=True)
@@ -307,7 +315,7 @@ def _preprocess(footage: Footage, sound: SoundOfClip, destination: Path, size: i
                           info.height, info.fps, info.duration, first_frame=footage.first,
                           audio=None if sound.path is None else str(sound.path.resolve()),
                           audio_offset=sound.offset, audio_channel=sound.channel, audio_track=sound.track,
-                          sequence=sequence and str(clip.resolve())),
+                          sequence=sequence and str(clip.resolve()), sequence_first=sequence and sequence.first),
             intrinsics=stabilised.intrinsics,
             split=split,
             gaps=sorted(gap_list, key=lambda g: g["start_frame"]), warnings=warnings, shots=shots.starts,

@@ -163,7 +163,8 @@ class Source:
     audio_offset: float = 0.0   # ... that recording's (or the clip's own track's) second at the clip's first frame
     audio_channel: str | None = None   # the side of a two-microphone recording read alone (media.audio.CHANNELS)
     audio_track: int = 1        # which of that recording's (or the clip's) audio tracks, from 1
-    sequence: str | None = None  # the image sequence (plate.####.exr) whose working copy `path` is
+    sequence: str | None = None  # the image sequence (plate.####.exr) whose working copy `path` is ...
+    sequence_first: int | None = None   # ... from this frame number of it on (None: from its first)
     extra: dict = field(default_factory=dict)
 
     def clip_in(self, subject_root: Path) -> Path:
@@ -199,9 +200,10 @@ class Source:
                    audio=c.text("audio", required=False),
                    audio_offset=c.number("audio_offset", -1e7, 1e7, required=False, default=0.0),
                    audio_channel=channel, sequence=c.text("sequence", required=False),
+                   sequence_first=c.number("sequence_first", 0, 1e9, required=False, integer=True),
                    audio_track=c.number("audio_track", 1, 64, required=False, integer=True, default=1),
                    extra=c.extra(("path", "sha256", "width", "height", "fps", "duration", "first_frame", "audio",
-                                  "audio_offset", "audio_channel", "sequence", "audio_track")))
+                                  "audio_offset", "audio_channel", "sequence", "sequence_first", "audio_track")))
 
 
 @dataclass

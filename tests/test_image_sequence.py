@@ -81,8 +81,8 @@ def test_a_gap_in_a_plate_refuses_only_the_part_of_it_that_spans_the_gap(tmp_pat
     frame would be late), and none elsewhere: a long plate whose later frames are not rendered yet, say."""
     _touch(tmp_path, [f"plate.{n:04d}.png" for n in (1, 2, 3, 6, 7)])
     plate = find_image_sequence(tmp_path / "plate.####.png")
-    assert (plate.first, plate.count, plate.missing) == (1, 7, (4, 5))
-    assert plate.part(0, 3).missing == () and plate.part(5, 2).first == 6
+    assert (plate.first, plate.count, plate.gaps) == (1, 7, ((4, 6),))
+    assert plate.part(0, 3).gaps == () and plate.part(4, 3).gaps == ((5, 6),) and plate.part(5, 2).first == 6
     plate.part(0, 3).require_every_frame()
     for refused in (plate.part(2, 3), plate):
         with pytest.raises(EngineError, match=r"plate.####.png: 2 of frames \d-\d are missing \(the first 4\)"):
@@ -92,6 +92,8 @@ def test_a_gap_in_a_plate_refuses_only_the_part_of_it_that_spans_the_gap(tmp_pat
     assert refused.value.path == str(tmp_path / "plate.0004.png")
     with pytest.raises(EngineError, match=r"2 of frames 1-7 are missing \(the first 4\)"):   # an image strip's
         image_sequence_of_files(sorted(tmp_path.glob("plate.*.png")))
+    _touch(tmp_path, ["plate.99999999.png"])   # a stray frame numbered far off: its gap is one range
+    assert find_image_sequence(tmp_path).gaps == ((4, 6), (8, 99999999))
 
 
 def test_an_image_strip_of_frames_that_are_not_one_run_is_refused(tmp_path):

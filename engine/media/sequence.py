@@ -48,31 +48,33 @@ def _last_placeholder(name: str):
 
 @dataclass(frozen=True)
 class ImageSequence:
-    """Frames folder/prefix + number + suffix, numbered first .. first + count - 1 but for the numbers in
-    `missing`, each number written with at least `digits` digits (0: as it comes)."""
+    """Frames folder/prefix + number + suffix, numbered first .. first + count - 1 but for the numbers in the
+    `gaps` (start, end: numbers start .. end - 1), each number written with at least `digits` digits (0: as it
+    comes). Gaps as ranges: a stray frame numbered far from the rest costs no memory."""
     folder: Path
     prefix: str
     suffix: str
     digits: int
     first: int
     count: int
-    missing: tuple[int, ...] = ()
+    gaps: tuple[tuple[int, int], ...] = ()
 
     def part(self, start: int, count: int) -> "ImageSequence":
         """Its frames first + start .. first + start + count - 1 (the part of a plate an edit uses)."""
         first = self.first + start
+        end = first + count
         return replace(self, first=first, count=count,
-                       missing=tuple(n for n in self.missing if first <= n < first + count))
+                       gaps=tuple((max(a, first), min(b, end)) for a, b in self.gaps if a < end and b > first))
 
     def require_every_frame(self) -> None:
         """Refuses the sequence where a frame is missing: read past a gap, every later frame would be late (a
         plate's missing frame is an error in its delivery)."""
-        if self.missing:
-            last = self.first + self.count - 1
-            raise EngineError(f"{self.name}: {len(self.missing)} of frames {self.first}-{last} are missing (the first "
-                              f"{self.missing[0]})", "render or copy the missing frames in, or use only frames on "
+        if self.gaps:
+            missing, last = sum(b - a for a, b in self.gaps), self.first + self.count - 1
+            raise EngineError(f"{self.name}: {missing} of frames {self.first}-{last} are missing (the first "
+                              f"{self.gaps[0][0]})", "render or copy the missing frames in, or use only frames on "
                               "one side of the gap (trim the strip; --start and --end)",
-                              path=str(self.frame_path(self.missing[0])))
+                              path=str(self.frame_path(self.gaps[0][0])))
 
     @property
     def name(self) -> str:
@@ -129,7 +131,7 @@ def image_sequence_of_files(files: list[Path]) -> ImageSequence:
     files = [Path(f) for f in files]
     folders = {f.parent for f in files}
     runs = _runs(files[0].parent, [f.name for f in files]) if len(folders) == 1 else []
-    if len(runs) != 1 or runs[0].count - len(runs[0].missing) != len(files):
+    if len(runs) != 1 or runs[0].count - sum(b - a for a, b in runs[0].gaps) != len(files):
         raise EngineError(f"{files[0].parent}: the {len(files)} images are not one numbered sequence",
                           "use a strip of numbered frames from one folder (plate.0001.exr, plate.0002.exr, ...)",
                           path=str(files[0]))
@@ -138,7 +140,7 @@ def image_sequence_of_files(files: list[Path]) -> ImageSequence:
 
 
 def _runs(folder: Path, names: list[str]) -> list[ImageSequence]:
-    """The numbered runs among `names` (a run's gaps in its `missing`)."""
+    """The numbered runs among `names`, gaps and all."""
     groups: dict[tuple[str, str], list[str]] = {}
     for name in names:
         if m := _NUMBERED.match(name):
@@ -157,8 +159,8 @@ def _padding(digit_strings: list[str]) -> int:
 
 def _sequence(folder: Path, prefix: str, suffix: str, digits: int, numbers: list[int]) -> ImageSequence:
     numbers = sorted(set(numbers))
-    missing = tuple(sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers)))
-    return ImageSequence(folder, prefix, suffix, digits, numbers[0], numbers[-1] - numbers[0] + 1, missing)
+    gaps = tuple((a + 1, b) for a, b in zip(numbers, numbers[1:]) if b > a + 1)
+    return ImageSequence(folder, prefix, suffix, digits, numbers[0], numbers[-1] - numbers[0] + 1, gaps)
 
 
 def encode_working_copy(sequence: ImageSequence, fps: float, path: Path, progress: Progress) -> Path:

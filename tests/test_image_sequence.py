@@ -96,10 +96,17 @@ def test_a_gap_in_a_plate_refuses_only_the_part_of_it_that_spans_the_gap(tmp_pat
     assert find_image_sequence(tmp_path).gaps == ((4, 6), (8, 99999999))
 
 
-def test_an_image_strip_of_frames_that_are_not_one_run_is_refused(tmp_path):
-    _touch(tmp_path, ["a.0001.png", "a.0002.png", "b.0003.png"])
+def test_an_image_strip_of_frames_that_are_not_one_run_or_not_in_order_is_refused(tmp_path):
+    _touch(tmp_path, ["a.0001.png", "a.0002.png", "b.0003.png", "f1.png", "f2.png", "f10.png"])
     with pytest.raises(EngineError, match="not one numbered sequence"):
         image_sequence_of_files([tmp_path / n for n in ("a.0001.png", "a.0002.png", "b.0003.png")])
+    # frames listed by name, not number (f10 before f2), as the strip would play them
+    for n in range(3, 10):
+        (tmp_path / f"f{n}.png").write_bytes(b"")
+    by_name = sorted(tmp_path.glob("f*.png"))
+    with pytest.raises(EngineError, match=r"play out of their numbers' order \(f2.png after f10.png\)"):
+        image_sequence_of_files(by_name)
+    assert image_sequence_of_files(sorted(by_name, key=lambda f: int(f.stem[1:]))).count == 10
 
 
 def test_the_working_copy_keeps_the_frames_and_shows_an_exr_plate_as_a_viewer_does(tmp_path):

@@ -136,6 +136,12 @@ def image_sequence_of_files(files: list[Path]) -> ImageSequence:
                           "use a strip of numbered frames from one folder (plate.0001.exr, plate.0002.exr, ...)",
                           path=str(files[0]))
     runs[0].require_every_frame()
+    numbers = [int(_NUMBERED.match(f.name).group(2)) for f in files]
+    if numbers != sorted(numbers):   # the strip plays them in its own order; the plate is read by number
+        at = next(k for k in range(1, len(numbers)) if numbers[k] < numbers[k - 1])
+        raise EngineError(f"{files[0].parent}: the images play out of their numbers' order ({files[at].name} "
+                          f"after {files[at - 1].name})", "add the frames again sorted by name (the file browser's "
+                          "order), or renumber them in the order they play", path=str(files[at]))
     return runs[0]
 
 

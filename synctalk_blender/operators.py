@@ -346,8 +346,8 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
 
 def _image_sequence(strip, fps: float) -> tuple[Path, float]:
     """An image strip's frames as the engine names their sequence (folder/plate.####.exr), checked: one numbered
-    run, every frame on disk; and the seconds the engine's clip of it plays before the strip's first frame (the
-    engine reads the folder's whole run; a strip may show from a later frame of it)."""
+    run, every frame on disk; and the seconds the plate plays before the strip's first frame (the engine counts a
+    plate's seconds from the folder's first frame; a strip may show from a later frame of it)."""
     from engine.errors import EngineError
     from engine.media.sequence import find_image_sequence, image_sequence_of_files
     files = sequencer.image_files(strip)

@@ -164,7 +164,8 @@ class Source:
     audio_channel: str | None = None   # the side of a two-microphone recording read alone (media.audio.CHANNELS)
     audio_track: int = 1        # which of that recording's (or the clip's) audio tracks, from 1
     sequence: str | None = None  # the image sequence (plate.####.exr) whose working copy `path` is ...
-    sequence_first: int | None = None   # ... from this frame number of it on (None: from its first)
+    sequence_first: int | None = None   # ... from this frame number of it on (None: its first), as first_frame
+    #                                       and audio_offset count it
     extra: dict = field(default_factory=dict)
 
     def clip_in(self, subject_root: Path) -> Path:

@@ -5,7 +5,9 @@
   3. head-pose jitter, raw MediaPipe against the stabilised track, and the keypoint reprojection RMSE
   4. every clip in ../shared/data/video preprocessed, with its warnings and the preview to look at
 With --plate CLIP, only this: CLIP's frames written as a PNG and as an OpenEXR image sequence, and each one's
-working copy (media/sequence.py): time, size, and fidelity against the PNG frames.
+working copy (media/sequence.py): time, size, and fidelity against the PNG frames; then its frames as a
+log-encoded (Cineon) DPX plate, which the engine reads as stored, and how well the face tracker reads that
+plate's working copy against the clip's own frames.
 
 Usage: .venv/bin/python scripts/bench_preprocess.py [--out DIR] [--frames 300] [--only-lieu] [--plate CLIP]
 Timings on a shared machine are inflated by other work: the script prints the load average.
@@ -105,6 +107,54 @@ def plate_working_copy(clip: Path, scratch: Path) -> None:
             truth = cv2.imread(str(scratch / "png" / f"plate.{k + 1:04d}.png"))[..., ::-1].astype(float)
             psnr.append(10 * np.log10(255 ** 2 / np.mean((frame - truth) ** 2)))
     print(f"   PNG working copy against its frames (every 40th): {min(psnr):.1f}-{max(psnr):.1f} dB")
+    log_plate_face(clip, fps, scratch)
+
+
+CINEON_BLACK = 10 ** ((95 - 685) * 0.002 / 0.6)   # Kodak Cineon: code 685 at white, 95 at black, 0.002 density a code
+
+
+def log_plate_face(clip: Path, fps: float, scratch: Path) -> None:
+    """The clip as a Cineon log DPX plate (its sRGB picture's light through the Cineon curve, 10 bits), read as
+    stored: MediaPipe's blendshapes on that plate's working copy and on the PNG plate's, against the clip's."""
+    import subprocess
+
+    import numpy as np
+    from engine.arkit import ARKIT_NAMES
+    from engine.face.landmarker import FaceLandmarker
+    from engine.media.ffmpeg import ffmpeg_exe
+    from engine.media.sequence import encode_working_copy, find_image_sequence
+    from engine.media.video import read_frames
+    (scratch / "dpx").mkdir()
+    frames = read_frames(clip, fps)
+    first = next(frames)
+    h, w = first.shape[:2]
+    writer = subprocess.Popen([ffmpeg_exe(), "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb48le", "-s",
+                               f"{w}x{h}", "-i", "-", "-c:v", "dpx", "-pix_fmt", "gbrp10le",
+                               str(scratch / "dpx" / "plate.%04d.dpx")], stdin=subprocess.PIPE)
+    for frame in (first, *frames):
+        v = frame / 255.0
+        linear = np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+        code = (685 + 300 * np.log10(linear * (1 - CINEON_BLACK) + CINEON_BLACK)) / 1023
+        writer.stdin.write(np.round(code * 65535).astype("<u2").tobytes())
+    writer.stdin.close()
+    writer.wait()
+    copy = encode_working_copy(find_image_sequence(scratch / "dpx"), fps, scratch / "dpx.mp4", Progress("quiet"))
+
+    def reading(path: Path) -> np.ndarray:
+        with FaceLandmarker() as landmarker:
+            return np.array([o.blendshapes if (o := landmarker.analyse(f)).faces else np.full(52, np.nan)
+                             for f in read_frames(path, fps)])
+    truth = reading(clip)
+    moving = [i for i, name in enumerate(ARKIT_NAMES) if name.startswith("mouth") and np.nanstd(truth[:, i]) > 0.02]
+    jaw, blink = ARKIT_NAMES.index("jawOpen"), ARKIT_NAMES.index("eyeBlinkLeft")
+    for name, path in (("PNG plate", scratch / "png.mp4"), ("Cineon log DPX plate", copy)):
+        seen = reading(path)
+        n = min(len(seen), len(truth))
+        ok = ~np.isnan(seen[:n, 0]) & ~np.isnan(truth[:n, 0])
+        r = [np.corrcoef(seen[:n][ok, i], truth[:n][ok, i])[0, 1] for i in (jaw, blink, *moving)]
+        print(f"   {name}'s working copy, MediaPipe against the clip's frames: face in {ok.sum()} of {n} frames, "
+              f"jawOpen r {r[0]:.3f}, eyeBlinkLeft r {r[1]:.3f}, the {len(moving)} moving mouth curves' mean r "
+              f"{np.mean(r[2:]):.3f}")
 
 
 def main() -> None:

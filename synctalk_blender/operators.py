@@ -612,7 +612,7 @@ class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
     def prepare(self, context):
         scene = context.scene
         s = settings(context)
-        subject = _subject_folder(context)
+        subject = self._subject = _subject_folder(context)
         self._fps = scene_fps(scene)
         try:
             self._sound = sequencer.selected_strip(scene, "SOUND")
@@ -654,7 +654,32 @@ class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
             strip = sequencer.add_movie(scene, self._output, start, channel, name=f"{sound.name} render")
         # Over the sound's visible part exactly (a frame of rounding short at an end holds the nearest frame).
         sequencer.set_handles(strip, *sequencer.visible_handles(sound))
+        # The render's pixels are in its footage's encoding (a log plate's, say): shown as that footage is shown.
+        if (colorspace := _footage_colorspace(scene, self._subject)) is not None:
+            strip.colorspace_settings.name = colorspace
         return f"rendered from {self._source} into strip '{strip.name}' on channel {channel}: {self._output}"
+
+
+def _footage_colorspace(scene, subject: Path) -> str | None:
+    """The Color Space of the scene's strip of the footage the subject was made from (its movie file, or an
+    image strip of its plate's frames); None where the scene has no such strip."""
+    from engine.errors import EngineError
+    from engine.media.sequence import image_sequence_of_files
+    from engine.subject.format import read_meta
+    source = read_meta(subject).source
+    if source is None:
+        return None
+    footage = Path(source.sequence or source.path).resolve()
+    for strip in sequencer.strips(scene, all_levels=True):
+        if strip.type == "MOVIE" and not source.sequence and sequencer.strip_file(strip).resolve() == footage:
+            return strip.colorspace_settings.name
+        if strip.type == "IMAGE" and source.sequence and len(strip.elements) > 1:
+            try:
+                if Path(image_sequence_of_files(sequencer.image_files(strip)).name).resolve() == footage:
+                    return strip.colorspace_settings.name
+            except EngineError:   # an image strip of other pictures
+                continue
+    return None
 
 
 class SYNCTALK_OT_download_models(_EngineJobOperator, bpy.types.Operator):

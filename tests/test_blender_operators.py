@@ -516,10 +516,14 @@ def test_train_subject_learns_an_image_strip_of_a_plate_with_the_sound_synced_un
     # rendered into the edit at the plate's full size: the head pasted into the subject's working copy
     line = sequencer.add_sound(scene, _cut(shared_file("audio", "en_60s.wav"), 0.4, tmp_path / "line.wav"), 300, 1)
     select_only(scene, line)
+    # a plate shown in another Color Space than the render's default (a log plate's, say)
+    spaces = [item.identifier for item in plate.colorspace_settings.bl_rna.properties["name"].enum_items]
+    plate.colorspace_settings.name = shown = next(c for c in spaces if c != plate.colorspace_settings.name)
     assert bpy.ops.synctalk.render_to_sequencer() == {"FINISHED"}
     rendered = next(s for s in sequencer.strips(scene) if s.type == "MOVIE")
     info = probe(sequencer.strip_file(rendered))
     assert (info.width, info.height) == (256, 256) and subject.meta.size == 64
+    assert rendered.colorspace_settings.name == shown   # its pixels are in the plate's encoding
     sequencer.strips(scene).remove(rendered)
     sequencer.strips(scene).remove(line)
     select_only(scene, plate)

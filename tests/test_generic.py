@@ -95,19 +95,24 @@ def test_train_generic_scores_unseen_speakers_and_animate_uses_the_model(tmp_pat
     silent_take = tmp_path / "b-roll.mp4"   # a clip without sound among the footage: skipped, and said so
     subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(clips[-1]), "-t", "2", "-an", str(silent_take)],
                    check=True)
-    code = main(["train-generic", *map(str, clips), str(silent_take), "-o", str(model), "--cache", str(cache),
-                 "--folds", "3", "--steps", "300", "--progress", "jsonl"])
+    title_card = tmp_path / "title-card.mp4"   # sound, but no face: skipped, and not listed as a source
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:duration=3",
+                    "-f", "lavfi", "-i", "sine=duration=3", "-shortest", str(title_card)], check=True)
+    code = main(["train-generic", *map(str, clips), str(silent_take), str(title_card), "-o", str(model), "--cache",
+                 str(cache), "--folds", "3", "--steps", "300", "--progress", "jsonl"])
     out = capsys.readouterr()
     assert code == 0, out.err
     result = json.loads(out.out.strip().splitlines()[-1])
     assert result["speakers"] == 6 and result["clips"] == 6
-    assert [s["path"] for s in result["skipped"]] == [str(silent_take)] and "no audio" in result["skipped"][0]["error"]
+    assert [s["path"] for s in result["skipped"]] == [str(silent_take), str(title_card)]
+    assert "no audio" in result["skipped"][0]["error"] and "one face in only 0%" in result["skipped"][1]["error"]
     assert "b-roll.mp4" in out.out.replace(out.out.strip().splitlines()[-1], "")   # the warning, before the result
     assert result["cross_validation"]["speakers"] == 6
     assert result["cross_validation"]["jaw_open_r_mean"] > 0.25
-    # Each face captured once (reused by the next run, whatever its encoder), the sound's features apart.
-    assert len(list(cache.glob("*-face-*.npz"))) == 6
-    assert len(list(cache.glob("*-whisper-base-layer3-*.npz"))) == 6 * 3  # at 1x, 0.9x and 1.1x
+    # Each face captured once (reused by the next run, whatever its encoder; the title card's too, so that a
+    # rerun skips it at once), the sound's features apart.
+    assert len(list(cache.glob("*-face-*.npz"))) == 7
+    assert len(list(cache.glob("*-whisper-base-layer3-*.npz"))) == 7 * 3  # at 1x, 0.9x and 1.1x
     code = main(["train-generic", *map(str, clips), "-o", str(model), "--cache", str(cache), "--progress", "jsonl"])
     out = capsys.readouterr()
     error = json.loads(out.out.strip().splitlines()[-1])

@@ -110,9 +110,18 @@ def speaker_ranges(clips: list[TrainingClip]) -> dict[str, SpeakerRange]:
     return ranges
 
 
+def unusable_because(clip: TrainingClip) -> str | None:
+    """Why a clip cannot train the model (too short for a training sequence, a face in under half its frames:
+    one face, exactly), or None."""
+    if len(clip.blendshapes) < _CHUNK:
+        return f"shorter than a training sequence ({_CHUNK / clip.fps:.1f} s)"
+    if clip.valid.mean() < 0.5:
+        return f"one face in only {clip.valid.mean():.0%} of its frames (people speaking to camera, one at a time)"
+    return None
+
+
 def usable(clips: list[TrainingClip]) -> list[TrainingClip]:
-    """Clips long enough for a training sequence, with a face in most frames."""
-    return [c for c in clips if len(c.blendshapes) >= _CHUNK and c.valid.mean() >= 0.5]
+    return [c for c in clips if unusable_because(c) is None]
 
 
 def train_network(clips: list[TrainingClip], ranges: dict[str, SpeakerRange], config: ExpressionConfig,

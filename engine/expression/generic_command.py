@@ -31,7 +31,7 @@ def run(args, progress) -> dict:
     from ..files import require_new_model_file
     from ..models import cache_dir
     from .corpus import SPEEDS, find_clips, load_clip
-    from .generic import GENERIC_ENCODER, save_generic, train_generic
+    from .generic import GENERIC_ENCODER, save_generic, train_generic, unusable_because
     output = Path(args.output)
     require_new_model_file(output, "studio.safetensors", args.replace)
     if args.folds < 2 or args.steps < 100:
@@ -43,15 +43,21 @@ def run(args, progress) -> dict:
     clips, used, skipped = [], [], []
     with progress.stage("capture", total=len(sources)) as stage:
         for source in sources:
+            # one unusable file in a folder of footage (no sound, unreadable, no face) does not stop the others
             try:
-                clips.append(load_clip(source, encoder, cache_dir=cache, speeds=SPEEDS))
-                used.append(source)
+                clip = load_clip(source, encoder, cache_dir=cache, speeds=SPEEDS)
+                why = unusable_because(clip)
+                refusal = why and f"{source.path}: {why}"
             except EngineError as error:
                 if error.path != str(source.path):
                     raise
-                # one unusable file in a folder of footage (no sound, unreadable) does not stop the others
-                skipped.append({"path": str(source.path), "error": error.message})
-                progress.warn(f"skipped {error.message}")
+                refusal = error.message
+            if refusal:
+                skipped.append({"path": str(source.path), "error": refusal})
+                progress.warn(f"skipped {refusal}")
+            else:
+                clips.append(clip)
+                used.append(source)   # the model file lists these as its sources
             stage.advance(1)
     if not clips:
         raise EngineError("none of the clips could be used (each was skipped, see above)",

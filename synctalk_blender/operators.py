@@ -387,18 +387,18 @@ def _check_same_footage(subject: Path, clip: Path, fps: float, span, sound: dict
     same_file = source is not None and Path(source.sequence or source.path).resolve() == clip.resolve()
     # A plate's working copy starts at the part of it the subject was made from: its frames, and its sound's
     # offset, counted from the plate's first frame as the edit's are.
-    lead = 0
+    lead_s = 0.0
     if same_file and source.sequence and source.sequence_first is not None:
         from engine.media.sequence import find_image_sequence
-        lead = source.sequence_first - find_image_sequence(clip).first
-    if not same_file or lead + source.first_frame != first or (frames is not None and abs(meta.frames - frames) > 1):
+        lead_s = (source.sequence_first - find_image_sequence(clip).first) / (source.fps or meta.fps)   # at its rate
+    if not same_file or source.first_frame + round(lead_s * meta.fps) != first or (
+            frames is not None and abs(meta.frames - frames) > 1):
         made_from = (source.sequence or source.path) if source else "unknown"
         raise UserError(f"a subject named '{subject.name}' was made from other footage ({made_from}); give this "
                         "one another Subject Name, or delete that folder to make it again")
     def recording(path) -> str | None:   # the clip's own track, whether named or not
         return None if path is None or Path(path).resolve() == clip.resolve() else Path(path).name
-    had = (recording(source.audio), round(source.audio_offset - lead / fps, 3), source.audio_channel,
-           source.audio_track)
+    had = (recording(source.audio), round(source.audio_offset - lead_s, 3), source.audio_channel, source.audio_track)
     wanted = (recording(sound.get("audio")), round(sound.get("audio_offset", 0.0), 3), sound.get("channel"),
               sound.get("track", 1))
     if had != wanted:
@@ -662,14 +662,22 @@ class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
 
 def _footage_colorspace(scene, subject: Path) -> str | None:
     """The Color Space of the scene's strip of the footage the subject was made from (its movie file, or an
-    image strip of its plate's frames); None where the scene has no such strip."""
+    image strip of its plate's frames), where the engine read that footage's pixels as stored; None where the
+    scene has no such strip, or the engine made SDR sRGB pictures of the footage (an OpenEXR plate's linear
+    light, HDR video tone-mapped), which the render's default Color Space shows as they are."""
     from engine.errors import EngineError
-    from engine.media.sequence import image_sequence_of_files
+    from engine.media.ffmpeg import probe
+    from engine.media.sequence import image_sequence_of_files, is_scene_linear
     from engine.subject.format import read_meta
     source = read_meta(subject).source
     if source is None:
         return None
     footage = Path(source.sequence or source.path).resolve()
+    try:
+        if is_scene_linear(footage) if source.sequence else probe(footage).hdr:
+            return None
+    except EngineError:   # the footage is no longer where it was: no strip shows it either
+        return None
     for strip in sequencer.strips(scene, all_levels=True):
         if strip.type == "MOVIE" and not source.sequence and sequencer.strip_file(strip).resolve() == footage:
             return strip.colorspace_settings.name

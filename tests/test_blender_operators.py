@@ -1,6 +1,8 @@
 """The operators end to end against the real bpy module and real engine children, on real
 material at a small size: Audio to Rig, Train Subject (tiny preset, cancel and resume), Render
 into Sequencer, and the clear messages on bad input that leave the file as it was."""
+import json
+import shutil
 import subprocess
 import time
 
@@ -526,6 +528,21 @@ def test_train_subject_learns_an_image_strip_of_a_plate_with_the_sound_synced_un
     assert rendered.colorspace_settings.name == shown   # its pixels are in the plate's encoding
     sequencer.strips(scene).remove(rendered)
     sequencer.strips(scene).remove(line)
+    # ... but an OpenEXR plate's working copy is an sRGB picture of its linear light: its render keeps the
+    # default. (The subject's record pointed at an EXR plate of the same frames, written here: no training.)
+    from synctalk_blender.operators import _footage_colorspace
+    (tmp_path / "sh010_exr").mkdir()
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-start_number", "1011", "-i",
+                    str(tmp_path / "sh010" / "plate.%04d.png"), "-frames:v", "3", "-pix_fmt", "gbrpf32le", "-c:v",
+                    "exr", "-start_number", "1011", str(tmp_path / "sh010_exr" / "plate.%04d.exr")], check=True)
+    exr = sequencer.add_image_sequence(scene, sorted((tmp_path / "sh010_exr").glob("*.exr")), 400, 3)
+    exr.colorspace_settings.name = shown
+    record = json.loads((subject.root / "subject.json").read_text())
+    record["source"]["sequence"] = str(tmp_path / "sh010_exr" / "plate.####.exr")
+    exr_subject = shutil.copytree(subject.root, tmp_path / "exr_subject")
+    (exr_subject / "subject.json").write_text(json.dumps(record))
+    assert _footage_colorspace(scene, subject.root) == shown and _footage_colorspace(scene, exr_subject) is None
+    sequencer.strips(scene).remove(exr)
     select_only(scene, plate)
     sound.select = True
     scene.synctalk.clip_track = 2               # its sound's second track: not trained in this one's place

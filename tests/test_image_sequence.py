@@ -145,6 +145,9 @@ def test_a_plate_whose_frames_differ_in_size_or_do_not_decode_is_refused(tmp_pat
     (tmp_path / "p.0003.png").write_bytes(b"not a picture")
     with pytest.raises(EngineError, match=r"p.0003.png: does not decode \(.*\); 4 of .*p.####.png's 5 frames"):
         encode_working_copy(find_image_sequence(tmp_path), 25, tmp_path / "copy.mp4", Progress("quiet"))
+    # a part of the plate with frames after it: ffmpeg reads on to the next one and counts the frames all there
+    with pytest.raises(EngineError, match=r"p.0003.png: does not decode"):
+        encode_working_copy(find_image_sequence(tmp_path).part(0, 4), 25, tmp_path / "copy.mp4", Progress("quiet"))
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("p.")) == []
 
 
@@ -165,6 +168,12 @@ def test_a_subject_is_made_from_a_plate_and_keeps_its_working_copy(tmp_path):
     for n in (1003, *range(1072, 1076)):
         (plate.parent / f"plate.{n}.png").unlink()
     (plate.parent / "plate.1075.png").write_bytes(b"")   # the run's last, a frame not rendered yet
+    # times in messages are the plate's (its working copy starts at its frame 1011, 0.4 s in)
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(tmp_path / "plate.wav"), "-t", "1",
+                    str(tmp_path / "short.wav")], check=True)
+    proc = run_engine("preprocess", plate, "-o", subject, "--sequence-fps", "25", "--audio", tmp_path / "short.wav",
+                      "--start", "0.4", "--end", "2.6", "--size", "64")
+    assert proc.returncode != 0 and "covers 0.00-1.00 s of the clip plate.####.png, which plays 0.40-2.60 s" in proc.stdout
     proc = run_engine("preprocess", plate, "-o", subject, "--sequence-fps", "25", "--audio",
                       tmp_path / "plate.wav", "--start", "0.4", "--end", "2.6", "--size", "64")
     assert proc.returncode == 0, proc.stderr

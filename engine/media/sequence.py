@@ -30,6 +30,12 @@ SCENE_LINEAR_TO_SRGB = ("zscale=transferin=linear:transfer=iec61966-2-1:primarie
                         "matrixin=gbr:matrix=gbr,format=gbrp")
 
 
+def is_scene_linear(sequence_name: str | Path) -> bool:
+    """Whether a sequence's frames hold scene-linear light (OpenEXR), read through the sRGB curve: its working
+    copy, and a subject's renders, are then sRGB pictures whatever colour space the plate is shown in."""
+    return Path(sequence_name).suffix.lower() == ".exr"
+
+
 def is_image_sequence(path: str | Path) -> bool:
     """Whether `path` names an image sequence: a folder, or a frame-number placeholder in the name of a picture
     file that is not there itself (a clip named "Interview #3.mov" is a clip)."""
@@ -72,8 +78,8 @@ class ImageSequence:
         if self.gaps:
             missing, last = sum(b - a for a, b in self.gaps), self.first + self.count - 1
             raise EngineError(f"{self.name}: {missing} of frames {self.first}-{last} are missing (the first "
-                              f"{self.gaps[0][0]})", "render or copy the missing frames in, or use only frames on "
-                              "one side of the gap (trim the strip; --start and --end)",
+                              f"{self.gaps[0][0]})", "render or copy the missing frames in, or use only the frames "
+                              "on one side of the gap (--start and --end; an image strip of those frames)",
                               path=str(self.frame_path(self.gaps[0][0])))
 
     @property
@@ -140,8 +146,8 @@ def image_sequence_of_files(files: list[Path]) -> ImageSequence:
     if numbers != sorted(numbers):   # the strip plays them in its own order; the plate is read by number
         at = next(k for k in range(1, len(numbers)) if numbers[k] < numbers[k - 1])
         raise EngineError(f"{files[0].parent}: the images play out of their numbers' order ({files[at].name} "
-                          f"after {files[at - 1].name})", "add the frames again sorted by name (the file browser's "
-                          "order), or renumber them in the order they play", path=str(files[at]))
+                          f"after {files[at - 1].name})", "add the frames again in number order (as Blender's file "
+                          "browser lists them), or renumber them in the order they play", path=str(files[at]))
     return runs[0]
 
 
@@ -175,7 +181,7 @@ def encode_working_copy(sequence: ImageSequence, fps: float, path: Path, progres
     first = probe(sequence.frame_path(sequence.first))   # readable, and its size for the disk check
     require_free_space(path.parent, int(sequence.count * first.width * first.height * WORKING_COPY_BYTES_PER_PIXEL),
                        f"a working copy of {sequence.name}'s {sequence.count} frames")
-    linear = sequence.suffix.lower() == ".exr"
+    linear = is_scene_linear(sequence.name)
     tmp = partial_path(path)
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "level+info", "-nostdin", "-y", "-nostats", "-progress", "pipe:1",
            "-framerate", repr(float(fps)), "-start_number", str(sequence.first),
@@ -203,7 +209,9 @@ def encode_working_copy(sequence: ImageSequence, fps: float, path: Path, progres
     finally:
         proc.stdout.close()
     sizes = {(first.width, first.height), *report.sizes}
-    if proc.returncode != 0 or done < sequence.count or len(sizes) > 1:
+    # ffmpeg goes on past a frame it cannot decode (to the plate's next frame after the part, where there is one)
+    skipped = sorted(set(range(sequence.count)) - report.decoded) if proc.returncode == 0 else []
+    if proc.returncode != 0 or done < sequence.count or len(sizes) > 1 or skipped:
         tmp.unlink(missing_ok=True)
         if any("No space left on device" in line for line in report.errors):
             raise disk_full(path)
@@ -212,8 +220,7 @@ def encode_working_copy(sequence: ImageSequence, fps: float, path: Path, progres
             raise EngineError(f"{sequence.name}: its frames are not all one size ({listed})",
                               "render or export the frames again at one size", path=sequence.name)
         message = report.errors[-1] if report.errors else "ffmpeg stopped"
-        skipped = sorted(set(range(sequence.count)) - report.decoded) if proc.returncode == 0 else []
-        if skipped:   # ffmpeg goes on past a frame it cannot decode
+        if skipped:
             bad = sequence.frame_path(sequence.first + skipped[0])
             raise EngineError(f"{bad}: does not decode ({message}); {done} of {sequence.name}'s {sequence.count} "
                               "frames could be encoded", "render or copy that frame again (check that it opens "

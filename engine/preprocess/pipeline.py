@@ -69,13 +69,16 @@ MISSING_SOUND_S = 0.5        # a separate recording may start or end this much i
 class Footage:
     """The clip a subject is made from and the frames it takes at `fps`: `count` from `first` (a span of
     the clip, e.g. a trimmed strip), or all of them. `shown_as`: what messages call it where that is not
-    `path` (an image sequence's pattern, not its working copy's file)."""
+    `path` (an image sequence's pattern, not its working copy's file), whose second `shown_from` is `path`'s
+    start (the plate's frames before its working copy's first): messages, and a recording's offset, count
+    seconds of what the user named."""
     path: Path
     info: MediaInfo
     fps: float
     first: int = 0
     count: int | None = None
     shown_as: Path | None = None
+    shown_from: float = 0.0
 
     @property
     def label(self) -> Path:
@@ -171,15 +174,14 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
             # Only the frames the span shows are encoded (a long plate's other frames may not even be there);
             # the copy is the clip from then on, its first frame `lead` seconds into the plate.
             start, end = checked_span(Path(sequence.name), start_s, end_s, sequence.count / sequence_fps, "plate")
-            first = math.floor(start * sequence_fps + 1e-6)
+            first = min(math.floor(start * sequence_fps + 1e-6), sequence.count - 1)
             last = sequence.count if end is None else min(sequence.count, math.ceil(end * sequence_fps - 1e-6))
-            used, lead = sequence.part(first, last - first), first / sequence_fps
+            used, lead = sequence.part(first, max(last, first + 1) - first), first / sequence_fps
             copy = encode_working_copy(used, sequence_fps, Path(folder) / SOURCE_COPY, progress)
             info = open_clip(copy)
             footage = Footage(copy, info, fps, *span_frames(max(0.0, start - lead), end and end - lead, fps),
-                              shown_as=Path(sequence.name))
-            return _preprocess(footage, replace(sound, offset=sound.offset + lead), destination, size, models_dir,
-                               progress, used)
+                              shown_as=Path(sequence.name), shown_from=lead)
+            return _preprocess(footage, sound, destination, size, models_dir, progress, used)
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,7 @@ class SoundOfClip:
         """16 kHz samples under the footage's frames, frame 0 at sample 0. A recording (or offset track) that
         misses more than MISSING_SOUND_S of them is refused (the subject learns the lips from the sound under
         them); one whose two sides hold two voices adds a warning to `warnings`."""
-        start = footage.first / footage.fps
+        start = footage.shown_from + footage.first / footage.fps   # in seconds of the clip as named
         recording = self.path or footage.path
         audio = open_audio(recording, channel=self.channel, track=self.track)
         if warning := two_voices_warning(audio):
@@ -255,7 +257,7 @@ def _preprocess(footage: Footage, sound: SoundOfClip, destination: Path, size: i
             raise EngineError(f"{clip}: no face was found in any of its {n} frames",
                               "use a clip where one person faces the camera, well lit and not too small",
                               path=str(clip))
-        offset_s = footage.first / fps   # messages give clip times
+        offset_s = footage.shown_from + footage.first / fps   # messages give times in the clip as named
         warnings += gaps.check_one_person(located.face_counts, fps / LOCATE_EVERY, clip, offset_s)
         box, fits = choose_crop_box(located.face_boxes[located.found], info.width, info.height)
         if not fits:
@@ -314,7 +316,9 @@ def _preprocess(footage: Footage, sound: SoundOfClip, destination: Path, size: i
             source=Source(SOURCE_COPY if sequence else str(clip.resolve()), sha256_of(footage.path), info.width,
                           info.height, info.fps, info.duration, first_frame=footage.first,
                           audio=None if sound.path is None else str(sound.path.resolve()),
-                          audio_offset=sound.offset, audio_channel=sound.channel, audio_track=sound.track,
+                          # ... from the subject's clip's first frame, as first_frame (a plate's working copy's)
+                          audio_offset=sound.offset + footage.shown_from, audio_channel=sound.channel,
+                          audio_track=sound.track,
                           sequence=sequence and str(clip.resolve()), sequence_first=sequence and sequence.first),
             intrinsics=stabilised.intrinsics,
             split=split,

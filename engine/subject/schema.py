@@ -201,7 +201,7 @@ class Source:
                    audio=c.text("audio", required=False),
                    audio_offset=c.number("audio_offset", -1e7, 1e7, required=False, default=0.0),
                    audio_channel=channel, sequence=c.text("sequence", required=False),
-                   sequence_first=c.number("sequence_first", 0, 1e9, required=False, integer=True),
+                   sequence_first=c.number("sequence_first", 0, 2 ** 53, required=False, integer=True),
                    audio_track=c.number("audio_track", 1, 64, required=False, integer=True, default=1),
                    extra=c.extra(("path", "sha256", "width", "height", "fps", "duration", "first_frame", "audio",
                                   "audio_offset", "audio_channel", "sequence", "sequence_first", "audio_track")))

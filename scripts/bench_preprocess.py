@@ -116,23 +116,20 @@ CINEON_BLACK = 10 ** ((95 - 685) * 0.002 / 0.6)   # Kodak Cineon: code 685 at wh
 def log_plate_face(clip: Path, fps: float, scratch: Path) -> None:
     """The clip as a Cineon log DPX plate (its sRGB picture's light through the Cineon curve, 10 bits), read as
     stored: MediaPipe's blendshapes on that plate's working copy and on the PNG plate's, against the clip's."""
-    import itertools
     import subprocess
 
     import numpy as np
     from engine.arkit import ARKIT_NAMES
     from engine.face.landmarker import FaceLandmarker
-    from engine.media.ffmpeg import ffmpeg_exe
+    from engine.media.ffmpeg import ffmpeg_exe, probe
     from engine.media.sequence import encode_working_copy, find_image_sequence
     from engine.media.video import read_frames
     (scratch / "dpx").mkdir()
-    frames = read_frames(clip, fps)
-    first = next(frames)
-    h, w = first.shape[:2]
+    info = probe(clip)   # the size its frames are read at
     writer = subprocess.Popen([ffmpeg_exe(), "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb48le", "-s",
-                               f"{w}x{h}", "-i", "-", "-c:v", "dpx", "-pix_fmt", "gbrp10le",
+                               f"{info.width}x{info.height}", "-i", "-", "-c:v", "dpx", "-pix_fmt", "gbrp10le",
                                str(scratch / "dpx" / "plate.%04d.dpx")], stdin=subprocess.PIPE)
-    for frame in itertools.chain([first], frames):   # one frame in memory at a time
+    for frame in read_frames(clip, fps):   # one frame in memory at a time
         v = frame / 255.0
         linear = np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
         code = (685 + 300 * np.log10(linear * (1 - CINEON_BLACK) + CINEON_BLACK)) / 1023

@@ -381,19 +381,22 @@ def _span(span: tuple[float, float] | None) -> list[str]:
 
 def preprocess_argv(clip, subject, fps: float | None = None, size: int | None = None,
                     span: tuple[float, float] | None = None, audio=None, audio_offset: float = 0.0,
-                    channel: str | None = None, sequence_fps: float | None = None, track: int = 1) -> list[str]:
+                    channel: str | None = None, sequence_fps: float | None = None, track: int = 1,
+                    video_stream: int = 0) -> list[str]:
     """fps: the frame rate to resample to (the scene's, so renders line up frame for frame); size: the
     subject's square crop in pixels (None: the crop's own); span: the seconds of the clip to use (None: all);
     audio: the recording of its speech, when not the clip's own track; audio_offset: the recording's (or the
     own track's) second at the clip's first frame; channel: the side of a two-microphone recording that holds
     the person's voice ("left", "right"; None: both); sequence_fps: the rate an image sequence (`clip`
-    plate.####.exr) plays at; track: which of the recording's (or the clip's) audio tracks, from 1."""
+    plate.####.exr) plays at; track: which of the recording's (or the clip's) audio tracks, from 1; video_stream:
+    which of the clip's video streams, from 0 (a movie strip's Stream Index)."""
     return (["preprocess", str(clip), "-o", str(subject)] + (["--fps", repr(float(fps))] if fps else [])
             + (["--size", str(size)] if size else [])
             + _span(span)
             + (["--audio", str(audio)] if audio is not None else [])
             + (["--audio-offset", repr(float(audio_offset))] if audio_offset else [])
-            + _voice(channel, track) + (["--sequence-fps", repr(float(sequence_fps))] if sequence_fps else []))
+            + _voice(channel, track) + (["--sequence-fps", repr(float(sequence_fps))] if sequence_fps else [])
+            + (["--video-stream", str(video_stream)] if video_stream else []))
 
 
 def train_argv(subject, preset: str | None = None, device: str | None = None, expression: str | None = None,

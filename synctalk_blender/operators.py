@@ -299,8 +299,8 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
 
     def _picture_strip(self, scene, fps: float) -> tuple[Path, tuple[float, float] | None, dict]:
         """The selected movie strip's file (or image strip's sequence), the part of it the edit shows (None: all),
-        and the sound strip it plays with where one is selected with it (preprocess's audio and audio_offset;
-        {}: the file's own)."""
+        and how to read it: the sound strip it plays with where one is selected with it (preprocess's audio and
+        audio_offset; none: the file's own), the video stream it shows."""
         lead = 0.0   # seconds of the clip before the strip's first frame: an image strip of part of a plate's frames
         try:
             try:   # a movie, where one is selected (a still image over it is not footage)
@@ -308,22 +308,20 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
             except ValueError:
                 strip = sequencer.selected_strip(scene, "MOVIE", "IMAGE")
             if strip.type == "IMAGE":
-                (clip, lead), sound = _image_sequence(strip, fps), {"sequence_fps": fps}   # a frame per scene frame
+                (clip, span, lead), sound = _image_sequence(strip, fps), {"sequence_fps": fps}   # a frame per scene frame
                 self._strip_name = strip.name
             else:
-                clip, sound = _existing_file(sequencer.strip_file(strip), "the movie strip's file"), {}
+                clip, span = _existing_file(sequencer.strip_file(strip), "the movie strip's file"), None
+                # the picture the strip shows, where its file holds several (Stream Index)
+                sound = {"video_stream": strip.stream_index} if strip.stream_index else {}
         except ValueError as exc:
             raise UserError(f"{exc}, or choose a clip file") from exc
-        span = None
         try:
             # What the edit shows of the file: a strip trimmed to the person talking trains on that part.
             if sequencer.retimed(strip):
                 self._note = " (the strip is retimed: its whole file was used)"
-            else:
+            elif strip.type == "MOVIE":
                 span = sequencer.movie_span(strip, fps)
-                if lead:
-                    start, end = span or (0.0, len(strip.elements) / fps)
-                    span = (start + lead, end + lead)
             # and the sound it plays with: a recorder's file synced under a camera's clip, say
             if (sound_strip := sequencer.sound_beside(scene, strip)) is not None:
                 self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
@@ -344,16 +342,21 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
         return f"subject '{self._subject.name}' trained: {self._subject}{self._note}"
 
 
-def _image_sequence(strip, fps: float) -> tuple[Path, float]:
-    """An image strip's frames as the engine names their sequence (folder/plate.####.exr), checked: one numbered
-    run, every frame on disk; and the seconds the plate plays before the strip's first frame (the engine counts a
-    plate's seconds from the folder's first frame; a strip may show from a later frame of it)."""
+def _image_sequence(strip, fps: float) -> tuple[Path, tuple[float, float], float]:
+    """An image strip's frames as the engine names their sequence (folder/plate.####.exr); the seconds of it the
+    edit shows, counted from the folder's first frame as the engine counts a plate's (a strip may show from a
+    later frame of it); and the seconds the plate plays before the strip's first element (where the strip's own
+    seconds start). The frames shown are checked: one numbered run, every frame on disk; those it hides are not
+    (a plate still rendering, trimmed to the frames that exist)."""
     from engine.errors import EngineError
     from engine.media.sequence import find_image_sequence, image_sequence_of_files
-    files = sequencer.image_files(strip)
-    if len(files) < 2:
+    if len(strip.elements) < 2:
         raise UserError(f"image strip '{strip.name}' shows one still image: Train Subject needs the person talking "
                         "(a movie strip, or an image strip of the clip's frames)")
+    files, first_shown = sequencer.shown_image_files(strip)
+    if not files:
+        raise UserError(f"image strip '{strip.name}' shows none of its frames: the meta strip it lies in is trimmed "
+                        "past it")
     try:
         sequence = image_sequence_of_files(files)
         missing = next((f for f in files if not f.is_file()), None)
@@ -362,7 +365,8 @@ def _image_sequence(strip, fps: float) -> tuple[Path, float]:
         plate = find_image_sequence(Path(sequence.name))
     except EngineError as exc:
         raise UserError(f"image strip '{strip.name}': {exc.message} ({exc.hint})") from exc
-    return Path(sequence.name), (sequence.first - plate.first) / fps
+    start = (sequence.first - plate.first) / fps
+    return Path(sequence.name), (start, start + len(files) / fps), start - first_shown / fps
 
 
 def _has_sound(clip: Path) -> bool:
@@ -391,7 +395,8 @@ def _check_same_footage(subject: Path, clip: Path, fps: float, span, sound: dict
     if same_file and source.sequence and source.sequence_first is not None:
         from engine.media.sequence import find_image_sequence
         lead_s = (source.sequence_first - find_image_sequence(clip).first) / (source.fps or meta.fps)   # at its rate
-    if not same_file or source.first_frame + round(lead_s * meta.fps) != first or (
+    if not same_file or source.video_stream != sound.get("video_stream", 0) or (
+            source.first_frame + round(lead_s * meta.fps) != first) or (
             frames is not None and abs(meta.frames - frames) > 1):
         made_from = (source.sequence or source.path) if source else "unknown"
         raise UserError(f"a subject named '{subject.name}' was made from other footage ({made_from}); give this "
@@ -679,11 +684,12 @@ def _footage_colorspace(scene, subject: Path) -> str | None:
     except EngineError:   # the footage is no longer where it was: no strip shows it either
         return None
     for strip in sequencer.strips(scene, all_levels=True):
-        if strip.type == "MOVIE" and not source.sequence and sequencer.strip_file(strip).resolve() == footage:
+        if strip.type == "MOVIE" and not source.sequence and sequencer.strip_file(strip).resolve() == footage and (
+                strip.stream_index == source.video_stream):
             return strip.colorspace_settings.name
         if strip.type == "IMAGE" and source.sequence and len(strip.elements) > 1:
             try:
-                if Path(image_sequence_of_files(sequencer.image_files(strip)).name).resolve() == footage:
+                if Path(image_sequence_of_files(sequencer.shown_image_files(strip)[0]).name).resolve() == footage:
                     return strip.colorspace_settings.name
             except EngineError:   # an image strip of other pictures
                 continue

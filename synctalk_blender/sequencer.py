@@ -55,9 +55,27 @@ def image_files(strip) -> list[Path]:
     return [folder / element.filename for element in strip.elements]
 
 
+def shown_image_files(strip) -> tuple[list[Path], int]:
+    """The frames of an image strip the edit shows (its visible handles', all of them where it is retimed), and
+    the index of the first among the strip's elements: frames it hides need not exist yet."""
+    files = image_files(strip)
+    if retimed(strip):
+        return files, 0
+    start, end = visible_handles(strip)
+    first = content_start(strip)
+    shown = slice(max(0, math.floor(start - first)), max(0, math.ceil(end - first)))
+    return files[shown], shown.start
+
+
 def strip_rate(strip, scene_fps: float) -> float:
     """The rate a picture strip's file plays at: a movie's own; an image strip shows a frame per scene frame."""
-    return strip.fps if strip.type == "MOVIE" else scene_fps
+    if strip.type != "MOVIE":
+        return scene_fps
+    if not strip.fps:   # Blender could not open the file (its movie at that Stream Index): it shows no frames
+        raise ValueError(f"movie strip '{strip.name}': Blender cannot play its file {strip_file(strip)} (video "
+                         f"stream {strip.stream_index}); set the strip's Stream Index to one the file holds, or "
+                         "re-encode the file")
+    return strip.fps
 
 
 def selected_sound_strips(scene) -> list:

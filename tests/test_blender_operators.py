@@ -434,6 +434,33 @@ def test_train_subject_learns_the_part_of_the_movie_strip_the_edit_shows(scene, 
     with pytest.raises(RuntimeError, match="made from other footage"):
         bpy.ops.synctalk.train_subject()
     assert read_meta(tmp_path / "may").source.first_frame == round(1.2 * 24)
+    movie.stream_index = 1   # a video stream the file does not hold: Blender shows nothing, and says so
+    _bad(bpy.ops.synctalk.train_subject, r"movie strip 'may_5s': Blender cannot play its file .*may_5s.mp4 "
+                                         r"\(video stream 1\); set the strip's Stream Index")
+
+
+@pytest.mark.slow
+def test_train_subject_learns_the_picture_the_movie_strip_shows_of_a_file_holding_two(scene, tmp_path, monkeypatch):
+    """A file with two video streams (a second camera angle): the person talks on the second, which the strip
+    shows (Stream Index 1). Train Subject makes the subject from that stream, not the file's first picture."""
+    from engine.media.ffmpeg import ffmpeg_exe
+    from engine.subject.format import read_meta
+    monkeypatch.setenv("SYNCTALK_SUBJECTS", str(tmp_path))
+    clip = tmp_path / "two angles.mkv"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:d=3",
+                    "-ss", "6", "-t", "3", "-i", str(shared_file("video", "lieu_60s.mp4")), "-map", "0:v", "-map",
+                    "1:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(clip)],
+                   check=True)
+    movie = sequencer.add_movie(scene, clip, 1, 3)
+    movie.stream_index = 1
+    select_only(scene, movie)
+    scene.synctalk.clip, scene.synctalk.subject_name, scene.synctalk.preset = "", "angle", "tiny"
+    scene.synctalk.size, scene.synctalk.rig_drives_mouth = 64, False
+    assert bpy.ops.synctalk.train_subject() == {"FINISHED"}
+    source = read_meta(tmp_path / "angle").source
+    assert (source.video_stream, source.width, source.height) == (1, 256, 256)
+    movie.stream_index = 0   # the test pattern: not what "angle" learnt
+    _bad(bpy.ops.synctalk.train_subject, "made from other footage")
 
 
 @pytest.mark.slow
@@ -548,8 +575,15 @@ def test_train_subject_learns_an_image_strip_of_a_plate_with_the_sound_synced_un
     scene.synctalk.clip_track = 2               # its sound's second track: not trained in this one's place
     _bad(bpy.ops.synctalk.train_subject, r"made with other sound \(recorder.wav from 0 s\)")
     scene.synctalk.clip_track = 1
-    plate.elements.append("plate.1080.png")     # a frame after a gap (not rendered yet)
-    _bad(bpy.ops.synctalk.train_subject, r"4 of frames 1006-1080 are missing \(the first 1076\)")
+    plate.elements.append("plate.1080.png")     # a frame after a gap (not rendered yet), shown: the strip grows
+    _bad(bpy.ops.synctalk.train_subject, r"4 of frames 1011-1080 are missing \(the first 1076\)")
+    # ... trimmed off again, with a frame the strip hides at its start gone too: the part shown is what counts
+    sequencer.set_handles(plate, 6, 71)
+    (tmp_path / "sh010" / "plate.1007.png").unlink()
+    from synctalk_blender.operators import _image_sequence
+    clip, span, lead = _image_sequence(plate, 25)
+    assert (clip, lead) == (tmp_path / "sh010" / "plate.####.png", pytest.approx(0.2))
+    assert span == (pytest.approx(0.4), pytest.approx(3.0))   # plate frames 1011-1075, as trained above
 
 
 @pytest.mark.slow

@@ -133,12 +133,13 @@ def test_argument_builders_speak_each_commands_own_parser(tmp_path):
     defaults = _parsed(jobs.preprocess_argv("c.mp4", "s"))
     assert defaults.fps == 25.0 and defaults.size is None
     assert (defaults.audio, defaults.audio_offset, defaults.channel, defaults.audio_track) == (None, 0.0, None, 1)
-    assert defaults.sequence_fps is None
+    assert defaults.sequence_fps is None and defaults.video_stream is None
     args = _parsed(jobs.preprocess_argv("c.mp4", "s", audio="r.wav", audio_offset=-1.25, channel="left", track=2))
     assert (args.audio, args.audio_offset, args.channel, args.audio_track) == ("r.wav", -1.25, "left", 2)
     args = _parsed(jobs.preprocess_argv(tmp_path / "sh010" / "plate.####.exr", "s", sequence_fps=24, audio="r.wav"))
     assert (args.clip, args.sequence_fps) == (str(tmp_path / "sh010" / "plate.####.exr"), 24.0)
     assert _parsed(jobs.preprocess_argv("c.mp4", "s", audio_offset=0.5)).audio_offset == 0.5   # the own track
+    assert _parsed(jobs.preprocess_argv("c.mp4", "s", video_stream=1)).video_stream == 1
 
     args = _parsed(jobs.train_argv("s", preset="tiny", device="cpu", expression="all", resume=True,
                                    audio_encoder="mel", stages="head,lip", generic_model=tmp_path / "studio.safetensors"))

@@ -36,6 +36,9 @@ class MediaInfo:
     video_lead: float = 0.0
     # A high-dynamic-range transfer ("hlg": a phone's HDR video, broadcast HDR; "pq": HDR10), "" for SDR.
     hdr: str = ""
+    # Which of the file's video streams the above describe, counted as ffmpeg's `0:v:N` and Blender's movie
+    # strip Stream Index count them (a cover picture counts; a file from a two-lens camera holds two).
+    video_stream: int = 0
 
     @property
     def has_audio(self) -> bool:
@@ -63,8 +66,9 @@ SQUARE_PIXELS = "scale=trunc(iw*sar/2)*2:ih,setsar=1"
 _AUDIO = re.compile(r"Stream #\S+.*?: Audio: (\w+).*?(\d+) Hz")
 
 
-def probe(path: str | Path) -> MediaInfo:
-    """What a media file holds, read from ffmpeg's stream report (imageio-ffmpeg ships no ffprobe)."""
+def probe(path: str | Path, video_stream: int | None = None) -> MediaInfo:
+    """What a media file holds, read from ffmpeg's stream report (imageio-ffmpeg ships no ffprobe); its video
+    stream number `video_stream` (None: the first that is not a cover picture)."""
     path = Path(path)
     require_input_file(path, "the clip")
     proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)],
@@ -87,9 +91,14 @@ def probe(path: str | Path) -> MediaInfo:
         info.duration = int(h) * 3600 + int(mnt) * 60 + float(s)
     start = float(m.group(1)) if (m := _START.search(report)) else 0.0
     in_video = False  # lines of the video stream's block: its side data says how a player turns it
+    video_streams = 0
     for line in report.splitlines():
-        if (m := _VIDEO.search(line)) and not info.has_video and "attached pic" not in line:
+        if m := _VIDEO.search(line):
+            number, video_streams = video_streams, video_streams + 1
+            wanted = number == video_stream if video_stream is not None else "attached pic" not in line
+        if m and wanted and not info.has_video:
             info.has_video = in_video = True
+            info.video_stream = number
             info.video_codec, info.width, info.height = m.group(1), int(m.group(2)), int(m.group(3))
             if f := _FPS.search(line):
                 info.fps = float(f.group(1)) * (1000 if f.group(2) else 1)
@@ -113,6 +122,9 @@ def probe(path: str | Path) -> MediaInfo:
             # decodes them turned (every command here reads frames through it), so they are this size.
             info.width, info.height = info.height, info.width
             info.pixel_aspect = info.pixel_aspect[::-1]
+    if video_stream is not None and not info.has_video:
+        raise EngineError(f"{path}: has no video stream {video_stream} (it holds {video_streams}, numbered from 0)",
+                          "choose one of its streams (Blender: the movie strip's Stream Index)", path=str(path))
     if info.pixel_aspect != (1, 1):  # the size SQUARE_PIXELS gives
         num, den = info.pixel_aspect
         info.width = int(info.width * (num / den) / 2) * 2

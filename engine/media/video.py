@@ -19,9 +19,9 @@ TONE_MAP = ("zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,tonemap=ton
             "zscale=t=bt709:m=bt709:r=tv,format=yuv420p")
 
 
-def open_clip(path: str | Path) -> MediaInfo:
-    """Probe a clip and check it has a video stream."""
-    info = probe(path)
+def open_clip(path: str | Path, video_stream: int | None = None) -> MediaInfo:
+    """Probe a clip and check it has a video stream (its number `video_stream`; None: its first picture's)."""
+    info = probe(path, video_stream)
     if info.still_image:
         raise EngineError(f"{path}: is a still picture ({info.video_codec or info.container}), not a video clip",
                           "pick a video of the person talking (mp4, mov, mkv, webm)", path=str(path))
@@ -52,7 +52,7 @@ def read_frames(path: str | Path, fps: float, info: MediaInfo | None = None, fir
         end = f":end_frame={first + count}" if count is not None else ""
         filters += f",trim=start_frame={first}{end},setpts=PTS-STARTPTS"
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-i", str(path),
-           "-map", "0:v:0", "-vf", filters, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+           "-map", f"0:v:{info.video_stream}", "-vf", filters, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     frame_bytes = w * h * 3
     count = 0

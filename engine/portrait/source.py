@@ -52,9 +52,9 @@ class SourceFrames:
     """The source clip's frames for the subject frames `requests`, served in that order (`source[index]`, each
     index the next request). Use as a context manager."""
 
-    def __init__(self, path: Path, fps: float, first: int, requests):
+    def __init__(self, path: Path, fps: float, first: int, requests, video_stream: int = 0):
         from ..media.video import open_clip, read_frames
-        info = open_clip(path)
+        info = open_clip(path, video_stream)
         self.path, self.width, self.height = Path(path), info.width, info.height
         self._requests = [int(i) for i in requests]
         self._position, self._slot, self._tmp, self._frames, self._reader = 0, {}, None, None, None

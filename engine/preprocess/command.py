@@ -24,6 +24,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio-offset", type=float, default=0.0, metavar="SECONDS",
                         help="the recording's time at the clip's first frame (default 0); without --audio, the "
                              "clip's own track's: puts right a clip whose sound is out of step with its picture")
+    parser.add_argument("--video-stream", type=int, default=None, metavar="N",
+                        help="which of the clip's video streams, from 0 (a file holding several: Blender's Stream "
+                             "Index; default: its first that is not a cover picture)")
     parser.add_argument("--sequence-fps", type=float, default=None, metavar="RATE",
                         help="the frame rate an image sequence plays at (required for one: its frames have none)")
     add_channel_option(parser)
@@ -37,4 +40,4 @@ def run(args: argparse.Namespace, progress) -> dict:
     return preprocess(args.clip, args.output, fps=args.fps, size=args.size, models_dir=args.models,
                       progress=progress, start_s=args.start, end_s=args.end, audio=args.audio,
                       audio_offset=args.audio_offset, channel=args.channel,
-                      sequence_fps=args.sequence_fps, audio_track=args.audio_track)
+                      sequence_fps=args.sequence_fps, audio_track=args.audio_track, video_stream=args.video_stream)

@@ -122,13 +122,14 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
                models_dir: str | Path | None = None, progress: Progress | None = None,
                start_s: float | None = None, end_s: float | None = None, audio: str | Path | None = None,
                audio_offset: float = 0.0, channel: str | None = None, sequence_fps: float | None = None,
-               audio_track: int = 1) -> dict:
+               audio_track: int = 1, video_stream: int | None = None) -> dict:
     """`start_s`, `end_s`: the span of the clip to make the subject from, in seconds (None: its start, its end);
     its frames are numbered from 0 and subject.json's source says where frame 0 lies in the clip.
     `audio`: the speech from this recording instead of the clip's own track (double-system sound: a sound
     recorder's file beside the camera's clip); its (or the own track's) second `audio_offset` lies at the clip's
     first frame. `channel`: the side of a two-microphone recording that holds the person's voice; `audio_track`:
-    which of its (or the clip's) audio tracks, from 1.
+    which of its (or the clip's) audio tracks, from 1. `video_stream`: which of the clip's video streams, from 0
+    (None: its first that is not a cover picture).
     `clip` may name an image sequence (media/sequence.py), played at `sequence_fps`, with its sound in `audio`:
     it is encoded once into a working copy that the subject keeps (SOURCE_COPY)."""
     progress = progress or Progress("quiet")
@@ -145,6 +146,9 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
     elif sequence_fps is not None:
         raise EngineError(f"{clip}: --sequence-fps is for an image sequence", "leave it out: a video clip has its "
                           "own frame rate", path=str(clip))
+    if sequence is not None and video_stream is not None:
+        raise EngineError(f"{clip}: --video-stream is for a video file", "leave it out: an image sequence is one "
+                          "stream of pictures", path=str(clip))
     if not 0 < fps <= MAX_FPS:
         raise EngineError(f"--fps must be above 0 and at most {MAX_FPS:g}, got {fps}", "use 25 (SyncTalk's rate)")
     if size is not None and not 64 <= size <= 2048:
@@ -156,7 +160,7 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
                           "choose an empty or new output folder", path=str(destination))
     sound = SoundOfClip(None if audio is None else Path(audio), audio_offset, channel, audio_track)
     if sequence is None:
-        info = open_clip(clip)
+        info = open_clip(clip, video_stream)
         if not info.has_audio and audio is None:
             raise EngineError(f"{clip}: has no audio track", "the subject learns from the speech: use the "
                               "original recording with its sound, or give the sound recorded with it (--audio)",
@@ -318,7 +322,7 @@ def _preprocess(footage: Footage, sound: SoundOfClip, destination: Path, size: i
                           audio=None if sound.path is None else str(sound.path.resolve()),
                           # ... from the subject's clip's first frame, as first_frame (a plate's working copy's)
                           audio_offset=sound.offset + footage.shown_from, audio_channel=sound.channel,
-                          audio_track=sound.track,
+                          audio_track=sound.track, video_stream=info.video_stream,
                           sequence=sequence and str(clip.resolve()), sequence_first=sequence and sequence.first),
             intrinsics=stabilised.intrinsics,
             split=split,

@@ -47,10 +47,11 @@ class Framing:
         self.box = box
         if rgba:
             from ..media.video import open_clip
-            info = open_clip(path)
+            info = open_clip(path, source.video_stream)
             self.canvas = (info.width, info.height)
         else:
-            self.source = stack.enter_context(SourceFrames(path, subject.fps, source.first_frame, replayed))
+            self.source = stack.enter_context(SourceFrames(path, subject.fps, source.first_frame, replayed,
+                                                           source.video_stream))
 
     @property
     def full(self) -> bool:

@@ -163,6 +163,7 @@ class Source:
     audio_offset: float = 0.0   # ... that recording's (or the clip's own track's) second at the clip's first frame
     audio_channel: str | None = None   # the side of a two-microphone recording read alone (media.audio.CHANNELS)
     audio_track: int = 1        # which of that recording's (or the clip's) audio tracks, from 1
+    video_stream: int = 0       # which of the clip's video streams, from 0 (ffmpeg's 0:v:N)
     sequence: str | None = None  # the image sequence (plate.####.exr) whose working copy `path` is ...
     sequence_first: int | None = None   # ... from this frame number of it on (None: its first), as first_frame
     #                                       and audio_offset count it
@@ -180,6 +181,8 @@ class Source:
             data.pop("audio_offset")
         if self.audio_track == 1:
             data.pop("audio_track")
+        if not self.video_stream:
+            data.pop("video_stream")
         return {**data, **self.extra}
 
     @classmethod
@@ -203,8 +206,10 @@ class Source:
                    audio_channel=channel, sequence=c.text("sequence", required=False),
                    sequence_first=c.number("sequence_first", 0, 2 ** 53, required=False, integer=True),
                    audio_track=c.number("audio_track", 1, 64, required=False, integer=True, default=1),
+                   video_stream=c.number("video_stream", 0, 1000, required=False, integer=True, default=0),
                    extra=c.extra(("path", "sha256", "width", "height", "fps", "duration", "first_frame", "audio",
-                                  "audio_offset", "audio_channel", "sequence", "sequence_first", "audio_track")))
+                                  "audio_offset", "audio_channel", "sequence", "sequence_first", "audio_track",
+                                  "video_stream")))
 
 
 @dataclass

@@ -26,6 +26,7 @@ from .keyframes import fcurves_of
 from .mapping import map_names
 from .properties import preferences, settings, subjects_dir
 from .rig import HeadTarget, curves_from_rig, key_take, shape_key_names, shape_key_path
+from .takes import in_tweak_mode
 
 
 class UserError(Exception):
@@ -109,7 +110,11 @@ def rig_meshes(context) -> tuple[list, list]:
     active = _rig_object(context)
     others = [o for o in context.selected_objects if o != active and shape_key_names(o)]
     meshes, skipped = [(active, _mapping(context, active))], []
+    keyed = {active.data.shape_keys}
     for obj in others:
+        if obj.data.shape_keys in keyed:   # a linked duplicate (Alt+D): its shape keys are keyed already
+            continue
+        keyed.add(obj.data.shape_keys)
         mapping = mapping_for(context, obj)
         if mapping.targets:
             meshes.append((obj, mapping))
@@ -131,6 +136,10 @@ def keyable_rig(context) -> tuple[list, list, HeadTarget | None]:
         raise UserError(f"{names} is linked from {linked[0][1].filepath}: keys on it would be lost when this file "
                         "is saved; make it a library override (Object > Library Override > Make > Selected & "
                         "Content) and run again")
+    tweaked = [obj for obj, id_block in owners if in_tweak_mode(id_block)]
+    if tweaked:
+        raise UserError(f"'{tweaked[0].name}' is in the NLA editor's tweak mode: leave it (Tab in the NLA editor) "
+                        "and run again")
     return meshes, skipped, head
 
 
@@ -286,6 +295,8 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
         if s.clip_track > 1:                  # ... or on another of its audio tracks
             sound["track"] = s.clip_track
         name = re.sub(r"[^\w.-]+", "_", s.subject_name or self._strip_name or clip.stem)
+        if not name.strip("."):   # "." and ".." name the Subjects folder itself and the one above it
+            raise UserError(f"Subject Name '{name}' is not a folder name: give the subject a name")
         self._subject = subjects_dir() / name
         from engine.subject.format import CHECKPOINT, META_FILE, MODEL_DIR
         if (self._subject / META_FILE).is_file():
@@ -451,7 +462,10 @@ class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):
     def prepare(self, context):
         s = settings(context)
         scene = context.scene
-        self._meshes, self._skipped, self._head = keyable_rig(context)
+        meshes, self._skipped, head = keyable_rig(context)
+        # kept by name: the rig is looked up again when the job ends (it may be deleted, or undone, meanwhile)
+        self._meshes = [(obj.name, mapping) for obj, mapping in meshes]
+        self._head = head and (head.obj.name, head.bone)
         self._fps = scene_fps(scene)
         self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
         # A seed a line: one seed would put the same blinks at the same moment of every line.
@@ -487,16 +501,22 @@ class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):
     def finish(self, context, result):
         from engine.curves import Curves
         s = settings(context)
+        named = [name for name, _ in self._meshes] + ([self._head[0]] if self._head else [])
+        if gone := [name for name in named if bpy.data.objects.get(name) is None]:
+            raise UserError(f"'{gone[0]}' was deleted while its curves were made: nothing was keyed; run Audio to "
+                            "Rig again")
+        meshes = [(bpy.data.objects[name], mapping) for name, mapping in self._meshes]
+        head = self._head and HeadTarget(bpy.data.objects[self._head[0]], self._head[1])
         done, notes = [], ""
         for line in self._lines:   # in the order they play: each take starts from the one before
             curves = Curves.load(line.curves)
-            written = key_take(context.scene, self._meshes, curves, line.start_frame, self._fps, line.name,
-                               self._head, s.replace, s.clear_stale, line.seed, self._source)
+            written = key_take(context.scene, meshes, curves, line.start_frame, self._fps, line.name,
+                               head, s.replace, s.clear_stale, line.seed, self._source)
             notes += f"; {written['notes']}" if written["notes"] else ""
             done.append(f"take '{written['take']}' (seed {line.seed}): {written['curves']} curves x "
                         f"{written['frames']} frames (frames {line.start_frame:g}-{written['end']:g})")
         s.seed = self._lines[0].seed
-        report = keying_report(context, self._meshes, self._skipped)
+        report = keying_report(context, meshes, self._skipped)
         lines = f"{len(done)} lines: " if len(done) > 1 else ""
         return f"keyed {lines}{', '.join(done)}; {report}{notes}"
 
@@ -620,12 +640,12 @@ class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
         subject = self._subject = _subject_folder(context)
         self._fps = scene_fps(scene)
         try:
-            self._sound = sequencer.selected_strip(scene, "SOUND")
-            self._heard = heard = sequencer.heard_sound(self._sound, self._fps)
+            sound = sequencer.selected_strip(scene, "SOUND")
+            self._heard = heard = sequencer.heard_sound(sound, self._fps)
         except ValueError as exc:
             raise UserError(str(exc)) from exc
         self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
-        audio = _existing_file(sequencer.sound_file(self._sound, self._tmp), f"sound of strip '{self._sound.name}'")
+        audio = _existing_file(sequencer.sound_file(sound, self._tmp), f"sound of strip '{sound.name}'")
         rig_curves = None
         rig, self._source = driving_rig(context, subject)
         if rig is not None:
@@ -637,7 +657,11 @@ class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
         elif context.active_object is not None and shape_key_names(context.active_object):
             self.report({"WARNING"}, f"rendering from {self._source}")
         self._rgba = s.rgba
-        self._output = _render_output(context, subject, self._sound.name, s.rgba)
+        self._output = _render_output(context, subject, sound.name, s.rgba)
+        # Where the render goes, kept now: the strip is looked up again when the job ends (the edit goes on).
+        top = sequencer.top_level(sound)   # a meta's inside is not the scene's
+        self._name, self._shown = sound.name, sequencer.visible_handles(sound)
+        self._above = (top.channel, *sequencer.handles(top))
         return "Render", [engine_jobs.render_argv(subject, audio, self._output, curves=rig_curves,
                                                   device=preferences().device, fps=self._fps,
                                                   output_format="rgba" if s.rgba else "mp4",
@@ -646,23 +670,25 @@ class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
 
     def finish(self, context, result):
         scene = context.scene
-        sound = self._sound
-        channel = sequencer.free_channel_above(scene, sequencer.top_level(sound))   # a meta's inside is not the scene's
+        channel = sequencer.free_channel_over(scene, *self._above)
         start = self._heard.first_frame   # the rendered frames are the heard ones
         if self._rgba:
             files = sorted(self._output.glob("*.png"))
             if not files:
                 raise UserError(f"the render wrote no frames into {self._output}")
-            strip = sequencer.add_image_sequence(scene, files, start, channel, name=f"{sound.name} render")
+            strip = sequencer.add_image_sequence(scene, files, start, channel, name=f"{self._name} render")
         else:
             _existing_file(self._output, "rendered video")
-            strip = sequencer.add_movie(scene, self._output, start, channel, name=f"{sound.name} render")
+            strip = sequencer.add_movie(scene, self._output, start, channel, name=f"{self._name} render")
         # Over the sound's visible part exactly (a frame of rounding short at an end holds the nearest frame).
-        sequencer.set_handles(strip, *sequencer.visible_handles(sound))
+        sequencer.set_handles(strip, *self._shown)
         # The render's pixels are in its footage's encoding (a log plate's, say): shown as that footage is shown.
         if (colorspace := _footage_colorspace(scene, self._subject)) is not None:
             strip.colorspace_settings.name = colorspace
-        return f"rendered from {self._source} into strip '{strip.name}' on channel {channel}: {self._output}"
+        sound = next((s for s in sequencer.strips(scene, all_levels=True) if s.name == self._name), None)
+        moved = "" if sound is not None and sequencer.visible_handles(sound) == self._shown else \
+            f" (sound strip '{self._name}' was moved or removed while it rendered: placed where the sound was)"
+        return f"rendered from {self._source} into strip '{strip.name}' on channel {channel}: {self._output}{moved}"
 
 
 def _footage_colorspace(scene, subject: Path) -> str | None:

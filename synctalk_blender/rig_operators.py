@@ -59,6 +59,9 @@ class SYNCTALK_OT_switch_take(bpy.types.Operator):
             self.report({"ERROR"}, "no take selected")
             return {"CANCELLED"}
         take = s.takes[index]
+        if tweaked := takes.tweaked_object(take):
+            self.report({"ERROR"}, f"'{tweaked}' is in the NLA editor's tweak mode: leave it (Tab) first")
+            return {"CANCELLED"}
         changed = takes.switch_take(take)
         self.report({"INFO"}, f"take '{take.name}' plays ({changed} animations switched)")
         return {"FINISHED"}
@@ -76,6 +79,9 @@ class SYNCTALK_OT_delete_take(bpy.types.Operator):
             self.report({"ERROR"}, "no take selected")
             return {"CANCELLED"}
         name = s.takes[s.take_index].name
+        if tweaked := takes.tweaked_object(s.takes[s.take_index]):
+            self.report({"ERROR"}, f"'{tweaked}' is in the NLA editor's tweak mode: leave it (Tab) first")
+            return {"CANCELLED"}
         takes.delete_take(context.scene, s.take_index)
         self.report({"INFO"}, f"take '{name}' deleted")
         return {"FINISHED"}

@@ -68,14 +68,33 @@ def shown_image_files(strip) -> tuple[list[Path], int]:
 
 
 def strip_rate(strip, scene_fps: float) -> float:
-    """The rate a picture strip's file plays at: a movie's own; an image strip shows a frame per scene frame."""
+    """The scene frames a second of a picture strip's file plays over. An image strip shows a frame per scene
+    frame. A movie strip shows a frame of its file per scene frame (its own rate), unless it plays at its real
+    speed: Add > Movie's Adjust Playback Rate (on by default) stretches a file of another rate than the scene's
+    to as many scene frames as its seconds take. Blender's Python API does not say which; the strip's length
+    does (the file's frames, or its seconds at the scene's rate)."""
     if strip.type != "MOVIE":
         return scene_fps
     if not strip.fps:   # Blender could not open the file (its movie at that Stream Index): it shows no frames
         raise ValueError(f"movie strip '{strip.name}': Blender cannot play its file {strip_file(strip)} (video "
                          f"stream {strip.stream_index}); set the strip's Stream Index to one the file holds, or "
                          "re-encode the file")
-    return strip.fps
+    if math.isclose(strip.fps, scene_fps, rel_tol=1e-5) or not (frames := _file_frames(strip)):
+        return strip.fps
+    length = content_duration(strip)
+    real_speed = abs(math.log(length * strip.fps / (frames * scene_fps))) < abs(math.log(length / frames))
+    return scene_fps if real_speed else strip.fps
+
+
+def _file_frames(strip) -> float | None:
+    """How many frames a movie strip's file holds at its rate (its length times its rate; None: not known)."""
+    from engine.errors import EngineError
+    from engine.media.ffmpeg import probe
+    try:
+        info = probe(strip_file(strip), strip.stream_index)
+    except EngineError as exc:
+        raise ValueError(f"movie strip '{strip.name}': {exc.message} ({exc.hint})") from exc
+    return info.duration * info.fps if info.duration and info.fps else None
 
 
 def selected_sound_strips(scene) -> list:
@@ -90,12 +109,21 @@ def selected_sound_strips(scene) -> list:
 def strip_file(strip) -> Path:
     """Absolute path of a sound or movie strip's file."""
     if strip.type == "SOUND":
-        path = strip.sound.filepath
+        path = _sound_of(strip).filepath
     elif strip.type == "MOVIE":
         path = strip.filepath
     else:
         raise ValueError(f"strip '{strip.name}' is a {strip.type.lower()} strip")
     return Path(bpy.path.abspath(path))
+
+
+def _sound_of(strip):
+    """A sound strip's sound data-block; a strip whose sound was deleted (in the Outliner's Blender File view,
+    say) is refused by name: it plays nothing."""
+    if strip.sound is None:
+        raise ValueError(f"sound strip '{strip.name}' has no sound (its sound data was deleted): add its file "
+                         "to the Sequencer again")
+    return strip.sound
 
 
 def _renamed(strip) -> bool:
@@ -152,7 +180,7 @@ def retimed(strip) -> bool:
 def sound_file(strip, folder: Path) -> Path:
     """The file a sound strip plays: where the .blend holds the sound itself (packed, as a file received from
     someone else often does), a copy written into `folder`; else its file on disk."""
-    sound = strip.sound
+    sound = _sound_of(strip)
     if sound.packed_file is None:
         return strip_file(strip)
     name = Path(bpy.path.basename(sound.filepath)).name or f"{sound.name}.wav"  # the suffix tells the decoder
@@ -217,19 +245,17 @@ def sound_beside(scene, movie):
 
 def sound_offset(movie, sound, fps: float) -> float:
     """The second of the sound strip's file that the edit plays with the movie file's (or image sequence's)
-    second 0 (counted at the movie's first visible frame, where a movie playing at another rate than the scene's
-    is in step)."""
+    second 0 (counted at the movie's first visible frame, where a movie played frame for frame at another rate
+    than the scene's is in step)."""
     first_shown = max(visible_handles(movie)[0], content_start(movie))
     origin = heard_sound(sound, fps).origin          # raises for a retimed sound strip
     return (first_shown - origin) / fps - (first_shown - content_start(movie)) / strip_rate(movie, fps)
 
 
-def movie_span(strip, scene_fps: float | None = None) -> tuple[float, float] | None:
-    """The seconds of its file a movie strip (or of its frames an image strip, at `scene_fps`) shows (start,
-    end), or None where it shows all of it.
-
-    A movie strip shows one frame of its file per scene frame, whatever the scene's rate: the visible part's
-    frames, counted from where the content starts, are frames of the file at its own rate (strip.fps)."""
+def movie_span(strip, scene_fps: float) -> tuple[float, float] | None:
+    """The seconds of its file a movie strip (or of its frames an image strip) shows in a scene at `scene_fps`
+    (start, end), or None where it shows all of it: the visible part's frames, counted from where the content
+    starts, at the rate the strip plays its file (strip_rate)."""
     start, end = visible_handles(strip)
     if end <= start:
         raise ValueError(f"{strip.type.lower()} strip '{strip.name}' shows none of its file: the meta strip it "
@@ -281,9 +307,13 @@ def split_sound_strip(strip, cuts, folder: Path) -> list:
 
 def free_channel_above(scene, strip) -> int:
     """The lowest channel above `strip` that is empty over the strip's whole frame range."""
-    start, end = handles(strip)
+    return free_channel_over(scene, strip.channel, *handles(strip))
+
+
+def free_channel_over(scene, channel: int, start: int, end: int) -> int:
+    """The lowest channel above `channel` that is empty over frames start..end-1."""
     busy = {s.channel for s in strips(scene) if handles(s)[0] < end and handles(s)[1] > start}
-    channel = strip.channel + 1
+    channel += 1
     while channel in busy:
         channel += 1
     return channel

@@ -36,6 +36,16 @@ def target_id(target):
     return target.obj.data.shape_keys if target.shape_keys else target.obj
 
 
+def in_tweak_mode(id_block) -> bool:
+    """Whether the ID's NLA is in tweak mode: the strip being edited holds its action, which cannot be set."""
+    return bool(id_block is not None and id_block.animation_data and id_block.animation_data.use_tweak_mode)
+
+
+def tweaked_object(take) -> str | None:
+    """The name of an object of the take whose animation is in the NLA's tweak mode (None: none is)."""
+    return next((t.obj.name for t in take.targets if in_tweak_mode(target_id(t))), None)
+
+
 def action_info(action) -> dict | None:
     text = action.get(TAKE_PROP) if action is not None else None
     return json.loads(text) if text else None
@@ -145,18 +155,24 @@ class TakeWriter:
         """Key `channels` on the object's shape keys (shape_keys) or on the object itself; returns the action."""
         id_block = obj.data.shape_keys if shape_keys else obj
         old = id_block.animation_data.action if id_block.animation_data else None
+        replace = self.replace and old is not None
+        if replace and (old.library or old.override_library):
+            # an action linked from another file: keys written into it would be gone once this file is saved
+            self.notes.append(f"'{old.name}' on {obj.name} is linked from another file: keyed as a new take instead "
+                              "of replacing its keys")
+            replace = False
         # Only edits this run writes over count: on the curves it keys, inside its frames.
         info = action_info(old)
         overlaps = info is not None and info["start"] <= self.end + 0.5 and info["end"] >= self.start - 0.5
         written = {c.data_path for c in channels}
         edited = [p for p in edited_curves(id_block, old) if p in written] if overlaps else []
         if edited:
-            where = f"overwritten in '{old.name}' (Replace Keys is on)" if self.replace else \
+            where = f"overwritten in '{old.name}' (Replace Keys is on)" if replace else \
                 f"kept in '{old.name}': switch back to it in Takes"
             shown = ", ".join(_curve_label(p) for p in edited[:6]) + (" ..." if len(edited) > 6 else "")
             self.notes.append(f"hand edits on {obj.name} ({len(edited)} curves: {shown}) {where}")
         previous = self._previous_range(old) if old is not None else None
-        if self.replace and old is not None:
+        if replace:
             action = old
             write_into_action(id_block, channels, self.start, frame_step, keep_outside=True)
         else:

@@ -365,6 +365,12 @@ def test_bad_input_gives_a_message_and_changes_nothing(scene, tmp_path):
         running.run_to_end(timeout_s=60)
     scene.synctalk.clip = str(tmp_path / "missing.mp4")
     _bad(bpy.ops.synctalk.train_subject, "clip not found")
+    scene.synctalk.clip, scene.synctalk.subject_name = str(clip), ".."   # the Subjects folder's parent
+    _bad(bpy.ops.synctalk.train_subject, "Subject Name '..' is not a folder name")
+    scene.synctalk.clip, scene.synctalk.subject_name = "", ""
+    bpy.data.sounds.remove(sound.sound)   # its sound data deleted (the Outliner's Blender File view): the strip stays
+    for operator in (bpy.ops.synctalk.audio_to_rig, bpy.ops.synctalk.split_lines):
+        _bad(operator, f"sound strip '{sound.name}' has no sound \\(its sound data was deleted\\)")
 
 
 def _cut(source, seconds, out, start=0.0):
@@ -420,9 +426,9 @@ def test_train_subject_learns_the_part_of_the_movie_strip_the_edit_shows(scene, 
     movie = sequencer.add_movie(scene, clip, 10, 3)
     sequencer.set_handles(movie, 40, 115)            # file frames 30-105 of 125: 1.2 s to 4.2 s
     select_only(scene, movie)
-    assert sequencer.movie_span(movie) == pytest.approx((1.2, 4.2))
+    assert sequencer.movie_span(movie, 24.0) == pytest.approx((1.2, 4.2))
     meta = _in_meta(scene, movie, (50, 115))                # a meta strip's trim hides the first 10 frames more
-    assert sequencer.movie_span(movie) == pytest.approx((1.6, 4.2))
+    assert sequencer.movie_span(movie, 24.0) == pytest.approx((1.6, 4.2))
     sequencer.set_handles(meta, 10, 135)                     # the meta strip shows the whole file again
     scene.synctalk.clip, scene.synctalk.subject_name, scene.synctalk.preset = "", "may", "tiny"
     scene.synctalk.size, scene.synctalk.rig_drives_mouth = 64, False
@@ -437,6 +443,54 @@ def test_train_subject_learns_the_part_of_the_movie_strip_the_edit_shows(scene, 
     movie.stream_index = 1   # a video stream the file does not hold: Blender shows nothing, and says so
     _bad(bpy.ops.synctalk.train_subject, r"movie strip 'may_5s': Blender cannot play its file .*may_5s.mp4 "
                                          r"\(video stream 1\); set the strip's Stream Index")
+
+
+def _played_at_real_speed(scene, tmp_path):
+    """A copy of `scene` whose movie strips play at their files' real speed, as Add > Movie makes them with
+    Adjust Playback Rate (its default). Blender's Python API cannot set that (strips.new_movie has no such option,
+    and Add > Movie does not run without a Sequencer window), so the flag (bit 17 of a strip's flags) is set in a
+    saved copy of the .blend, at the word that Flip X (bit 11 of the same flags) changes, and the scene appended
+    back from it."""
+    import struct
+    movie = next(s for s in sequencer.strips(scene) if s.type == "MOVIE")
+    saved = []
+    for flipped in (False, True):
+        movie.use_flip_x = flipped
+        path = tmp_path / f"flip{int(flipped)}.blend"
+        bpy.ops.wm.save_as_mainfile(filepath=str(path), compress=False, copy=True, relative_remap=False)
+        saved.append(path.read_bytes())
+    movie.use_flip_x = False
+    plain, flipped = saved
+    at = next(i for i in range(len(plain) - 4) if plain[i] != flipped[i])
+    word = next(w for w in range(at - 3, at + 1)
+                if struct.unpack_from("<I", plain, w)[0] ^ struct.unpack_from("<I", flipped, w)[0] == 1 << 11)
+    patched = bytearray(plain)
+    struct.pack_into("<I", patched, word, struct.unpack_from("<I", plain, word)[0] | 1 << 17)
+    (tmp_path / "real_speed.blend").write_bytes(patched)
+    with bpy.data.libraries.load(str(tmp_path / "real_speed.blend")) as (source, target):
+        target.scenes = [scene.name]
+    return target.scenes[0]
+
+
+def test_a_movie_strip_playing_at_its_real_speed_is_read_at_that_speed(scene, tmp_path):
+    """Add > Movie of a 25-fps clip into a 30-fps edit stretches it to play at its real speed (Adjust Playback
+    Rate, on by default): 5 s over 150 scene frames. The part the edit shows is read at that speed, in step with
+    the clip's sound strip beside it; a strip added frame for frame is read at the file's own rate."""
+    scene.render.fps = 30
+    clip = shared_file("video", "may_5s.mp4")
+    sequencer.add_movie(scene, clip, 1, 2)
+    sequencer.add_sound(scene, clip, 1, 1)
+    real = _played_at_real_speed(scene, tmp_path)
+    movie, sound = (next(s for s in sequencer.strips(real) if s.type == kind) for kind in ("MOVIE", "SOUND"))
+    assert (sequencer.content_duration(movie), movie.fps) == (150, 25)   # the flag took
+    for strip in (movie, sound):
+        sequencer.set_handles(strip, 61, 121)                           # the edit's 2-4 s
+    assert sequencer.movie_span(movie, 30.0) == pytest.approx((2.0, 4.0))
+    assert sequencer.sound_offset(movie, sound, 30.0) == pytest.approx(0.0, abs=1e-6)
+    plain = next(s for s in sequencer.strips(scene) if s.type == "MOVIE")
+    sequencer.set_handles(plain, 61, 121)                                # a file frame per scene frame
+    assert sequencer.content_duration(plain) == 125
+    assert sequencer.movie_span(plain, 30.0) == pytest.approx((2.4, 4.8))
 
 
 @pytest.mark.slow
@@ -609,7 +663,7 @@ def test_train_subject_cancel_leaves_a_resumable_subject_then_resumes(scene, lie
     assert not (subject / "model" / "checkpoint.safetensors").exists()
 
 
-def test_audio_to_rig_with_subject_then_render_into_sequencer(scene, tiny_trained, tmp_path):
+def test_audio_to_rig_with_subject_then_render_into_sequencer(scene, tiny_trained, tmp_path, monkeypatch, capfd):
     scene.render.fps = 24  # an edit at another rate than the subject's 25 fps: rendered at the scene's rate
     speech = _cut(shared_file("audio", "en_60s.wav"), 0.32, tmp_path / "line.wav", start=4.3)
     strip = sequencer.add_sound(scene, speech, frame_start=12, channel=1)
@@ -633,6 +687,20 @@ def test_audio_to_rig_with_subject_then_render_into_sequencer(scene, tiny_traine
     assert abs(sequencer.content_duration(movie) - sequencer.content_duration(strip)) <= 1
     assert movie.fps == pytest.approx(24)                           # frame for frame with the scene
     assert sequencer.strip_file(movie).is_file()
+    # The edit goes on while it renders: its sound strip removed meanwhile, the render lands where the sound was.
+    from synctalk_blender import jobs
+    run_to_end, shown = jobs.Job.run_to_end, sequencer.handles(strip)
+
+    def removed_meanwhile(job, *args, **kwargs):
+        sequencer.strips(scene).remove(strip)
+        return run_to_end(job, *args, **kwargs)
+
+    monkeypatch.setattr(jobs.Job, "run_to_end", removed_meanwhile)
+    capfd.readouterr()
+    assert bpy.ops.synctalk.render_to_sequencer() == {"FINISHED"}
+    second = next(s for s in sequencer.strips(scene) if s.type == "MOVIE" and s != movie)
+    assert sequencer.handles(second) == shown and second.channel == 3 and second.name.startswith("line render")
+    assert "was moved or removed while it rendered: placed where the sound was" in capfd.readouterr().out
 
 
 @pytest.mark.parametrize("trimmed_by", ["strip", "meta"])

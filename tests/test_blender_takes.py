@@ -281,3 +281,80 @@ def test_a_retrained_model_file_drives_the_keys_like_the_model_it_holds(scene, t
     np.testing.assert_array_equal(ahead[:, 0], bundled[:, 0])
     np.testing.assert_allclose(ahead[:-2, 1], bundled[2:, 1], atol=1e-6)
     np.testing.assert_allclose(_points(face.data.shape_keys, "eyeBlinkLeft"), blinks, atol=1e-6)
+
+
+def test_replace_keys_never_writes_into_an_action_linked_from_another_file(scene, tmp_path):
+    """A character linked from its own file and made a library override plays that file's action: Replace Keys
+    would write into it, and the keys would be gone once this file is saved. It keys a new take instead, says so,
+    and leaves the linked action as it was."""
+    face = arkit_head("Face", ARKIT_NAMES)
+    face.data.shape_keys.key_blocks["eyeBlinkLeft"].keyframe_insert("value", frame=1)
+    library = tmp_path / "character.blend"
+    bpy.data.libraries.write(str(library), {face})
+    bpy.data.objects.remove(face)
+    with bpy.data.libraries.load(str(library), link=True) as (_, linked):
+        linked.objects = ["Face"]
+    scene.collection.objects.link(linked.objects[0])
+    face = linked.objects[0].override_create(remap_local_usages=True)
+    face.data = face.data.override_create(remap_local_usages=True)
+    key = face.data.shape_keys
+    theirs = key.animation_data.action
+    assert theirs.library is not None
+    mapping = map_names(ARKIT_NAMES, [k.name for k in key.key_blocks])
+    written = key_take(scene, [(face, mapping)], _curves(50, 1), 101, 25.0, "line01", replace=True)
+    assert f"'{theirs.name}' on Face is linked from another file: keyed as a new take" in written["notes"]
+    assert key.animation_data.action.library is None and key.animation_data.action.name == "line01 take 1"
+    assert len(fcurves_of(key)) == 52
+    assert [t.name for t in scene.synctalk.takes] == ["before line01 take 1", "line01 take 1"]
+    assert bpy.ops.synctalk.switch_take(index=0) == {"FINISHED"}            # theirs again, as it was: one curve
+    assert key.animation_data.action == theirs and len(fcurves_of(key)) == 1
+
+
+def test_a_rig_in_the_nla_tweak_mode_is_refused_before_anything_runs(scene):
+    """In the NLA editor's tweak mode the strip being edited holds the action, which cannot be set: Audio to Rig,
+    Switch Take and Delete Take say so instead of failing half way (a take's action made, nothing assigned)."""
+    strip = sequencer.add_sound(scene, shared_file("audio", "zh_8s.wav"), frame_start=1, channel=1)
+    select_only(scene, strip)
+    face = arkit_head("Face", ARKIT_NAMES)
+    key = face.data.shape_keys
+    mapping = map_names(ARKIT_NAMES, [k.name for k in key.key_blocks])
+    key_take(scene, [(face, mapping)], _curves(50, 1), 1, 25.0, "line01")
+    action = key.animation_data.action
+    key.animation_data.nla_tracks.new().strips.new("line01", 1, action)
+    key.animation_data.action = None
+    key.animation_data.use_tweak_mode = True
+    actions = len(bpy.data.actions)
+    scene.synctalk.generic = True
+    for operator in (bpy.ops.synctalk.audio_to_rig, bpy.ops.synctalk.switch_take, bpy.ops.synctalk.delete_take):
+        scene.synctalk.take_index = 0
+        with pytest.raises(RuntimeError, match="'Face' is in the NLA editor's tweak mode: leave it"):
+            operator()
+    assert len(bpy.data.actions) == actions and len(scene.synctalk.takes) == 1
+
+
+def test_a_rig_deleted_while_its_curves_are_made_is_not_keyed(scene, monkeypatch):
+    """The edit goes on while the engine runs (or is undone): a mesh deleted meanwhile is named, nothing is keyed
+    and no take is listed. A linked duplicate of the face (Alt+D: the same shape keys) is keyed once."""
+    from synctalk_blender import jobs
+    strip = sequencer.add_sound(scene, shared_file("audio", "zh_8s.wav"), frame_start=1, channel=1)
+    sequencer.set_handles(strip, 1, 26)
+    select_only(scene, strip)
+    face = arkit_head("Face", ARKIT_NAMES)
+    twin = bpy.data.objects.new("FaceTwin", face.data)
+    scene.collection.objects.link(twin)
+    twin.select_set(True)
+    scene.synctalk.generic = True
+    assert bpy.ops.synctalk.audio_to_rig() == {"FINISHED"}
+    assert [t.obj.name for t in scene.synctalk.takes[-1].targets] == ["Face"]
+    run_to_end = jobs.Job.run_to_end
+
+    def deleted_meanwhile(job, *args, **kwargs):
+        bpy.data.objects.remove(bpy.data.objects["FaceTwin"])
+        bpy.data.objects.remove(bpy.data.objects["Face"])
+        return run_to_end(job, *args, **kwargs)
+
+    monkeypatch.setattr(jobs.Job, "run_to_end", deleted_meanwhile)
+    takes, actions = len(scene.synctalk.takes), len(bpy.data.actions)
+    with pytest.raises(RuntimeError, match="'Face' was deleted while its curves were made: nothing was keyed"):
+        bpy.ops.synctalk.audio_to_rig()
+    assert len(scene.synctalk.takes) == takes and len(bpy.data.actions) == actions

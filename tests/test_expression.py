@@ -337,6 +337,7 @@ def test_live_link_csv_layout_and_tolerant_reading(tmp_path):
     assert HEADER[16:20] == ("JawForward", "JawRight", "JawLeft", "JawOpen")  # the app's order
     assert HEADER[-9:-6] == ("HeadYaw", "HeadPitch", "HeadRoll")
     assert timecode(25 * 3661 + 7, 25) == "01:01:01:07.000"
+    assert timecode(-5, 25) == "23:59:59:20.000"   # a time of day: keys before frame 0 are before midnight
     rng = np.random.default_rng(0)
     curves = Curves(25, rng.random((60, 52)), rng.normal(0, 0.1, (60, 3)))
     back = Curves.load(curves.save(tmp_path / "take.csv"))

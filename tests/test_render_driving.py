@@ -62,6 +62,10 @@ def test_short_curves_hold_their_last_value_and_say_so():
     w, _, _ = resample_curves(curves, 25.0, 20, progress, "short.stcurves")
     assert np.allclose(w, 0.3) and len(w) == 20
     assert progress.warnings and "short.stcurves" in progress.warnings[0]
+    # ... but only where the frames rendered pass their end: keys of a line trimmed short of its file's end
+    quiet = Progress("quiet")
+    w, _, _ = resample_curves(curves, 25.0, 200, quiet, "line.stcurves", 0, 10)
+    assert len(w) == 10 and not quiet.warnings
 
 
 def test_output_format_follows_the_name(tmp_path):

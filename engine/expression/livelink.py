@@ -37,9 +37,10 @@ MAX_FIELD = 64   # characters in one cell: a number or a column name is far shor
 
 
 def timecode(frame: int, fps: float) -> str:
-    """Non-drop-frame timecode of a frame: HH:MM:SS:FF.000 with FF counted at the nominal rate."""
+    """Non-drop-frame timecode of a frame: HH:MM:SS:FF.000 with FF counted at the nominal rate. A time of day:
+    it wraps at 24 hours, both ways (a frame before 0 is just before midnight)."""
     base = max(1, round(fps))
-    seconds, ff = divmod(int(frame), base)
+    seconds, ff = divmod(int(frame) % (24 * 3600 * base), base)
     minutes, ss = divmod(seconds, 60)
     hh, mm = divmod(minutes, 60)
     return f"{hh:02d}:{mm:02d}:{ss:02d}:{ff:02d}.000"

@@ -67,10 +67,11 @@ def resample_curves(curves, fps: float, n_frames: int, progress=None, path=None,
     if len(curves) == 0:
         raise EngineError(f"{path}: the curves file holds no frames", "export the curves again", path=path)
     covered = (len(curves) - 1) / curves.fps
-    if progress is not None and (n_frames - 1) / fps > covered + 0.5 / fps:
-        progress.warn(f"{path}: the curves cover {covered:.2f} s but the speech lasts "
-                      f"{n_frames / fps:.2f} s; the last curve values are held to the end")
     stop = n_frames if stop is None else stop
+    # only the frames rendered count: a line trimmed short of its file's end renders the part its keys cover
+    if progress is not None and (stop - 1) / fps > covered + 0.5 / fps:
+        progress.warn(f"{path}: the curves cover {covered:.2f} s but the speech rendered lasts "
+                      f"{stop / fps:.2f} s; the last curve values are held to the end")
     return tuple(resample(values, curves.fps, fps, start, stop)
                  for values in (curves.weights, curves.head_rotation, curves.head_translation))
 

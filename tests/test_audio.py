@@ -195,6 +195,11 @@ def test_a_span_of_a_recording_streams_exactly_its_samples():
     np.testing.assert_array_equal(np.concatenate(list(span.chunks())), whole[52000:120000])
     np.testing.assert_array_equal(span.read(16000, 16100), whole[68000:68100])
     assert len(open_audio(path).span(10.0, 99.0)) == len(whole) - 160000   # a handle past the end: to the end
+    # a line cut at frame edges of a 29.97-fps edit (frames 0-50) ends on the sample nearest its last edge,
+    # a third of a sample short of it: it still covers its 50 frames
+    from engine.audio.features import SpeechFeatures
+    fps = 30 / 1.001
+    assert SpeechFeatures(open_audio(path).span(0.0, 50 / fps)).n_frames(fps) == 50
     for start, end, words in ((13.0, None, "not inside the audio"), (5.0, 5.0, "not inside the audio"),
                               (-1.0, 3.0, "not inside the audio"), (4.0, 4.05, "less than 0.1 s")):
         with pytest.raises(EngineError, match=words) as error:

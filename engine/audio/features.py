@@ -194,7 +194,9 @@ class SpeechFeatures:
         return len(self.audio)
 
     def n_frames(self, fps: float) -> int:
-        return frame_count(len(self.audio), fps)
+        # to within half a sample: a line cut at a frame's edge (Blender's strip at 29.97 fps) ends on the sample
+        # nearest it, which may fall short of it
+        return frame_count(len(self.audio) + 0.5, fps)
 
     def per_frame(self, encoder: AudioEncoder, fps: float, start: int = 0, stop: int | None = None) -> np.ndarray:
         """(stop - start, dim): the features at the centres of frames start..stop-1 at fps.

@@ -14,7 +14,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from .errors import EngineError
-from .files import disk_full, is_disk_full
+from .files import disk_full, is_disk_full, path_failure
 from .jobs import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, event_channel
 from .progress import Progress
 
@@ -110,10 +110,10 @@ def run_command(run, args) -> int:
             progress.error(exc.message, exc.hint, exc.path)
             return EXIT_ERROR
         except OSError as exc:  # a full disk where no writer of ours caught it (a library writing on its own)
-            if not is_disk_full(exc):
+            failure = disk_full(exc.filename or Path.cwd()) if is_disk_full(exc) else path_failure(exc)
+            if failure is None:
                 raise
-            full = disk_full(exc.filename or Path.cwd())
-            progress.error(full.message, full.hint, full.path)
+            progress.error(failure.message, failure.hint, failure.path)
             return EXIT_ERROR
         except KeyboardInterrupt:
             progress.cancelled()

@@ -139,6 +139,24 @@ def disk_full(path: str | Path) -> DiskFull:
                     "nothing written before was changed", path=str(path))
 
 
+def path_failure(exc: OSError) -> EngineError | None:
+    """What a user is told of a path the file system refused (a folder named where a file goes, a file where a
+    folder goes, a folder this user may not write); None for other errors (a bug, not input)."""
+    if exc.filename is None:
+        return None
+    path = str(exc.filename)
+    if isinstance(exc, PermissionError):
+        return EngineError(f"{path}: permission denied", "choose a folder you can write to (or a file you can "
+                           "read)", path=path)
+    if isinstance(exc, (FileExistsError, IsADirectoryError)):
+        return EngineError(f"{path}: is in the way (a file or folder of that name exists)",
+                           "choose another output name, or move that one away", path=path)
+    if isinstance(exc, (NotADirectoryError, FileNotFoundError)):
+        return EngineError(f"{path}: a folder on its way is missing or is a file",
+                           "choose an output inside an existing folder", path=path)
+    return None
+
+
 def write_failed(path: str | Path) -> EngineError:
     """For writers that only say 'failed' (OpenCV, ffmpeg): the disk is full, or the folder is not writable."""
     path = Path(path)

@@ -157,14 +157,14 @@ class SyncTalkSceneSettings(bpy.types.PropertyGroup):
                                  description="Object or armature that receives the head pose (optional)")
     head_bone: StringProperty(name="Bone", description="Head bone of the armature")
     # Animation controls (the engine's `animate` options).
-    intensity_mouth: FloatProperty(name="Mouth", default=1.0, min=0.0, soft_max=2.0)
-    intensity_jaw: FloatProperty(name="Jaw", default=1.0, min=0.0, soft_max=2.0)
-    intensity_brows: FloatProperty(name="Brows", default=1.0, min=0.0, soft_max=2.0)
-    intensity_eyes: FloatProperty(name="Eyes", default=1.0, min=0.0, soft_max=2.0)
-    intensity_cheeks: FloatProperty(name="Cheeks", default=1.0, min=0.0, soft_max=2.0)
-    intensity_nose: FloatProperty(name="Nose", default=1.0, min=0.0, soft_max=2.0)
-    intensity_tongue: FloatProperty(name="Tongue", default=1.0, min=0.0, soft_max=2.0)
-    head_motion: FloatProperty(name="Head Motion", default=1.0, min=0.0, soft_max=2.0,
+    intensity_mouth: FloatProperty(name="Mouth", default=1.0, min=0.0, max=10.0, soft_max=2.0)
+    intensity_jaw: FloatProperty(name="Jaw", default=1.0, min=0.0, max=10.0, soft_max=2.0)
+    intensity_brows: FloatProperty(name="Brows", default=1.0, min=0.0, max=10.0, soft_max=2.0)
+    intensity_eyes: FloatProperty(name="Eyes", default=1.0, min=0.0, max=10.0, soft_max=2.0)
+    intensity_cheeks: FloatProperty(name="Cheeks", default=1.0, min=0.0, max=10.0, soft_max=2.0)
+    intensity_nose: FloatProperty(name="Nose", default=1.0, min=0.0, max=10.0, soft_max=2.0)
+    intensity_tongue: FloatProperty(name="Tongue", default=1.0, min=0.0, max=10.0, soft_max=2.0)
+    head_motion: FloatProperty(name="Head Motion", default=1.0, min=0.0, max=10.0, soft_max=2.0,
                                description="Scale of the head's movement (0: still)")
     smooth: FloatProperty(name="Smoothing", default=0.0, min=0.0, soft_max=4.0,
                           description="Gaussian smoothing of the curves, sigma in frames (0: off)")

@@ -232,6 +232,9 @@ class SYNCTALK_OT_export_livelink(bpy.types.Operator, ExportHelper):
             self.report({"ERROR"}, f"cannot write {self.filepath}: {exc}")
             return {"CANCELLED"}
         self.report({"INFO"}, f"wrote {len(frames)} frames (scene frames {frames[0]:g}-{frames[-1]:g}) to {path}")
+        if fps != round(fps):
+            self.report({"WARNING"}, f"Live Link Face CSV counts whole frame rates: read back, these {fps:.3f}-fps "
+                                     f"frames play at {round(fps)} (Import CSV into a {round(fps)}-fps scene)")
         return {"FINISHED"}
 
 

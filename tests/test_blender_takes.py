@@ -226,7 +226,7 @@ def test_mapping_table_edits_and_a_saved_user_preset_drive_the_keys(scene, tmp_p
     assert mapping.targets["jawOpen"] == ["My_Jaw"] and len(mapping.targets) == 52
 
 
-def test_live_link_csv_round_trip_keeps_values_timecode_and_eye_angles(scene, tmp_path):
+def test_live_link_csv_round_trip_keeps_values_timecode_and_eye_angles(scene, tmp_path, capfd):
     from engine.expression.livelink import read_livelink_take, timecode_frames, write_livelink_csv
     scene.render.fps, scene.render.fps_base = 30, 1.0
     rng = np.random.default_rng(5)
@@ -253,6 +253,9 @@ def test_live_link_csv_round_trip_keeps_values_timecode_and_eye_angles(scene, tm
     scene.render.fps = 25
     assert bpy.ops.synctalk.export_livelink(filepath=str(out)) == {"FINISHED"}
     assert out.read_text().splitlines()[1].split(",")[0] == "00:32:09:06.000"
+    scene.render.fps, scene.render.fps_base = 30, 1.001   # a 29.97 scene: written at 30, and said so
+    assert bpy.ops.synctalk.export_livelink(filepath=str(out)) == {"FINISHED"}
+    assert "read back, these 29.970-fps frames play at 30" in capfd.readouterr().out
 
 
 def test_a_retrained_model_file_drives_the_keys_like_the_model_it_holds(scene, tmp_path):

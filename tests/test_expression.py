@@ -189,6 +189,8 @@ def test_animate_cli_writes_live_link_csv_at_any_fps(trained, tmp_path, capsys):
     lines = out.read_text().splitlines()
     assert lines[0].split(",") == list(HEADER) and len(lines) == result["frames"] + 1
     assert lines[31].startswith("00:00:01:00.000,61,")  # non-drop-frame timecode at the nominal 30
+    warnings = [json.loads(line)["message"] for line in stdout.splitlines() if '"warning"' in line]
+    assert any("read back, these 29.97-fps curves play at 30 and drift 0.01 s" in w for w in warnings), warnings
     curves = Curves.load(out)
     assert curves.weights[:, JAW].max() > curves.weights[:, JAW].min() + 0.02  # the jaw moves
     assert np.abs(curves.head_rotation).max() > 0  # replayed head motion
@@ -305,6 +307,13 @@ def test_animate_errors_are_clear(trained, tmp_path, capsys):
     assert code == 2 and "is a folder" in stderr and not list(tmp_path.glob(".take.partial*"))
     with pytest.raises(EngineError):
         parse_intensity("mouth=loud")
+    for bad in ("head=nan", "mouth=-1", "jaw=inf"):   # NaN head angles were written, which the reader refuses
+        with pytest.raises(EngineError, match="out of range"):
+            parse_intensity(bad)
+    for argv in (["--seed", "-1"], ["--fps", "nan"]):
+        code, _, stderr = _engine(capsys, "animate", str(shared_file("audio", "zh_8s.wav")), "--generic", "-o",
+                                  str(tmp_path / "x.csv"), *argv)
+        assert code == 2 and "is out of range" in stderr and "Traceback" not in stderr
 
 
 def test_blinks_follow_the_measured_rate_and_duration():
@@ -367,6 +376,16 @@ def test_live_link_take_keeps_its_first_timecode_and_eye_angles(tmp_path):
     take = read_livelink_take(path)
     assert take.first_frame == first and take.curves.fps == 30
     np.testing.assert_allclose(take.eye_angles, eyes, atol=1e-6)
+    # A phone drops a row now and then (a busy app), or writes one twice: rows go to their timecodes' frames,
+    # a dropped one interpolated, so the take keeps its length and stays on the sound.
+    gappy = tmp_path / "gappy.csv"
+    gappy.write_text("\n".join([rows[0], *rows[1:11], rows[10], *rows[12:]]) + "\n")   # frame 9 twice, 10 dropped
+    again = read_livelink_take(gappy)
+    assert len(again.curves) == 40 and again.first_frame == first
+    np.testing.assert_allclose(again.curves.weights[10], (take.curves.weights[9] + take.curves.weights[11]) / 2,
+                               atol=1e-5)
+    np.testing.assert_allclose(again.curves.weights[20:], take.curves.weights[20:], atol=1e-6)
+    np.testing.assert_allclose(again.eye_angles[30], eyes[30], atol=1e-6)
 
 
 def test_train_ave_cli_on_a_subject(may_subject, tmp_path, capsys):

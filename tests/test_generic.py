@@ -8,6 +8,7 @@ import pytest
 
 from conftest import shared_file
 from engine.arkit import ARKIT_INDEX, MOUTH_AND_JAW
+from engine.errors import EngineError
 from engine.expression.animate import Animator
 from engine.expression.blinks import BlinkModel, blink_curves, blink_times
 from engine.expression.gaze import gaze_path
@@ -316,3 +317,15 @@ def test_each_voice_of_a_dialogue_recorded_on_two_channels_moves_only_its_own_mo
     soundfile.write(str(mono), left, 16000)
     assert main(["animate", str(mono), "--generic", "-o", str(out), "--channel", "left"]) == 2
     assert f"{mono}: has one channel" in capsys.readouterr().err
+
+
+def test_a_studio_manifest_saved_by_a_spreadsheet_is_read_or_refused_by_name(tmp_path):
+    """MANIFEST.tsv as a spreadsheet saves it: UTF-8 with a byte-order mark (read: its header was not found
+    before), or Latin-1 (refused with the file named: a UnicodeDecodeError traceback before)."""
+    from engine.expression.corpus import _manifest_speakers
+    manifest = tmp_path / "MANIFEST.tsv"
+    manifest.write_bytes("file\tspeaker\nana.mp4\tJosé\n".encode("utf-8-sig"))
+    assert _manifest_speakers(tmp_path) == {"ana.mp4": "José"}
+    manifest.write_bytes("file\tspeaker\nana.mp4\tJosé\n".encode("latin-1"))
+    with pytest.raises(EngineError, match=r"MANIFEST.tsv: is not UTF-8 text .*at byte 24"):
+        _manifest_speakers(tmp_path)

@@ -491,6 +491,14 @@ def test_a_file_holding_two_pictures_learns_from_the_stream_asked_for(tmp_path):
         assert np.array_equal(source[3], second[3]) and np.array_equal(source[40], second[40])
 
 
+def test_a_clip_of_a_second_makes_a_subject(tmp_path):
+    """1.2 s of a clip (or 5 s read at 5 frames/s): few keypoints stay tracked long enough, and the stabilizer's
+    bundle adjustment indexed its anchors' observations past its keypoints (an IndexError)."""
+    clip = shared_file("video", "may_5s.mp4")
+    assert preprocess(clip, tmp_path / "short", size=64, end_s=1.2)["frames"] == 30
+    assert preprocess(clip, tmp_path / "slow", size=64, fps=5.0)["frames"] == 25
+
+
 def test_command_line_reports_error_as_json(clips, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "engine", "preprocess", str(clips / "silent_track.mp4"),
                            "-o", str(tmp_path / "s"), "--progress", "jsonl"],

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, events, interruptible, run_engine
+from conftest import ENGINE_PYTHON, ROOT, events, interruptible, run_engine
 from engine.curves import Curves
 from engine.errors import EngineError
 from engine.jobs import ERROR, STAGE, child_environment, decode
@@ -310,6 +310,49 @@ def test_preprocess_on_a_full_disk_is_one_message(tiny_clip, tmp_path):
         error = error_of(proc)
         assert "the disk is full" in error["message"]
         assert list(disk.iterdir()) == []   # no half-written subject, no temporary folder
+
+
+def test_an_output_the_file_system_refuses_is_one_message(tmp_path):
+    """A folder on the output's way that is a file, or a folder this user may not write: an error event naming
+    the path (what Blender shows), not a traceback."""
+    from conftest import shared_file
+    (tmp_path / "notes").write_text("a file, not a folder")
+    speech = shared_file("audio", "zh_8s.wav")
+    error = error_of(run_engine("animate", speech, "--generic", "-o", tmp_path / "notes" / "line.csv"))
+    assert error["message"] == f"{tmp_path / 'notes'}: is in the way (a file or folder of that name exists)"
+    assert error["path"] == str(tmp_path / "notes")
+    error = error_of(run_engine("preprocess", speech.parent.parent / "video" / "may_5s.mp4", "-o",
+                                tmp_path / "notes" / "subject"))
+    assert "notes" in error["message"] and error["hint"]
+
+
+def test_another_users_subject_renders_without_writing_its_cache(tiny_trained):
+    """A subject on a read-only share (or another user's): render reads it and writes only its own output; the
+    feature cache it cannot write is skipped (a PermissionError traceback before). Run as the unprivileged user
+    'nobody' where the tests run as root (CI), which the file system does not refuse anything."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run the engine as another user")
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    from engine.jobs import child_environment
+    if subprocess.run([*nobody, str(ENGINE_PYTHON), "-c", "import engine"], cwd=ROOT, capture_output=True,
+                      env=child_environment()).returncode != 0:
+        pytest.skip("the checkout or its venv is not readable by another user here")
+    from conftest import shared_file
+    with tempfile.TemporaryDirectory() as folder:   # /tmp: a folder 'nobody' may write its render into
+        out = Path(folder)
+        out.chmod(0o777)
+        from engine.media.audio import load_audio, write_wav
+        speech = write_wav(out / "line.wav", load_audio(shared_file("audio", "zh_8s.wav"))[:16000])   # 1 s
+        speech.chmod(0o644)
+        subject = shutil.copytree(tiny_trained, out / "subject")   # owned by root: read-only to 'nobody'
+        for path in [subject, *subject.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        proc = subprocess.run([*nobody, str(ENGINE_PYTHON), "-m", "engine", "render", str(subject), "--audio",
+                               str(speech), "-o", str(out / "take.mp4"), "--crop", "--progress", "quiet"],
+                              cwd=ROOT, capture_output=True, text=True,
+                              env={**child_environment(), "HOME": folder})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert (out / "take.mp4").stat().st_uid == 65534
 
 
 def test_training_on_a_full_disk_keeps_its_last_checkpoint(tiny_subject, tmp_path):

@@ -3,6 +3,7 @@
 The NeRF is the expensive part on CPU: each test renders only a handful of frames.
 """
 import json
+import re
 import shutil
 import subprocess
 
@@ -346,3 +347,61 @@ def test_render_command_writes_the_edits_frame_rate(subject, speech, tmp_path):
     assert main(["render", str(subject.root), "--audio", str(speech), "-o", str(tmp_path / "cut.mp4"),
                  "--progress", "quiet"]) == 2
     assert not list(tmp_path.glob(".cut.partial*"))
+
+
+def test_a_render_never_writes_over_what_it_reads(subject, speech, tmp_path, capsys):
+    """An output named like the speech, the subject's source clip or one of the subject's own files or folders is
+    refused before anything is written (a render into the subject's frames/ broke the next render); a folder of
+    its own in the subject (Blender's renders/) is fine. An output of another file type is refused too, not
+    turned into a folder of frames under that name."""
+    speech = shared_file("video", "may_5s.mp4")           # a clip's sound as the speech: named like an output
+    copy = shutil.copy(speech, tmp_path / "line.mp4")
+    clip = subject.meta.source.clip_in(subject.root)
+    before = {path: path.stat().st_mtime_ns for path in (clip, subject.root / "frames" / "000000.png")}
+    for output, words in ((copy, "is the speech it renders"), (clip, "is the subject's source clip"),
+                          (subject.root / "frames", "is one of the subject's own files or folders"),
+                          (tmp_path / "take.avi", "is written as an mp4 .* or a folder of PNG frames")):
+        assert main(["render", str(subject.root), "--audio", str(copy), "-o", str(output), "--frames", "0:2",
+                     "--progress", "quiet"]) == 2
+        assert re.search(words, capsys.readouterr().err), words
+    assert {path: path.stat().st_mtime_ns for path in before} == before and not (tmp_path / "take.avi").exists()
+    assert load_audio_length(copy) == load_audio_length(speech)
+    renders = subject.root / "renders" / "take.mp4"
+    try:
+        run_engine("render", subject.root, "--audio", copy, "-o", renders, "--frames", "0:2", "--crop")
+        assert probe(renders).has_video
+    finally:
+        shutil.rmtree(subject.root / "renders")
+
+
+def load_audio_length(path) -> int:
+    from engine.media.audio import load_audio
+    return len(load_audio(path))
+
+
+def test_preprocessing_a_trained_subject_again_is_asked_for_and_keeps_the_users_files(subject, tmp_path, capsys):
+    """Preprocess into a subject that holds a trained head: refused (the head would be dropped) unless --replace;
+    with it, the subject is made anew and files of the user's in its folder (renders/) stay."""
+    copy = shutil.copytree(subject.root, tmp_path / "may")
+    (copy / "renders").mkdir()
+    (copy / "renders" / "take1.mp4").write_bytes(b"a render of mine")
+    clip = subject.meta.source.clip_in(subject.root)
+    argv = ["preprocess", str(clip), "-o", str(copy), "--size", "64", "--end", "3", "--progress", "quiet"]
+    assert main(argv) == 2
+    assert "holds a trained head (model/), which preprocessing again would drop" in capsys.readouterr().err
+    assert (copy / "model" / "head.safetensors").is_file()
+    assert main([*argv, "--replace"]) == 0
+    assert Subject(copy).size == 64 and not (copy / "model").exists()
+    assert (copy / "renders" / "take1.mp4").read_bytes() == b"a render of mine"
+
+
+def test_frames_an_earlier_longer_render_left_in_a_png_folder_are_named(subject, speech, tmp_path, capsys):
+    """A folder of frames rendered again from shorter speech: the earlier render's frames past this one's end
+    would play on after it; the render says so (frames of the same speech, a split render's pieces, are not)."""
+    from engine.media.audio import load_audio, write_wav
+    short = write_wav(tmp_path / "short.wav", load_audio(speech)[:16000])   # 25 frames
+    run_engine("render", subject.root, "--audio", speech, "-o", tmp_path / "take", "--frames", "30:32", "--crop")
+    run_engine("render", subject.root, "--audio", speech, "-o", tmp_path / "take", "--frames", "0:2", "--crop")
+    assert "numbered past" not in capsys.readouterr().err
+    run_engine("render", subject.root, "--audio", short, "-o", tmp_path / "take", "--frames", "0:2", "--crop")
+    assert "holds 2 frames numbered past this speech's 25 (from an earlier render)" in capsys.readouterr().err

@@ -301,13 +301,16 @@ class SpeechFeatures:
                 features = load_file(str(path))["features"]
             except Exception:  # a damaged cache file is recomputed, never trusted
                 features = None
-        if features is None or features.shape != (stop, encoder.dim):
-            features = self._compute(encoder, fps, 0, stop)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_tensors(path, {"features": features})
-            _prune(path.parent)
-        else:
-            os.utime(path)  # most recently used: pruned last
+        try:   # a cache, not a need: a subject on a read-only share, or another user's, renders all the same
+            if features is None or features.shape != (stop, encoder.dim):
+                features = self._compute(encoder, fps, 0, stop)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_tensors(path, {"features": features})
+                _prune(path.parent)
+            else:
+                os.utime(path)  # most recently used: pruned last
+        except PermissionError:
+            pass
         return features
 
 

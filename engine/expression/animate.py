@@ -153,5 +153,8 @@ def parse_intensity(text: str | None) -> dict:
             out[name.strip()] = float(value)
         except ValueError:
             raise EngineError(f"bad --intensity item '{item}'", "write it as region=factor, e.g. mouth=1.2") from None
+        if not 0 <= out[name.strip()] <= 10:   # NaN too
+            raise EngineError(f"--intensity item '{item}' is out of range", "use a factor from 0 to 10 (1: as "
+                              "the model gives it)")
     return out
 

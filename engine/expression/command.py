@@ -57,6 +57,11 @@ def run(args, progress) -> dict:
         raise EngineError(f"{output}: unknown curves format", "name the output .csv or .stcurves", path=str(output))
     require_output_file(output)
     intensity = parse_intensity(args.intensity)
+    # before the speech is read (`not 0 < x <= 240` refuses NaN too)
+    if not 0 < args.fps <= 240:
+        raise EngineError(f"frame rate {args.fps} is out of range", "use a frame rate such as 24, 25, 30 or 29.97")
+    if args.seed is not None and not 0 <= args.seed < 2 ** 32:
+        raise EngineError(f"--seed {args.seed} is out of range", "use a whole number from 0 to 4294967295")
     started = time.monotonic()
     subject = Subject(args.subject) if args.subject else None
     animator = Animator(subject, args.generic, args.encoder, args.models, args.model)
@@ -66,6 +71,11 @@ def run(args, progress) -> dict:
     curves = animator(speech, args.fps, args.smooth, intensity, args.head, seed, args.blink_rate, progress=progress,
                       lead=args.lead)
     curves.save(output)
+    if output.suffix.lower() == ".csv" and args.fps != round(args.fps):
+        drift = len(curves) / round(args.fps) - len(curves) / args.fps
+        progress.warn(f"{output}: a Live Link Face CSV counts whole frame rates: read back, these {args.fps:g}-fps "
+                      f"curves play at {round(args.fps)} and drift {abs(drift):.2f} s by their end; .stcurves keeps "
+                      "the rate")
     return {"output": str(output), "frames": len(curves), "fps": curves.fps,
             "seconds_audio": round(speech.audio.seconds, 2), "start_s": args.start or 0.0, "channel": args.channel,
             "audio_track": args.audio_track,

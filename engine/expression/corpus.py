@@ -83,8 +83,13 @@ def _manifest_speakers(folder: Path) -> dict[str, str]:
     manifest = folder / "MANIFEST.tsv"
     if not manifest.is_file():
         return {}
-    with manifest.open(newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
+    try:   # utf-8-sig: a spreadsheet program's UTF-8 starts with a byte-order mark
+        with manifest.open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+    except UnicodeDecodeError as exc:
+        raise EngineError(f"{manifest}: is not UTF-8 text ({exc.reason} at byte {exc.start})",
+                          "save it again as UTF-8 (a spreadsheet's \"UTF-8 tab-separated\" export)",
+                          path=str(manifest)) from None
     if rows and not {"file", "speaker"} <= set(rows[0]):
         raise EngineError(f"{manifest}: needs the columns 'file' and 'speaker'", "fix the header, or remove the file",
                           path=str(manifest))

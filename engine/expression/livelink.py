@@ -127,10 +127,40 @@ def read_livelink_take(path: str | Path, fps: float | None = None) -> LiveLinkTa
                               "check that the file is a complete Live Link Face export", path=str(path)) from exc
     fps = checked_fps(_infer_fps([r[0] for r in body]) if fps is None else fps, path, "Timecode")
     try:
-        first = timecode_frames(body[0][0], fps)
-    except ValueError:
-        first = 0   # not a timecode: the take starts at 00:00:00:00
+        frames = _timecode_frames([r[0] for r in body], fps)
+    except ValueError:   # not timecodes: one row a frame from 00:00:00:00
+        frames = None
+    if frames is not None and _dropped_or_repeated(frames, fps):
+        weights, rotation, eyes = _on_their_frames(frames, weights, rotation, eyes)
+    first = 0 if frames is None else int(frames[0])
     return LiveLinkTake(Curves(fps, np.clip(weights, 0, 1), rotation), first, eyes)
+
+
+def _timecode_frames(codes: list[str], fps: float) -> np.ndarray:
+    """The rows' frame numbers from their timecodes, on through midnight (a take past it)."""
+    frames = np.array([timecode_frames(code, fps) for code in codes], np.int64)
+    day = 24 * 3600 * max(1, round(fps))
+    return frames + day * np.cumsum(np.r_[0, np.diff(frames) < -day // 2])
+
+
+def _dropped_or_repeated(frames: np.ndarray, fps: float) -> bool:
+    """Whether timecodes a frame apart skip or repeat a few: rows a phone dropped or wrote twice. Timecodes that
+    stand still or jump back, or skip more than a second, are not a frame's each (a tool writing one timecode
+    for all): such rows are read one a frame."""
+    steps = np.diff(frames)
+    if not len(steps) or np.all(steps == 1):
+        return False
+    return steps.min() >= 0 and steps.max() <= max(1, round(fps)) and np.mean(steps == 1) > 0.5
+
+
+def _on_their_frames(frames: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Rows placed at their timecodes' frames: a row the phone dropped (a busy app, a hot phone) interpolated
+    from its neighbours, a repeated timecode's row kept once (rows read one a frame run ahead of the sound)."""
+    order = np.argsort(frames, kind="stable")
+    kept = order[np.r_[True, np.diff(frames[order]) > 0]]
+    grid = np.arange(frames[kept[0]], frames[kept[-1]] + 1)
+    return tuple(np.stack([np.interp(grid, frames[kept], column[kept]) for column in v.T], 1).astype(np.float32)
+                 if v.shape[1] else np.zeros((len(grid), 0), np.float32) for v in values)
 
 
 def _value(row: list[str], column: int, header: list[str]) -> float:

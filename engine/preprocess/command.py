@@ -30,6 +30,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sequence-fps", type=float, default=None, metavar="RATE",
                         help="the frame rate an image sequence plays at (required for one: its frames have none)")
     add_channel_option(parser)
+    parser.add_argument("--replace", action="store_true",
+                        help="make SUBJECT_DIR anew though it holds a trained head (which goes with it; files of "
+                             "yours in the folder stay)")
     parser.add_argument("--models", default=None, metavar="DIR",
                         help="folder with face_landmarker.task and selfie_segmenter.tflite "
                              "(default: $SYNCTALK_MODELS, then the cache)")
@@ -40,4 +43,5 @@ def run(args: argparse.Namespace, progress) -> dict:
     return preprocess(args.clip, args.output, fps=args.fps, size=args.size, models_dir=args.models,
                       progress=progress, start_s=args.start, end_s=args.end, audio=args.audio,
                       audio_offset=args.audio_offset, channel=args.channel,
-                      sequence_fps=args.sequence_fps, audio_track=args.audio_track, video_stream=args.video_stream)
+                      sequence_fps=args.sequence_fps, audio_track=args.audio_track, video_stream=args.video_stream,
+                      replace=args.replace)

@@ -44,7 +44,7 @@ from ..progress import Progress
 from ..tracking import stabilize
 from ..files import preallocated_memmap, require_free_space, sha256_of, write_failed
 from ..lock import JobLock
-from ..subject.format import SOURCE_COPY, SubjectWriter, frame_name
+from ..subject.format import BACKGROUND_FILE, MODEL_DIR, SOURCE_COPY, SubjectWriter, frame_name
 from ..subject.schema import MAX_FPS, CropBox, Source, Split, SubjectMeta, span_frames
 from . import gaps
 from .shots import ShotDetector, face_steps, held_out_stretch
@@ -122,14 +122,15 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
                models_dir: str | Path | None = None, progress: Progress | None = None,
                start_s: float | None = None, end_s: float | None = None, audio: str | Path | None = None,
                audio_offset: float = 0.0, channel: str | None = None, sequence_fps: float | None = None,
-               audio_track: int = 1, video_stream: int | None = None) -> dict:
+               audio_track: int = 1, video_stream: int | None = None, replace: bool = False) -> dict:
     """`start_s`, `end_s`: the span of the clip to make the subject from, in seconds (None: its start, its end);
     its frames are numbered from 0 and subject.json's source says where frame 0 lies in the clip.
     `audio`: the speech from this recording instead of the clip's own track (double-system sound: a sound
     recorder's file beside the camera's clip); its (or the own track's) second `audio_offset` lies at the clip's
     first frame. `channel`: the side of a two-microphone recording that holds the person's voice; `audio_track`:
     which of its (or the clip's) audio tracks, from 1. `video_stream`: which of the clip's video streams, from 0
-    (None: its first that is not a cover picture).
+    (None: its first that is not a cover picture). `replace`: make a subject already trained anew (its trained
+    head would no longer match its frames, so it goes too); without it, such a subject is refused.
     `clip` may name an image sequence (media/sequence.py), played at `sequence_fps`, with its sound in `audio`:
     it is encoded once into a working copy that the subject keeps (SOURCE_COPY)."""
     progress = progress or Progress("quiet")
@@ -158,6 +159,10 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
         # Checked now as well as at commit, so a wrong folder is refused before minutes of work.
         raise EngineError(f"{destination} exists and is not a subject folder",
                           "choose an empty or new output folder", path=str(destination))
+    if not replace and (destination / MODEL_DIR).is_dir() and any((destination / MODEL_DIR).iterdir()):
+        raise EngineError(f"{destination}: holds a trained head ({MODEL_DIR}/), which preprocessing again would drop",
+                          "preprocess into another folder, or pass --replace to make this subject anew",
+                          path=str(destination))
     sound = SoundOfClip(None if audio is None else Path(audio), audio_offset, channel, audio_track)
     if sequence is None:
         info = open_clip(clip, video_stream)
@@ -213,9 +218,12 @@ class SoundOfClip:
         end = None if footage.seconds is None else start + footage.seconds
         start, end = start + self.offset, (audio.seconds if end is None else end + self.offset)
         if start < -MISSING_SOUND_S or end > audio.seconds + MISSING_SOUND_S:
+            covered = (f"covers {max(0.0, -self.offset):.2f}-{audio.seconds - self.offset:.2f} s of the clip"
+                       if audio.seconds > self.offset else f"ends ({audio.seconds:.2f} s) before the second "
+                       f"{self.offset:g} given as the clip's first frame, so covers none of the clip")
             raise EngineError(
-                f"{recording}: covers {max(0.0, -self.offset):.2f}-{audio.seconds - self.offset:.2f} s of the clip "
-                f"{footage.label.name}, which plays {start - self.offset:.2f}-{end - self.offset:.2f} s",
+                f"{recording}: {covered} {footage.label.name}, which plays {start - self.offset:.2f}-"
+                f"{end - self.offset:.2f} s",
                 "give where the clip's first frame lies in the recording (--audio-offset, seconds), or a "
                 "recording that covers the clip" if self.path else
                 "its own sound, moved by the offset, leaves the clip's ends without sound: make the subject from "
@@ -272,7 +280,7 @@ def _preprocess(footage: Footage, sound: SoundOfClip, destination: Path, size: i
                            f"a subject of {n} frames at {size} px")
 
         plate = build_plate(footage, box, size, n, models_dir, progress)
-        _write_png(root / "background.png", plate[..., ::-1])
+        _write_png(root / BACKGROUND_FILE, plate[..., ::-1])
         gray_path = root / ".gray.u8"   # the stabilizer's input, on disk rather than in memory
         gray = preallocated_memmap(gray_path, np.uint8, (n, size, size))
         analysed = analyse_crops(footage, box, size, plate, gray, root, models_dir, progress)

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from ..files import atomic_output
-from ..subject.format import frame_name
+from ..subject.format import BACKGROUND_FILE, PREVIEW_FILE, frame_name
 from ..subject.schema import CropBox, SubjectMeta
 
 TILE = 256
@@ -61,7 +61,7 @@ def write_preview(root: Path, meta: SubjectMeta, landmarks: np.ndarray, valid: n
         axis.set_ylabel(unit)
         axis.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    path = root / "preview.png"
+    path = root / PREVIEW_FILE
     try:
         with atomic_output(path) as tmp:
             fig.savefig(tmp)
@@ -92,7 +92,7 @@ def contact_sheet(root: Path, landmarks: np.ndarray, valid: np.ndarray, fps: flo
         overlay[labels == 0] = frame[labels == 0] * 0.6
         bottom.append(_tile(overlay.astype(np.uint8)))
     middle = picks[len(picks) // 2]
-    top.append(_tile(_read(root / "background.png", cv2.IMREAD_COLOR)[..., ::-1]))
+    top.append(_tile(_read(root / BACKGROUND_FILE, cv2.IMREAD_COLOR)[..., ::-1]))
     bottom.append(_tile(_read(root / "torso" / frame_name(middle), cv2.IMREAD_COLOR)[..., ::-1]))
     _label(top[-1], "background plate")
     _label(bottom[-1], f"torso image {middle}")

@@ -58,6 +58,7 @@ def run(args, progress) -> dict:
     if not 0 < fps <= 240:
         raise EngineError(f"--fps {args.fps:g} is out of range", "use a frame rate such as 24, 25, 29.97 or 30")
     fmt = choose_format(args.format, args.output)
+    _refuse_writing_over_inputs(args.output, subject, args)
     if fmt == "mp4":
         require_output_file(args.output)
     with JobLock(args.output, "render"):
@@ -65,6 +66,20 @@ def run(args, progress) -> dict:
         if fmt != "mp4":
             remove_leftovers(args.output)
         return _render(subject, fmt, fps, args, progress)
+
+
+def _refuse_writing_over_inputs(output: Path, subject: Subject, args) -> None:
+    """A render never writes over what it reads: the speech, the curves, the subject's clip or the subject's own
+    files (a folder of its own beside them, as Blender's renders/, is fine)."""
+    source = subject.meta.source
+    inputs = {"the speech it renders (--audio)": args.audio, "the curves that drive it (--curves)": args.curves,
+              "the subject's source clip": source and source.clip_in(subject.root)}
+    for what, path in inputs.items():
+        if path is not None and Path(path).resolve() == output.resolve():
+            raise EngineError(f"{output}: is {what}", "name another output", path=str(output))
+    if subject.holds(output):
+        raise EngineError(f"{output}: is one of the subject's own files or folders", "render to a folder of its "
+                          f"own (e.g. {subject.root / 'renders'})", path=str(output))
 
 
 def _render(subject: Subject, fmt: str, fps: float, args, progress) -> dict:
@@ -110,6 +125,11 @@ def _render(subject: Subject, fmt: str, fps: float, args, progress) -> dict:
             output.abort()
             raise
         path = output.close()
+    if fmt != "mp4":   # frames of an earlier, longer render of other speech would play on after this one's
+        stale = [p for p in path.glob("*.png") if p.stem.isdigit() and int(p.stem) >= total]
+        if stale:
+            progress.warn(f"{path}: holds {len(stale)} frames numbered past this speech's {total} (from an earlier "
+                          "render): remove them, or render into an empty folder")
     elapsed = time.monotonic() - started
     return {"output": str(path), "format": fmt, "frames": [start, stop], "total_frames": total,
             "width": width, "height": height, "full_frame": framing.full, "fps": fps, "channel": args.channel,

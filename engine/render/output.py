@@ -22,6 +22,10 @@ MUX_RATE = 48000
 
 
 def choose_format(requested: str | None, out: Path) -> str:
+    if requested is None and out.suffix and out.suffix.lower() not in VIDEO_SUFFIXES:
+        raise EngineError(f"{out}: a render is written as an mp4 (.mp4, .mov, .mkv) or a folder of PNG frames",
+                          "name the output e.g. speech.mp4, or give a folder name without an extension",
+                          path=str(out))
     if requested is None:
         return "mp4" if out.suffix.lower() in VIDEO_SUFFIXES else "png"
     if requested == "mp4" and out.suffix.lower() not in VIDEO_SUFFIXES:

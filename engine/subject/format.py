@@ -50,6 +50,11 @@ IMAGE_FOLDERS = ("frames", "parsing", "facemask", "torso")
 META_FILE, TRACKS_FILE, AUDIO_FILE = "subject.json", "tracks.safetensors", "audio.wav"
 SOURCE_COPY = "source.mp4"
 MODEL_DIR = "model"
+BACKGROUND_FILE, PREVIEW_FILE, CACHE_DIR = "background.png", "preview.png", "cache"
+# What the folder holds of its own; anything else in it is the user's (Blender's renders/, say): preprocessing
+# again keeps it, and a render never writes into the folder's own entries.
+OWN_ENTRIES = (*IMAGE_FOLDERS, META_FILE, TRACKS_FILE, AUDIO_FILE, SOURCE_COPY, MODEL_DIR, BACKGROUND_FILE,
+               PREVIEW_FILE, CACHE_DIR)
 HEAD_WEIGHTS, HEAD_CONFIG, CHECKPOINT = "head.safetensors", "head.json", "checkpoint.safetensors"
 
 __all__ = ["FORMAT", "VERSION", "CropBox", "Subject", "SubjectMeta", "SubjectWriter", "expression_file", "frame_name"]
@@ -140,6 +145,9 @@ class SubjectWriter:
             shutil.rmtree(old, ignore_errors=True)
             os.replace(self.destination, old)
             os.replace(self.root, self.destination)
+            for entry in old.iterdir():   # the user's files beside the subject's own stay where they were
+                if entry.name not in OWN_ENTRIES:
+                    os.replace(entry, self.destination / entry.name)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(self.root, self.destination)
@@ -184,10 +192,18 @@ class Subject:
                               path=str(self.root / META_FILE))
         return self.meta.intrinsics
 
+    def holds(self, path: str | Path) -> bool:
+        """Whether `path` is the folder itself, one of its own entries (OWN_ENTRIES) or lies in one."""
+        try:
+            relative = Path(path).resolve().relative_to(self.root.resolve())
+        except ValueError:
+            return False
+        return not relative.parts or relative.parts[0] in OWN_ENTRIES
+
     @property
     def cache_dir(self) -> Path:
         """Derived data kept between runs (audio features keyed by the audio's checksum); safe to delete."""
-        return self.root / "cache"
+        return self.root / CACHE_DIR
 
     def split(self, name: str) -> np.ndarray:
         """Frame indices of 'train' or 'test', without the excluded frames."""
@@ -277,7 +293,7 @@ class Subject:
 
     def background(self) -> np.ndarray:
         import cv2
-        path = self.root / "background.png"
+        path = self.root / BACKGROUND_FILE
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise EngineError(f"{path}: missing", REPROCESS, path=str(path))

@@ -281,8 +281,9 @@ class _Problem:
         # Border columns of the reduced matrix: anchors have no keypoint term, the focal length has.
         border = a[:, POSE * n:].toarray()
         border[:, -1] = operator.matvec(np.eye(1, n_y, focal_at)[0])
-        precondition = self._preconditioner(a_blocks, ne["b"], c_inv[self.slot[obs.point]] * on_key[:, None, None],
-                                            border)
+        c_inv_per_obs = np.zeros((len(slot), 3, 3))   # an anchor's observation has no keypoint term
+        c_inv_per_obs[on_key] = c_inv[slot[on_key]]
+        precondition = self._preconditioner(a_blocks, ne["b"], c_inv_per_obs, border)
         y, _ = scipy.sparse.linalg.cg(operator, rhs, M=precondition, rtol=1e-3, maxiter=100)
         dx = -(c_inv_sparse @ (g_x + b.T @ y))
         d_points = np.zeros((self.n_points, 3))

@@ -234,7 +234,7 @@ class SYNCTALK_OT_export_livelink(bpy.types.Operator, ExportHelper):
         self.report({"INFO"}, f"wrote {len(frames)} frames (scene frames {frames[0]:g}-{frames[-1]:g}) to {path}")
         if fps != round(fps):
             self.report({"WARNING"}, f"Live Link Face CSV counts whole frame rates: read back, these {fps:.3f}-fps "
-                                     f"frames play at {round(fps)} (Import CSV into a {round(fps)}-fps scene)")
+                                     f"frames play at {round(fps)}, {abs(round(fps) / fps - 1):.1%} fast")
         return {"FINISHED"}
 
 

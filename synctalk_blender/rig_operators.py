@@ -44,6 +44,13 @@ def _preset_items(self, context):
     return _preset_items_cache
 
 
+def _refused_in_tweak_mode(operator, take) -> bool:
+    """Reports and returns True where an object of the take is in the NLA's tweak mode (its action cannot be set)."""
+    if tweaked := takes.tweaked_object(take):
+        operator.report({"ERROR"}, f"'{tweaked}' is in the NLA editor's tweak mode: leave it (Tab) first")
+    return tweaked is not None
+
+
 class SYNCTALK_OT_switch_take(bpy.types.Operator):
     """Play the selected take: its actions become the ones on its meshes and head"""
     bl_idname = "synctalk.switch_take"
@@ -59,8 +66,7 @@ class SYNCTALK_OT_switch_take(bpy.types.Operator):
             self.report({"ERROR"}, "no take selected")
             return {"CANCELLED"}
         take = s.takes[index]
-        if tweaked := takes.tweaked_object(take):
-            self.report({"ERROR"}, f"'{tweaked}' is in the NLA editor's tweak mode: leave it (Tab) first")
+        if _refused_in_tweak_mode(self, take):
             return {"CANCELLED"}
         changed = takes.switch_take(take)
         self.report({"INFO"}, f"take '{take.name}' plays ({changed} animations switched)")
@@ -79,8 +85,7 @@ class SYNCTALK_OT_delete_take(bpy.types.Operator):
             self.report({"ERROR"}, "no take selected")
             return {"CANCELLED"}
         name = s.takes[s.take_index].name
-        if tweaked := takes.tweaked_object(s.takes[s.take_index]):
-            self.report({"ERROR"}, f"'{tweaked}' is in the NLA editor's tweak mode: leave it (Tab) first")
+        if _refused_in_tweak_mode(self, s.takes[s.take_index]):
             return {"CANCELLED"}
         takes.delete_take(context.scene, s.take_index)
         self.report({"INFO"}, f"take '{name}' deleted")

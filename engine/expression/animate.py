@@ -75,8 +75,7 @@ class Animator:
         (default: the frames the speech covers). seed: this take's blinks, gaze and generated motion;
         blink_rate: blinks a minute (default: the subject's, or a typical 17); intensity["head"] scales
         the head motion; lead: frames the mouth and jaw move ahead of the sound (lead_mouth)."""
-        if fps <= 0 or fps > 240:
-            raise EngineError(f"frame rate {fps} is out of range", "use a frame rate such as 24, 25, 30 or 29.97")
+        check_frame_rate(fps)
         head = head or ("replay" if self.subject is not None else "generate")
         if head not in HEAD_MODES:
             raise EngineError(f"unknown head mode '{head}'", f"choose one of {', '.join(HEAD_MODES)}")
@@ -142,6 +141,12 @@ def scale_regions(weights, rotation, translation, rest_pose, intensity: dict):
         columns = [i for i, n in enumerate(ARKIT_NAMES) if n.startswith(REGIONS[region])]
         weights[:, columns] = rest_pose[columns] + factor * (weights[:, columns] - rest_pose[columns])
     return weights, rotation, translation
+
+
+def check_frame_rate(fps: float) -> None:
+    """Curves' frame rate: above 0 and at most 240 (NaN refused too)."""
+    if not 0 < fps <= 240:
+        raise EngineError(f"frame rate {fps} is out of range", "use a frame rate such as 24, 25, 30 or 29.97")
 
 
 def parse_intensity(text: str | None) -> dict:

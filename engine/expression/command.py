@@ -51,15 +51,13 @@ def configure(parser) -> None:
 def run(args, progress) -> dict:
     from ..audio.features import SpeechFeatures
     from ..subject.format import Subject
-    from .animate import Animator, parse_intensity
+    from .animate import Animator, check_frame_rate, parse_intensity
     output = Path(args.output)
     if output.suffix.lower() not in (".csv", ".stcurves"):
         raise EngineError(f"{output}: unknown curves format", "name the output .csv or .stcurves", path=str(output))
     require_output_file(output)
     intensity = parse_intensity(args.intensity)
-    # before the speech is read (`not 0 < x <= 240` refuses NaN too)
-    if not 0 < args.fps <= 240:
-        raise EngineError(f"frame rate {args.fps} is out of range", "use a frame rate such as 24, 25, 30 or 29.97")
+    check_frame_rate(args.fps)   # before the speech is read
     if args.seed is not None and not 0 <= args.seed < 2 ** 32:
         raise EngineError(f"--seed {args.seed} is out of range", "use a whole number from 0 to 4294967295")
     started = time.monotonic()

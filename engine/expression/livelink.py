@@ -160,7 +160,7 @@ def _on_their_frames(frames: np.ndarray, *values: np.ndarray) -> tuple[np.ndarra
     kept = order[np.r_[True, np.diff(frames[order]) > 0]]
     grid = np.arange(frames[kept[0]], frames[kept[-1]] + 1)
     return tuple(np.stack([np.interp(grid, frames[kept], column[kept]) for column in v.T], 1).astype(np.float32)
-                 if v.shape[1] else np.zeros((len(grid), 0), np.float32) for v in values)
+                 for v in values)
 
 
 def _value(row: list[str], column: int, header: list[str]) -> float:

@@ -95,8 +95,8 @@ def probe(path: str | Path, video_stream: int | None = None) -> MediaInfo:
     for line in report.splitlines():
         if m := _VIDEO.search(line):
             number, video_streams = video_streams, video_streams + 1
-            wanted = number == video_stream if video_stream is not None else "attached pic" not in line
-        if m and wanted and not info.has_video:
+        if m and not info.has_video and (number == video_stream if video_stream is not None
+                                         else "attached pic" not in line):
             info.has_video = in_video = True
             info.video_stream = number
             info.video_codec, info.width, info.height = m.group(1), int(m.group(2)), int(m.group(3))

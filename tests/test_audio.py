@@ -67,8 +67,10 @@ def test_audio_track_of_a_video(speech_2s, tmp_path, container):
 def test_a_clips_sound_lines_up_with_its_first_frame_where_the_streams_start_apart(tmp_path, late, seconds):
     """Camera files and broadcast captures often stamp their sound to start after the picture or before it; a
     player keeps each where it is stamped. The sound read from the clip starts at its first frame's time:
-    padded with silence where the sound starts later, cut where the picture does."""
+    padded with silence where the sound starts later, cut where the picture does; and frame 0 is the picture's
+    first, read whole or from a later frame on (a whole read was padded with copies of it, `seconds` of them)."""
     from engine.media.ffmpeg import probe
+    from engine.media.video import read_frames
     clip, shifted = tmp_path / "clip.mp4", tmp_path / f"{late}_late.mp4"
     _ffmpeg("-ss", "4", "-i", str(shared_file("video", "lieu_60s.mp4")), "-t", "4", "-c:v", "libx264", "-c:a", "aac",
             str(clip))
@@ -87,6 +89,10 @@ def test_a_clips_sound_lines_up_with_its_first_frame_where_the_streams_start_apa
     else:
         aligned = np.corrcoef(moved[:n], original[-lag:-lag + n])[0, 1]
     assert aligned > 0.99
+    frames, moved_frames = list(read_frames(clip, 25.0)), list(read_frames(shifted, 25.0))
+    assert len(moved_frames) == len(frames)
+    assert all(np.array_equal(moved_frames[k], frames[k]) for k in (0, 5, 30))
+    assert np.array_equal(next(read_frames(shifted, 25.0, first=5, count=1)), frames[5])
 
 
 def test_a_channel_with_inverted_polarity_does_not_cancel_the_voice(speech_2s, tmp_path):

@@ -467,13 +467,18 @@ def test_a_recording_with_the_microphone_on_its_second_track_learns_from_that_tr
 
 def test_a_file_holding_two_pictures_learns_from_the_stream_asked_for(tmp_path):
     """A file with two video streams (a two-lens camera's, or a program with a second angle): the person is on
-    the second. By default the first is read and has no face; with video_stream=1 (Blender's Stream Index) the
-    subject is made from the second, subject.json keeps it, and a render's full frames come from it too."""
+    the second, which starts 0.4 s after the first (as it does where the angle was cut in). By default the first
+    is read and has no face; with video_stream=1 (Blender's Stream Index) the subject is made from the second, its
+    sound lined up with the second's first frame, subject.json keeps it, and a render's full frames come from it
+    too."""
     from engine.media.video import open_clip, read_frames
     from engine.portrait.source import SourceFrames
-    clip = tmp_path / "two angles.mkv"
-    ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=2", "-ss", "6", *lieu(2.0), "-map", "0:v",
-           "-map", "1:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", clip)
+    first, second, clip = tmp_path / "first.mp4", tmp_path / "second.mp4", tmp_path / "two angles.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=2", "-c:v", "libx264", "-preset", "ultrafast",
+           first)
+    ffmpeg("-ss", "6", *lieu(2.0), "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", second)
+    ffmpeg("-i", first, "-itsoffset", "0.4", "-i", second, "-map", "0:v", "-map", "1:v", "-map", "1:a", "-c", "copy",
+           clip)
     assert (open_clip(clip).width, open_clip(clip, 1).width, open_clip(clip, 1).video_stream) == (320, 256, 1)
     with pytest.raises(EngineError, match="has no video stream 2 \\(it holds 2, numbered from 0\\)"):
         preprocess(clip, tmp_path / "none", video_stream=2)
@@ -485,6 +490,9 @@ def test_a_file_holding_two_pictures_learns_from_the_stream_asked_for(tmp_path):
     written = json.loads((tmp_path / "s" / "subject.json").read_text())
     assert written["source"]["video_stream"] == 1
     assert SubjectMeta.from_dict(written, tmp_path / "s" / "subject.json").to_dict() == written
+    sound, truth = load_audio(s.audio_path), load_audio(second)
+    n = min(len(sound), len(truth))
+    assert np.corrcoef(sound[:n], truth[:n])[0, 1] > 0.99   # not 0.4 s late (lined up with the first picture)
     second = list(read_frames(clip, 25.0, open_clip(clip, 1)))
     assert np.array_equal(s.frame(20), s.meta.crop_box.cut(second[20], s.size))
     with SourceFrames(clip, 25.0, 0, [3, 40], video_stream=1) as source:   # what a render pastes into

@@ -199,12 +199,13 @@ def _resampled_length(n: int, rate: int, sample_rate: int) -> int:
 
 
 def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: bool = False,
-               progress=None, channel: str | None = None, track: int = 1) -> Audio:
+               progress=None, channel: str | None = None, track: int = 1, video_stream: int | None = None) -> Audio:
     """The file checked and opened for streaming; raises EngineError on bad input.
 
     Reads the whole file once, in blocks, for its length and its channels' loudness (a stage of
     `progress` in blocks, when given). channel: one of CHANNELS to read that side alone, None for the mixdown.
-    track: which of its audio tracks, from 1 (a camera's clip or a screen recording may hold several)."""
+    track: which of its audio tracks, from 1 (a camera's clip or a screen recording may hold several).
+    video_stream: the picture whose first frame is sample 0, where a file holds several (None: its first)."""
     path = Path(path)
     if channel is not None and channel not in CHANNELS:
         raise ValueError(f"channel {channel!r} is not one of {CHANNELS}")
@@ -216,7 +217,7 @@ def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: b
         rate, channels = info
         decoder = lambda: _soundfile_blocks(path, rate)  # noqa: E731
     else:  # libsndfile does not say which channel of a surround file is which; ffmpeg's wav header does
-        rate, channels, centre, video_lead = _ffmpeg_format(path, track)
+        rate, channels, centre, video_lead = _ffmpeg_format(path, track, video_stream)
         decoder = lambda: _ffmpeg_blocks(path, video_lead, track)  # noqa: E731
     gram, n_native = np.zeros((channels, channels)), 0   # the channels' energies and cross-products
     sides = []             # a stereo file's two energies per 50-ms window, read as a mixdown (for _two_voices)
@@ -337,10 +338,11 @@ def _ffmpeg_command(path: Path, video_lead: float, track: int) -> list[str]:
             "-vn", "-af", timeline, "-c:a", "pcm_f32le", "-f", "wav", "pipe:1"]
 
 
-def _ffmpeg_format(path: Path, track: int) -> tuple[int, int, int | None, float]:
+def _ffmpeg_format(path: Path, track: int, video_stream: int | None) -> tuple[int, int, int | None, float]:
     """(rate, channels, the centre channel's index or None) of the audio track, from the header ffmpeg writes
-    for it, and where the video's first frame lies after the container's start (0 without video)."""
-    info = probe(path)
+    for it, and where the first frame of video stream `video_stream` (None: the first picture) lies after the
+    container's start (0 without video)."""
+    info = probe(path, video_stream)
     if not info.has_audio:
         raise EngineError(f"{path}: has no audio track",
                           "pick a file with sound, or add the speech as a separate audio file", path=str(path))

@@ -47,10 +47,13 @@ def read_frames(path: str | Path, fps: float, info: MediaInfo | None = None, fir
         # the progressive frames as read, 0.98 deinterlaced). Fields first, before anything else.
         filters = f"{DEINTERLACE},{filters}"
     if first or count is not None:
-        # numbered after the rate change, so frame k is the k-th of a whole read; restamped from 0, so that
-        # the constant-rate output does not pad the frames before `first` with copies
+        # numbered after the rate change, so frame k is the k-th of a whole read
         end = f":end_frame={first + count}" if count is not None else ""
-        filters += f",trim=start_frame={first}{end},setpts=PTS-STARTPTS"
+        filters += f",trim=start_frame={first}{end}"
+    # Restamped from 0: the constant-rate output pads a picture that starts after the container (a camera's
+    # picture after its sound, a second angle cut in later) with copies of its first frame, and pads the frames
+    # before `first` the same way; frame 0 is the stream's first, where its sound's sample 0 lies (media.audio).
+    filters += ",setpts=PTS-STARTPTS"
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-i", str(path),
            "-map", f"0:v:{info.video_stream}", "-vf", filters, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -210,7 +210,8 @@ class SoundOfClip:
         them); one whose two sides hold two voices adds a warning to `warnings`."""
         start = footage.shown_from + footage.first / footage.fps   # in seconds of the clip as named
         recording = self.path or footage.path
-        audio = open_audio(recording, channel=self.channel, track=self.track)
+        audio = open_audio(recording, channel=self.channel, track=self.track,
+                           video_stream=None if self.path else footage.info.video_stream)
         if warning := two_voices_warning(audio):
             warnings.append(warning)
         if self.path is None and not self.offset:

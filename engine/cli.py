@@ -54,7 +54,8 @@ def add_progress_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_channel_option(parser: argparse.ArgumentParser) -> None:
-    """`--channel left|right` and `--audio-track N`, for the commands that read speech."""
+    """`--channel left|right`, `--audio-track N` and `--audio-from-first-sample`, for the commands that read
+    speech."""
     from .media.audio import CHANNELS
     parser.add_argument("--channel", choices=CHANNELS, default=None,
                         help="read one side of a stereo recording alone: one voice of a dialogue recorded with a "
@@ -62,6 +63,10 @@ def add_channel_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio-track", type=_track_number, default=1, metavar="N",
                         help="read the recording's audio track N, counted from 1 as players number them: a "
                              "camera's second input, a screen recording's microphone track (default: 1)")
+    parser.add_argument("--audio-from-first-sample", action="store_true",
+                        help="count a video file's sound from its track's first sample, as a Blender sound strip "
+                             "plays it (default: from its first picture, as a player plays the file; the two "
+                             "differ where its sound and picture start apart)")
 
 
 def _track_number(text: str) -> int:

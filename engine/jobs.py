@@ -369,9 +369,11 @@ class Relay:
 # ---------------------------------------------------------------- the commands' arguments
 # One builder a command, for every program that starts engine jobs; tests/test_jobs.py parses each
 # builder's output with the command's own parser, so the two cannot drift apart.
-def _voice(channel: str | None, track: int) -> list[str]:
-    """Where in a recording the speech is (engine.cli.add_channel_option): a side, an audio track."""
-    return (["--channel", channel] if channel else []) + (["--audio-track", str(track)] if track != 1 else [])
+def _voice(channel: str | None, track: int, from_first_sample: bool) -> list[str]:
+    """Where in a recording the speech is (engine.cli.add_channel_option): a side, an audio track, and whether
+    its seconds count from that track's first sample (a Blender sound strip's) rather than its first picture."""
+    return ((["--channel", channel] if channel else []) + (["--audio-track", str(track)] if track != 1 else [])
+            + (["--audio-from-first-sample"] if from_first_sample else []))
 
 
 def _span(span: tuple[float, float] | None) -> list[str]:
@@ -382,20 +384,21 @@ def _span(span: tuple[float, float] | None) -> list[str]:
 def preprocess_argv(clip, subject, fps: float | None = None, size: int | None = None,
                     span: tuple[float, float] | None = None, audio=None, audio_offset: float = 0.0,
                     channel: str | None = None, sequence_fps: float | None = None, track: int = 1,
-                    video_stream: int = 0) -> list[str]:
+                    video_stream: int = 0, from_first_sample: bool = False) -> list[str]:
     """fps: the frame rate to resample to (the scene's, so renders line up frame for frame); size: the
     subject's square crop in pixels (None: the crop's own); span: the seconds of the clip to use (None: all);
     audio: the recording of its speech, when not the clip's own track; audio_offset: the recording's (or the
     own track's) second at the clip's first frame; channel: the side of a two-microphone recording that holds
     the person's voice ("left", "right"; None: both); sequence_fps: the rate an image sequence (`clip`
     plate.####.exr) plays at; track: which of the recording's (or the clip's) audio tracks, from 1; video_stream:
-    which of the clip's video streams, from 0 (a movie strip's Stream Index)."""
+    which of the clip's video streams, from 0 (a movie strip's Stream Index); from_first_sample: the recording's
+    seconds count from its track's first sample (a sound strip's), not from its first picture."""
     return (["preprocess", str(clip), "-o", str(subject)] + (["--fps", repr(float(fps))] if fps else [])
             + (["--size", str(size)] if size else [])
             + _span(span)
             + (["--audio", str(audio)] if audio is not None else [])
             + (["--audio-offset", repr(float(audio_offset))] if audio_offset else [])
-            + _voice(channel, track) + (["--sequence-fps", repr(float(sequence_fps))] if sequence_fps else [])
+            + _voice(channel, track, from_first_sample) + (["--sequence-fps", repr(float(sequence_fps))] if sequence_fps else [])
             + (["--video-stream", str(video_stream)] if video_stream else []))
 
 
@@ -414,11 +417,13 @@ def train_argv(subject, preset: str | None = None, device: str | None = None, ex
 def animate_argv(speech, curves, subject=None, generic: bool = False, model=None, fps: float | None = None,
                  seed: int | None = None, smooth: float = 0.0, intensity: dict | None = None,
                  blink_rate: float | None = None, lead: float = 0.0,
-                 span: tuple[float, float] | None = None, channel: str | None = None, track: int = 1) -> list[str]:
+                 span: tuple[float, float] | None = None, channel: str | None = None, track: int = 1,
+                 from_first_sample: bool = False) -> list[str]:
     """Exactly one of subject (its own model), generic (the bundled one) and model (a file). intensity:
     {region: scale}, 1 for unchanged; blink_rate: blinks a minute, 0 or None for the model's own; lead:
     frames the mouth moves ahead of the sound; span: the seconds of the speech to animate (None: all);
-    channel: the side of a stereo recording read alone ("left", "right"; None: both); track: its audio track."""
+    channel: the side of a stereo recording read alone ("left", "right"; None: both); track: its audio track;
+    from_first_sample: its seconds count from the track's first sample (a sound strip's file)."""
     if (subject is not None) + generic + (model is not None) != 1:
         raise ValueError("animate needs exactly one of subject, generic and model")
     who = ["--subject", str(subject)] if subject is not None else ["--model", str(model)] if model else ["--generic"]
@@ -434,24 +439,26 @@ def animate_argv(speech, curves, subject=None, generic: bool = False, model=None
         argv += ["--blink-rate", repr(float(blink_rate))]
     if lead:
         argv += ["--lead", repr(float(lead))]
-    return argv + _span(span) + _voice(channel, track)
+    return argv + _span(span) + _voice(channel, track, from_first_sample)
 
 
 def lines_argv(speech, fps: float, span: tuple[float, float] | None = None, min_pause: float = 0.5,
-               channel: str | None = None, track: int = 1) -> list[str]:
+               channel: str | None = None, track: int = 1, from_first_sample: bool = False) -> list[str]:
     """span: the seconds of the speech to read (None: all); min_pause: the shortest pause that ends a line."""
     return (["lines", str(speech), "--fps", repr(float(fps)), "--min-pause", repr(float(min_pause))]
             + _span(span)
-            + _voice(channel, track))
+            + _voice(channel, track, from_first_sample))
 
 
 def render_argv(subject, audio, output, curves=None, device: str | None = None,
                 output_format: str | None = None, fps: float | None = None,
-                frames: tuple[int, int] | None = None, channel: str | None = None, track: int = 1) -> list[str]:
+                frames: tuple[int, int] | None = None, channel: str | None = None, track: int = 1,
+                from_first_sample: bool = False) -> list[str]:
     """output_format: mp4, png or rgba (None: from the output's name); fps: the output's frame rate
     (None: the subject's); frames: (A, B), render only the speech's frames A..B-1 (None: all); channel: the
-    side of a stereo recording the subject speaks ("left", "right"; None: both); track: its audio track."""
-    return (["render", str(subject), "--audio", str(audio)] + _voice(channel, track)
+    side of a stereo recording the subject speaks ("left", "right"; None: both); track: its audio track;
+    from_first_sample: its seconds count from the track's first sample (a sound strip's file)."""
+    return (["render", str(subject), "--audio", str(audio)] + _voice(channel, track, from_first_sample)
             + (["--curves", str(curves)] if curves else [])
             + ["-o", str(output)] + (["--format", output_format] if output_format else [])
             + (["--fps", repr(float(fps))] if fps else []) + (["--device", device] if device else [])

@@ -338,6 +338,9 @@ class SYNCTALK_OT_train_subject(_EngineJobOperator, bpy.types.Operator):
                 self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
                 audio = _existing_file(sequencer.sound_file(sound_strip, self._tmp), f"sound of strip '{sound_strip.name}'")
                 offset = sequencer.sound_offset(strip, sound_strip, fps) - lead
+                # A sound strip plays its file from the track's first sample (where Add > Movie places it beside the
+                # picture, by the streams' start times), not from its first picture as the engine reads a clip.
+                sound["from_first_sample"] = True
                 if audio.resolve() != clip.resolve() or abs(offset) > 0.5 / fps:   # else: the movie's own, in step
                     sound.update(audio=audio, audio_offset=offset)
                     self._note += f" (its sound from strip '{sound_strip.name}')"
@@ -444,13 +447,16 @@ def animation_arguments(s, seed: int) -> dict:
 
 @dataclass
 class SpokenLine:
-    """A line Audio to Rig keys: its sound, the part of it heard (None: all), where its keys start, its curves."""
+    """A line Audio to Rig keys: its sound, the part of it heard (None: all), where its keys start, its curves;
+    whether its seconds count from its track's first sample, as a sound strip plays a file (else from the file's
+    first picture, as a player plays it: an audio file picked by hand)."""
     name: str
     audio: Path
     span: tuple[float, float] | None
     start_frame: float
     curves: Path
     seed: int
+    from_first_sample: bool = True
 
 
 class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):
@@ -472,7 +478,8 @@ class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):
         seed = random.randrange(1, 100000) if s.new_seed else s.seed
         if s.audio:
             audio = _existing_file(Path(bpy.path.abspath(s.audio)), "audio file")
-            self._lines = [SpokenLine(audio.stem, audio, None, scene.frame_current, self._tmp / "line0.stcurves", seed)]
+            self._lines = [SpokenLine(audio.stem, audio, None, scene.frame_current, self._tmp / "line0.stcurves", seed,
+                                      from_first_sample=False)]
         else:
             self._lines = []
             try:
@@ -495,7 +502,8 @@ class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):
         if channel := side(s.speech_channel):
             self._source += f", {channel} channel"   # the take says which voice it heard
         return "Audio to Rig", [engine_jobs.animate_argv(line.audio, line.curves, **who, fps=self._fps, span=line.span,
-                                                         channel=channel, **animation_arguments(s, line.seed))
+                                                         channel=channel, from_first_sample=line.from_first_sample,
+                                                         **animation_arguments(s, line.seed))
                                 for line in self._lines]
 
     def finish(self, context, result):
@@ -548,7 +556,7 @@ class SYNCTALK_OT_split_lines(_EngineJobOperator, bpy.types.Operator):
         audio = _existing_file(sequencer.sound_file(strip, self._tmp), f"sound of strip '{strip.name}'")
         self._min_pause = s.min_pause
         return "Split into Lines", [engine_jobs.lines_argv(audio, self._fps, self._heard.span, s.min_pause,
-                                                           channel=side(s.speech_channel))]
+                                                           channel=side(s.speech_channel), from_first_sample=True)]
 
     def finish(self, context, result):
         name = self._name
@@ -666,7 +674,7 @@ class SYNCTALK_OT_render_to_sequencer(_EngineJobOperator, bpy.types.Operator):
                                                   device=preferences().device, fps=self._fps,
                                                   output_format="rgba" if s.rgba else "mp4",
                                                   frames=None if heard.whole else heard.frames,
-                                                  channel=side(s.speech_channel))]
+                                                  channel=side(s.speech_channel), from_first_sample=True)]
 
     def finish(self, context, result):
         scene = context.scene

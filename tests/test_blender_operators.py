@@ -247,6 +247,41 @@ def test_the_sound_heard_is_where_blenders_own_mixdown_plays_it(scene, tmp_path)
         sequencer.strips(scene).remove(strip)
 
 
+def test_audio_to_rig_keys_a_video_files_sound_strip_where_blender_plays_it(scene, tmp_path):
+    """A camera's file whose picture starts 0.4 s after its sound (streams stamped apart, as phones and screen
+    recorders write them): a sound strip plays it from the track's first sample (Add > Movie moves the strip by
+    the difference), as it plays that track saved as a wav, where the engine reads a clip from its first
+    picture. Keyed from either strip at the same frame, the jaw is the same (it was 10 frames, the 0.4 s, early
+    from the video file's)."""
+    from engine.media.ffmpeg import ffmpeg_exe
+    clip = _cut(shared_file("video", "lieu_60s.mp4"), 6.0, tmp_path / "clip.mp4", start=20.0)
+    late, track = tmp_path / "picture late.mp4", tmp_path / "its sound.wav"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-itsoffset", "0.4", "-i", str(clip), "-i", str(clip),
+                    "-map", "0:v", "-map", "1:a", "-c", "copy", str(late)], check=True)
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(late), "-map", "0:a", str(track)], check=True)
+    assert probe(late).video_lead == pytest.approx(0.4, abs=0.01)
+    scene.frame_start, scene.frame_end = 1, 160
+    face = arkit_head("Face", ARKIT_NAMES)
+    scene.synctalk.generic, scene.synctalk.new_seed = True, False
+    played, jaws = [], []
+    for path in (late, track):
+        strip = sequencer.add_sound(scene, path, frame_start=11, channel=1)
+        mix = tmp_path / f"{path.stem}.mix.wav"
+        assert bpy.ops.sound.mixdown(filepath=str(mix), container="WAV", codec="PCM", format="S16",
+                                     mixrate=16000) == {"FINISHED"}
+        played.append(load_audio(mix))
+        select_only(scene, strip)
+        face.select_set(True)
+        assert bpy.ops.synctalk.audio_to_rig() == {"FINISHED"}
+        jaws.append(_keys(face.data.shape_keys, "jawOpen"))
+        sequencer.strips(scene).remove(strip)
+    n = min(map(len, played))
+    assert np.corrcoef(played[0][:n], played[1][:n])[0, 1] > 0.99     # Blender plays the two alike
+    (from_video, from_wav), m = jaws, min(len(jaws[0]), len(jaws[1]))
+    assert from_video[0, 0] == from_wav[0, 0] == 11
+    assert np.abs(from_video[:m, 1] - from_wav[:m, 1]).max() < 0.02, np.abs(from_video[:m, 1] - from_wav[:m, 1]).max()
+
+
 def _in_meta(scene, strip, meta_handles, nested: bool = False):
     """`strip` grouped into a meta strip (inside a second one when nested) trimmed to `meta_handles`."""
     meta = sequencer.strips(scene).new_meta("Line", strip.channel + 1, sequencer.handles(strip)[0])

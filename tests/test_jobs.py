@@ -133,13 +133,14 @@ def test_argument_builders_speak_each_commands_own_parser(tmp_path):
     defaults = _parsed(jobs.preprocess_argv("c.mp4", "s"))
     assert defaults.fps == 25.0 and defaults.size is None
     assert (defaults.audio, defaults.audio_offset, defaults.channel, defaults.audio_track) == (None, 0.0, None, 1)
-    assert defaults.sequence_fps is None and defaults.video_stream is None
+    assert defaults.sequence_fps is None and defaults.video_stream is None and not defaults.audio_from_first_sample
     args = _parsed(jobs.preprocess_argv("c.mp4", "s", audio="r.wav", audio_offset=-1.25, channel="left", track=2))
     assert (args.audio, args.audio_offset, args.channel, args.audio_track) == ("r.wav", -1.25, "left", 2)
     args = _parsed(jobs.preprocess_argv(tmp_path / "sh010" / "plate.####.exr", "s", sequence_fps=24, audio="r.wav"))
     assert (args.clip, args.sequence_fps) == (str(tmp_path / "sh010" / "plate.####.exr"), 24.0)
     assert _parsed(jobs.preprocess_argv("c.mp4", "s", audio_offset=0.5)).audio_offset == 0.5   # the own track
     assert _parsed(jobs.preprocess_argv("c.mp4", "s", video_stream=1)).video_stream == 1
+    assert _parsed(jobs.preprocess_argv("c.mp4", "s", audio="r.mp4", from_first_sample=True)).audio_from_first_sample
 
     args = _parsed(jobs.train_argv("s", preset="tiny", device="cpu", expression="all", resume=True,
                                    audio_encoder="mel", stages="head,lip", generic_model=tmp_path / "studio.safetensors"))
@@ -163,6 +164,8 @@ def test_argument_builders_speak_each_commands_own_parser(tmp_path):
     assert _parsed(jobs.animate_argv("speech.wav", "c.csv", generic=True)).channel is None
     assert _parsed(jobs.animate_argv("speech.wav", "c.csv", generic=True, channel="right")).channel == "right"
     assert _parsed(jobs.animate_argv("speech.wav", "c.csv", generic=True, track=3)).audio_track == 3
+    assert not _parsed(jobs.animate_argv("speech.wav", "c.csv", generic=True)).audio_from_first_sample
+    assert _parsed(jobs.animate_argv("s.mp4", "c.csv", generic=True, from_first_sample=True)).audio_from_first_sample
     with pytest.raises(ValueError):
         jobs.animate_argv("speech.wav", "c.csv", subject="s", generic=True)
 
@@ -173,9 +176,11 @@ def test_argument_builders_speak_each_commands_own_parser(tmp_path):
     assert _parsed(jobs.render_argv("s", "a.wav", "o.mp4")).channel is None
     assert _parsed(jobs.render_argv("s", "a.wav", "o.mp4", channel="left")).channel == "left"
     assert _parsed(jobs.render_argv("s", "a.wav", "o.mp4", track=2)).audio_track == 2
+    assert _parsed(jobs.render_argv("s", "a.mp4", "o.mp4", from_first_sample=True)).audio_from_first_sample
     args = _parsed(jobs.lines_argv("dialogue.wav", 24, span=(2.0, 9.5), min_pause=0.8, channel="left", track=2))
     assert (args.speech, args.fps, args.start, args.end, args.min_pause, args.channel, args.audio_track) == (
         "dialogue.wav", 24.0, 2.0, 9.5, 0.8, "left", 2)
+    assert _parsed(jobs.lines_argv("take.mov", 24, from_first_sample=True)).audio_from_first_sample
     args = _parsed(jobs.evaluate_argv("s", "report", device="cpu", limit=10))
     assert (args.subject, args.output, args.device, args.limit) == (Path("s"), Path("report"), "cpu", 10)
     args = _parsed(jobs.models_argv(fetch=True, models_dir="/m"))

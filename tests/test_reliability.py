@@ -101,6 +101,7 @@ def fill(folder: Path, leave: int = 0) -> Path:
     ({"split": {"train": [0, 10 ** 9], "test": [0, 0], "excluded": []}}, "split.train"),
     ({"fps": 0}, "fps"),
     ({"fps": "25"}, "fps"),
+    ({"source": {"path": "clip.mp4", "audio_from_first_sample": "yes"}}, "source.audio_from_first_sample"),
     ({"crop_box": {"x": 0, "y": 0, "width": 10 ** 9, "height": 10 ** 9}}, "crop_box.width"),
     ({"crop_box": {"x": 100, "y": 0, "width": 500, "height": 500}}, "crop_box"),   # beyond the 512-px source
     ({"models": {"head": {"weights": "../../elsewhere.safetensors", "config": "model/head.json", "preset": "tiny",

@@ -163,16 +163,18 @@ class SpeechFeatures:
 
     cache_dir: where whole-speech features are kept between runs (a subject's cache folder), or None.
     channel: for a file, the side read alone (`media.audio.CHANNELS`: one voice of a two-person recording);
-    track: which of its audio tracks, from 1.
+    track: which of its audio tracks, from 1; from_first_sample: its second 0 at the track's first sample, as
+    a Blender sound strip plays it (`media.audio.open_audio`).
     """
 
     def __init__(self, audio, cache_dir: Path | None = None, progress=None, channel: str | None = None,
-                 track: int = 1):
+                 track: int = 1, from_first_sample: bool = False):
         if isinstance(audio, (str, Path)):
-            self.audio: Audio = open_audio(audio, progress=progress, channel=channel, track=track)
+            self.audio: Audio = open_audio(audio, progress=progress, channel=channel, track=track,
+                                           from_first_sample=from_first_sample)
             if progress is not None and (warning := two_voices_warning(self.audio)):
                 progress.warn(warning)
-        elif channel is not None or track != 1:
+        elif channel is not None or track != 1 or from_first_sample:
             raise ValueError("a channel or track is chosen when a file is opened: open_audio(path, channel=...)")
         else:
             self.audio = as_audio(audio)
@@ -183,9 +185,9 @@ class SpeechFeatures:
 
     @classmethod
     def of_span(cls, path, start: float | None, end: float | None, progress=None, channel: str | None = None,
-                track: int = 1) -> "SpeechFeatures":
+                track: int = 1, from_first_sample: bool = False) -> "SpeechFeatures":
         """A file's speech from second `start` to `end` (None: its start, its end): one line of a recording."""
-        speech = cls(path, progress=progress, channel=channel, track=track)
+        speech = cls(path, progress=progress, channel=channel, track=track, from_first_sample=from_first_sample)
         if start is None and end is None:
             return speech
         return cls(speech.audio.span(start, end), progress=progress)
@@ -292,6 +294,7 @@ class SpeechFeatures:
             self._checksum = sha256_of(self.audio.path)
         side = f"-{self.audio.channel}" if self.audio.channel else ""   # one file, two voices
         side += f"-track{self.audio.track}" if self.audio.track > 1 else ""
+        side += "-own" if self.audio.from_first_sample else ""           # from the track's own first sample
         name = (f"features-v{CACHE_VERSION}-{encoder.key}-{float(fps)!r}fps-{stop}-{self._checksum[:24]}{side}"
                 ".safetensors")
         path = Path(self.cache_dir) / name

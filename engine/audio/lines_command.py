@@ -25,7 +25,8 @@ def run(args, progress) -> dict:
         raise EngineError(f"--min-pause must be between 0.1 and 10 seconds, got {args.min_pause}", "use 0.5")
     if not 0 < args.fps <= MAX_FPS:
         raise EngineError(f"--fps must be above 0 and at most {MAX_FPS:g}, got {args.fps}", "use the scene's rate")
-    speech = SpeechFeatures.of_span(args.speech, args.start, args.end, progress, args.channel, args.audio_track)
+    speech = SpeechFeatures.of_span(args.speech, args.start, args.end, progress, args.channel, args.audio_track,
+                                    args.audio_from_first_sample)
     n = speech.n_frames(args.fps)
     cuts = pause_cuts(voice_activity(speech, args.fps, n), round(args.min_pause * args.fps))
     bounds = [0, *cuts, n]

@@ -64,7 +64,8 @@ def run(args, progress) -> dict:
     subject = Subject(args.subject) if args.subject else None
     animator = Animator(subject, args.generic, args.encoder, args.models, args.model)
     loaded = time.monotonic()
-    speech = SpeechFeatures.of_span(args.speech, args.start, args.end, progress, args.channel, args.audio_track)
+    speech = SpeechFeatures.of_span(args.speech, args.start, args.end, progress, args.channel, args.audio_track,
+                                    args.audio_from_first_sample)
     seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2 ** 31)
     curves = animator(speech, args.fps, args.smooth, intensity, args.head, seed, args.blink_rate, progress=progress,
                       lead=args.lead)

@@ -50,12 +50,16 @@ class Audio:
 
     channel: str | None = None   # the side read alone (CHANNELS), or None for the mixdown
     track = 1                    # which of the file's audio tracks, counted from 1 as players number them
+    from_first_sample = False    # sample 0 is the track's first, not the sound at the picture's first frame (a
+                                 # container's track, where the two can differ; open_audio)
     two_voices = False           # read as a mixdown, its sides hold different voices at different times (a dialogue)
 
     def __init__(self, path: Path, native_rate: int, channels: np.ndarray, n_native: int, sample_rate: int,
-                 decoder, channel: str | None = None, two_voices: bool = False, track: int = 1):
+                 decoder, channel: str | None = None, two_voices: bool = False, track: int = 1,
+                 from_first_sample: bool = False):
         self.path, self.native_rate, self.sample_rate = path, native_rate, sample_rate
         self.channel, self.two_voices, self.track = channel, two_voices, track
+        self.from_first_sample = from_first_sample
         self._channels = channels          # the channels the mixdown averages (unused where a side is read)
         self._decoder = decoder            # () -> iterator of (n, all channels) float32 blocks
         self.n_samples = _resampled_length(n_native, native_rate, sample_rate)
@@ -199,13 +203,17 @@ def _resampled_length(n: int, rate: int, sample_rate: int) -> int:
 
 
 def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: bool = False,
-               progress=None, channel: str | None = None, track: int = 1, video_stream: int | None = None) -> Audio:
+               progress=None, channel: str | None = None, track: int = 1, video_stream: int | None = None,
+               from_first_sample: bool = False) -> Audio:
     """The file checked and opened for streaming; raises EngineError on bad input.
 
     Reads the whole file once, in blocks, for its length and its channels' loudness (a stage of
     `progress` in blocks, when given). channel: one of CHANNELS to read that side alone, None for the mixdown.
     track: which of its audio tracks, from 1 (a camera's clip or a screen recording may hold several).
-    video_stream: the picture whose first frame is sample 0, where a file holds several (None: its first)."""
+    video_stream: the picture whose first frame is sample 0, where a file holds several (None: its first).
+    from_first_sample: sample 0 is the track's own first sample, as a Blender sound strip plays a file (Add >
+    Movie places the sound strip where the sound starts beside the picture), not the sound at the picture's
+    first frame, as a player plays it (the two differ where a file's streams start apart)."""
     path = Path(path)
     if channel is not None and channel not in CHANNELS:
         raise ValueError(f"channel {channel!r} is not one of {CHANNELS}")
@@ -218,7 +226,8 @@ def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: b
         decoder = lambda: _soundfile_blocks(path, rate)  # noqa: E731
     else:  # libsndfile does not say which channel of a surround file is which; ffmpeg's wav header does
         rate, channels, centre, video_lead = _ffmpeg_format(path, track, video_stream)
-        decoder = lambda: _ffmpeg_blocks(path, video_lead, track)  # noqa: E731
+        start = None if from_first_sample else video_lead
+        decoder = lambda: _ffmpeg_blocks(path, start, track)  # noqa: E731
     gram, n_native = np.zeros((channels, channels)), 0   # the channels' energies and cross-products
     sides = []             # a stereo file's two energies per 50-ms window, read as a mixdown (for _two_voices)
     window = max(1, rate // 20)
@@ -245,7 +254,8 @@ def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: b
                           path=str(path))
     else:
         read = np.array([CHANNELS.index(channel)])
-    audio = Audio(path, rate, read, n_native, sample_rate, decoder, channel, _two_voices(sides), track)
+    audio = Audio(path, rate, read, n_native, sample_rate, decoder, channel, _two_voices(sides), track,
+                  from_first_sample and info is None)
     if audio.n_samples < sample_rate // 10:
         raise EngineError(f"{path}: holds less than 0.1 s of audio", "use a longer recording", path=str(path))
     if not allow_silent and float(np.sqrt(energy[read].max() / n_native)) < _SILENCE_RMS:
@@ -328,12 +338,13 @@ def _soundfile_blocks(path: Path, rate: int) -> Iterator[np.ndarray]:
             yield block
 
 
-def _ffmpeg_command(path: Path, video_lead: float, track: int) -> list[str]:
+def _ffmpeg_command(path: Path, start: float | None, track: int) -> list[str]:
     """The sound as a player plays it beside the picture: from the container's first timestamp (a track that
-    starts later is padded with silence), then from the first video frame on (sample 0 is frame 0's time)."""
-    timeline = "aresample=async=1:first_pts=0"
-    if video_lead > 0:
-        timeline += f",atrim=start={video_lead!r},asetpts=PTS-STARTPTS"
+    starts later is padded with silence), then from `start` seconds after it on (the first video frame's time:
+    sample 0 is frame 0's); or where `start` is None, from the track's own first sample (gaps filled either way)."""
+    timeline = "aresample=async=1" + (":first_pts=0" if start is not None else "")
+    if start:
+        timeline += f",atrim=start={start!r},asetpts=PTS-STARTPTS"
     return [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-i", str(path), "-map", f"0:a:{track - 1}",
             "-vn", "-af", timeline, "-c:a", "pcm_f32le", "-f", "wav", "pipe:1"]
 
@@ -353,18 +364,18 @@ def _ffmpeg_format(path: Path, track: int, video_stream: int | None) -> tuple[in
         return wav.rate, wav.channels, wav.centre, info.video_lead
 
 
-def _ffmpeg_blocks(path: Path, video_lead: float, track: int) -> Iterator[np.ndarray]:
-    with _FfmpegWav(path, video_lead, track) as wav:
+def _ffmpeg_blocks(path: Path, start: float | None, track: int) -> Iterator[np.ndarray]:
+    with _FfmpegWav(path, start, track) as wav:
         yield from wav.blocks()
 
 
 class _FfmpegWav:
     """ffmpeg decoding into a pipe as a float32 wav stream (whose header gives the rate and channels)."""
 
-    def __init__(self, path: Path, video_lead: float, track: int):
+    def __init__(self, path: Path, start: float | None, track: int):
         self.path = path
         self._errors = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen(_ffmpeg_command(path, video_lead, track), stdout=subprocess.PIPE,
+        self._proc = subprocess.Popen(_ffmpeg_command(path, start, track), stdout=subprocess.PIPE,
                                       stderr=self._errors)
         self.rate, self.channels, self.centre = self._read_header()
 

@@ -44,4 +44,4 @@ def run(args: argparse.Namespace, progress) -> dict:
                       progress=progress, start_s=args.start, end_s=args.end, audio=args.audio,
                       audio_offset=args.audio_offset, channel=args.channel,
                       sequence_fps=args.sequence_fps, audio_track=args.audio_track, video_stream=args.video_stream,
-                      replace=args.replace)
+                      replace=args.replace, audio_from_first_sample=args.audio_from_first_sample)

@@ -122,13 +122,16 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
                models_dir: str | Path | None = None, progress: Progress | None = None,
                start_s: float | None = None, end_s: float | None = None, audio: str | Path | None = None,
                audio_offset: float = 0.0, channel: str | None = None, sequence_fps: float | None = None,
-               audio_track: int = 1, video_stream: int | None = None, replace: bool = False) -> dict:
+               audio_track: int = 1, video_stream: int | None = None, replace: bool = False,
+               audio_from_first_sample: bool = False) -> dict:
     """`start_s`, `end_s`: the span of the clip to make the subject from, in seconds (None: its start, its end);
     its frames are numbered from 0 and subject.json's source says where frame 0 lies in the clip.
     `audio`: the speech from this recording instead of the clip's own track (double-system sound: a sound
     recorder's file beside the camera's clip); its (or the own track's) second `audio_offset` lies at the clip's
     first frame. `channel`: the side of a two-microphone recording that holds the person's voice; `audio_track`:
-    which of its (or the clip's) audio tracks, from 1. `video_stream`: which of the clip's video streams, from 0
+    which of its (or the clip's) audio tracks, from 1; `audio_from_first_sample`: its seconds (`audio_offset`'s)
+    counted from that track's first sample, as a Blender sound strip plays it, not from the first picture of the
+    file holding it (media.audio.open_audio). `video_stream`: which of the clip's video streams, from 0
     (None: its first that is not a cover picture). `replace`: make a subject already trained anew (its trained
     head would no longer match its frames, so it goes too); without it, such a subject is refused.
     `clip` may name an image sequence (media/sequence.py), played at `sequence_fps`, with its sound in `audio`:
@@ -163,7 +166,8 @@ def preprocess(clip: str | Path, destination: str | Path, fps: float = 25.0, siz
         raise EngineError(f"{destination}: holds a trained head ({MODEL_DIR}/), which preprocessing again would drop",
                           "preprocess into another folder, or pass --replace to make this subject anew",
                           path=str(destination))
-    sound = SoundOfClip(None if audio is None else Path(audio), audio_offset, channel, audio_track)
+    sound = SoundOfClip(None if audio is None else Path(audio), audio_offset, channel, audio_track,
+                        audio_from_first_sample)
     if sequence is None:
         info = open_clip(clip, video_stream)
         if not info.has_audio and audio is None:
@@ -198,11 +202,12 @@ class SoundOfClip:
     """Where a clip's speech is: its own sound track (path None) or a recording made beside it, whose second
     `offset` lies at the clip's first frame (the own track's too: a clip whose sound is out of step with its
     picture), from one side of it where `channel` names one (media.audio.CHANNELS), from its audio track `track`
-    (from 1)."""
+    (from 1), its seconds counted from the track's first sample where `from_first_sample` (open_audio)."""
     path: Path | None = None
     offset: float = 0.0
     channel: str | None = None
     track: int = 1
+    from_first_sample: bool = False
 
     def under(self, footage: Footage, warnings: list[str]) -> np.ndarray:
         """16 kHz samples under the footage's frames, frame 0 at sample 0. A recording (or offset track) that
@@ -211,7 +216,8 @@ class SoundOfClip:
         start = footage.shown_from + footage.first / footage.fps   # in seconds of the clip as named
         recording = self.path or footage.path
         audio = open_audio(recording, channel=self.channel, track=self.track,
-                           video_stream=None if self.path else footage.info.video_stream)
+                           video_stream=None if self.path else footage.info.video_stream,
+                           from_first_sample=self.from_first_sample)
         if warning := two_voices_warning(audio):
             warnings.append(warning)
         if self.path is None and not self.offset:
@@ -331,7 +337,8 @@ def _preprocess(footage: Footage, sound: SoundOfClip, destination: Path, size: i
                           audio=None if sound.path is None else str(sound.path.resolve()),
                           # ... from the subject's clip's first frame, as first_frame (a plate's working copy's)
                           audio_offset=sound.offset + footage.shown_from, audio_channel=sound.channel,
-                          audio_track=sound.track, video_stream=info.video_stream,
+                          audio_track=sound.track, audio_from_first_sample=sound.from_first_sample,
+                          video_stream=info.video_stream,
                           sequence=sequence and str(clip.resolve()), sequence_first=sequence and sequence.first),
             intrinsics=stabilised.intrinsics,
             split=split,

@@ -87,7 +87,8 @@ def _render(subject: Subject, fmt: str, fps: float, args, progress) -> dict:
     from ..files import require_free_space
     from ..nerf.talking_head import TalkingHead
 
-    speech = SpeechFeatures(args.audio, subject.cache_dir, progress, channel=args.channel, track=args.audio_track)
+    speech = SpeechFeatures(args.audio, subject.cache_dir, progress, channel=args.channel, track=args.audio_track,
+                             from_first_sample=args.audio_from_first_sample)
     curves = Curves.load(args.curves) if args.curves is not None else None
     head = TalkingHead.load(subject, device=args.device)
     progress.info(f"audio features: {head.audio_encoder}")
@@ -108,7 +109,8 @@ def _render(subject: Subject, fmt: str, fps: float, args, progress) -> dict:
         width, height = framing.size(head.size)
         require_free_space(args.output.parent, count * width * height * OUTPUT_BYTES_PER_PIXEL[fmt],
                            f"rendering {count} frames of {width}x{height}")
-        output = open_output(fmt, args.output, width, height, fps, args.audio, start, count, args.audio_track)
+        output = open_output(fmt, args.output, width, height, fps, args.audio, start, count, args.audio_track,
+                             args.audio_from_first_sample)
         started = time.monotonic()
         try:
             with progress.stage("render", count) as stage:

@@ -60,10 +60,11 @@ class Mp4Output:
     """The frames with the matching slice of the speech (AAC), written atomically by VideoWriter."""
 
     def __init__(self, path: Path, width: int, height: int, fps: float, speech: Path, first: int, count: int,
-                 track: int = 1):
+                 track: int = 1, from_first_sample: bool = False):
         start = int(round(first / fps * MUX_RATE))
         stop = int(round((first + count) / fps * MUX_RATE))
-        samples = open_audio(speech, MUX_RATE, allow_silent=True, track=track).read(start, stop)
+        samples = open_audio(speech, MUX_RATE, allow_silent=True, track=track,
+                             from_first_sample=from_first_sample).read(start, stop)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._audio = partial_path(path.with_suffix(".wav"))
         write_wav(self._audio, samples, MUX_RATE)
@@ -84,8 +85,8 @@ class Mp4Output:
 
 
 def open_output(fmt: str, out: Path, width: int, height: int, fps: float, speech: Path, first: int, count: int,
-                track: int = 1):
-    """`speech`'s audio track `track` goes into an mp4 (as the render heard it)."""
+                track: int = 1, from_first_sample: bool = False):
+    """`speech`'s audio track `track` goes into an mp4 (as the render heard it: from_first_sample, open_audio)."""
     if fmt == "mp4":
-        return Mp4Output(out, width, height, fps, speech, first, count, track)
+        return Mp4Output(out, width, height, fps, speech, first, count, track, from_first_sample)
     return PngSequence(out)

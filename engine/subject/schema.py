@@ -72,6 +72,13 @@ class _Checker:
             self.fail(name, f"must be text of at most {limit} characters")
         return value
 
+    def flag(self, name: str) -> bool:
+        """A true/false field, false where it is left out."""
+        value = self.data.get(name, False)
+        if not isinstance(value, bool):
+            self.fail(name, f"must be true or false, not {value!r}"[:200])
+        return value
+
     def listing(self, name: str, required: bool = False) -> list:
         value = self.data.get(name)
         if value is None:
@@ -163,6 +170,8 @@ class Source:
     audio_offset: float = 0.0   # ... that recording's (or the clip's own track's) second at the clip's first frame
     audio_channel: str | None = None   # the side of a two-microphone recording read alone (media.audio.CHANNELS)
     audio_track: int = 1        # which of that recording's (or the clip's) audio tracks, from 1
+    audio_from_first_sample: bool = False   # ... its seconds counted from the track's first sample (a Blender
+    #                                         sound strip's), not from the picture's first frame
     video_stream: int = 0       # which of the clip's video streams, from 0 (ffmpeg's 0:v:N)
     sequence: str | None = None  # the image sequence (plate.####.exr) whose working copy `path` is ...
     sequence_first: int | None = None   # ... from this frame number of it on (None: its first), as first_frame
@@ -181,6 +190,8 @@ class Source:
             data.pop("audio_offset")
         if self.audio_track == 1:
             data.pop("audio_track")
+        if not self.audio_from_first_sample:
+            data.pop("audio_from_first_sample")
         if not self.video_stream:
             data.pop("video_stream")
         return {**data, **self.extra}
@@ -206,10 +217,11 @@ class Source:
                    audio_channel=channel, sequence=c.text("sequence", required=False),
                    sequence_first=c.number("sequence_first", 0, 2 ** 53, required=False, integer=True),
                    audio_track=c.number("audio_track", 1, 64, required=False, integer=True, default=1),
+                   audio_from_first_sample=c.flag("audio_from_first_sample"),
                    video_stream=c.number("video_stream", 0, 1000, required=False, integer=True, default=0),
                    extra=c.extra(("path", "sha256", "width", "height", "fps", "duration", "first_frame", "audio",
                                   "audio_offset", "audio_channel", "sequence", "sequence_first", "audio_track",
-                                  "video_stream")))
+                                  "audio_from_first_sample", "video_stream")))
 
 
 @dataclass

@@ -71,15 +71,18 @@ def _delay(samples: np.ndarray, reference: np.ndarray) -> float:
     return (lag if lag < size // 2 else lag - size) / 16000
 
 
-@pytest.mark.parametrize("late,seconds", [("audio", 0.5), ("video", 0.3)])
-def test_a_clips_sound_lines_up_with_its_first_frame_where_the_streams_start_apart(tmp_path, late, seconds):
+@pytest.mark.parametrize("late,seconds,container", [("audio", 0.5, "mp4"), ("video", 0.3, "mp4"), ("audio", 0.3, "m2ts")])
+def test_a_clips_sound_lines_up_with_its_first_frame_where_the_streams_start_apart(tmp_path, late, seconds,
+                                                                                   container):
     """Camera files and broadcast captures often stamp their sound to start after the picture or before it; a
-    player keeps each where it is stamped. The sound read from the clip starts at its first frame's time:
+    player keeps each where it is stamped (an AVCHD camcorder's .m2ts too: an MPEG transport stream, whose
+    sound's delay ffmpeg drops when it decodes the sound alone). The sound read from the clip starts at its
+    first frame's time:
     padded with silence where the sound starts later, cut where the picture does; and frame 0 is the picture's
     first, read whole or from a later frame on (a whole read was padded with copies of it, `seconds` of them)."""
     from engine.media.ffmpeg import probe
     from engine.media.video import read_frames
-    clip, shifted = tmp_path / "clip.mp4", tmp_path / f"{late}_late.mp4"
+    clip, shifted = tmp_path / "clip.mp4", tmp_path / f"{late}_late.{container}"
     _ffmpeg("-ss", "4", "-i", str(shared_file("video", "lieu_60s.mp4")), "-t", "4", "-c:v", "libx264", "-c:a", "aac",
             str(clip))
     offset = ["-itsoffset", str(seconds)]

@@ -92,6 +92,23 @@ def test_mp4_of_a_range_carries_that_slice_of_the_speech(tmp_path):
     assert not list(tmp_path.glob(".*"))            # no temporary audio or partial video left
 
 
+@pytest.mark.parametrize("fps,first,count,speech", [(30000 / 1001, 31, 59, "zh_8s.wav"), (23.976, 0, 95, "zh_8s.wav"),
+                                                    (59.94, 0, 93, "zh_8s.wav"), (25.0, 100, 26, "may_5s.mp4")])
+def test_mp4_keeps_every_frame_at_ntsc_rates_and_to_the_speechs_end(tmp_path, fps, first, count, speech):
+    """At 23.976, 29.97 and 59.94 fps a range's time is a fraction of a sample longer than its slice of the
+    speech, and ffmpeg's -shortest dropped the last frame (a farm render joined from pieces lost one a piece);
+    the same where the last frame starts as the speech ends (may_5s: 5.0 s, frames 100-125 at 25 fps)."""
+    from conftest import shared_file
+    from engine.media.video import read_frames
+    out = tmp_path / "piece.mp4"
+    writer = Mp4Output(out, 32, 32, fps, shared_file("video" if speech.endswith("mp4") else "audio", speech),
+                       first=first, count=count)
+    for k in range(count):
+        writer.write(first + k, np.full((32, 32, 3), 2 * k, np.uint8))
+    writer.close()
+    assert sum(1 for _ in read_frames(out, fps)) == count
+
+
 def test_png_sequence_names_frames_by_their_place_in_the_whole(tmp_path):
     sequence = PngSequence(tmp_path / "frames")
     rgba = np.zeros((8, 8, 4), np.uint8)

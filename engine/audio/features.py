@@ -26,8 +26,9 @@ from ..media.audio import SAMPLE_RATE, Audio, as_audio, open_audio, two_voices_w
 from .spectrum import mel_filters, stft
 
 # bump when the features of an encoder change, so old caches are not read (2: a video's sound starts at its
-# first frame, engine.media.audio; 3: a surround mix is read from its centre channel)
-CACHE_VERSION = 3
+# first frame, engine.media.audio; 3: a surround mix is read from its centre channel; 4: an MPEG transport or
+# program stream's sound keeps its delay after the picture)
+CACHE_VERSION = 4
 CACHE_FILES = 8           # whole-speech feature files kept per subject (the oldest go first)
 _KEPT_BLOCKS = 4          # encoded blocks kept for the next request (a range's neighbours, another stage)
 FRAMES_AT_ONCE_SECONDS = 60  # frames interpolated per step of a long request

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import EngineError
 from ..files import atomic_output, require_input_file
-from .ffmpeg import ffmpeg_exe, probe
+from .ffmpeg import MediaInfo, ffmpeg_exe, probe
 
 SAMPLE_RATE = 16000
 CHUNK_SECONDS = 10          # what one decoded block holds: a few MB at any rate and channel count
@@ -225,9 +225,9 @@ def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, allow_silent: b
         rate, channels = info
         decoder = lambda: _soundfile_blocks(path, rate)  # noqa: E731
     else:  # libsndfile does not say which channel of a surround file is which; ffmpeg's wav header does
-        rate, channels, centre, video_lead = _ffmpeg_format(path, track, video_stream)
-        start = None if from_first_sample else video_lead
-        decoder = lambda: _ffmpeg_blocks(path, start, track)  # noqa: E731
+        rate, channels, centre, media = _ffmpeg_format(path, track, video_stream)
+        timeline = None if from_first_sample else (media.start, media.video_lead)
+        decoder = lambda: _ffmpeg_blocks(path, timeline, track)  # noqa: E731
     gram, n_native = np.zeros((channels, channels)), 0   # the channels' energies and cross-products
     sides = []             # a stereo file's two energies per 50-ms window, read as a mixdown (for _two_voices)
     window = max(1, rate // 20)
@@ -338,21 +338,31 @@ def _soundfile_blocks(path: Path, rate: int) -> Iterator[np.ndarray]:
             yield block
 
 
-def _ffmpeg_command(path: Path, start: float | None, track: int) -> list[str]:
-    """The sound as a player plays it beside the picture: from the container's first timestamp (a track that
-    starts later is padded with silence), then from `start` seconds after it on (the first video frame's time:
-    sample 0 is frame 0's); or where `start` is None, from the track's own first sample (gaps filled either way)."""
-    timeline = "aresample=async=1" + (":first_pts=0" if start is not None else "")
-    if start:
-        timeline += f",atrim=start={start!r},asetpts=PTS-STARTPTS"
-    return [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-i", str(path), "-map", f"0:a:{track - 1}",
-            "-vn", "-af", timeline, "-c:a", "pcm_f32le", "-f", "wav", "pipe:1"]
+def _ffmpeg_command(path: Path, timeline: tuple[float, float] | None, track: int) -> list[str]:
+    """The sound as a player plays it beside the picture, where `timeline` is (the container's first timestamp,
+    the first video frame's time after it): from that first timestamp (a track that starts later is padded with
+    silence), then from the first frame's time on (sample 0 is frame 0's); where `timeline` is None, from the
+    track's own first sample (gaps filled either way)."""
+    if timeline is None:
+        return _ffmpeg_wav_command(path, [], "aresample=async=1", track)
+    origin, lead = timeline
+    # The timestamps as the file stamps them, counted from the container's first: ffmpeg otherwise counts an
+    # MPEG-TS or program stream's track from the track's own start, and a delay before its sound (a camcorder's
+    # AVCHD file) was lost.
+    filters = f"asetpts=PTS-({origin!r})/TB,aresample=async=1:first_pts=0"
+    if lead:
+        filters += f",atrim=start={lead!r},asetpts=PTS-STARTPTS"
+    return _ffmpeg_wav_command(path, ["-copyts"], filters, track)
 
 
-def _ffmpeg_format(path: Path, track: int, video_stream: int | None) -> tuple[int, int, int | None, float]:
+def _ffmpeg_wav_command(path: Path, options: list[str], filters: str, track: int) -> list[str]:
+    return [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", *options, "-i", str(path),
+            "-map", f"0:a:{track - 1}", "-vn", "-af", filters, "-c:a", "pcm_f32le", "-f", "wav", "pipe:1"]
+
+
+def _ffmpeg_format(path: Path, track: int, video_stream: int | None) -> tuple[int, int, int | None, MediaInfo]:
     """(rate, channels, the centre channel's index or None) of the audio track, from the header ffmpeg writes
-    for it, and where the first frame of video stream `video_stream` (None: the first picture) lies after the
-    container's start (0 without video)."""
+    for it, and what probe says of the file with video stream `video_stream` (None: its first picture)."""
     info = probe(path, video_stream)
     if not info.has_audio:
         raise EngineError(f"{path}: has no audio track",
@@ -360,22 +370,22 @@ def _ffmpeg_format(path: Path, track: int, video_stream: int | None) -> tuple[in
     if track > info.audio_tracks:
         raise EngineError(f"{path}: has {info.audio_tracks} audio track{'s' if info.audio_tracks > 1 else ''}, "
                           f"so no track {track}", f"pick a track from 1 to {info.audio_tracks}", path=str(path))
-    with _FfmpegWav(path, info.video_lead, track) as wav:
-        return wav.rate, wav.channels, wav.centre, info.video_lead
+    with _FfmpegWav(path, None, track) as wav:
+        return wav.rate, wav.channels, wav.centre, info
 
 
-def _ffmpeg_blocks(path: Path, start: float | None, track: int) -> Iterator[np.ndarray]:
-    with _FfmpegWav(path, start, track) as wav:
+def _ffmpeg_blocks(path: Path, timeline: tuple[float, float] | None, track: int) -> Iterator[np.ndarray]:
+    with _FfmpegWav(path, timeline, track) as wav:
         yield from wav.blocks()
 
 
 class _FfmpegWav:
     """ffmpeg decoding into a pipe as a float32 wav stream (whose header gives the rate and channels)."""
 
-    def __init__(self, path: Path, start: float | None, track: int):
+    def __init__(self, path: Path, timeline: tuple[float, float] | None, track: int):
         self.path = path
         self._errors = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen(_ffmpeg_command(path, start, track), stdout=subprocess.PIPE,
+        self._proc = subprocess.Popen(_ffmpeg_command(path, timeline, track), stdout=subprocess.PIPE,
                                       stderr=self._errors)
         self.rate, self.channels, self.centre = self._read_header()
 

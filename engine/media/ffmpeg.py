@@ -34,6 +34,7 @@ class MediaInfo:
     # The first frame's time after the container's first timestamp: a camera file or a broadcast capture often
     # starts its sound and its picture apart, and a player keeps them where they are stamped.
     video_lead: float = 0.0
+    start: float = 0.0        # the container's first timestamp, in seconds (an MPEG-TS often starts at 1.4)
     # A high-dynamic-range transfer ("hlg": a phone's HDR video, broadcast HDR; "pq": HDR10), "" for SDR.
     hdr: str = ""
     # Which of the file's video streams the above describe, counted as ffmpeg's `0:v:N` and Blender's movie
@@ -89,7 +90,7 @@ def probe(path: str | Path, video_stream: int | None = None) -> MediaInfo:
     if m := _DURATION.search(report):
         h, mnt, s = m.groups()
         info.duration = int(h) * 3600 + int(mnt) * 60 + float(s)
-    start = float(m.group(1)) if (m := _START.search(report)) else 0.0
+    start = info.start = float(m.group(1)) if (m := _START.search(report)) else 0.0
     in_video = False  # lines of the video stream's block: its side data says how a player turns it
     video_streams = 0
     for line in report.splitlines():

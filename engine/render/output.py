@@ -6,6 +6,7 @@ temporary name and renamed. The mp4 of a range carries that range's slice of the
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import cv2
@@ -61,10 +62,13 @@ class Mp4Output:
 
     def __init__(self, path: Path, width: int, height: int, fps: float, speech: Path, first: int, count: int,
                  track: int = 1, from_first_sample: bool = False):
+        # The sound covers the frames' whole time or more (ffmpeg's -shortest dropped the last frame where it
+        # fell a fraction of a sample short, as at 23.976 and 29.97 fps, or where the speech ends inside it).
         start = int(round(first / fps * MUX_RATE))
-        stop = int(round((first + count) / fps * MUX_RATE))
+        length = math.ceil(count / fps * MUX_RATE)
         samples = open_audio(speech, MUX_RATE, allow_silent=True, track=track,
-                             from_first_sample=from_first_sample).read(start, stop)
+                             from_first_sample=from_first_sample).read(start, start + length)
+        samples = np.pad(samples, (0, length - len(samples)))
         path.parent.mkdir(parents=True, exist_ok=True)
         self._audio = partial_path(path.with_suffix(".wav"))
         write_wav(self._audio, samples, MUX_RATE)

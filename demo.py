@@ -13,6 +13,7 @@ to the Blender side.
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
 import time
@@ -64,7 +65,7 @@ def blender_scene(progress, audio: Path, video: Path, curves: Path, subject: Pat
     done = subprocess.run(argv, cwd=ROOT, stdout=subprocess.DEVNULL)
     if done.returncode != 0:
         raise EngineError(f"demo step 'blender scene' failed (exit code {done.returncode})",
-                          f"run it alone to see why: {' '.join(argv)}")
+                          f"run it alone to see why: {shlex.join(argv)}")
 
 
 def run(args, progress) -> dict:

@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,8 +25,12 @@ import numpy as np
 
 from .errors import EngineError
 
-_PARTIAL = re.compile(r"^\..*\.partial-(\d+)-")
-_TEMP_FOLDER = re.compile(r"^synctalk-[a-z]+-(\d+)-")
+# A partial name holds its process's id and its machine's tag: a folder on a shared drive holds other machines'
+# work in progress (a farm's pieces of one render), whose process ids mean nothing here.
+_PARTIAL = re.compile(r"^\..*\.partial-(\d+)-([0-9a-f]{4})")
+_TEMP_FOLDER = re.compile(r"^synctalk-[a-z]+-(\d+)-([0-9a-f]{4})")
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:4]
+_STEM_KEPT = 120     # characters of a name a partial name keeps (with its tags it must stay a valid name)
 LOW_SPACE = 1 << 20   # a write that fails with less free space than this failed for want of space
 
 
@@ -59,14 +64,26 @@ def require_new_model_file(path: Path, example: str, replace: bool) -> None:
 
 
 def partial_path(path: Path) -> Path:
-    """A unique temporary name beside `path` for this process (the extension kept)."""
+    """A unique temporary name beside `path` for this process (the extension kept; a long name shortened, so
+    that a name the file system takes still has a partial one it takes)."""
     path = Path(path)
-    return path.with_name(f".{path.stem}.partial-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
+    return path.with_name(_partial_name(path.stem, path.suffix))
+
+
+def partial_folder(path: Path) -> Path:
+    """A unique temporary name beside the folder `path` for this process (its whole name kept: a folder's dot
+    starts no extension)."""
+    path = Path(path)
+    return path.with_name(_partial_name(path.name, ""))
+
+
+def _partial_name(stem: str, suffix: str) -> str:
+    return f".{stem[:_STEM_KEPT]}.partial-{os.getpid()}-{_HOST}{secrets.token_hex(4)}{suffix}"
 
 
 def temp_prefix(kind: str) -> str:
     """Prefix of this process's folders in the system temp (`tempfile.mkdtemp(prefix=...)`)."""
-    return f"synctalk-{kind}-{os.getpid()}-"
+    return f"synctalk-{kind}-{os.getpid()}-{_HOST}"
 
 
 @contextmanager
@@ -154,6 +171,9 @@ def path_failure(exc: OSError) -> EngineError | None:
     if isinstance(exc, (NotADirectoryError, FileNotFoundError)):
         return EngineError(f"{path}: a folder on its way is missing or is a file",
                            "choose an output inside an existing folder", path=path)
+    if exc.errno == errno.ENAMETOOLONG:
+        return EngineError(f"{path}: the name is longer than the file system takes",
+                           "choose a shorter name", path=path)
     return None
 
 
@@ -232,14 +252,15 @@ def process_alive(pid: int) -> bool:
 
 
 def remove_leftovers(folder: str | Path) -> list[Path]:
-    """Remove the partial files and folders in `folder` whose process is gone (killed); returns them."""
+    """Remove the partial files and folders in `folder` whose process on this machine is gone (killed); returns
+    them."""
     folder = Path(folder)
     removed = []
     if not folder.is_dir():
         return removed
     for entry in folder.iterdir():
         match = _PARTIAL.match(entry.name) or _TEMP_FOLDER.match(entry.name)
-        if match and not process_alive(int(match.group(1))):
+        if match and match.group(2) == _HOST and not process_alive(int(match.group(1))):
             _remove(entry)
             removed.append(entry)
     return removed

@@ -6,7 +6,7 @@ this folder; in a development checkout it is the repository's engine/ beside thi
 """
 import bpy
 
-from . import operators, panels, properties, rig_operators
+from . import jobs, operators, panels, properties, rig_operators
 
 
 def register():
@@ -16,6 +16,7 @@ def register():
 
 
 def unregister():
+    jobs.stop_current_job()     # a child left running would key or render into nothing
     for cls in reversed(operators.classes + rig_operators.classes + panels.classes):
         bpy.utils.unregister_class(cls)
     properties.unregister()

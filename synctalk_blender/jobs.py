@@ -98,7 +98,9 @@ class Job(engine_jobs.Job):
 
     def start(self) -> "Job":
         global _current
-        if _current is not None and _current is not self and not _current.state.finished:
+        # Polled here too: a job whose operator went away (a file loaded while it ran) is polled by nobody else,
+        # and its end would never be seen.
+        if _current is not None and _current is not self and not _current.poll().finished:
             raise JobBusy(f"'{_current.label}' is still running; wait for it or cancel it")
         _current = self
         return super().start()
@@ -132,3 +134,9 @@ class Job(engine_jobs.Job):
 def current_job() -> "Job | None":
     """The running job, or the last one (its final state stays on the panel)."""
     return _current
+
+
+def stop_current_job() -> None:
+    """Cancel the running job, for good: the extension is disabled, or Blender quits."""
+    if _current is not None and not _current.state.finished:
+        _current.cancel()

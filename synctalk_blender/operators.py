@@ -48,10 +48,18 @@ def _subject_folder(context) -> Path:
     return path
 
 
+def by_session_uid(collection, uid: int):
+    """The data-block of `collection` (bpy.data.objects, .scenes) with this session id, or None: it follows a
+    rename, and is not another block given the name meanwhile."""
+    return next((block for block in collection if block.session_uid == uid), None)
+
+
 def _existing_file(path: Path, what: str) -> Path:
+    """The file, absolute: a path relative to Blender's folder (an unsaved .blend's '//') means nothing to the
+    engine's child, which runs elsewhere, and one beginning with '-' would read as an option there."""
     if not path.is_file():
         raise UserError(f"{what} not found: {path}")
-    return path
+    return path.absolute()
 
 
 def _head_target(context) -> HeadTarget | None:
@@ -193,6 +201,7 @@ class _EngineJobOperator:
 
     def _start(self, context):
         import_engine()
+        self._scene_uid = context.scene.session_uid   # the job's result goes to this scene, whichever is shown then
         try:
             label, commands = self.prepare(context)
             prefs = preferences()
@@ -218,6 +227,15 @@ class _EngineJobOperator:
         self._timer = wm.event_timer_add(0.1, window=context.window)
         wm.modal_handler_add(self)
         return {"RUNNING_MODAL"}
+
+    def cancel(self, context):
+        """Blender ends the operator without its job's end (a file loaded, the window closed): the job is stopped,
+        its result unused (what it would key or place may be gone), its scratch folder removed."""
+        self._job.cancel()
+        context.window_manager.event_timer_remove(self._timer)
+        if context.workspace is not None:
+            context.workspace.status_text_set(None)
+        self.cleanup()
 
     def modal(self, context, event):
         if event.type == "ESC" and event.value == "PRESS":
@@ -250,7 +268,12 @@ class _EngineJobOperator:
             if state.cancelled:
                 self.report({"WARNING"}, f"{self._job.label} cancelled")
                 return {"CANCELLED"}
-            message = self.finish(context, state.result or {})
+            scene = by_session_uid(bpy.data.scenes, self._scene_uid)
+            if scene is None:
+                raise UserError(f"{self._job.label}: the scene it was run in was deleted meanwhile: nothing was "
+                                "changed")
+            with context.temp_override(scene=scene):   # the user may have switched scenes meanwhile
+                message = self.finish(bpy.context, state.result or {})
         except UserError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -469,9 +492,10 @@ class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):
         s = settings(context)
         scene = context.scene
         meshes, self._skipped, head = keyable_rig(context)
-        # kept by name: the rig is looked up again when the job ends (it may be deleted, or undone, meanwhile)
-        self._meshes = [(obj.name, mapping) for obj, mapping in meshes]
-        self._head = head and (head.obj.name, head.bone)
+        # kept by session id: the rig is looked up again when the job ends (it may be renamed, deleted, or undone,
+        # meanwhile, and another object may take its name)
+        self._meshes = [(obj.name, obj.session_uid, mapping) for obj, mapping in meshes]
+        self._head = head and (head.obj.name, head.obj.session_uid, head.bone)
         self._fps = scene_fps(scene)
         self._tmp = Path(tempfile.mkdtemp(prefix="synctalk-"))
         # A seed a line: one seed would put the same blinks at the same moment of every line.
@@ -509,12 +533,16 @@ class SYNCTALK_OT_audio_to_rig(_EngineJobOperator, bpy.types.Operator):
     def finish(self, context, result):
         from engine.curves import Curves
         s = settings(context)
-        named = [name for name, _ in self._meshes] + ([self._head[0]] if self._head else [])
-        if gone := [name for name in named if bpy.data.objects.get(name) is None]:
+        # The objects themselves, renamed or not: another object given a rig's name meanwhile is not keyed.
+        kept = [(name, by_session_uid(bpy.data.objects, uid)) for name, uid, _ in self._meshes]
+        head = self._head and (self._head[0], by_session_uid(bpy.data.objects, self._head[1]))
+        if gone := [name for name, obj in kept + ([head] if head else []) if obj is None]:
             raise UserError(f"'{gone[0]}' was deleted while its curves were made: nothing was keyed; run Audio to "
                             "Rig again")
-        meshes = [(bpy.data.objects[name], mapping) for name, mapping in self._meshes]
-        head = self._head and HeadTarget(bpy.data.objects[self._head[0]], self._head[1])
+        if bare := [obj.name for _, obj in kept if obj.data.shape_keys is None]:
+            raise UserError(f"'{bare[0]}' lost its shape keys while its curves were made: nothing was keyed")
+        meshes = [(obj, mapping) for (_, obj), (_, _, mapping) in zip(kept, self._meshes)]
+        head = head and HeadTarget(head[1], self._head[2])
         done, notes = [], ""
         for line in self._lines:   # in the order they play: each take starts from the one before
             curves = Curves.load(line.curves)
@@ -757,7 +785,9 @@ class SYNCTALK_OT_cancel_job(bpy.types.Operator):
         return job is not None and not job.state.finished
 
     def execute(self, context):
-        current_job().cancel()
+        job = current_job()
+        job.cancel()
+        job.poll()      # its end seen, and its kill enforced, where no operator polls it any more
         return {"FINISHED"}
 
 

@@ -60,7 +60,7 @@ def preferences():
 def subjects_dir() -> Path:
     """The preference, else $SYNCTALK_SUBJECTS (scripts, render nodes, tests), else ~/SyncTalk/subjects."""
     folder = preferences().subjects_dir or os.environ.get("SYNCTALK_SUBJECTS", "")
-    return Path(bpy.path.abspath(folder)) if folder else Path.home() / "SyncTalk" / "subjects"
+    return Path(bpy.path.abspath(folder)).absolute() if folder else Path.home() / "SyncTalk" / "subjects"
 
 
 class SyncTalkTakeTarget(bpy.types.PropertyGroup):

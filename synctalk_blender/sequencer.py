@@ -4,6 +4,7 @@ frame_duration -> content_duration, frame_final_start / frame_final_end -> left_
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,8 +184,10 @@ def sound_file(strip, folder: Path) -> Path:
     sound = _sound_of(strip)
     if sound.packed_file is None:
         return strip_file(strip)
-    name = Path(bpy.path.basename(sound.filepath)).name or f"{sound.name}.wav"  # the suffix tells the decoder
-    path = Path(folder) / name
+    # Named by its suffix alone (which tells the decoder what it holds): the names a .blend gives a sound can
+    # hold '..' and slashes, and a crafted file's wrote outside `folder`.
+    suffix = Path(bpy.path.basename(sound.filepath)).suffix
+    path = Path(folder) / ("sound" + (suffix if re.fullmatch(r"\.\w{1,8}", suffix, re.ASCII) else ".wav"))
     path.write_bytes(sound.packed_file.data)
     return path
 

@@ -1,4 +1,5 @@
 """Audio in (every format an animator has), the three encoders, frame alignment and voice activity."""
+import shutil
 import subprocess
 
 import numpy as np
@@ -340,3 +341,23 @@ def test_voice_activity_finds_pauses():
     assert len(activity) == 225
     assert activity[108:122].max() < 0.1  # inside the inserted second of silence (after the 0.2 s hangover)
     assert activity[:100].mean() > 0.7 and activity[130:].mean() > 0.7
+
+
+def test_relative_names_ffmpeg_would_read_as_something_else_are_files(speech_2s, tmp_path, monkeypatch):
+    """Relative names that ffmpeg reads as an option ('-x.m4a', an output folder '-takes'), a protocol
+    ('take1:a.m4a') or standard input ('-'; libsndfile too) are the files they name."""
+    from engine.media.ffmpeg import probe
+    from engine.media.video import VideoWriter, read_frames
+    monkeypatch.chdir(tmp_path)
+    reference = load_audio(speech_2s)
+    shutil.copy(speech_2s, tmp_path / "-")
+    _ffmpeg("-i", str(speech_2s), "-c:a", "aac", str(tmp_path / "take1:a.m4a"))
+    for name in ("-", "take1:a.m4a"):
+        heard = load_audio(name)
+        n = min(len(heard), len(reference))
+        assert np.corrcoef(heard[:n], reference[:n])[0, 1] > 0.99, name
+    for out in ("-takes/line.mp4", "c:d.mp4"):
+        with VideoWriter(out, 32, 32, 25, audio="take1:a.m4a") as writer:
+            for k in range(10):
+                writer.write(np.full((32, 32, 3), 20 * k, np.uint8))
+        assert probe(out).has_audio and sum(1 for _ in read_frames(out, 25)) == 10

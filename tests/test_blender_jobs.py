@@ -42,6 +42,26 @@ def test_cancel_stops_preprocess_cleanly_and_never_blocks_the_poll(tmp_path):
     Job("after", [["models"]]).start().run_to_end(timeout_s=120)   # the slot is free again
 
 
+def test_a_job_nobody_polls_any_more_frees_the_slot_when_it_ends_and_stops_when_the_extension_goes(tmp_path):
+    """A job whose operator Blender dropped (a file loaded while it ran: the modal handler goes, nothing polls
+    the job again) kept every later job refused until Blender restarted; Cancel did not free it either. The
+    slot is free once its child has ended. Disabling the extension stops a running child."""
+    import synctalk_blender
+    from synctalk_blender.jobs import current_job
+    orphan = Job("orphan", [["models"]]).start()
+    orphan._process.wait(timeout=120)                        # it ended; no operator saw it
+    Job("next", [["models"]]).start().run_to_end(timeout_s=120)
+    running = Job("long", [["animate", str(shared_file("audio", "en_60s.wav")), "--generic", "-o",
+                           str(tmp_path / "take.csv")]]).start()
+    synctalk_blender.register()
+    synctalk_blender.unregister()
+    assert current_job() is running
+    deadline = time.monotonic() + 30
+    while not running.poll().finished and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert running.state.cancelled, running.state
+
+
 def test_programs_unpacked_from_wheels_are_made_executable(tmp_path):
     from synctalk_blender.jobs import make_wheel_programs_executable
     program = tmp_path / "imageio_ffmpeg" / "binaries" / "ffmpeg-linux-x86_64-v9.0.2"

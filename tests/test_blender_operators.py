@@ -17,7 +17,7 @@ from conftest import select_only, shared_file
 from engine.arkit import ARKIT_NAMES
 from engine.jobs import preprocess_argv, train_argv
 from engine.media.audio import load_audio, write_wav
-from engine.media.ffmpeg import probe
+from engine.media.ffmpeg import ffmpeg_exe, probe
 from synctalk_blender import sequencer
 from synctalk_blender.demo_scene import arkit_head
 from synctalk_blender.jobs import Job
@@ -178,6 +178,24 @@ def test_audio_to_rig_keys_what_the_edit_plays_of_a_trimmed_offset_or_packed_str
     keys[len(keys) - 1].timeline_frame += 50
     assert sequencer.retimed(strip)
     _bad(bpy.ops.synctalk.audio_to_rig, "is retimed")
+
+
+def test_a_packed_sound_is_written_inside_the_jobs_folder_whatever_its_names(scene, tmp_path):
+    """A packed sound's data-block name and path come from the .blend: a crafted one named
+    '../../../escaped' with an empty path wrote the sound beside the job's folder's parents."""
+    wav = tmp_path / "line.mp3"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(shared_file("audio", "zh_8s.wav")), str(wav)],
+                   check=True)
+    strip = sequencer.add_sound(scene, wav, frame_start=1, channel=1)
+    strip.sound.pack()
+    folder = tmp_path / "a" / "b" / "job"
+    folder.mkdir(parents=True)
+    assert sequencer.sound_file(strip, folder) == folder / "sound.mp3"        # the suffix tells the decoder
+    for name, path in (("../../../escaped", ""), ("..", "//.."), ("x", "//../../evil.w/av")):
+        strip.sound.name, strip.sound.filepath = name, path
+        written = sequencer.sound_file(strip, folder)
+        assert written.parent == folder and written.name in ("sound.wav", "sound.mp3"), written
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["line.mp3", "sound.mp3", "sound.wav"]
 
 
 def test_two_characters_keyed_from_one_dialogue_strip_each_from_its_own_channel(scene, tmp_path, capfd):

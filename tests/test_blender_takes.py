@@ -361,3 +361,43 @@ def test_a_rig_deleted_while_its_curves_are_made_is_not_keyed(scene, monkeypatch
     with pytest.raises(RuntimeError, match="'Face' was deleted while its curves were made: nothing was keyed"):
         bpy.ops.synctalk.audio_to_rig()
     assert len(scene.synctalk.takes) == takes and len(bpy.data.actions) == actions
+
+
+def test_a_rig_changed_while_its_curves_are_made_is_keyed_as_it_was_asked(scene, monkeypatch):
+    """What the user does while the engine runs: the rig renamed and another mesh named as it was (the rig is
+    keyed under its new name, the other left alone: it was keyed, with a report naming the rig, and the rig was
+    not), the scene switched (the take goes to the rig's scene, not the one shown), the shape keys deleted (a
+    message, not a traceback)."""
+    from synctalk_blender import jobs
+    strip = sequencer.add_sound(scene, shared_file("audio", "zh_8s.wav"), frame_start=1, channel=1)
+    sequencer.set_handles(strip, 1, 26)
+    select_only(scene, strip)
+    face = arkit_head("Face", ARKIT_NAMES)
+    scene.synctalk.generic = True
+    other = bpy.data.scenes.new("Other")
+    run_to_end = jobs.Job.run_to_end
+
+    def changed_meanwhile(job, *args, **kwargs):
+        face.name = "Face.old"
+        stranger = bpy.data.objects.new("Face", bpy.data.meshes.new("stranger"))
+        scene.collection.objects.link(stranger)
+        stranger.shape_key_add(name="Basis")
+        stranger.shape_key_add(name="smile")
+        with bpy.context.temp_override(scene=other):   # the scene the user switched to
+            assert bpy.context.scene == other and stranger.name == "Face"
+            return run_to_end(job, *args, **kwargs)
+
+    monkeypatch.setattr(jobs.Job, "run_to_end", changed_meanwhile)
+    assert bpy.ops.synctalk.audio_to_rig() == {"FINISHED"}
+    assert face.data.shape_keys.animation_data.action is not None
+    assert bpy.data.objects["Face"].data.shape_keys.animation_data is None
+    assert len(scene.synctalk.takes) == 1 and len(other.synctalk.takes) == 0
+    assert "Face.old" in scene.synctalk.last_report
+
+    def keys_deleted_meanwhile(job, *args, **kwargs):
+        face.shape_key_clear()
+        return run_to_end(job, *args, **kwargs)
+
+    monkeypatch.setattr(jobs.Job, "run_to_end", keys_deleted_meanwhile)
+    with pytest.raises(RuntimeError, match="'Face.old' lost its shape keys while its curves were made"):
+        bpy.ops.synctalk.audio_to_rig()

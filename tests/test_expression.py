@@ -386,6 +386,14 @@ def test_live_link_take_keeps_its_first_timecode_and_eye_angles(tmp_path):
                                atol=1e-5)
     np.testing.assert_allclose(again.curves.weights[20:], take.curves.weights[20:], atol=1e-6)
     np.testing.assert_allclose(again.eye_angles[30], eyes[30], atol=1e-6)
+    # Timecodes that are no time of day (an hour of 10^30: a traceback, then an overflow of the take's record in
+    # Blender after its keys were written) are read as no timecodes: one row a frame from 00:00:00:00.
+    for bad in ("1" + "0" * 30 + ":00:00:00.000", "24:00:00:00.000", "-1:00:00:00.000"):
+        odd = tmp_path / "odd.csv"
+        odd.write_text("\n".join([rows[0], *(bad + row[row.index(","):] for row in rows[1:])]) + "\n")
+        assert read_livelink_take(odd).first_frame == 0 and len(read_livelink_take(odd).curves) == 40
+        with pytest.raises(ValueError, match="not a"):
+            timecode_frames(bad, 30)
 
 
 def test_train_ave_cli_on_a_subject(may_subject, tmp_path, capsys):

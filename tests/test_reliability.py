@@ -287,6 +287,38 @@ def test_a_second_render_to_one_output_is_refused_and_a_killed_ones_files_remove
     assert not out.with_name(f".{out.name}.lock").exists()
 
 
+def test_only_this_machines_killed_leftovers_are_removed_and_long_names_take_partial_ones(tmp_path):
+    """A folder on a shared drive holds other machines' work in progress (a farm's pieces of one render): their
+    partial files stay, whatever their process ids mean here; this machine's killed ones go. A subject named
+    with glob characters clears only its own leftovers (`Interview [2]` removed `Interview 2`'s, `*` every
+    subject's). An output name of 240 characters, which the file system takes, has a partial name it takes."""
+    from engine.files import atomic_output, partial_folder, partial_path, remove_leftovers
+    from engine.subject.format import SubjectWriter
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()                                           # a process id that is no longer running
+    mine = partial_path(tmp_path / "take.mp4").name
+    killed_here = tmp_path / mine.replace(f"-{os.getpid()}-", f"-{gone.pid}-")
+    tag = mine.split(f"-{os.getpid()}-")[1][:4]           # this machine's
+    elsewhere = "0000" if tag != "0000" else "1111"
+    other_machine = tmp_path / killed_here.name.replace(f"-{gone.pid}-{tag}", f"-{gone.pid}-{elsewhere}")
+    for path in (killed_here, other_machine):
+        path.write_bytes(b"partial")
+    assert remove_leftovers(tmp_path) == [killed_here] and other_machine.exists()
+    other_subject = partial_folder(tmp_path / "Interview 2")
+    other_subject.mkdir()
+    for name in ("Interview [2]", "*"):
+        SubjectWriter(tmp_path / name).abort()
+    assert other_subject.is_dir()
+    long_name = tmp_path / ("n" * 240 + ".csv")
+    with atomic_output(long_name) as tmp:
+        tmp.write_text("frame\n")
+    assert long_name.read_text() == "frame\n"
+    from conftest import shared_file
+    error = error_of(run_engine("animate", shared_file("audio", "zh_8s.wav"), "--generic", "-o",
+                                tmp_path / ("n" * 300 + ".csv")))       # one the file system refuses
+    assert "the name is longer than the file system takes" in error["message"]
+
+
 def test_an_interrupted_render_leaves_no_temporary_file(tiny_trained, tmp_path):
     out = tmp_path / "out.mp4"
     from conftest import shared_file

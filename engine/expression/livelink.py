@@ -47,9 +47,15 @@ def timecode(frame: int, fps: float) -> str:
 
 
 def timecode_frames(code: str, fps: float) -> int:
-    """HH:MM:SS:FF[.fff] -> frames since 00:00:00:00 at the nominal rate (the sub-frame dropped)."""
-    hh, mm, ss, ff = code.strip().split(":")
-    return ((int(hh) * 60 + int(mm)) * 60 + int(ss)) * max(1, round(fps)) + int(ff.split(".")[0])
+    """HH:MM:SS:FF[.fff] -> frames since 00:00:00:00 at the nominal rate (the sub-frame dropped). Raises
+    ValueError for what is not a time of day (an hour of 24 or more, a minute of 60, a field of 30 digits)."""
+    fields = code.strip().split(":")
+    if len(fields) != 4:
+        raise ValueError(f"{code.strip()[:40]!r} is not a timecode (HH:MM:SS:FF)")
+    hh, mm, ss, ff = (int(field) for field in (*fields[:3], fields[3].split(".")[0]))
+    if not (0 <= hh < 24 and 0 <= mm < 60 and 0 <= ss < 60 and 0 <= ff < 1000):
+        raise ValueError(f"{code.strip()[:40]!r} is not a time of day")
+    return ((hh * 60 + mm) * 60 + ss) * max(1, round(fps)) + ff
 
 
 @dataclass

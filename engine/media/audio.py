@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import EngineError
 from ..files import atomic_output, require_input_file
-from .ffmpeg import MediaInfo, ffmpeg_exe, probe
+from .ffmpeg import MediaInfo, ffmpeg_exe, file_argument, probe
 
 SAMPLE_RATE = 16000
 CHUNK_SECONDS = 10          # what one decoded block holds: a few MB at any rate and channel count
@@ -325,7 +325,7 @@ def _soundfile_info(path: Path):
     """(rate, channels) when libsndfile reads the file, else None."""
     import soundfile
     try:
-        info = soundfile.info(str(path))
+        info = soundfile.info(file_argument(path))
     except (soundfile.LibsndfileError, RuntimeError, TypeError):
         return None
     return int(info.samplerate), int(info.channels)
@@ -333,7 +333,7 @@ def _soundfile_info(path: Path):
 
 def _soundfile_blocks(path: Path, rate: int) -> Iterator[np.ndarray]:
     import soundfile
-    with soundfile.SoundFile(str(path)) as fh:
+    with soundfile.SoundFile(file_argument(path)) as fh:
         while len(block := fh.read(CHUNK_SECONDS * rate, dtype="float32", always_2d=True)):
             yield block
 
@@ -356,7 +356,7 @@ def _ffmpeg_command(path: Path, timeline: tuple[float, float] | None, track: int
 
 
 def _ffmpeg_wav_command(path: Path, options: list[str], filters: str, track: int) -> list[str]:
-    return [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", *options, "-i", str(path),
+    return [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", *options, "-i", file_argument(path),
             "-map", f"0:a:{track - 1}", "-vn", "-af", filters, "-c:a", "pcm_f32le", "-f", "wav", "pipe:1"]
 
 

@@ -16,6 +16,13 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def file_argument(path: str | Path) -> str:
+    """A file as ffmpeg and libsndfile must be given it: its absolute path, so that a relative name is never read
+    as something else: beginning with '-' as an option (an output folder '-takes'), holding ':' as a protocol
+    ('take1:a/line.m4a'), or '-' alone as standard input."""
+    return str(Path(path).absolute())
+
+
 @dataclass
 class MediaInfo:
     path: str
@@ -72,7 +79,7 @@ def probe(path: str | Path, video_stream: int | None = None) -> MediaInfo:
     stream number `video_stream` (None: the first that is not a cover picture)."""
     path = Path(path)
     require_input_file(path, "the clip")
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", file_argument(path)],
                           capture_output=True, text=True, errors="replace")
     report = proc.stderr
     if "moov atom not found" in report and _starts_like_mp4(path):
@@ -136,15 +143,3 @@ def _starts_like_mp4(path: Path) -> bool:
     """Whether the file begins with an MP4/QuickTime box (what a recording cut off before its index still has)."""
     with open(path, "rb") as file:
         return file.read(8)[4:8] in (b"ftyp", b"mdat", b"wide", b"free", b"skip")
-
-
-def run_ffmpeg(args: list[str], what: str, path: str | Path) -> bytes:
-    """Run ffmpeg with `args`; on failure raise an EngineError that quotes its last error line."""
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", *args],
-                          capture_output=True)
-    if proc.returncode != 0:
-        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["unknown error"]
-        raise EngineError(f"{path}: ffmpeg could not {what}: {tail[0]}",
-                          "check that the file plays in a media player; re-encode it if it does not",
-                          path=str(path))
-    return proc.stdout

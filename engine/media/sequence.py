@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import EngineError
 from ..files import disk_full, partial_path, require_free_space
 from ..progress import Progress
-from .ffmpeg import ffmpeg_exe, probe
+from .ffmpeg import ffmpeg_exe, file_argument, probe
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dpx", ".exr", ".bmp", ".tga")
 _PLACEHOLDER = re.compile(r"#+|%(0\d+)?d")
@@ -94,7 +94,7 @@ class ImageSequence:
     def ffmpeg_pattern(self) -> str:
         """The image2 demuxer's name for it (a % of the path doubled, as the demuxer reads it)."""
         digits = f"%0{self.digits}d" if self.digits else "%d"
-        return str(self.folder / self.prefix).replace("%", "%%") + digits + self.suffix.replace("%", "%%")
+        return file_argument(self.folder / self.prefix).replace("%", "%%") + digits + self.suffix.replace("%", "%%")
 
 
 def find_image_sequence(path: str | Path) -> ImageSequence:
@@ -189,7 +189,7 @@ def encode_working_copy(sequence: ImageSequence, fps: float, path: Path, progres
            # showinfo first: the frames that decoded, by number, to name one that did not
            "-vf", "showinfo=checksum=0" + (f",{SCENE_LINEAR_TO_SRGB}" if linear else ""),
            "-c:v", "libx264", "-preset", "veryfast", "-crf", str(WORKING_COPY_CRF), "-pix_fmt", "yuv444p",
-           "-movflags", "+faststart", str(tmp)]
+           "-movflags", "+faststart", file_argument(tmp)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
     report = _Report(proc.stderr)
     done = 0

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import EngineError
 from ..files import disk_full, partial_path
-from .ffmpeg import SQUARE_PIXELS, MediaInfo, ffmpeg_exe, probe
+from .ffmpeg import SQUARE_PIXELS, MediaInfo, ffmpeg_exe, file_argument, probe
 
 DEINTERLACE = "bwdif=mode=send_frame:deint=interlaced"   # frames marked progressive pass untouched
 # HDR to SDR: the picture made linear (100 nits at 1.0), its BT.2020 primaries taken to BT.709's, then mobius
@@ -54,7 +54,7 @@ def read_frames(path: str | Path, fps: float, info: MediaInfo | None = None, fir
     # picture after its sound, a second angle cut in later) with copies of its first frame, and pads the frames
     # before `first` the same way; frame 0 is the stream's first, where its sound's sample 0 lies (media.audio).
     filters += ",setpts=PTS-STARTPTS"
-    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-i", str(path),
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-i", file_argument(path),
            "-map", f"0:v:{info.video_stream}", "-vf", filters, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     frame_bytes = w * h * 3
@@ -92,10 +92,10 @@ class VideoWriter:
         cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-"]
         if audio is not None:
-            cmd += ["-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "160k", "-shortest"]
+            cmd += ["-i", file_argument(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "160k", "-shortest"]
         # Even dimensions are required by yuv420p; pad by one pixel when needed.
         cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-preset", "veryfast",
-                "-crf", str(crf), "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(self.tmp)]
+                "-crf", str(crf), "-pix_fmt", "yuv420p", "-movflags", "+faststart", file_argument(self.tmp)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         self.frames = 0
 

@@ -35,14 +35,13 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import EngineError
-from ..files import atomic_write_image, atomic_write_json, atomic_write_tensors
+from ..files import atomic_write_image, atomic_write_json, atomic_write_tensors, partial_folder
 from .schema import FORMAT, REPROCESS, VERSION, CropBox, SubjectMeta
 
 LABEL_BACKGROUND, LABEL_HEAD, LABEL_NECK, LABEL_TORSO = 0, 1, 2, 3
@@ -108,11 +107,14 @@ class SubjectWriter:
     def __init__(self, destination: str | Path):
         self.destination = Path(destination).resolve()
         self.destination.parent.mkdir(parents=True, exist_ok=True)
-        for stale in self.destination.parent.glob(f".{self.destination.name}.partial-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        self.root = partial_folder(self.destination)
+        # This subject's own, by their name's start (no glob: a name may hold [] or *, which matched other
+        # subjects' folders); the subject's lock is held, so no other writer of it is running.
+        ours = self.root.name[:self.root.name.index(".partial-") + len(".partial-")]
+        for stale in self.destination.parent.iterdir():
+            if stale.name.startswith(ours) and stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
         # not mkdtemp, whose folder is its owner's alone: this one becomes the subject, which colleagues open too
-        self.root = self.destination.with_name(
-            f".{self.destination.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
         self.root.mkdir()
         for sub in IMAGE_FOLDERS:
             (self.root / sub).mkdir()

@@ -787,7 +787,7 @@ class SYNCTALK_OT_cancel_job(bpy.types.Operator):
     def execute(self, context):
         job = current_job()
         job.cancel()
-        job.poll()      # its end seen, and its kill enforced, where no operator polls it any more
+        job.poll()      # its end seen where no operator polls it any more (a file was loaded while it ran)
         return {"FINISHED"}
 
 

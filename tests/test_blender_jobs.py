@@ -62,6 +62,28 @@ def test_a_job_nobody_polls_any_more_frees_the_slot_when_it_ends_and_stops_when_
     assert running.state.cancelled, running.state
 
 
+def test_an_operator_blender_drops_stops_its_job_and_removes_its_folder(tmp_path):
+    """Blender calls a modal operator's `cancel` when it drops it (a file loaded, the window closed): the job's
+    child stops, its timer goes, its scratch folder goes. Background bpy has no window manager to run a modal
+    operator in, so the context here is a stand-in that records the timer's removal (the one fake: the rest is
+    the operators' own class and a real engine child)."""
+    from types import SimpleNamespace
+
+    from synctalk_blender.operators import _EngineJobOperator
+    operator = _EngineJobOperator()
+    operator._tmp = tmp_path / "scratch"
+    operator._tmp.mkdir()
+    (operator._tmp / "sound.wav").write_bytes(b"a packed sound written out")
+    take = tmp_path / "take.csv"
+    operator._job = Job("long", [["animate", str(shared_file("audio", "en_60s.wav")), "--generic", "-o",
+                                  str(take)]]).start()
+    operator._timer, removed = "the job's timer", []
+    operator.cancel(SimpleNamespace(window_manager=SimpleNamespace(event_timer_remove=removed.append), workspace=None))
+    state = operator._job.run_to_end(timeout_s=60)
+    assert state.cancelled and removed == ["the job's timer"]
+    assert not operator._tmp.exists() and not take.exists()
+
+
 def test_programs_unpacked_from_wheels_are_made_executable(tmp_path):
     from synctalk_blender.jobs import make_wheel_programs_executable
     program = tmp_path / "imageio_ffmpeg" / "binaries" / "ffmpeg-linux-x86_64-v9.0.2"

@@ -398,7 +398,8 @@ def preprocess_argv(clip, subject, fps: float | None = None, size: int | None = 
             + _span(span)
             + (["--audio", str(audio)] if audio is not None else [])
             + (["--audio-offset", repr(float(audio_offset))] if audio_offset else [])
-            + _voice(channel, track, from_first_sample) + (["--sequence-fps", repr(float(sequence_fps))] if sequence_fps else [])
+            + _voice(channel, track, from_first_sample)
+            + (["--sequence-fps", repr(float(sequence_fps))] if sequence_fps else [])
             + (["--video-stream", str(video_stream)] if video_stream else []))
 
 

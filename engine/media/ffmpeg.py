@@ -97,7 +97,8 @@ def probe(path: str | Path, video_stream: int | None = None) -> MediaInfo:
     if m := _DURATION.search(report):
         h, mnt, s = m.groups()
         info.duration = int(h) * 3600 + int(mnt) * 60 + float(s)
-    start = info.start = float(m.group(1)) if (m := _START.search(report)) else 0.0
+    if m := _START.search(report):
+        info.start = float(m.group(1))
     in_video = False  # lines of the video stream's block: its side data says how a player turns it
     video_streams = 0
     for line in report.splitlines():
@@ -113,7 +114,7 @@ def probe(path: str | Path, video_stream: int | None = None) -> MediaInfo:
             info.interlaced = bool(_INTERLACED.search(line))
             info.hdr = next((kind for name, kind in _HDR.items() if name in line), "")
             if t := _STREAM_START.search(line):
-                info.video_lead = max(0.0, float(t.group(1)) - start)
+                info.video_lead = max(0.0, float(t.group(1)) - info.start)
             if a := _SAR.search(line):
                 num, den = int(a.group(1)), int(a.group(2))
                 if num and den:  # 0:1 means unknown: square

@@ -123,11 +123,12 @@ def test_render_speaks_the_audio_track_it_is_given_and_carries_that_track(subjec
                      "--crop", "--frames", "0:3", "--progress", "quiet"]) == 0
         frames[name] = [cv2.imread(str(p)).astype(float) for p in sorted((tmp_path / name).glob("*.png"))]
     assert len(frames["track"]) == 3
-    # (the tiny test head moves little: its frames from the first track differ by 0.03-0.12 levels on average from
-    # one training of it to the next; the same voice's, read either way, by none)
+    # (the tiny test head moves little: its frames from the first track differ by 0.008-0.12 levels on average,
+    # from one training of it to the next and from frame to frame; the same voice's, read either way, by none: the
+    # 8-bit frames are equal. So the first track's differ at all, a few levels summed over the frame.)
     same = [np.abs(a - b).mean() for a, b in zip(frames["track"], frames["voice"])]
     other = [np.abs(a - b).mean() for a, b in zip(frames["track"], frames["first"])]
-    assert max(same) < 0.002 and min(other) > 0.01
+    assert max(same) < 0.0005 and min(other) > 0.002
 
 
 def test_rendered_face_joins_the_frame_without_a_seam(subject):
